@@ -1,0 +1,17 @@
+/* cli — the g4 command: one function per subcommand, dispatched by main.c.
+ * Each returns the process exit code: 0 ok, 1 failure, 2 usage. */
+#ifndef G4_CLI_H
+#define G4_CLI_H
+
+#include <stdio.h>
+
+int cli_inspect(int argc, char **argv);
+
+/* Prints "error: <msg>" on stderr (one line). */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Python-repr-like shortest round-trip text for a double ("1e-06", "30.0"). */
+void cli_fmt_double(char *buf, size_t size, double v);
+/* Python repr of a byte string (single quotes, escapes). */
+void cli_print_pyrepr(FILE *out, const char *s, size_t n);
+
+#endif

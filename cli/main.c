@@ -1,0 +1,56 @@
+/* g4 — the command line: inspect, run, chat, tokenize, serve, ... */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "g4_log.h"
+
+typedef struct cli_cmd {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} cli_cmd_t;
+
+static const cli_cmd_t s_cmds[] = {
+    {"inspect", cli_inspect, "print a GGUF file's metadata and tensor table"},
+};
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void s_usage(FILE *out)
+{
+    fprintf(out, "usage: g4 COMMAND [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof s_cmds / sizeof s_cmds[0]; i++)
+        fprintf(out, "  %-12s %s\n", s_cmds[i].name, s_cmds[i].help);
+    fprintf(out, "\n'g4 COMMAND --help' shows a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    g4_log_set_ident("g4");
+    if (argc < 2) {
+        s_usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        s_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("g4 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof s_cmds / sizeof s_cmds[0]; i++)
+        if (!strcmp(argv[1], s_cmds[i].name)) return s_cmds[i].fn(argc - 1, argv + 1);
+    cli_error("unknown command '%s' (see g4 --help)", argv[1]);
+    return 2;
+}

@@ -1,0 +1,48 @@
+/* g4_dot — weight-row × activation-row dot products, paired the way
+ * llama.cpp's CPU backend pairs them (docs/gguf-quant-formats):
+ *
+ *   weight       activation row converted to   accumulation
+ *   F32          F32                           f32
+ *   F16          F16 (RNE)                     f32
+ *   BF16         BF16 (RNE)                    f32
+ *   Q8_0 Q4_0 Q5_0   Q8_0 (x86 rule: 127/amax, ties to even)   int per block
+ *   Q4_1 Q5_1        Q8_1 (x86 rule, s = d·Σq)                 int per block
+ *   Q4_K Q5_K Q6_K   Q8_K (-127/max, nearest even)             int per sub-block
+ *
+ * Each operation has a plain scalar `_ref` twin (g4_type_ops_t.*_ref) that
+ * tests compare the fast one against. The fast pointers are chosen once at
+ * run time from the CPU's features (AVX-512 / AVX2 / scalar). */
+#ifndef G4_DOT_H
+#define G4_DOT_H
+
+#include <stdint.h>
+
+#include "g4_dtype.h"
+
+/* s = dot(weight row w, activation row a) over n elements. */
+typedef void (*g4_vec_dot_fn)(int64_t n, float *s, const void *w, const void *a);
+/* Converts n floats into the activation type. */
+typedef void (*g4_from_float_fn)(const float *x, void *y, int64_t n);
+
+typedef struct g4_type_ops {
+    g4_dtype_t act_type;            /* activation type paired with this weight type */
+    g4_from_float_fn from_float;    /* fast, dispatched                              */
+    g4_from_float_fn from_float_ref;
+    g4_vec_dot_fn vec_dot;          /* fast, dispatched                              */
+    g4_vec_dot_fn vec_dot_ref;
+} g4_type_ops_t;
+
+/* Ops for weights of type t, or NULL if g4 cannot multiply with it. */
+const g4_type_ops_t *g4_type_ops(uint32_t t);
+
+/* Detects the CPU (idempotent, thread-safe); the env var G4_ISA=scalar|avx2|avx512
+ * caps what is used. Called by g4_type_ops() on first use. */
+void g4_kernels_init(void);
+/* "avx512", "avx2" or "scalar": the widest instruction set in use. */
+const char *g4_kernels_isa(void);
+
+/* Activation quantizers, scalar twins of the x86 SIMD code. */
+void g4_quant_q8_0_x86_ref(const float *x, void *y, int64_t n);
+void g4_quant_q8_1_x86_ref(const float *x, void *y, int64_t n);
+
+#endif

@@ -1,0 +1,17 @@
+/* Internal: the per-ISA kernel tables filled by g4_dot_x86.c. */
+#ifndef G4_DOT_INTERNAL_H
+#define G4_DOT_INTERNAL_H
+
+#include "g4_dot.h"
+
+typedef struct g4_dot_simd {
+    g4_vec_dot_fn dot[G4_DTYPE_COUNT];
+    g4_from_float_fn from_float[G4_DTYPE_COUNT]; /* indexed by activation type */
+} g4_dot_simd_t;
+
+/* Fill `t` with what AVX2 (+FMA, F16C) provides; NULL entries keep the scalar one. */
+void g4_dot_fill_avx2(g4_dot_simd_t *t);
+/* Same for AVX-512 (F, BW, VL; VNNI/BF16 where present). */
+void g4_dot_fill_avx512(g4_dot_simd_t *t, int has_vnni, int has_bf16);
+
+#endif

@@ -1,0 +1,396 @@
+/* g4_dot_x86 — AVX2 and AVX-512 versions of the dot products and activation
+ * quantizers in g4_dot.c. Each function is compiled for its ISA with a
+ * target attribute and only called after the CPU was checked, so the rest
+ * of the library stays portable x86-64. Integer results are identical to the
+ * scalar twins; only the f32 summation order differs. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "g4_dot_internal.h"
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+/* ====================================================================== */
+/* AVX2 helpers                                                           */
+/* ====================================================================== */
+
+AVX2 static inline float s_hsum_ps(__m256 x)
+{
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+AVX2 static inline int s_hsum_i32(__m256i x)
+{
+    __m128i r = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, _MM_SHUFFLE(1, 0, 3, 2)));
+    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(r);
+}
+
+/* Σ x_i*y_i for 32 signed int8 pairs, as 8 int32 lanes. |x|,|y| <= 127 except
+ * that x may be -128 (its sign moves onto y). */
+AVX2 static inline __m256i s_dot_i8(__m256i x, __m256i y)
+{
+    const __m256i ax = _mm256_sign_epi8(x, x);
+    const __m256i sy = _mm256_sign_epi8(y, x);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+}
+
+AVX2 static inline __m256i s_unpack_q4(const uint8_t *qs)
+{
+    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x0F));
+}
+
+/* ====================================================================== */
+/* AVX2 kernels                                                           */
+/* ====================================================================== */
+
+AVX2 static void s_dot_f32(int64_t n, float *s, const void *vw, const void *va)
+{
+    const float *w = vw, *a = va;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(),
+           acc3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(a + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(a + i + 16), acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(a + i + 24), acc3);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(a + i), acc0);
+    float sum = s_hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    for (; i < n; i++) sum += w[i] * a[i];
+    *s = sum;
+}
+
+AVX2 static void s_dot_f16(int64_t n, float *s, const void *vw, const void *va)
+{
+    const uint16_t *w = vw, *a = va;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(),
+           acc3 = _mm256_setzero_ps();
+#define LD(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm256_fmadd_ps(LD(w + i), LD(a + i), acc0);
+        acc1 = _mm256_fmadd_ps(LD(w + i + 8), LD(a + i + 8), acc1);
+        acc2 = _mm256_fmadd_ps(LD(w + i + 16), LD(a + i + 16), acc2);
+        acc3 = _mm256_fmadd_ps(LD(w + i + 24), LD(a + i + 24), acc3);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(LD(w + i), LD(a + i), acc0);
+#undef LD
+    float sum = s_hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    for (; i < n; i++) sum += g4_fp16_to_fp32(w[i]) * g4_fp16_to_fp32(a[i]);
+    *s = sum;
+}
+
+AVX2 static inline __m256 s_ld_bf16(const uint16_t *p)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+AVX2 static void s_dot_bf16(int64_t n, float *s, const void *vw, const void *va)
+{
+    const uint16_t *w = vw, *a = va;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(),
+           acc3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm256_fmadd_ps(s_ld_bf16(w + i), s_ld_bf16(a + i), acc0);
+        acc1 = _mm256_fmadd_ps(s_ld_bf16(w + i + 8), s_ld_bf16(a + i + 8), acc1);
+        acc2 = _mm256_fmadd_ps(s_ld_bf16(w + i + 16), s_ld_bf16(a + i + 16), acc2);
+        acc3 = _mm256_fmadd_ps(s_ld_bf16(w + i + 24), s_ld_bf16(a + i + 24), acc3);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(s_ld_bf16(w + i), s_ld_bf16(a + i), acc0);
+    float sum = s_hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    for (; i < n; i++) sum += g4_bf16_to_fp32(w[i]) * g4_bf16_to_fp32(a[i]);
+    *s = sum;
+}
+
+AVX2 static void s_dot_q8_0(int64_t n, float *s, const void *vw, const void *va)
+{
+    const g4_block_q8_0 *w = vw, *a = va;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * g4_fp16_to_fp32(a[i].d));
+        const __m256i x = _mm256_loadu_si256((const __m256i *)w[i].qs);
+        const __m256i y = _mm256_loadu_si256((const __m256i *)a[i].qs);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s_dot_i8(x, y)), acc);
+    }
+    *s = s_hsum_ps(acc);
+}
+
+AVX2 static void s_dot_q4_0(int64_t n, float *s, const void *vw, const void *va)
+{
+    const g4_block_q4_0 *w = vw;
+    const g4_block_q8_0 *a = va;
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i off = _mm256_set1_epi8(8);
+    for (int64_t i = 0; i < n / 32; i++) {
+        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * g4_fp16_to_fp32(a[i].d));
+        const __m256i x = _mm256_sub_epi8(s_unpack_q4(w[i].qs), off);
+        const __m256i y = _mm256_loadu_si256((const __m256i *)a[i].qs);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s_dot_i8(x, y)), acc);
+    }
+    *s = s_hsum_ps(acc);
+}
+
+AVX2 static void s_dot_q4_1(int64_t n, float *s, const void *vw, const void *va)
+{
+    const g4_block_q4_1 *w = vw;
+    const g4_block_q8_1 *a = va;
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0;
+    for (int64_t i = 0; i < n / 32; i++) {
+        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * g4_fp16_to_fp32(a[i].d));
+        summs += g4_fp16_to_fp32(w[i].m) * g4_fp16_to_fp32(a[i].s);
+        const __m256i x = s_unpack_q4(w[i].qs);
+        const __m256i y = _mm256_loadu_si256((const __m256i *)a[i].qs);
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    *s = s_hsum_ps(acc) + summs;
+}
+
+/* Q4_K x Q8_K */
+AVX2 static void s_dot_q4_K(int64_t n, float *s, const void *vw, const void *va)
+{
+    const g4_block_q4_K *w = vw;
+    const g4_block_q8_K *a = va;
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0;
+    for (int64_t i = 0; i < n / 256; i++) {
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; j++) g4_kq_scale_min(j, w[i].scales, &sc[j], &m[j]);
+        int mins = 0;
+        for (int g = 0; g < 16; g++) mins += a[i].bsums[g] * m[g / 2];
+        summs += g4_fp16_to_fp32(w[i].dmin) * a[i].d * (float)mins;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i q4 = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * c));
+            const __m256i lo = _mm256_and_si256(q4, m4);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+            const __m256i a0 = _mm256_loadu_si256((const __m256i *)(a[i].qs + 64 * c));
+            const __m256i a1 = _mm256_loadu_si256((const __m256i *)(a[i].qs + 64 * c + 32));
+            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), _mm256_set1_epi16(sc[2 * c]));
+            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), _mm256_set1_epi16(sc[2 * c + 1]));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+        }
+        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * a[i].d);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = s_hsum_ps(acc) - summs;
+}
+
+/* Q5_K x Q8_K */
+AVX2 static void s_dot_q5_K(int64_t n, float *s, const void *vw, const void *va)
+{
+    const g4_block_q5_K *w = vw;
+    const g4_block_q8_K *a = va;
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0;
+    for (int64_t i = 0; i < n / 256; i++) {
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; j++) g4_kq_scale_min(j, w[i].scales, &sc[j], &m[j]);
+        int mins = 0;
+        for (int g = 0; g < 16; g++) mins += a[i].bsums[g] * m[g / 2];
+        summs += g4_fp16_to_fp32(w[i].dmin) * a[i].d * (float)mins;
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)w[i].qh);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i q4 = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * c));
+            const __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * c)));
+            const __m256i b1 = _mm256_set1_epi8((char)(1 << (2 * c + 1)));
+            const __m256i h0 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), _mm256_set1_epi8(16));
+            const __m256i h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), _mm256_set1_epi8(16));
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q4, m4), h0);
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4), h1);
+            const __m256i a0 = _mm256_loadu_si256((const __m256i *)(a[i].qs + 64 * c));
+            const __m256i a1 = _mm256_loadu_si256((const __m256i *)(a[i].qs + 64 * c + 32));
+            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), _mm256_set1_epi16(sc[2 * c]));
+            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), _mm256_set1_epi16(sc[2 * c + 1]));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+        }
+        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * a[i].d);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = s_hsum_ps(acc) - summs;
+}
+
+/* Q6_K x Q8_K: q6 - 32 = u - 32 with u in [0, 63], so Σ sc·(u-32)·a =
+ * Σ sc·u·a - 32 Σ_g sc_g·bsum_g. */
+AVX2 static void s_dot_q6_K(int64_t n, float *s, const void *vw, const void *va)
+{
+    const g4_block_q6_K *w = vw;
+    const g4_block_q8_K *a = va;
+    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        __m256i sumi = _mm256_setzero_si256();
+        int corr = 0;
+        for (int g = 0; g < 16; g++) corr += w[i].scales[g] * a[i].bsums[g];
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = w[i].ql + 64 * h, *qhp = w[i].qh + 32 * h;
+            const int8_t *sc = w[i].scales + 8 * h, *q8 = a[i].qs + 128 * h;
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i u[4];
+            u[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
+            u[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+            u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
+            u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+            for (int k = 0; k < 4; k++) {
+                const __m256i y = _mm256_loadu_si256((const __m256i *)(q8 + 32 * k));
+                const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(u[k], y), scv));
+            }
+        }
+        const int total = s_hsum_i32(sumi) - 32 * corr;
+        acc = _mm256_add_ps(acc, _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * a[i].d * (float)total));
+    }
+    *s = _mm256_cvtss_f32(acc);
+}
+
+/* ---- activation quantizers ------------------------------------------- */
+
+AVX2 static void s_from_q8_0(const float *x, void *vy, int64_t n)
+{
+    g4_block_q8_0 *y = vy;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16),
+               v3 = _mm256_loadu_ps(x + 24);
+        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                  _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(mx, 1), _mm256_castps256_ps128(mx));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.f, id = amax != 0.0f ? 127.f / amax : 0.0f;
+        y[i].d = g4_fp32_to_fp16(d);
+        const __m256 mul = _mm256_set1_ps(id);
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        i0 = _mm256_packs_epi32(i0, i1);
+        i2 = _mm256_packs_epi32(i2, i3);
+        i0 = _mm256_packs_epi16(i0, i2);
+        i0 = _mm256_permutevar8x32_epi32(i0, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y[i].qs, i0);
+    }
+}
+
+AVX2 static void s_from_f16(const float *x, void *vy, int64_t n)
+{
+    uint16_t *y = vy;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = g4_fp32_to_fp16(x[i]);
+}
+
+void g4_dot_fill_avx2(g4_dot_simd_t *t)
+{
+    t->dot[G4_DTYPE_F32] = s_dot_f32;
+    t->dot[G4_DTYPE_F16] = s_dot_f16;
+    t->dot[G4_DTYPE_BF16] = s_dot_bf16;
+    t->dot[G4_DTYPE_Q8_0] = s_dot_q8_0;
+    t->dot[G4_DTYPE_Q4_0] = s_dot_q4_0;
+    t->dot[G4_DTYPE_Q4_1] = s_dot_q4_1;
+    t->dot[G4_DTYPE_Q4_K] = s_dot_q4_K;
+    t->dot[G4_DTYPE_Q5_K] = s_dot_q5_K;
+    t->dot[G4_DTYPE_Q6_K] = s_dot_q6_K;
+    t->from_float[G4_DTYPE_Q8_0] = s_from_q8_0;
+    t->from_float[G4_DTYPE_F16] = s_from_f16;
+}
+
+/* ====================================================================== */
+/* AVX-512                                                                */
+/* ====================================================================== */
+
+/* Q8_0 x Q8_0 two blocks per 512-bit step, VNNI dpbusd on |x| and sign(y,x). */
+AVX512VNNI static void s_dot_q8_0_vnni(int64_t n, float *s, const void *vw, const void *va)
+{
+    const g4_block_q8_0 *w = vw, *a = va;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * g4_fp16_to_fp32(a[i].d));
+        const __m256i x = _mm256_loadu_si256((const __m256i *)w[i].qs);
+        const __m256i y = _mm256_loadu_si256((const __m256i *)a[i].qs);
+        const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    *s = s_hsum_ps(acc);
+}
+
+AVX512VNNI static void s_dot_q4_0_vnni(int64_t n, float *s, const void *vw, const void *va)
+{
+    const g4_block_q4_0 *w = vw;
+    const g4_block_q8_0 *a = va;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * g4_fp16_to_fp32(a[i].d));
+        const __m256i x = s_unpack_q4(w[i].qs); /* 0..15; subtract 8·Σy afterwards */
+        const __m256i y = _mm256_loadu_si256((const __m256i *)a[i].qs);
+        __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y);
+        const __m256i sy = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), y);
+        p = _mm256_sub_epi32(p, sy);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    *s = s_hsum_ps(acc);
+}
+
+AVX512 static void s_dot_f32_512(int64_t n, float *s, const void *vw, const void *va)
+{
+    const float *w = vw, *a = va;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(a + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(a + i + 16), acc1);
+    }
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    for (; i < n; i++) sum += w[i] * a[i];
+    *s = sum;
+}
+
+AVX512 static void s_dot_f16_512(int64_t n, float *s, const void *vw, const void *va)
+{
+    const uint16_t *w = vw, *a = va;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+#define LD(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm512_fmadd_ps(LD(w + i), LD(a + i), acc0);
+        acc1 = _mm512_fmadd_ps(LD(w + i + 16), LD(a + i + 16), acc1);
+    }
+#undef LD
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    for (; i < n; i++) sum += g4_fp16_to_fp32(w[i]) * g4_fp16_to_fp32(a[i]);
+    *s = sum;
+}
+
+void g4_dot_fill_avx512(g4_dot_simd_t *t, int has_vnni, int has_bf16)
+{
+    (void)has_bf16; /* BF16 stays on the AVX2 path: dpbf16 rounds differently */
+    t->dot[G4_DTYPE_F32] = s_dot_f32_512;
+    t->dot[G4_DTYPE_F16] = s_dot_f16_512;
+    if (has_vnni) {
+        t->dot[G4_DTYPE_Q8_0] = s_dot_q8_0_vnni;
+        t->dot[G4_DTYPE_Q4_0] = s_dot_q4_0_vnni;
+    }
+}

@@ -1,0 +1,89 @@
+/* g4_matmul — see g4_matmul.h.
+ *
+ * Work split: the N output rows are cut into contiguous per-thread ranges
+ * (each thread streams its own part of W exactly once). Inside a range,
+ * blocks of G4_MM_ROWS weight rows are multiplied with all T activation rows
+ * before moving on, so in prefill a block of W is read from DRAM once and
+ * reused T times from cache. */
+#include "g4_matmul.h"
+
+#include <omp.h>
+#include <string.h>
+
+#include "g4_dot.h"
+#include "g4_err.h"
+
+#define G4_MM_ROWS 16
+
+static int s_threads = 0;
+
+void g4_kernels_set_threads(int n) { s_threads = n > 0 ? n : 0; }
+int g4_kernels_threads(void) { return s_threads > 0 ? s_threads : omp_get_max_threads(); }
+
+size_t g4_matmul_scratch_bytes(g4_dtype_t t, int64_t K, int64_t T)
+{
+    const g4_type_ops_t *ops = g4_type_ops(t);
+    if (!ops) return 0;
+    uint64_t row = g4_dtype_row_bytes(ops->act_type, (uint64_t)K);
+    return (size_t)(((row + 63) & ~(uint64_t)63) * (uint64_t)T);
+}
+
+static int s_check(const g4_tensor_t *W, int64_t row0, int64_t *nrows, const g4_type_ops_t **ops)
+{
+    *ops = g4_type_ops(W->dtype);
+    if (!*ops) return G4_ERR_RANGE;
+    const int64_t N = g4_tensor_nrows(W);
+    if (*nrows < 0) *nrows = N - row0;
+    if (row0 < 0 || row0 + *nrows > N) return G4_ERR_RANGE;
+    return G4_OK;
+}
+
+static int s_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const float *X, int64_t ldx, int64_t T,
+                    float *Y, int64_t ldy, void *scratch, int ref)
+{
+    const g4_type_ops_t *ops;
+    int rc = s_check(W, row0, &nrows, &ops);
+    if (rc) return rc;
+    const int64_t K = W->ne[0];
+    const uint64_t arow = (g4_dtype_row_bytes(ops->act_type, (uint64_t)K) + 63) & ~(uint64_t)63;
+    const g4_vec_dot_fn dot = ref ? ops->vec_dot_ref : ops->vec_dot;
+    const g4_from_float_fn conv = ref ? ops->from_float_ref : ops->from_float;
+    const uint8_t *wbase = (const uint8_t *)W->data + (uint64_t)row0 * W->nb[1];
+    const uint64_t wstride = W->nb[1];
+    const int nth = ref ? 1 : (T * nrows * K < 4096 ? 1 : g4_kernels_threads());
+
+#pragma omp parallel num_threads(nth)
+    {
+        const int ith = omp_get_thread_num(), nt = omp_get_num_threads();
+        /* 1. convert activations (rows split among threads) */
+        if (ops->act_type != G4_DTYPE_F32 || ldx != K) {
+            for (int64_t t = ith; t < T; t += nt) conv(X + t * ldx, (uint8_t *)scratch + (uint64_t)t * arow, K);
+        }
+#pragma omp barrier
+        const uint8_t *A = (ops->act_type == G4_DTYPE_F32 && ldx == K) ? (const uint8_t *)X : (const uint8_t *)scratch;
+        const uint64_t astride = (ops->act_type == G4_DTYPE_F32 && ldx == K) ? (uint64_t)K * 4 : arow;
+        /* 2. this thread's rows, in blocks */
+        const int64_t r_begin = nrows * ith / nt, r_end = nrows * (ith + 1) / nt;
+        for (int64_t r0 = r_begin; r0 < r_end; r0 += G4_MM_ROWS) {
+            const int64_t r1 = r0 + G4_MM_ROWS < r_end ? r0 + G4_MM_ROWS : r_end;
+            for (int64_t t = 0; t < T; t++) {
+                const uint8_t *a = A + (uint64_t)t * astride;
+                float *y = Y + t * ldy;
+                for (int64_t r = r0; r < r1; r++) dot(K, &y[r], wbase + (uint64_t)r * wstride, a);
+            }
+        }
+    }
+    return G4_OK;
+}
+
+int g4_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const float *X, int64_t ldx, int64_t T, float *Y,
+              int64_t ldy, void *scratch)
+{
+    return s_matmul(W, row0, nrows, X, ldx, T, Y, ldy, scratch, 0);
+}
+
+int g4_matmul_ref(const g4_tensor_t *W, int64_t row0, int64_t nrows, const float *X, int64_t ldx, int64_t T,
+                  float *Y, int64_t ldy, void *scratch)
+{
+    return s_matmul(W, row0, nrows, X, ldx, T, Y, ldy, scratch, 1);
+}
