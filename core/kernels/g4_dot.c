@@ -9,6 +9,24 @@
 
 #include "g4_dot_internal.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+
+/* CPUID leaf 7: ECX bit 11 = AVX512_VNNI; subleaf 1 EAX bit 5 = AVX512_BF16. */
+static int s_cpuid7(int sub, int reg, int bit)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, (unsigned)sub, &a, &b, &c, &d)) return 0;
+    unsigned r = reg == 0 ? a : reg == 1 ? b : reg == 2 ? c : d;
+    return (int)((r >> bit) & 1);
+}
+static int s_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && ((c >> 29) & 1);
+}
+#endif
+
 /* ====================================================================== */
 /* activation quantizers                                                  */
 /* ====================================================================== */
@@ -266,7 +284,7 @@ static void s_init(void)
     __builtin_cpu_init();
     g4_dot_simd_t t;
     memset(&t, 0, sizeof t);
-    int have2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    int have2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && s_f16c();
     int have512 = have2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                   __builtin_cpu_supports("avx512vl");
     if (allow2 && have2) {
@@ -274,7 +292,7 @@ static void s_init(void)
         s_isa = "avx2";
     }
     if (allow512 && have512) {
-        g4_dot_fill_avx512(&t, __builtin_cpu_supports("avx512vnni"), __builtin_cpu_supports("avx512bf16"));
+        g4_dot_fill_avx512(&t, s_cpuid7(0, 2, 11), s_cpuid7(1, 0, 5));
         s_isa = "avx512";
     }
     for (int w = 0; w < G4_DTYPE_COUNT; w++) {

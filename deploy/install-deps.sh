@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs g4's build and runtime dependencies from Debian 12 packages (as root).
+set -euo pipefail
+PKGS=(
+  build-essential cmake pkg-config clang        # C11 toolchain; clang for the fuzz targets
+  libzmq3-dev libsodium-dev                     # ZeroMQ (CURVE security through libsodium)
+  libprotobuf-c-dev protobuf-c-compiler         # protobuf-c runtime and protoc-c
+  libhwloc-dev hwloc                            # topology, NUMA placement
+  libcjson-dev                                  # JSON (CLI output, HTTP gateway)
+  libmicrohttpd-dev                             # HTTP gateway
+  libpng-dev libjpeg-dev libmpg123-dev          # image and audio decoding (encoderd)
+  libclang-rt-14-dev                            # sanitizer runtimes for clang
+  python3                                       # fixture scripts
+)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}"
+fi
