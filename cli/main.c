@@ -14,6 +14,9 @@ typedef struct cli_cmd {
 
 static const cli_cmd_t s_cmds[] = {
     {"inspect", cli_inspect, "print a GGUF file's metadata and tensor table"},
+    {"run", cli_run, "generate text from a prompt (--in-process: without daemons)"},
+    {"tokenize", cli_tokenize, "print the token ids of a text"},
+    {"detokenize", cli_detokenize, "print the text of token ids"},
 };
 
 void cli_error(const char *fmt, ...)

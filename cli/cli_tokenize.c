@@ -1,0 +1,155 @@
+/* g4 tokenize -m MODEL.gguf [--no-bos] [--no-special] (-p TEXT | -f FILE) [--json]
+ * g4 detokenize -m MODEL.gguf ID…
+ * Prints the ids as a JSON list (with --json: ids and pieces). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "g4_alloc.h"
+#include "g4_gguf.h"
+#include "tok_vocab.h"
+
+static char *s_slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, used = 0;
+    char *b = g4_malloc(cap);
+    for (size_t r; b && (r = fread(b + used, 1, cap - used, f)) > 0;) {
+        used += r;
+        if (used == cap) {
+            char *nb = g4_realloc(b, cap * 2);
+            if (!nb) g4_free(b);
+            b = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    *n = used;
+    return b;
+}
+
+static tok_vocab_t *s_open(const char *model, g4_gguf_t **g)
+{
+    g4_err_t err;
+    *g = g4_gguf_open(model, &err);
+    if (!*g) {
+        cli_error("%s", err.msg);
+        return NULL;
+    }
+    tok_vocab_t *v = tok_vocab_load(*g, &err);
+    if (!v) cli_error("%s", err.msg);
+    return v;
+}
+
+int cli_tokenize(int argc, char **argv)
+{
+    const char *model = NULL, *text = NULL, *file = NULL;
+    int bos = 1, special = 1, json = 0;
+    for (int i = 1; i < argc; i++) {
+        if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model = argv[++i];
+        else if ((!strcmp(argv[i], "-p") || !strcmp(argv[i], "--prompt")) && i + 1 < argc) text = argv[++i];
+        else if ((!strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) && i + 1 < argc) file = argv[++i];
+        else if (!strcmp(argv[i], "--no-bos")) bos = 0;
+        else if (!strcmp(argv[i], "--no-special")) special = 0;
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else {
+            cli_error("usage: g4 tokenize -m MODEL.gguf [--no-bos] [--no-special] (-p TEXT | -f FILE) [--json]");
+            return 2;
+        }
+    }
+    if (!model || (!text && !file)) {
+        cli_error("usage: g4 tokenize -m MODEL.gguf [--no-bos] [--no-special] (-p TEXT | -f FILE) [--json]");
+        return 2;
+    }
+    size_t len = text ? strlen(text) : 0;
+    char *buf = NULL;
+    if (file && !(buf = s_slurp(file, &len))) {
+        cli_error("%s: %s", file, strerror(errno));
+        return 1;
+    }
+    g4_gguf_t *g;
+    tok_vocab_t *v = s_open(model, &g);
+    int rc = 1;
+    int32_t *ids = NULL;
+    int n = 0;
+    g4_err_t err;
+    if (v && !tok_vocab_tokenize(v, buf ? buf : text, len, bos, special, &ids, &n, &err)) {
+        cJSON *arr = cJSON_CreateArray();
+        for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
+        cJSON *root = arr;
+        if (json) {
+            root = cJSON_CreateObject();
+            cJSON_AddItemToObject(root, "ids", arr);
+            cJSON *pieces = cJSON_AddArrayToObject(root, "pieces");
+            for (int i = 0; i < n; i++) {
+                char p[1024];
+                int l = tok_vocab_piece(v, ids[i], p, sizeof p - 1, 1);
+                p[l > 0 ? l : 0] = '\0';
+                cJSON_AddItemToArray(pieces, cJSON_CreateString(p));
+            }
+        }
+        char *s = cJSON_PrintUnformatted(root);
+        if (s) puts(s);
+        cJSON_free(s);
+        cJSON_Delete(root);
+        rc = 0;
+    } else if (v) {
+        cli_error("%s", err.msg);
+    }
+    g4_free(ids);
+    g4_free(buf);
+    tok_vocab_destroy(&v);
+    g4_gguf_destroy(&g);
+    return rc;
+}
+
+int cli_detokenize(int argc, char **argv)
+{
+    const char *model = NULL;
+    int first = 0, n = 0;
+    int32_t *ids = g4_malloc((size_t)(argc + 1) * sizeof *ids);
+    if (!ids) return 1;
+    for (int i = 1; i < argc; i++) {
+        if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model = argv[++i];
+        else {
+            char *end;
+            long x = strtol(argv[i], &end, 10);
+            if (*end || x < 0) {
+                cli_error("'%s' is not a token id", argv[i]);
+                g4_free(ids);
+                return 2;
+            }
+            ids[n++] = (int32_t)x;
+        }
+    }
+    (void)first;
+    if (!model) {
+        cli_error("usage: g4 detokenize -m MODEL.gguf ID…");
+        g4_free(ids);
+        return 2;
+    }
+    g4_gguf_t *g;
+    tok_vocab_t *v = s_open(model, &g);
+    int rc = 1;
+    if (v) {
+        for (int i = 0; i < n; i++)
+            if (ids[i] >= tok_vocab_size(v)) {
+                cli_error("token id %d is outside the vocabulary (%d)", ids[i], tok_vocab_size(v));
+                goto done;
+            }
+        size_t len;
+        char *s = tok_vocab_detokenize(v, ids, n, 0, &len);
+        if (s) fwrite(s, 1, len, stdout), fputc('\n', stdout);
+        g4_free(s);
+        rc = 0;
+    }
+done:
+    g4_free(ids);
+    tok_vocab_destroy(&v);
+    g4_gguf_destroy(&g);
+    return rc;
+}

@@ -1,0 +1,1063 @@
+/* g4_model — Gemma 4 decoder on CPU. See g4_model.h for the computation.
+ * Sections: hyper-parameters, weights, context and sequences, attention,
+ * layer, forward. Mirrors llama.cpp src/models/gemma4.cpp and the CPU
+ * kernels it runs (the §8 roundings of docs gemma4-model.md). */
+#include "g4_model.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "g4_act.h"
+#include "g4_alloc.h"
+#include "g4_dot.h"
+#include "g4_matmul.h"
+#include "g4_norm.h"
+#include "g4_rope.h"
+
+/* ====================================================================== */
+/* hyper-parameters                                                       */
+/* ====================================================================== */
+
+#define KEY(k) (snprintf(key, sizeof key, "%s.%s", arch, k), key)
+
+/* u32 or per-layer array of integers; def used when the key is absent (def < 0: required) */
+static int s_layer_u32(const g4_gguf_t *g, const char *key, uint32_t n_layer, int64_t def, uint32_t *out,
+                       g4_err_t *err)
+{
+    int64_t i = g4_gguf_find_key(g, key);
+    if (i < 0) {
+        if (def < 0) return g4_err_set(err, G4_ERR_FORMAT, "%s: missing key '%s'", g4_gguf_path(g), key);
+        for (uint32_t l = 0; l < n_layer; l++) out[l] = (uint32_t)def;
+        return G4_OK;
+    }
+    g4_gguf_value_t v;
+    g4_gguf_kv_value(g, i, &v);
+    if (v.type == G4_GGUF_ARRAY) {
+        if (v.arr_n != n_layer)
+            return g4_err_set(err, G4_ERR_FORMAT, "%s: key '%s' has %llu entries, expected one per layer (%u)",
+                              g4_gguf_path(g), key, (unsigned long long)v.arr_n, n_layer);
+        for (uint32_t l = 0; l < n_layer; l++) {
+            g4_gguf_value_t e;
+            int64_t x;
+            g4_gguf_arr_get(g, &v, l, &e);
+            if (g4_gguf_value_as_i64(&e, &x) || e.type == G4_GGUF_BOOL || x < 0 || x > UINT32_MAX)
+                return g4_err_set(err, G4_ERR_FORMAT, "%s: key '%s' entry %u is not a non-negative integer",
+                                  g4_gguf_path(g), key, l);
+            out[l] = (uint32_t)x;
+        }
+        return G4_OK;
+    }
+    uint32_t x;
+    int rc = g4_gguf_get_u32(g, key, &x, err);
+    if (rc) return rc;
+    for (uint32_t l = 0; l < n_layer; l++) out[l] = x;
+    return G4_OK;
+}
+
+static int s_opt_u32(const g4_gguf_t *g, const char *key, uint32_t def, uint32_t *out, g4_err_t *err)
+{
+    if (g4_gguf_find_key(g, key) < 0) {
+        *out = def;
+        return G4_OK;
+    }
+    return g4_gguf_get_u32(g, key, out, err);
+}
+
+static int s_opt_f32(const g4_gguf_t *g, const char *key, float def, float *out, g4_err_t *err)
+{
+    if (g4_gguf_find_key(g, key) < 0) {
+        *out = def;
+        return G4_OK;
+    }
+    return g4_gguf_get_f32(g, key, out, err);
+}
+
+static int s_hparams(const g4_gguf_t *g, g4_hparams_t *hp, g4_err_t *err)
+{
+    const char *path = g4_gguf_path(g);
+    const char *as;
+    uint64_t alen;
+    int rc = g4_gguf_get_str(g, "general.architecture", &as, &alen, err);
+    if (rc) return rc;
+    if (alen != 6 || memcmp(as, "gemma4", 6) != 0)
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: architecture '%.*s' is not supported (g4 runs 'gemma4')", path,
+                          (int)(alen > 64 ? 64 : alen), as);
+    const char *arch = "gemma4";
+    char key[256];
+    memset(hp, 0, sizeof *hp);
+    if ((rc = g4_gguf_get_u32(g, KEY("context_length"), &hp->n_ctx_train, err))) return rc;
+    if ((rc = g4_gguf_get_u32(g, KEY("embedding_length"), &hp->n_embd, err))) return rc;
+    if ((rc = g4_gguf_get_u32(g, KEY("block_count"), &hp->n_layer, err))) return rc;
+    if (hp->n_layer == 0 || hp->n_layer > G4_MAX_LAYERS)
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: key '%s' = %u is outside [1, %d]", path, KEY("block_count"),
+                          hp->n_layer, G4_MAX_LAYERS);
+    if (hp->n_embd == 0 || hp->n_embd > (1u << 20))
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: key '%s' = %u is not a sane width", path, KEY("embedding_length"),
+                          hp->n_embd);
+    uint32_t tmp[G4_MAX_LAYERS];
+    if ((rc = s_layer_u32(g, KEY("attention.head_count"), hp->n_layer, -1, tmp, err))) return rc;
+    hp->n_head = tmp[0];
+    for (uint32_t l = 1; l < hp->n_layer; l++)
+        if (tmp[l] != hp->n_head)
+            return g4_err_set(err, G4_ERR_FORMAT, "%s: key '%s' varies per layer, which gemma4 does not use", path,
+                              KEY("attention.head_count"));
+    if (hp->n_head == 0) return g4_err_set(err, G4_ERR_FORMAT, "%s: key '%s' is 0", path, KEY("attention.head_count"));
+    if ((rc = s_layer_u32(g, KEY("attention.head_count_kv"), hp->n_layer, hp->n_head, hp->n_head_kv, err))) return rc;
+    if ((rc = s_layer_u32(g, KEY("feed_forward_length"), hp->n_layer, 0, hp->n_ff, err))) return rc;
+    if ((rc = s_opt_u32(g, KEY("attention.key_length"), hp->n_embd / hp->n_head, &hp->hd_full, err))) return rc;
+    uint32_t vlen, vlen_swa;
+    if ((rc = s_opt_u32(g, KEY("attention.value_length"), hp->hd_full, &vlen, err))) return rc;
+    if ((rc = g4_gguf_get_u32(g, KEY("attention.key_length_swa"), &hp->hd_swa, err))) return rc;
+    if ((rc = s_opt_u32(g, KEY("attention.value_length_swa"), hp->hd_swa, &vlen_swa, err))) return rc;
+    if (vlen != hp->hd_full || vlen_swa != hp->hd_swa)
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: key and value head sizes differ (%u/%u, %u/%u)", path, hp->hd_full,
+                          vlen, hp->hd_swa, vlen_swa);
+    if ((rc = s_opt_u32(g, KEY("rope.dimension_count"), hp->hd_full, &hp->n_rot_full, err))) return rc;
+    if ((rc = s_opt_u32(g, KEY("rope.dimension_count_swa"), hp->n_rot_full, &hp->n_rot_swa, err))) return rc;
+    if ((rc = s_opt_f32(g, KEY("rope.freq_base"), 10000.f, &hp->rope_base_full, err))) return rc;
+    if ((rc = s_opt_f32(g, KEY("rope.freq_base_swa"), 10000.f, &hp->rope_base_swa, err))) return rc;
+    if ((rc = g4_gguf_get_f32(g, KEY("attention.layer_norm_rms_epsilon"), &hp->eps, err))) return rc;
+    if ((rc = g4_gguf_get_u32(g, KEY("attention.sliding_window"), &hp->n_swa, err))) return rc;
+    if ((rc = s_opt_u32(g, KEY("attention.shared_kv_layers"), 0, &hp->n_kv_shared, err))) return rc;
+    if ((rc = g4_gguf_get_u32(g, KEY("embedding_length_per_layer_input"), &hp->ple_dim, err))) return rc;
+    if ((rc = s_opt_u32(g, KEY("expert_count"), 0, &hp->n_expert, err))) return rc;
+    if (hp->n_expert) {
+        if ((rc = s_layer_u32(g, KEY("expert_used_count"), hp->n_layer, -1, tmp, err))) return rc;
+        hp->n_expert_used = tmp[0];
+        if ((rc = s_layer_u32(g, KEY("expert_feed_forward_length"), hp->n_layer, -1, tmp, err))) return rc;
+        hp->n_ff_exp = tmp[0];
+        if (hp->n_expert_used == 0 || hp->n_expert_used > hp->n_expert || hp->n_expert > 4096)
+            return g4_err_set(err, G4_ERR_FORMAT, "%s: expert_used_count %u / expert_count %u are inconsistent", path,
+                              hp->n_expert_used, hp->n_expert);
+    }
+    if ((rc = s_opt_f32(g, KEY("final_logit_softcapping"), 30.0f, &hp->softcap, err))) return rc;
+    /* sliding pattern: bool per layer */
+    g4_gguf_value_t pat;
+    if ((rc = g4_gguf_get_arr(g, KEY("attention.sliding_window_pattern"), &pat, err))) return rc;
+    if (pat.arr_n != hp->n_layer)
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: key '%s' has %llu entries, expected %u", path,
+                          KEY("attention.sliding_window_pattern"), (unsigned long long)pat.arr_n, hp->n_layer);
+    int any_swa = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        g4_gguf_value_t e;
+        g4_gguf_arr_get(g, &pat, l, &e);
+        if (e.type != G4_GGUF_BOOL)
+            return g4_err_set(err, G4_ERR_FORMAT, "%s: key '%s' must be an array of BOOL", path,
+                              KEY("attention.sliding_window_pattern"));
+        hp->is_swa[l] = (uint8_t)e.v.u;
+        any_swa |= hp->is_swa[l];
+    }
+    /* consistency */
+    if (!any_swa) return g4_err_set(err, G4_ERR_FORMAT, "%s: no sliding-window layer in the pattern", path);
+    if (hp->n_swa == 0) return g4_err_set(err, G4_ERR_FORMAT, "%s: key '%s' is 0", path, KEY("attention.sliding_window"));
+    if (hp->n_kv_shared >= hp->n_layer)
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: key '%s' = %u leaves no layer with its own KV", path,
+                          KEY("attention.shared_kv_layers"), hp->n_kv_shared);
+    hp->n_layer_kv = hp->n_layer - hp->n_kv_shared;
+    if (hp->n_kv_shared && (hp->n_layer_kv < 2 || !hp->is_swa[hp->n_layer_kv - 2] || hp->is_swa[hp->n_layer_kv - 1]))
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: with shared KV layers, layer %u must be sliding and %u full", path,
+                          hp->n_layer_kv - 2, hp->n_layer_kv - 1);
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const uint32_t hd = hp->is_swa[l] ? hp->hd_swa : hp->hd_full;
+        if (hd == 0 || hd > 4096 || hd % 2)
+            return g4_err_set(err, G4_ERR_FORMAT, "%s: head size %u of layer %u is not usable", path, hd, l);
+        if (hp->n_head_kv[l] == 0 || hp->n_head % hp->n_head_kv[l])
+            return g4_err_set(err, G4_ERR_FORMAT, "%s: layer %u: %u KV heads do not divide %u heads", path, l,
+                              hp->n_head_kv[l], hp->n_head);
+        if (hp->n_ff[l] == 0 && !hp->n_expert)
+            return g4_err_set(err, G4_ERR_FORMAT, "%s: layer %u: feed_forward_length is 0", path, l);
+    }
+    if (hp->n_rot_full > hp->hd_full || hp->n_rot_swa > hp->hd_swa || hp->n_rot_full % 2 || hp->n_rot_swa % 2)
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: rope dimension counts (%u, %u) exceed the head sizes (%u, %u)", path,
+                          hp->n_rot_full, hp->n_rot_swa, hp->hd_full, hp->hd_swa);
+    /* tokenizer ids */
+    hp->bos_id = 2;
+    hp->eos_id = 1;
+    s_opt_u32(g, "tokenizer.ggml.bos_token_id", 2, &hp->bos_id, NULL);
+    s_opt_u32(g, "tokenizer.ggml.eos_token_id", 1, &hp->eos_id, NULL);
+    return G4_OK;
+}
+
+/* ====================================================================== */
+/* weights                                                                */
+/* ====================================================================== */
+
+typedef struct s_layer {
+    g4_tensor_t wq, wk, wv, wo, gate, up, down;
+    int has_wk, has_wv;
+    float *attn_norm, *q_norm, *k_norm, *post_attn_norm, *ffn_norm, *post_ffw_norm;
+    float out_scale;
+    int has_out_scale;
+    /* MoE */
+    g4_tensor_t gate_inp, gate_up_exps, gate_exps, up_exps, down_exps;
+    int fused_gate_up;
+    float *gate_inp_scale, *pre_ffw_norm_2, *post_ffw_norm_1, *post_ffw_norm_2, *down_exps_scale;
+    /* PLE */
+    g4_tensor_t inp_gate, proj;
+    float *post_norm;
+} s_layer_t;
+
+struct g4_model {
+    g4_gguf_t *gguf;
+    int owns_gguf;
+    g4_hparams_t hp;
+    int begin, end;
+    g4_tensor_t tok_embd, output, ple_tok_embd, ple_proj;
+    float *output_norm, *rope_freqs, *ple_proj_norm;
+    int n_rope_freqs;
+    s_layer_t *layers; /* [n_layer], only [begin, end) filled */
+    float **owned;     /* f32 copies of small vectors */
+    int n_owned, cap_owned;
+};
+
+static int g4_type_ops_ok(g4_dtype_t t) { return g4_type_ops(t) != NULL; }
+
+static int s_tensor(g4_model_t *m, const char *name, int required, int n_dims, const int64_t *ne, g4_tensor_t *out,
+                    g4_err_t *err)
+{
+    int64_t i = g4_gguf_find_tensor(m->gguf, name);
+    if (i < 0) {
+        memset(out, 0, sizeof *out);
+        if (required) return g4_err_set(err, G4_ERR_FORMAT, "%s: missing tensor '%s'", g4_gguf_path(m->gguf), name);
+        return 1;
+    }
+    g4_gguf_tensor(m->gguf, i, out);
+    for (int d = 0; d < 4; d++) {
+        const int64_t want = d < n_dims ? ne[d] : 1;
+        if (want >= 0 && out->ne[d] != want)
+            return g4_err_set(err, G4_ERR_FORMAT, "%s: tensor '%s' has shape [%lld, %lld, %lld], expected [%lld, %lld, %lld]",
+                              g4_gguf_path(m->gguf), name, (long long)out->ne[0], (long long)out->ne[1],
+                              (long long)out->ne[2], (long long)(n_dims > 0 ? ne[0] : 1),
+                              (long long)(n_dims > 1 ? ne[1] : 1), (long long)(n_dims > 2 ? ne[2] : 1));
+    }
+    if (n_dims >= 2 && !g4_type_ops_ok(out->dtype))
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: tensor '%s' has type %s, which g4 cannot compute with",
+                          g4_gguf_path(m->gguf), name, g4_dtype_name(out->dtype));
+    return G4_OK;
+}
+
+/* a 1-D tensor of n values as a f32 copy */
+static int s_vec(g4_model_t *m, const char *name, int required, int64_t n, float **out, g4_err_t *err)
+{
+    g4_tensor_t t;
+    int64_t ne[1] = {n};
+    *out = NULL;
+    int rc = s_tensor(m, name, required, 1, ne, &t, err);
+    if (rc) return rc < 0 ? rc : G4_OK;
+    if (!g4_dtype_traits(t.dtype)->computable || t.dtype == G4_DTYPE_Q8_K || t.dtype == G4_DTYPE_Q8_1)
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: tensor '%s' has type %s, expected F32", g4_gguf_path(m->gguf), name,
+                          g4_dtype_name(t.dtype));
+    float *v = g4_malloc((size_t)n * sizeof(float));
+    if (!v) return g4_err_set(err, G4_ERR_NOMEM, "out of memory loading '%s'", name);
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? m->cap_owned * 2 : 64;
+        float **o = g4_realloc(m->owned, (size_t)cap * sizeof *o);
+        if (!o) {
+            g4_free(v);
+            return g4_err_set(err, G4_ERR_NOMEM, "out of memory loading '%s'", name);
+        }
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = v;
+    g4_dequant_row(t.dtype, t.data, v, n);
+    *out = v;
+    return G4_OK;
+}
+
+#define TN(...) (snprintf(nm, sizeof nm, __VA_ARGS__), nm)
+
+static int s_load_layer(g4_model_t *m, int l, g4_err_t *err)
+{
+    const g4_hparams_t *hp = &m->hp;
+    s_layer_t *L = &m->layers[l];
+    char nm[128];
+    const int64_t H = hp->n_embd, hd = hp->is_swa[l] ? hp->hd_swa : hp->hd_full;
+    const int64_t nq = (int64_t)hp->n_head * hd, nkv = (int64_t)hp->n_head_kv[l] * hd, ff = hp->n_ff[l];
+    int rc;
+    const int own_kv = l < (int)hp->n_layer_kv;
+    if ((rc = s_vec(m, TN("blk.%d.attn_norm.weight", l), 1, H, &L->attn_norm, err))) return rc;
+    if ((rc = s_tensor(m, TN("blk.%d.attn_q.weight", l), 1, 2, (int64_t[]){H, nq}, &L->wq, err))) return rc;
+    rc = s_tensor(m, TN("blk.%d.attn_k.weight", l), own_kv, 2, (int64_t[]){H, nkv}, &L->wk, err);
+    if (rc < 0) return rc;
+    L->has_wk = rc == 0;
+    rc = s_tensor(m, TN("blk.%d.attn_v.weight", l), 0, 2, (int64_t[]){H, nkv}, &L->wv, err);
+    if (rc < 0) return rc;
+    L->has_wv = rc == 0;
+    if ((rc = s_tensor(m, TN("blk.%d.attn_output.weight", l), 1, 2, (int64_t[]){nq, H}, &L->wo, err))) return rc;
+    if ((rc = s_vec(m, TN("blk.%d.attn_q_norm.weight", l), 1, hd, &L->q_norm, err))) return rc;
+    if ((rc = s_vec(m, TN("blk.%d.attn_k_norm.weight", l), own_kv, hd, &L->k_norm, err))) return rc;
+    if ((rc = s_vec(m, TN("blk.%d.post_attention_norm.weight", l), 1, H, &L->post_attn_norm, err))) return rc;
+    if ((rc = s_vec(m, TN("blk.%d.ffn_norm.weight", l), 1, H, &L->ffn_norm, err))) return rc;
+    if ((rc = s_vec(m, TN("blk.%d.post_ffw_norm.weight", l), 1, H, &L->post_ffw_norm, err))) return rc;
+    if ((rc = s_tensor(m, TN("blk.%d.ffn_gate.weight", l), 1, 2, (int64_t[]){H, ff}, &L->gate, err))) return rc;
+    if ((rc = s_tensor(m, TN("blk.%d.ffn_up.weight", l), 1, 2, (int64_t[]){H, ff}, &L->up, err))) return rc;
+    if ((rc = s_tensor(m, TN("blk.%d.ffn_down.weight", l), 1, 2, (int64_t[]){ff, H}, &L->down, err))) return rc;
+    float *sc = NULL;
+    if ((rc = s_vec(m, TN("blk.%d.layer_output_scale.weight", l), 0, 1, &sc, err))) return rc;
+    L->has_out_scale = sc != NULL;
+    L->out_scale = sc ? sc[0] : 1.0f;
+    if (own_kv && !L->has_wk)
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: missing tensor 'blk.%d.attn_k.weight'", g4_gguf_path(m->gguf), l);
+    if (hp->n_expert) {
+        const int64_t E = hp->n_expert, fe = hp->n_ff_exp;
+        if ((rc = s_tensor(m, TN("blk.%d.ffn_gate_inp.weight", l), 1, 2, (int64_t[]){H, E}, &L->gate_inp, err))) return rc;
+        if ((rc = s_vec(m, TN("blk.%d.ffn_gate_inp.scale", l), 1, H, &L->gate_inp_scale, err))) return rc;
+        if ((rc = s_vec(m, TN("blk.%d.pre_ffw_norm_2.weight", l), 1, H, &L->pre_ffw_norm_2, err))) return rc;
+        if ((rc = s_vec(m, TN("blk.%d.post_ffw_norm_1.weight", l), 1, H, &L->post_ffw_norm_1, err))) return rc;
+        if ((rc = s_vec(m, TN("blk.%d.post_ffw_norm_2.weight", l), 1, H, &L->post_ffw_norm_2, err))) return rc;
+        if ((rc = s_vec(m, TN("blk.%d.ffn_down_exps.scale", l), 0, E, &L->down_exps_scale, err))) return rc;
+        rc = s_tensor(m, TN("blk.%d.ffn_gate_up_exps.weight", l), 0, 3, (int64_t[]){H, 2 * fe, E}, &L->gate_up_exps, err);
+        if (rc < 0) return rc;
+        L->fused_gate_up = rc == 0;
+        if (!L->fused_gate_up) {
+            if ((rc = s_tensor(m, TN("blk.%d.ffn_gate_exps.weight", l), 1, 3, (int64_t[]){H, fe, E}, &L->gate_exps, err)))
+                return rc;
+            if ((rc = s_tensor(m, TN("blk.%d.ffn_up_exps.weight", l), 1, 3, (int64_t[]){H, fe, E}, &L->up_exps, err)))
+                return rc;
+        }
+        if ((rc = s_tensor(m, TN("blk.%d.ffn_down_exps.weight", l), 1, 3, (int64_t[]){fe, H, E}, &L->down_exps, err)))
+            return rc;
+    }
+    if (hp->ple_dim) {
+        const int64_t D = hp->ple_dim;
+        if ((rc = s_tensor(m, TN("blk.%d.inp_gate.weight", l), 1, 2, (int64_t[]){H, D}, &L->inp_gate, err))) return rc;
+        if ((rc = s_tensor(m, TN("blk.%d.proj.weight", l), 1, 2, (int64_t[]){D, H}, &L->proj, err))) return rc;
+        if ((rc = s_vec(m, TN("blk.%d.post_norm.weight", l), 1, H, &L->post_norm, err))) return rc;
+    }
+    return G4_OK;
+}
+
+g4_model_t *g4_model_load_gguf(g4_gguf_t *gguf, int begin, int end, g4_err_t *err)
+{
+    g4_model_t *m = g4_calloc(1, sizeof *m);
+    if (!m) {
+        g4_err_set(err, G4_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    m->gguf = gguf;
+    if (s_hparams(gguf, &m->hp, err)) goto fail;
+    g4_hparams_t *hp = &m->hp;
+    if (end < 0) end = (int)hp->n_layer;
+    if (begin < 0 || begin >= end || end > (int)hp->n_layer) {
+        g4_err_set(err, G4_ERR_RANGE, "layer range [%d, %d) is outside the model's %u layers", begin, end, hp->n_layer);
+        goto fail;
+    }
+    m->begin = begin;
+    m->end = end;
+    /* a KV-shared layer must sit with its source layer */
+    for (int l = begin; l < end; l++) {
+        int src = g4_model_kv_source(m, l);
+        if (src < begin) {
+            g4_err_set(err, G4_ERR_RANGE, "layer %d reads the KV cache of layer %d, which is outside [%d, %d)", l, src,
+                       begin, end);
+            goto fail;
+        }
+    }
+    const int64_t H = hp->n_embd;
+    char nm[128];
+    int64_t ti = g4_gguf_find_tensor(gguf, "token_embd.weight");
+    if (ti < 0) {
+        g4_err_set(err, G4_ERR_FORMAT, "%s: missing tensor 'token_embd.weight'", g4_gguf_path(gguf));
+        goto fail;
+    }
+    g4_gguf_tensor(gguf, ti, &m->tok_embd);
+    hp->n_vocab = (uint32_t)m->tok_embd.ne[1];
+    if (m->tok_embd.ne[0] != H || m->tok_embd.ne[2] != 1) {
+        g4_err_set(err, G4_ERR_FORMAT, "%s: tensor 'token_embd.weight' has width %lld, expected %lld", g4_gguf_path(gguf),
+                   (long long)m->tok_embd.ne[0], (long long)H);
+        goto fail;
+    }
+    if (!g4_type_ops_ok(m->tok_embd.dtype)) {
+        g4_err_set(err, G4_ERR_FORMAT, "%s: tensor 'token_embd.weight' has type %s, which g4 cannot compute with",
+                   g4_gguf_path(gguf), g4_dtype_name(m->tok_embd.dtype));
+        goto fail;
+    }
+    const int64_t nvoc = hp->n_vocab;
+    if (end == (int)hp->n_layer) {
+        int rc = s_tensor(m, "output.weight", 0, 2, (int64_t[]){H, nvoc}, &m->output, err);
+        if (rc < 0) goto fail;
+        if (rc) m->output = m->tok_embd; /* tied */
+        if (s_vec(m, "output_norm.weight", 1, H, &m->output_norm, err)) goto fail;
+    }
+    {
+        g4_tensor_t rf;
+        int64_t ne[1] = {-1};
+        int rc = s_tensor(m, "rope_freqs.weight", 0, 1, ne, &rf, err);
+        if (rc < 0) goto fail;
+        if (rc == 0) {
+            if (rf.ne[0] * 2 < hp->n_rot_full) {
+                g4_err_set(err, G4_ERR_FORMAT, "%s: tensor 'rope_freqs.weight' has %lld entries, need %u",
+                           g4_gguf_path(gguf), (long long)rf.ne[0], hp->n_rot_full / 2);
+                goto fail;
+            }
+            if (s_vec(m, "rope_freqs.weight", 1, rf.ne[0], &m->rope_freqs, err)) goto fail;
+            m->n_rope_freqs = (int)rf.ne[0];
+        }
+    }
+    if (hp->ple_dim && begin == 0) {
+        const int64_t W = (int64_t)hp->n_layer * hp->ple_dim;
+        if (s_tensor(m, "per_layer_token_embd.weight", 1, 2, (int64_t[]){W, nvoc}, &m->ple_tok_embd, err)) goto fail;
+        if (s_tensor(m, "per_layer_model_proj.weight", 1, 2, (int64_t[]){H, W}, &m->ple_proj, err)) goto fail;
+        if (s_vec(m, "per_layer_proj_norm.weight", 1, hp->ple_dim, &m->ple_proj_norm, err)) goto fail;
+    }
+    m->layers = g4_calloc(hp->n_layer, sizeof *m->layers);
+    if (!m->layers) {
+        g4_err_set(err, G4_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (int l = begin; l < end; l++)
+        if (s_load_layer(m, l, err)) goto fail;
+    /* end-of-generation ids: <eos>, <turn|>, <|tool_response> when the vocabulary has them */
+    hp->eog_ids[hp->n_eog++] = (int32_t)hp->eos_id;
+    g4_gguf_value_t toks;
+    if (g4_gguf_find_key(gguf, "tokenizer.ggml.tokens") >= 0 && !g4_gguf_get_arr(gguf, "tokenizer.ggml.tokens", &toks, NULL)) {
+        static const char *const eog[] = {"<turn|>", "<|tool_response>"};
+        for (uint64_t i = 0; i < toks.arr_n && i < 4096; i++) {
+            g4_gguf_value_t e;
+            g4_gguf_arr_get(gguf, &toks, i, &e);
+            for (int k = 0; k < 2; k++)
+                if (e.type == G4_GGUF_STRING && e.str_len == strlen(eog[k]) && !memcmp(e.str, eog[k], e.str_len) &&
+                    hp->n_eog < 8)
+                    hp->eog_ids[hp->n_eog++] = (int32_t)i;
+        }
+    }
+    (void)nm;
+    return m;
+fail:
+    g4_model_destroy(&m);
+    return NULL;
+}
+
+g4_model_t *g4_model_load(const char *path, int begin, int end, g4_err_t *err)
+{
+    g4_gguf_t *g = g4_gguf_open(path, err);
+    if (!g) return NULL;
+    g4_model_t *m = g4_model_load_gguf(g, begin, end, err);
+    if (!m) {
+        g4_gguf_destroy(&g);
+        return NULL;
+    }
+    m->owns_gguf = 1;
+    return m;
+}
+
+void g4_model_destroy(g4_model_t **pm)
+{
+    g4_model_t *m = pm ? *pm : NULL;
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) g4_free(m->owned[i]);
+    g4_free(m->owned);
+    g4_free(m->layers);
+    if (m->owns_gguf) g4_gguf_destroy(&m->gguf);
+    g4_free(m);
+    *pm = NULL;
+}
+
+const g4_hparams_t *g4_model_hparams(const g4_model_t *m) { return &m->hp; }
+g4_gguf_t *g4_model_gguf(const g4_model_t *m) { return m->gguf; }
+void g4_model_range(const g4_model_t *m, int *b, int *e)
+{
+    *b = m->begin;
+    *e = m->end;
+}
+
+int g4_model_kv_source(const g4_model_t *m, int l)
+{
+    const g4_hparams_t *hp = &m->hp;
+    if (l < (int)hp->n_layer_kv) return l;
+    return hp->is_swa[l] ? (int)hp->n_layer_kv - 2 : (int)hp->n_layer_kv - 1;
+}
+
+int g4_model_is_eog(const g4_model_t *m, int32_t id)
+{
+    for (uint32_t i = 0; i < m->hp.n_eog; i++)
+        if (m->hp.eog_ids[i] == id) return 1;
+    return 0;
+}
+
+/* ====================================================================== */
+/* context and sequences                                                  */
+/* ====================================================================== */
+
+typedef struct s_seq {
+    int used;
+    int n_past;        /* next position                                  */
+    void **k, **v;     /* [n_layer] cache per own-KV layer in the range   */
+} s_seq_t;
+
+struct g4_ctx {
+    g4_model_t *m;
+    g4_ctx_params_t p;
+    int n_ctx, n_ring;          /* cells of full / sliding caches          */
+    size_t kv_elem;             /* 2 (f16) or 4 (f32)                      */
+    s_seq_t *seqs;
+    /* scratch for n_ubatch rows */
+    float *x, *a, *q, *k, *v, *o, *t1, *fg, *fu, *ple, *tok_ple, *logit_row;
+    float *moe_in, *moe_acc, *moe_g, *moe_d, *moe_probs;
+    int32_t *moe_sel;
+    float *moe_w;
+    int32_t *moe_rows;
+    void *mm_scratch;
+    size_t mm_scratch_bytes;
+    /* per-thread attention buffers */
+    int n_thr;
+    uint8_t *attn_buf;
+    size_t attn_buf_stride;
+    float *rope_cs; /* [n_ubatch][hd_max] cos/sin cache */
+};
+
+static size_t s_kv_row(const g4_ctx_t *c, int l)
+{
+    const g4_hparams_t *hp = &c->m->hp;
+    const size_t hd = hp->is_swa[l] ? hp->hd_swa : hp->hd_full;
+    return (size_t)hp->n_head_kv[l] * hd * c->kv_elem;
+}
+
+static int s_cells(const g4_ctx_t *c, int l) { return c->m->hp.is_swa[l] ? c->n_ring : c->n_ctx; }
+
+g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
+{
+    const g4_hparams_t *hp = &m->hp;
+    g4_ctx_t *c = g4_calloc(1, sizeof *c);
+    if (!c) {
+        g4_err_set(err, G4_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    c->m = m;
+    if (pp) c->p = *pp;
+    if (c->p.n_ubatch <= 0) c->p.n_ubatch = 512;
+    if (c->p.n_seq_max <= 0) c->p.n_seq_max = 8;
+    c->n_ctx = c->p.n_ctx > 0 ? c->p.n_ctx : (hp->n_ctx_train < 4096 ? (int)hp->n_ctx_train : 4096);
+    c->p.n_ctx = c->n_ctx;
+    c->n_ring = (int)hp->n_swa + c->p.n_ubatch;
+    if (c->n_ring > c->n_ctx) c->n_ring = c->n_ctx;
+    c->kv_elem = c->p.kv_f32 ? 4 : 2;
+    c->seqs = g4_calloc((size_t)c->p.n_seq_max, sizeof *c->seqs);
+    const size_t T = (size_t)c->p.n_ubatch, H = hp->n_embd;
+    size_t hd_max = hp->hd_full > hp->hd_swa ? hp->hd_full : hp->hd_swa, nkv_max = 0, ff_max = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        if (hp->n_head_kv[l] > nkv_max) nkv_max = hp->n_head_kv[l];
+        if (hp->n_ff[l] > ff_max) ff_max = hp->n_ff[l];
+    }
+    const size_t nq = hp->n_head * hd_max, nkv = nkv_max * hd_max, PW = (size_t)hp->n_layer * hp->ple_dim;
+    size_t kmax = H > nq ? H : nq;
+    if (ff_max > kmax) kmax = ff_max;
+    if (hp->n_ff_exp > kmax) kmax = hp->n_ff_exp;
+    c->x = g4_malloc(T * H * 4);
+    c->a = g4_malloc(T * H * 4);
+    c->q = g4_malloc(T * nq * 4);
+    c->k = g4_malloc(T * nkv * 4);
+    c->v = g4_malloc(T * nkv * 4);
+    c->o = g4_malloc(T * nq * 4);
+    c->t1 = g4_malloc(T * H * 4);
+    c->fg = g4_malloc(T * (ff_max ? ff_max : 1) * 4);
+    c->fu = g4_malloc(T * (ff_max ? ff_max : 1) * 4);
+    c->ple = g4_malloc(T * (PW ? PW : 1) * 4);
+    c->tok_ple = g4_malloc((PW ? PW : 1) * 4);
+    c->logit_row = g4_malloc(H * 4);
+    c->rope_cs = g4_malloc(T * hd_max * 4);
+    if (hp->n_expert) {
+        const size_t E = hp->n_expert, K = hp->n_expert_used, fe = hp->n_ff_exp;
+        c->moe_in = g4_malloc(T * H * 4);
+        c->moe_acc = g4_malloc(T * H * 4);
+        c->moe_g = g4_malloc(T * 2 * fe * 4);
+        c->moe_d = g4_malloc(T * H * 4);
+        c->moe_probs = g4_malloc(T * E * 4);
+        c->moe_sel = g4_malloc(T * K * sizeof(int32_t));
+        c->moe_w = g4_malloc(T * K * 4);
+        c->moe_rows = g4_malloc(T * sizeof(int32_t) * 2);
+    }
+    c->mm_scratch_bytes = T * (kmax * 4 + 1024) + 4096;
+    c->mm_scratch = g4_malloc_aligned(c->mm_scratch_bytes, 64);
+    c->n_thr = omp_get_max_threads();
+    c->attn_buf_stride = (hd_max * 8 + (size_t)c->n_ctx * 4 + 256 + 63) & ~(size_t)63;
+    c->attn_buf = g4_malloc_aligned(c->attn_buf_stride * (size_t)c->n_thr, 64);
+    if (!c->seqs || !c->x || !c->a || !c->q || !c->k || !c->v || !c->o || !c->t1 || !c->fg || !c->fu || !c->ple ||
+        !c->tok_ple || !c->logit_row || !c->rope_cs || !c->mm_scratch || !c->attn_buf ||
+        (hp->n_expert && (!c->moe_in || !c->moe_acc || !c->moe_g || !c->moe_d || !c->moe_probs || !c->moe_sel ||
+                          !c->moe_w || !c->moe_rows))) {
+        g4_err_set(err, G4_ERR_NOMEM, "out of memory allocating the context (%d rows)", c->p.n_ubatch);
+        g4_ctx_destroy(&c);
+        return NULL;
+    }
+    return c;
+}
+
+static void s_seq_free(g4_ctx_t *c, s_seq_t *s)
+{
+    if (s->k)
+        for (uint32_t l = 0; l < c->m->hp.n_layer; l++) {
+            g4_free(s->k[l]);
+            g4_free(s->v[l]);
+        }
+    g4_free(s->k);
+    g4_free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+void g4_ctx_destroy(g4_ctx_t **pc)
+{
+    g4_ctx_t *c = pc ? *pc : NULL;
+    if (!c) return;
+    if (c->seqs)
+        for (int i = 0; i < c->p.n_seq_max; i++) s_seq_free(c, &c->seqs[i]);
+    g4_free(c->seqs);
+    float *bufs[] = {c->x, c->a, c->q, c->k, c->v, c->o, c->t1, c->fg, c->fu, c->ple, c->tok_ple, c->logit_row,
+                     c->rope_cs, c->moe_in, c->moe_acc, c->moe_g, c->moe_d, c->moe_probs, c->moe_w};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) g4_free(bufs[i]);
+    g4_free(c->moe_sel);
+    g4_free(c->moe_rows);
+    g4_free_aligned(c->mm_scratch);
+    g4_free_aligned(c->attn_buf);
+    g4_free(c);
+    *pc = NULL;
+}
+
+static int s_seq_alloc(g4_ctx_t *c, s_seq_t *s, g4_err_t *err)
+{
+    const g4_hparams_t *hp = &c->m->hp;
+    s->k = g4_calloc(hp->n_layer, sizeof(void *));
+    s->v = g4_calloc(hp->n_layer, sizeof(void *));
+    if (!s->k || !s->v) goto nomem;
+    for (int l = c->m->begin; l < c->m->end; l++) {
+        if (l >= (int)hp->n_layer_kv) continue;
+        const size_t bytes = s_kv_row(c, l) * (size_t)s_cells(c, l);
+        s->k[l] = g4_calloc(1, bytes);
+        s->v[l] = g4_calloc(1, bytes);
+        if (!s->k[l] || !s->v[l]) goto nomem;
+    }
+    s->used = 1;
+    return G4_OK;
+nomem:
+    s_seq_free(c, s);
+    return g4_err_set(err, G4_ERR_NOMEM, "out of memory for a KV cache of %d positions", c->n_ctx);
+}
+
+int g4_seq_new(g4_ctx_t *c, g4_err_t *err)
+{
+    for (int i = 0; i < c->p.n_seq_max; i++) {
+        if (c->seqs[i].used) continue;
+        int rc = s_seq_alloc(c, &c->seqs[i], err);
+        return rc ? rc : i;
+    }
+    return g4_err_set(err, G4_ERR_AGAIN, "all %d sequences are in use", c->p.n_seq_max);
+}
+
+static s_seq_t *s_seq(g4_ctx_t *c, int id)
+{
+    if (id < 0 || id >= c->p.n_seq_max || !c->seqs[id].used) return NULL;
+    return &c->seqs[id];
+}
+
+int g4_seq_fork(g4_ctx_t *c, int src, g4_err_t *err)
+{
+    s_seq_t *s = s_seq(c, src);
+    if (!s) return g4_err_set(err, G4_ERR_RANGE, "no sequence %d", src);
+    int id = g4_seq_new(c, err);
+    if (id < 0) return id;
+    s_seq_t *d = &c->seqs[id];
+    for (int l = c->m->begin; l < c->m->end; l++) {
+        if (!s->k[l]) continue;
+        const size_t bytes = s_kv_row(c, l) * (size_t)s_cells(c, l);
+        memcpy(d->k[l], s->k[l], bytes);
+        memcpy(d->v[l], s->v[l], bytes);
+    }
+    d->n_past = s->n_past;
+    return id;
+}
+
+int g4_seq_truncate(g4_ctx_t *c, int id, int n_keep, g4_err_t *err)
+{
+    s_seq_t *s = s_seq(c, id);
+    if (!s) return g4_err_set(err, G4_ERR_RANGE, "no sequence %d", id);
+    if (n_keep < 0 || n_keep > s->n_past)
+        return g4_err_set(err, G4_ERR_RANGE, "cannot keep %d positions of a sequence at %d", n_keep, s->n_past);
+    /* the sliding ring still holds the window before n_keep only if it was not overwritten */
+    const int lost_before = s->n_past - c->n_ring; /* positions < this are gone from rings */
+    if (n_keep < s->n_past && n_keep - (int)c->m->hp.n_swa < lost_before && lost_before > 0)
+        return g4_err_set(err, G4_ERR_RANGE,
+                          "cannot truncate to %d: the sliding-window cache no longer holds positions before %d", n_keep,
+                          lost_before);
+    s->n_past = n_keep;
+    return G4_OK;
+}
+
+void g4_seq_release(g4_ctx_t *c, int id)
+{
+    s_seq_t *s = s_seq(c, id);
+    if (s) s_seq_free(c, s);
+}
+
+int g4_seq_n_past(const g4_ctx_t *c, int id)
+{
+    if (id < 0 || id >= c->p.n_seq_max || !c->seqs[id].used) return -1;
+    return c->seqs[id].n_past;
+}
+
+/* ====================================================================== */
+/* attention                                                              */
+/* ====================================================================== */
+
+/* One query row against the visible cells of its sequence, single-query
+ * flash-attention kernel of ggml's CPU backend: Q rounded to F16, f16·f16
+ * scores accumulated in f32, cells visited in position order, online softmax
+ * with the running Σ softmax·V kept in an F16 buffer. */
+static void s_attn_f16(const float *q, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo, int hi,
+                       int cells, float *out, uint8_t *buf)
+{
+    const g4_type_ops_t *f16 = g4_type_ops(G4_DTYPE_F16);
+    g4_fp16_t *qh = (g4_fp16_t *)buf, *acc = qh + hd;
+    f16->from_float(q, qh, hd);
+    memset(acc, 0, (size_t)hd * 2);
+    float S = 0.0f, M = -INFINITY;
+    for (int p = lo; p <= hi; p++) {
+        const int cell = p % cells;
+        float s;
+        f16->vec_dot(hd, &s, K + (size_t)cell * row_bytes, qh);
+        const g4_fp16_t *v = (const g4_fp16_t *)(V + (size_t)cell * row_bytes);
+        float ms = 1.0f, vs = 1.0f;
+        if (s > M) {
+            const float Mold = M;
+            M = s;
+            ms = expf(Mold - M);
+            for (int d = 0; d < hd; d++) acc[d] = g4_fp32_to_fp16(g4_fp16_to_fp32(acc[d]) * ms);
+        } else {
+            vs = expf(s - M);
+        }
+        for (int d = 0; d < hd; d++) acc[d] = g4_fp32_to_fp16(fmaf(g4_fp16_to_fp32(v[d]), vs, g4_fp16_to_fp32(acc[d])));
+        S = S * ms + vs;
+    }
+    const float inv = S == 0.0f ? 0.0f : 1.0f / S;
+    for (int d = 0; d < hd; d++) out[d] = g4_fp16_to_fp32(acc[d]) * inv;
+}
+
+/* f32 attention: the tiled kernel's arithmetic (used for ubatches of >= 64
+ * rows and for an F32 cache). */
+static void s_attn_f32(const float *q, const uint8_t *K, const uint8_t *V, size_t row_bytes, int is_f16, int hd,
+                       int lo, int hi, int cells, float *out, uint8_t *buf)
+{
+    float *sc = (float *)buf, *kv = sc + (hi - lo + 1);
+    float M = -INFINITY;
+    for (int p = lo; p <= hi; p++) {
+        const uint8_t *kr = K + (size_t)(p % cells) * row_bytes;
+        const float *kf = (const float *)kr;
+        if (is_f16) {
+            for (int d = 0; d < hd; d++) kv[d] = g4_fp16_to_fp32(((const g4_fp16_t *)kr)[d]);
+            kf = kv;
+        }
+        float s = 0;
+        for (int d = 0; d < hd; d++) s += q[d] * kf[d];
+        sc[p - lo] = s;
+        if (s > M) M = s;
+    }
+    float S = 0;
+    for (int p = lo; p <= hi; p++) {
+        sc[p - lo] = expf(sc[p - lo] - M);
+        S += sc[p - lo];
+    }
+    for (int d = 0; d < hd; d++) out[d] = 0;
+    for (int p = lo; p <= hi; p++) {
+        const uint8_t *vr = V + (size_t)(p % cells) * row_bytes;
+        const float w = sc[p - lo];
+        if (is_f16)
+            for (int d = 0; d < hd; d++) out[d] += w * g4_fp16_to_fp32(((const g4_fp16_t *)vr)[d]);
+        else
+            for (int d = 0; d < hd; d++) out[d] += w * ((const float *)vr)[d];
+    }
+    const float inv = S == 0.0f ? 0.0f : 1.0f / S;
+    for (int d = 0; d < hd; d++) out[d] *= inv;
+}
+
+/* ====================================================================== */
+/* forward                                                                */
+/* ====================================================================== */
+
+static int s_mm(g4_ctx_t *c, const g4_tensor_t *W, int64_t row0, int64_t nrows, const float *X, int64_t ldx,
+                int64_t T, float *Y, int64_t ldy)
+{
+    return g4_matmul(W, row0, nrows, X, ldx, T, Y, ldy, c->mm_scratch);
+}
+
+static void s_store_kv(g4_ctx_t *c, void *cache, int cells, const float *src, int64_t n, int pos)
+{
+    uint8_t *dst = (uint8_t *)cache + (size_t)(pos % cells) * (size_t)n * c->kv_elem;
+    if (c->kv_elem == 2) {
+        g4_fp16_t *h = (g4_fp16_t *)dst;
+        for (int64_t i = 0; i < n; i++) h[i] = g4_fp32_to_fp16(src[i]);
+    } else {
+        memcpy(dst, src, (size_t)n * 4);
+    }
+}
+
+static void s_moe(g4_ctx_t *c, const s_layer_t *L, int T, const float *h1, float *out)
+{
+    const g4_hparams_t *hp = &c->m->hp;
+    const int H = (int)hp->n_embd, E = (int)hp->n_expert, K = (int)hp->n_expert_used, fe = (int)hp->n_ff_exp;
+    const float inv_sqrt_h = 1.0f / sqrtf((float)H);
+    /* router on h1 (weightless rms, 1/sqrt(H), learned scale) */
+    for (int t = 0; t < T; t++) {
+        float *r = c->a + (size_t)t * H;
+        g4_rmsnorm(h1 + (size_t)t * H, NULL, r, H, hp->eps);
+        for (int i = 0; i < H; i++) r[i] = (r[i] * inv_sqrt_h) * L->gate_inp_scale[i];
+    }
+    s_mm(c, &L->gate_inp, 0, -1, c->a, H, T, c->moe_probs, E);
+    for (int t = 0; t < T; t++) {
+        float *pr = c->moe_probs + (size_t)t * E;
+        g4_softmax(pr, E);
+        int32_t *sel = c->moe_sel + (size_t)t * K;
+        float *w = c->moe_w + (size_t)t * K, sum = 0;
+        for (int k = 0; k < K; k++) {
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                int taken = 0;
+                for (int j = 0; j < k; j++) taken |= sel[j] == e;
+                if (!taken && (best < 0 || pr[e] > pr[best])) best = e;
+            }
+            sel[k] = best;
+            w[k] = pr[best];
+            sum += w[k];
+        }
+        if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+        for (int k = 0; k < K; k++) w[k] /= sum;
+    }
+    /* experts: input e_in = rms(h1)·pre_ffw_norm_2, grouped by expert */
+    for (int t = 0; t < T; t++) g4_rmsnorm(h1 + (size_t)t * H, L->pre_ffw_norm_2, c->moe_in + (size_t)t * H, H, hp->eps);
+    /* per token, accumulate expert outputs in selection order */
+    float *acc = c->moe_acc;
+    for (int t = 0; t < T; t++) {
+        for (int k = 0; k < K; k++) {
+            const int e = c->moe_sel[t * K + k];
+            const float *xin = c->moe_in + (size_t)t * H;
+            float *g = c->moe_g, *u = c->moe_g + fe;
+            if (L->fused_gate_up) {
+                s_mm(c, &L->gate_up_exps, (int64_t)e * 2 * fe, 2 * fe, xin, H, 1, g, 2 * fe);
+            } else {
+                s_mm(c, &L->gate_exps, (int64_t)e * fe, fe, xin, H, 1, g, fe);
+                s_mm(c, &L->up_exps, (int64_t)e * fe, fe, xin, H, 1, u, fe);
+            }
+            g4_geglu(g, u, g, fe);
+            float *d = c->moe_d;
+            s_mm(c, &L->down_exps, (int64_t)e * H, H, g, fe, 1, d, H);
+            const float es = L->down_exps_scale ? L->down_exps_scale[e] : 1.0f, wk = c->moe_w[t * K + k];
+            float *o = acc + (size_t)t * H;
+            for (int i = 0; i < H; i++) {
+                float vv = d[i];
+                if (L->down_exps_scale) vv *= es;
+                vv *= wk;
+                o[i] = k == 0 ? vv : o[i] + vv;
+            }
+        }
+    }
+    /* out may alias moe_in: every expert input has been consumed */
+    for (int t = 0; t < T; t++) g4_rmsnorm(acc + (size_t)t * H, L->post_ffw_norm_2, out + (size_t)t * H, H, hp->eps);
+}
+
+static int s_layer(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
+{
+    const g4_model_t *m = c->m;
+    const g4_hparams_t *hp = &m->hp;
+    const s_layer_t *L = &m->layers[l];
+    const int H = (int)hp->n_embd, swa = hp->is_swa[l];
+    const int hd = (int)(swa ? hp->hd_swa : hp->hd_full), nh = (int)hp->n_head, nkv = (int)hp->n_head_kv[l];
+    const int n_rot = (int)(swa ? hp->n_rot_swa : hp->n_rot_full);
+    const float base = swa ? hp->rope_base_swa : hp->rope_base_full;
+    const float *ff = swa ? NULL : m->rope_freqs;
+    const int nq = nh * hd, nkvd = nkv * hd;
+    float *x = c->x, *a = c->a;
+
+    for (int t = 0; t < T; t++) g4_rmsnorm(x + (size_t)t * H, L->attn_norm, a + (size_t)t * H, H, hp->eps);
+    s_mm(c, &L->wq, 0, -1, a, H, T, c->q, nq);
+    for (int t = 0; t < T; t++) g4_rope_cache(c->rope_cs + (size_t)t * hd, b->pos[t], hd, n_rot, base, ff);
+    for (int t = 0; t < T; t++) {
+        float *qt = c->q + (size_t)t * nq;
+        for (int h = 0; h < nh; h++) g4_rmsnorm(qt + h * hd, L->q_norm, qt + h * hd, hd, hp->eps);
+        g4_rope_apply(qt, nh, hd, n_rot, c->rope_cs + (size_t)t * hd);
+    }
+    const int src = g4_model_kv_source(m, l);
+    if (src == l) {
+        s_mm(c, &L->wk, 0, -1, a, H, T, c->k, nkvd);
+        if (L->has_wv) s_mm(c, &L->wv, 0, -1, a, H, T, c->v, nkvd);
+        else memcpy(c->v, c->k, (size_t)T * nkvd * 4); /* K = V: the raw projection */
+        for (int t = 0; t < T; t++) {
+            float *kt = c->k + (size_t)t * nkvd, *vt = c->v + (size_t)t * nkvd;
+            for (int h = 0; h < nkv; h++) {
+                g4_rmsnorm(kt + h * hd, L->k_norm, kt + h * hd, hd, hp->eps);
+                g4_rmsnorm(vt + h * hd, NULL, vt + h * hd, hd, hp->eps);
+            }
+            g4_rope_apply(kt, nkv, hd, n_rot, c->rope_cs + (size_t)t * hd);
+            s_seq_t *s = &c->seqs[b->seq[t]];
+            s_store_kv(c, s->k[l], s_cells(c, l), kt, nkvd, b->pos[t]);
+            s_store_kv(c, s->v[l], s_cells(c, l), vt, nkvd, b->pos[t]);
+        }
+    }
+    /* attention */
+    const int cells = s_cells(c, src), single = c->kv_elem == 2 && T < 64;
+    const size_t row_bytes = s_kv_row(c, src);
+    const int grp = nh / nkv;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(T * nh > 1 ? g4_kernels_threads() : 1)
+    for (int i = 0; i < T * nh; i++) {
+        const int t = i / nh, h = i % nh, kh = h / grp;
+        const s_seq_t *s = &c->seqs[b->seq[t]];
+        const int p1 = b->pos[t];
+        const int lo = swa ? (p1 - (int)hp->n_swa + 1 > 0 ? p1 - (int)hp->n_swa + 1 : 0) : 0;
+        const uint8_t *K = (const uint8_t *)s->k[src] + (size_t)kh * hd * c->kv_elem;
+        const uint8_t *V = (const uint8_t *)s->v[src] + (size_t)kh * hd * c->kv_elem;
+        uint8_t *buf = c->attn_buf + c->attn_buf_stride * (size_t)omp_get_thread_num();
+        const float *qv = c->q + (size_t)t * nq + (size_t)h * hd;
+        float *out = c->o + (size_t)t * nq + (size_t)h * hd;
+        if (single) s_attn_f16(qv, K, V, row_bytes, hd, lo, p1, cells, out, buf);
+        else s_attn_f32(qv, K, V, row_bytes, c->kv_elem == 2, hd, lo, p1, cells, out, buf);
+    }
+    s_mm(c, &L->wo, 0, -1, c->o, nq, T, c->t1, H);
+    for (int t = 0; t < T; t++) {
+        float *r = c->t1 + (size_t)t * H, *xt = x + (size_t)t * H;
+        g4_rmsnorm(r, L->post_attn_norm, r, H, hp->eps);
+        for (int i = 0; i < H; i++) xt[i] += r[i]; /* x is now h1 */
+    }
+    /* feed-forward */
+    const int ff_n = (int)hp->n_ff[l];
+    for (int t = 0; t < T; t++) g4_rmsnorm(x + (size_t)t * H, L->ffn_norm, a + (size_t)t * H, H, hp->eps);
+    s_mm(c, &L->gate, 0, -1, a, H, T, c->fg, ff_n);
+    s_mm(c, &L->up, 0, -1, a, H, T, c->fu, ff_n);
+    g4_geglu(c->fg, c->fu, c->fg, (int64_t)T * ff_n);
+    s_mm(c, &L->down, 0, -1, c->fg, ff_n, T, c->t1, H);
+    if (hp->n_expert) {
+        for (int t = 0; t < T; t++) g4_rmsnorm(c->t1 + (size_t)t * H, L->post_ffw_norm_1, c->t1 + (size_t)t * H, H, hp->eps);
+        s_moe(c, L, T, x, c->moe_in); /* f2 = rms(Σ experts)·post_ffw_norm_2 */
+    }
+    for (int t = 0; t < T; t++) {
+        float *f = c->t1 + (size_t)t * H, *xt = x + (size_t)t * H;
+        if (hp->n_expert) {
+            const float *f2 = c->moe_in + (size_t)t * H;
+            for (int i = 0; i < H; i++) f[i] = f[i] + f2[i];
+        }
+        g4_rmsnorm(f, L->post_ffw_norm, f, H, hp->eps);
+        for (int i = 0; i < H; i++) xt[i] += f[i];
+    }
+    /* per-layer input (E models) */
+    if (hp->ple_dim) {
+        const int D = (int)hp->ple_dim, PW = (int)hp->n_layer * D;
+        s_mm(c, &L->inp_gate, 0, -1, x, H, T, c->fg, D);
+        g4_gelu(c->fg, c->fg, (int64_t)T * D);
+        for (int t = 0; t < T; t++) {
+            float *g = c->fg + (size_t)t * D;
+            const float *pl = c->ple + (size_t)t * PW + (size_t)l * D;
+            for (int i = 0; i < D; i++) g[i] *= pl[i];
+        }
+        s_mm(c, &L->proj, 0, -1, c->fg, D, T, c->t1, H);
+        for (int t = 0; t < T; t++) {
+            float *r = c->t1 + (size_t)t * H, *xt = x + (size_t)t * H;
+            g4_rmsnorm(r, L->post_norm, r, H, hp->eps);
+            for (int i = 0; i < H; i++) xt[i] += r[i];
+        }
+    }
+    if (L->has_out_scale)
+        for (size_t i = 0; i < (size_t)T * H; i++) x[i] *= L->out_scale;
+    return G4_OK;
+}
+
+static void s_embed(g4_ctx_t *c, const g4_batch_t *b, int T)
+{
+    const g4_model_t *m = c->m;
+    const g4_hparams_t *hp = &m->hp;
+    const int H = (int)hp->n_embd;
+    const float scale = sqrtf((float)H);
+    for (int t = 0; t < T; t++) {
+        float *xt = c->x + (size_t)t * H;
+        if (b->embd) {
+            memcpy(xt, b->embd + (size_t)t * H, (size_t)H * 4);
+        } else {
+            g4_dequant_row(m->tok_embd.dtype, g4_tensor_row(&m->tok_embd, b->tokens[t]), xt, H);
+            for (int i = 0; i < H; i++) xt[i] *= scale;
+        }
+    }
+    if (!hp->ple_dim) return;
+    const int D = (int)hp->ple_dim, PW = (int)hp->n_layer * D;
+    const float sD = sqrtf((float)D), inv_h = 1.0f / sqrtf((float)H), inv_2 = 1.0f / sqrtf(2.0f);
+    s_mm(c, &m->ple_proj, 0, -1, c->x, H, T, c->ple, PW);
+    for (int t = 0; t < T; t++) {
+        float *p = c->ple + (size_t)t * PW;
+        const int32_t id = b->embd ? 0 : b->tokens[t];
+        g4_dequant_row(m->ple_tok_embd.dtype, g4_tensor_row(&m->ple_tok_embd, id), c->tok_ple, PW);
+        for (int i = 0; i < PW; i++) p[i] *= inv_h;
+        for (int l = 0; l < (int)hp->n_layer; l++) g4_rmsnorm(p + l * D, m->ple_proj_norm, p + l * D, D, hp->eps);
+        for (int i = 0; i < PW; i++) p[i] = (p[i] + c->tok_ple[i] * sD) * inv_2;
+    }
+}
+
+int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, float *ple_io, float *hidden_out,
+                   float *logits, g4_err_t *err)
+{
+    const g4_model_t *m = c->m;
+    const g4_hparams_t *hp = &m->hp;
+    const int H = (int)hp->n_embd, PW = (int)(hp->n_layer * hp->ple_dim);
+    if (b->n <= 0) return G4_OK;
+    if (b->n > c->p.n_ubatch) {
+        /* split into ubatches, keeping logits in row order */
+        int done = 0, n_out = 0;
+        while (done < b->n) {
+            const int n = b->n - done < c->p.n_ubatch ? b->n - done : c->p.n_ubatch;
+            g4_batch_t sub = {n, b->tokens ? b->tokens + done : NULL, b->embd ? b->embd + (size_t)done * H : NULL,
+                              b->pos + done, b->seq + done, b->want_logits ? b->want_logits + done : NULL};
+            int rc = g4_ctx_forward(c, &sub, hidden_in ? hidden_in + (size_t)done * H : NULL,
+                                    ple_io ? ple_io + (size_t)done * PW : NULL,
+                                    hidden_out ? hidden_out + (size_t)done * H : NULL,
+                                    logits ? logits + (size_t)n_out * hp->n_vocab : NULL, err);
+            if (rc) return rc;
+            for (int i = 0; i < n; i++) n_out += !sub.want_logits || sub.want_logits[i];
+            done += n;
+        }
+        return G4_OK;
+    }
+    const int T = b->n;
+    /* validate rows: known sequences, positions continue each sequence in order */
+    for (int t = 0; t < T; t++) {
+        s_seq_t *s = s_seq(c, b->seq[t]);
+        if (!s) return g4_err_set(err, G4_ERR_RANGE, "row %d: no sequence %d", t, b->seq[t]);
+        if (!b->embd && m->begin == 0 && (b->tokens[t] < 0 || (uint32_t)b->tokens[t] >= hp->n_vocab))
+            return g4_err_set(err, G4_ERR_RANGE, "row %d: token id %d is outside the vocabulary (%u)", t, b->tokens[t],
+                              hp->n_vocab);
+        int expect = s->n_past;
+        for (int u = 0; u < t; u++) expect += b->seq[u] == b->seq[t];
+        if (b->pos[t] != expect)
+            return g4_err_set(err, G4_ERR_RANGE, "row %d: position %d does not continue sequence %d (next is %d)", t,
+                              b->pos[t], b->seq[t], expect);
+        if (b->pos[t] >= c->n_ctx)
+            return g4_err_set(err, G4_ERR_RANGE, "sequence %d is full (%d positions)", b->seq[t], c->n_ctx);
+    }
+    if (m->begin == 0) {
+        s_embed(c, b, T);
+        if (ple_io && PW) memcpy(ple_io, c->ple, (size_t)T * PW * 4);
+    } else {
+        if (!hidden_in) return g4_err_set(err, G4_ERR_RANGE, "layers from %d need hidden states as input", m->begin);
+        memcpy(c->x, hidden_in, (size_t)T * H * 4);
+        if (PW) {
+            if (!ple_io) return g4_err_set(err, G4_ERR_RANGE, "layers from %d need per-layer inputs", m->begin);
+            memcpy(c->ple, ple_io, (size_t)T * PW * 4);
+        }
+    }
+    for (int l = m->begin; l < m->end; l++) s_layer(c, l, b, T);
+    for (int t = 0; t < T; t++) {
+        s_seq_t *s = &c->seqs[b->seq[t]];
+        if (b->pos[t] + 1 > s->n_past) s->n_past = b->pos[t] + 1;
+    }
+    if (m->end < (int)hp->n_layer) {
+        if (!hidden_out) return g4_err_set(err, G4_ERR_RANGE, "layers up to %d must hand on hidden states", m->end);
+        memcpy(hidden_out, c->x, (size_t)T * H * 4);
+        return G4_OK;
+    }
+    if (hidden_out) memcpy(hidden_out, c->x, (size_t)T * H * 4);
+    if (!logits) return G4_OK;
+    int n_out = 0;
+    for (int t = 0; t < T; t++) {
+        if (b->want_logits && !b->want_logits[t]) continue;
+        g4_rmsnorm(c->x + (size_t)t * H, m->output_norm, c->a + (size_t)n_out * H, H, hp->eps);
+        n_out++;
+    }
+    s_mm(c, &m->output, 0, -1, c->a, H, n_out, logits, hp->n_vocab);
+    if (hp->softcap > 0) g4_softcap(logits, (int64_t)n_out * hp->n_vocab, hp->softcap);
+    return G4_OK;
+}

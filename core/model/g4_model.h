@@ -1,0 +1,109 @@
+/* g4_model — the Gemma 4 text decoder on CPU (31B dense, 26B-A4B MoE, E2B/E4B).
+ *
+ * Computation (docs: gemma4-model.md §2), per ubatch of T rows (token, pos, seq):
+ *   x = embed(tokens)·sqrt(H)            (soft tokens: as given, no scale)
+ *   ple = per-layer inputs (E models)
+ *   for each layer l in [begin, end):
+ *     a = rms(x)·attn_norm;  q = rope(rms_h(a·Wq)·q_norm)
+ *     own KV:  k = rope(rms_h(a·Wk)·k_norm), v = rms_h(Wv ? a·Wv : a·Wk)  -> cache (F16)
+ *     o = attention(q, cache of l or its source layer, causal / sliding mask)
+ *     x += rms(o·Wo)·post_attn_norm
+ *     x += FFN (GeGLU; MoE: dense branch + routed experts)
+ *     x += rms(Wproj·(gelu(Winp_gate·x)·ple_l))·post_norm     (E models)
+ *     x *= layer_output_scale
+ *   logits = softcap(rms(x)·output_norm · token_embdᵀ)
+ * Rounding follows llama.cpp's CPU backend (§8): F16 KV cache, F16 GELU table,
+ * activation quantization per weight type, the flash-attention kernels
+ * (single-query with F16 accumulator below 64 rows, f32 above).
+ *
+ * Weights are views into the mmap'd GGUF (norm vectors are converted to f32
+ * at load, a few KB). A model may hold only layers [begin, end): the first
+ * range embeds, the last owns the output head; ranges pass hidden states.
+ * Not here: tokenizer (tokenizerd), sampling (g4_sampler), sockets. */
+#ifndef G4_MODEL_H
+#define G4_MODEL_H
+
+#include <stdint.h>
+
+#include "g4_err.h"
+#include "g4_gguf.h"
+
+#define G4_MAX_LAYERS 512
+
+typedef struct g4_hparams {
+    uint32_t n_layer, n_embd, n_head, n_vocab, n_ctx_train;
+    uint32_t n_head_kv[G4_MAX_LAYERS];
+    uint32_t n_ff[G4_MAX_LAYERS];
+    uint8_t is_swa[G4_MAX_LAYERS];
+    uint32_t hd_full, hd_swa;         /* head dims of full / sliding layers */
+    uint32_t n_rot_full, n_rot_swa;
+    float rope_base_full, rope_base_swa;
+    float eps, softcap;
+    uint32_t n_swa;                   /* sliding window (tokens, incl. self) */
+    uint32_t n_kv_shared, n_layer_kv; /* layers >= n_layer_kv reuse caches  */
+    uint32_t ple_dim;                 /* per-layer input width D (0: none)  */
+    uint32_t n_expert, n_expert_used, n_ff_exp;
+    uint32_t bos_id, eos_id;
+    uint32_t n_eog;
+    int32_t eog_ids[8];               /* end-of-generation ids                */
+} g4_hparams_t;
+
+typedef struct g4_model g4_model_t;
+
+/* Loads layers [begin, end) of a gemma4 GGUF (end = -1: to the last layer).
+ * Refuses other architectures and any missing/inconsistent key or tensor
+ * with a message naming it. Caller destroys. */
+g4_model_t *g4_model_load(const char *path, int layer_begin, int layer_end, g4_err_t *err);
+/* Same on an already-open file (borrowed: must outlive the model). */
+g4_model_t *g4_model_load_gguf(g4_gguf_t *gguf, int layer_begin, int layer_end, g4_err_t *err);
+void g4_model_destroy(g4_model_t **m);
+const g4_hparams_t *g4_model_hparams(const g4_model_t *m);
+g4_gguf_t *g4_model_gguf(const g4_model_t *m);
+void g4_model_range(const g4_model_t *m, int *begin, int *end);
+/* Layer of the src KV cache for layer l (l itself when it computes its own). */
+int g4_model_kv_source(const g4_model_t *m, int l);
+int g4_model_is_eog(const g4_model_t *m, int32_t id);
+
+/* ---- inference context: KV caches of sequences, scratch ------------------ */
+
+typedef struct g4_ctx g4_ctx_t;
+
+typedef struct g4_ctx_params {
+    int n_ctx;      /* max positions per sequence (full layers); 0: min(train, 4096) */
+    int n_ubatch;   /* max rows per forward call (default 512)                     */
+    int n_seq_max;  /* max live sequences (default 8)                              */
+    int kv_f32;     /* store K/V in f32 (default F16, as llama.cpp)                */
+} g4_ctx_params_t;
+
+g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *p, g4_err_t *err);
+void g4_ctx_destroy(g4_ctx_t **c);
+
+/* Sequences: returns a new id >= 0, or a negative G4_ERR_*. */
+int g4_seq_new(g4_ctx_t *c, g4_err_t *err);
+int g4_seq_fork(g4_ctx_t *c, int src, g4_err_t *err);
+/* Keeps positions [0, n_keep); the next token goes at n_keep. */
+int g4_seq_truncate(g4_ctx_t *c, int seq, int n_keep, g4_err_t *err);
+void g4_seq_release(g4_ctx_t *c, int seq);
+int g4_seq_n_past(const g4_ctx_t *c, int seq); /* next position */
+
+/* One forward call over n rows. Each row: token (or embd row when embd !=
+ * NULL), position, sequence. Positions of a sequence must continue it.
+ *  hidden_in  [n][H] f32: input when the model does not start at layer 0
+ *  ple_io     [n][n_layer*D] f32 (E models): output of the first range,
+ *             input of later ones (may be NULL for a whole model)
+ *  hidden_out [n][H] f32: output when the model does not end at the last layer
+ *  logits     [n_out][n_vocab] f32 for rows with want_logits[i] (all if NULL),
+ *             in row order, when the model ends at the last layer */
+typedef struct g4_batch {
+    int n;
+    const int32_t *tokens;
+    const float *embd;
+    const int32_t *pos;
+    const int32_t *seq;
+    const int8_t *want_logits;
+} g4_batch_t;
+
+int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, float *ple_io, float *hidden_out,
+                   float *logits, g4_err_t *err);
+
+#endif

@@ -1,0 +1,159 @@
+/* g4_sampler — see g4_sampler.h. */
+#include "g4_sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "g4_alloc.h"
+
+typedef struct s_cand {
+    int32_t id;
+    float logit;
+    float p;
+} s_cand_t;
+
+struct g4_sampler {
+    g4_sampler_params_t p;
+    int n_vocab;
+    int32_t *hist;
+    int n_hist, hist_pos;
+    s_cand_t *cand;
+    uint64_t rng;
+};
+
+void g4_sampler_params_default(g4_sampler_params_t *p)
+{
+    p->temp = 0.8f;
+    p->top_k = 40;
+    p->top_p = 0.95f;
+    p->min_p = 0.05f;
+    p->repeat_penalty = 1.0f;
+    p->repeat_last_n = 64;
+    p->presence_penalty = 0.0f;
+    p->frequency_penalty = 0.0f;
+    p->seed = 0xFFFFFFFFu;
+}
+
+g4_sampler_t *g4_sampler_new(const g4_sampler_params_t *p, int n_vocab, g4_err_t *err)
+{
+    g4_sampler_t *s = g4_calloc(1, sizeof *s);
+    if (!s) goto nomem;
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    if (s->p.repeat_last_n < 0) s->p.repeat_last_n = 0;
+    s->hist = g4_calloc((size_t)(s->p.repeat_last_n ? s->p.repeat_last_n : 1), sizeof *s->hist);
+    s->cand = g4_malloc((size_t)n_vocab * sizeof *s->cand);
+    if (!s->hist || !s->cand) goto nomem;
+    s->rng = p->seed ^ 0x9E3779B97F4A7C15ull;
+    return s;
+nomem:
+    g4_sampler_destroy(&s);
+    g4_err_set(err, G4_ERR_NOMEM, "out of memory for the sampler");
+    return NULL;
+}
+
+void g4_sampler_destroy(g4_sampler_t **ps)
+{
+    g4_sampler_t *s = ps ? *ps : NULL;
+    if (!s) return;
+    g4_free(s->hist);
+    g4_free(s->cand);
+    g4_free(s);
+    *ps = NULL;
+}
+
+void g4_sampler_accept(g4_sampler_t *s, int32_t id)
+{
+    if (!s->p.repeat_last_n) return;
+    s->hist[s->hist_pos] = id;
+    s->hist_pos = (s->hist_pos + 1) % s->p.repeat_last_n;
+    if (s->n_hist < s->p.repeat_last_n) s->n_hist++;
+}
+
+static uint64_t s_next(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static int s_cmp(const void *a, const void *b)
+{
+    const s_cand_t *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit > y->logit ? -1 : 1;
+    return x->id - y->id;
+}
+
+static void s_softmax(s_cand_t *c, int n)
+{
+    float max = c[0].logit;
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        c[i].p = expf(c[i].logit - max);
+        sum += c[i].p;
+    }
+    for (int i = 0; i < n; i++) c[i].p = (float)(c[i].p / sum);
+}
+
+int32_t g4_sampler_sample(g4_sampler_t *s, float *logits)
+{
+    const g4_sampler_params_t *p = &s->p;
+    /* penalties (llama.cpp: divide positive / multiply negative logits) */
+    if (s->n_hist && (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f)) {
+        for (int i = 0; i < s->n_hist; i++) {
+            const int32_t id = s->hist[i];
+            if (id < 0 || id >= s->n_vocab) continue;
+            int seen_before = 0, count = 0;
+            for (int j = 0; j < s->n_hist; j++) {
+                if (s->hist[j] == id) {
+                    count++;
+                    if (j < i) seen_before = 1;
+                }
+            }
+            if (seen_before) continue; /* apply once per distinct id */
+            float *l = &logits[id];
+            if (*l <= 0) *l *= p->repeat_penalty;
+            else *l /= p->repeat_penalty;
+            *l -= (float)count * p->frequency_penalty + (count > 0 ? p->presence_penalty : 0.0f);
+        }
+    }
+    if (p->temp <= 0.0f) {
+        int32_t best = 0;
+        for (int32_t i = 1; i < s->n_vocab; i++)
+            if (logits[i] > logits[best]) best = i;
+        return best;
+    }
+    int n = s->n_vocab;
+    for (int i = 0; i < n; i++) s->cand[i] = (s_cand_t){i, logits[i], 0};
+    qsort(s->cand, (size_t)n, sizeof *s->cand, s_cmp);
+    if (p->top_k > 0 && p->top_k < n) n = p->top_k;
+    if (p->top_p < 1.0f) {
+        s_softmax(s->cand, n);
+        double cum = 0;
+        for (int i = 0; i < n; i++) {
+            cum += s->cand[i].p;
+            if (cum >= p->top_p) {
+                n = i + 1;
+                break;
+            }
+        }
+    }
+    if (p->min_p > 0.0f) {
+        s_softmax(s->cand, n);
+        const float thr = s->cand[0].p * p->min_p;
+        int k = 1;
+        while (k < n && s->cand[k].p >= thr) k++;
+        n = k;
+    }
+    for (int i = 0; i < n; i++) s->cand[i].logit /= p->temp;
+    s_softmax(s->cand, n);
+    const double r = (double)(s_next(&s->rng) >> 11) / 9007199254740992.0;
+    double cum = 0;
+    for (int i = 0; i < n; i++) {
+        cum += s->cand[i].p;
+        if (r < cum) return s->cand[i].id;
+    }
+    return s->cand[n - 1].id;
+}

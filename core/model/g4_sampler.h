@@ -1,0 +1,38 @@
+/* g4_sampler — turns a row of logits into a token id.
+ *
+ * The chain and defaults follow llama.cpp's common sampler:
+ *   penalties (repeat / presence / frequency over the last N ids)
+ *   -> top-k (40) -> top-p (0.95) -> min-p (0.05) -> temperature (0.8) -> draw (seed)
+ * temperature <= 0 is greedy (argmax, first index on ties). The random
+ * stream is our own (splitmix64), so sampled ids are reproducible per seed
+ * but not identical to llama.cpp's std::mt19937 draws. */
+#ifndef G4_SAMPLER_H
+#define G4_SAMPLER_H
+
+#include <stdint.h>
+
+#include "g4_err.h"
+
+typedef struct g4_sampler_params {
+    float temp;
+    int top_k;             /* <= 0: off */
+    float top_p;           /* >= 1: off */
+    float min_p;           /* <= 0: off */
+    float repeat_penalty;  /* 1: off    */
+    int repeat_last_n;
+    float presence_penalty, frequency_penalty;
+    uint64_t seed;
+} g4_sampler_params_t;
+
+void g4_sampler_params_default(g4_sampler_params_t *p);
+
+typedef struct g4_sampler g4_sampler_t;
+
+g4_sampler_t *g4_sampler_new(const g4_sampler_params_t *p, int n_vocab, g4_err_t *err);
+void g4_sampler_destroy(g4_sampler_t **s);
+/* Records an id for the penalties (prompt ids and sampled ids). */
+void g4_sampler_accept(g4_sampler_t *s, int32_t id);
+/* Samples from logits[n_vocab] (modified in place). */
+int32_t g4_sampler_sample(g4_sampler_t *s, float *logits);
+
+#endif
