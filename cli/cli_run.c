@@ -77,6 +77,32 @@ static char *s_read_file(const char *path)
     return b;
 }
 
+/* Copy of s[0..n) with every invalid UTF-8 sequence replaced by U+FFFD, so
+ * the JSON text is always valid (byte tokens may split a code point). */
+static char *s_utf8_clean(const char *s, size_t n)
+{
+    char *o = g4_malloc(n * 3 + 1);
+    if (!o) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        const unsigned char c = (unsigned char)s[i];
+        int l = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        int ok = l > 0 && i + (size_t)l <= n;
+        for (int j = 1; ok && j < l; j++) ok = ((unsigned char)s[i + j] & 0xC0) == 0x80;
+        if (ok) {
+            memcpy(o + k, s + i, (size_t)l);
+            k += (size_t)l;
+            i += (size_t)l;
+        } else {
+            memcpy(o + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+            i++;
+        }
+    }
+    o[k] = '\0';
+    return o;
+}
+
 typedef struct s_lp {
     int32_t id;
     float lp;
@@ -261,7 +287,9 @@ int cli_run(int argc, char **argv)
     }
     {
         size_t tl;
-        text_buf = tok_vocab_detokenize(vocab, out_ids, n_out, 0, &tl);
+        char *rawt = tok_vocab_detokenize(vocab, out_ids, n_out, 0, &tl);
+        text_buf = rawt ? s_utf8_clean(rawt, tl) : NULL;
+        g4_free(rawt);
         cJSON *root = cJSON_CreateObject();
         cJSON *pa = cJSON_AddArrayToObject(root, "prompt_ids");
         for (int i = 0; i < n_prompt; i++) cJSON_AddItemToArray(pa, cJSON_CreateNumber(prompt_ids[i]));

@@ -21,7 +21,8 @@ int g4_test_failures;
     X(gguf_testdata) \
     X(kernels)      \
     X(matmul)       \
-    X(base)
+    X(base)          \
+    X(model)
 
 #define DECL(name) int test_##name(void);
 G4_TESTS(DECL)

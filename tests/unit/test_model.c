@@ -1,0 +1,149 @@
+/* Tests of core/model on the shared test models: layer ranges run back to
+ * back are bit-identical to the whole model (dense and E with PLE + KV
+ * sharing), sequences fork / truncate, and bad models are refused with a
+ * message naming the key or tensor. */
+#include <math.h>
+#include <string.h>
+
+#include "g4_alloc.h"
+#include "g4_gguf.h"
+#include "g4_gguf_write.h"
+#include "g4_model.h"
+#include "g4_test.h"
+
+static int s_range_check(const char *td, const char *name, int split)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/%s", td, name);
+    g4_err_t err;
+    g4_gguf_t *g = g4_gguf_open(path, &err);
+    REQUIRE(g);
+    g4_model_t *whole = g4_model_load_gguf(g, 0, -1, &err), *a = g4_model_load_gguf(g, 0, split, &err),
+               *b = g4_model_load_gguf(g, split, -1, &err);
+    REQUIRE(whole && a && b);
+    const g4_hparams_t *hp = g4_model_hparams(whole);
+    g4_ctx_params_t cp = {.n_ctx = 64, .n_ubatch = 32};
+    g4_ctx_t *cw = g4_ctx_new(whole, &cp, &err), *ca = g4_ctx_new(a, &cp, &err), *cb = g4_ctx_new(b, &cp, &err);
+    REQUIRE(cw && ca && cb);
+    int sw = g4_seq_new(cw, &err), sa = g4_seq_new(ca, &err), sb = g4_seq_new(cb, &err);
+    REQUIRE(sw >= 0 && sa >= 0 && sb >= 0);
+    const int T = 20, H = (int)hp->n_embd, PW = (int)(hp->n_layer * hp->ple_dim);
+    int32_t tok[20], pos[20], seqw[20], seqa[20], seqb[20];
+    for (int i = 0; i < T; i++) tok[i] = 2 + (i * 131) % 12000, pos[i] = i, seqw[i] = sw, seqa[i] = sa, seqb[i] = sb;
+    float *l1 = g4_malloc((size_t)T * hp->n_vocab * 4), *l2 = g4_malloc((size_t)T * hp->n_vocab * 4);
+    float *hid = g4_malloc((size_t)T * H * 4), *ple = g4_malloc((size_t)T * (PW ? PW : 1) * 4);
+    REQUIRE(l1 && l2 && hid && ple);
+    /* prefill 20 rows, then 3 single-row decodes */
+    g4_batch_t bw = {T, tok, NULL, pos, seqw, NULL}, ba = {T, tok, NULL, pos, seqa, NULL}, bb = {T, tok, NULL, pos, seqb, NULL};
+    REQUIRE(g4_ctx_forward(cw, &bw, NULL, NULL, NULL, l1, &err) == 0);
+    REQUIRE(g4_ctx_forward(ca, &ba, NULL, ple, hid, NULL, &err) == 0);
+    REQUIRE(g4_ctx_forward(cb, &bb, hid, ple, NULL, l2, &err) == 0);
+    CHECKF(memcmp(l1, l2, (size_t)T * hp->n_vocab * 4) == 0, "%s: split at %d differs in prefill", name, split);
+    for (int s = 0; s < 3; s++) {
+        int32_t t1 = 100 + s, p1 = T + s;
+        g4_batch_t dw = {1, &t1, NULL, &p1, &sw, NULL}, da = {1, &t1, NULL, &p1, &sa, NULL}, db = {1, &t1, NULL, &p1, &sb, NULL};
+        REQUIRE(g4_ctx_forward(cw, &dw, NULL, NULL, NULL, l1, &err) == 0);
+        REQUIRE(g4_ctx_forward(ca, &da, NULL, ple, hid, NULL, &err) == 0);
+        REQUIRE(g4_ctx_forward(cb, &db, hid, ple, NULL, l2, &err) == 0);
+        CHECKF(memcmp(l1, l2, hp->n_vocab * 4) == 0, "%s: split at %d differs in decode %d", name, split, s);
+    }
+    /* fork: the fork continues exactly like the original */
+    int f = g4_seq_fork(cw, sw, &err);
+    REQUIRE(f >= 0);
+    CHECK(g4_seq_n_past(cw, f) == T + 3);
+    int32_t t2 = 77, p2 = T + 3;
+    g4_batch_t d1 = {1, &t2, NULL, &p2, &sw, NULL}, d2 = {1, &t2, NULL, &p2, &f, NULL};
+    REQUIRE(g4_ctx_forward(cw, &d1, NULL, NULL, NULL, l1, &err) == 0);
+    REQUIRE(g4_ctx_forward(cw, &d2, NULL, NULL, NULL, l2, &err) == 0);
+    CHECK(memcmp(l1, l2, hp->n_vocab * 4) == 0);
+    /* truncate and redo gives the same logits again */
+    REQUIRE(g4_seq_truncate(cw, f, T + 3, &err) == 0);
+    REQUIRE(g4_ctx_forward(cw, &d2, NULL, NULL, NULL, l2, &err) == 0);
+    CHECK(memcmp(l1, l2, hp->n_vocab * 4) == 0);
+    /* a position that does not continue the sequence is refused */
+    int32_t bad = 5;
+    g4_batch_t d3 = {1, &t2, NULL, &bad, &f, NULL};
+    CHECK(g4_ctx_forward(cw, &d3, NULL, NULL, NULL, l2, &err) == G4_ERR_RANGE);
+    int32_t badtok = 1 << 30, p3 = g4_seq_n_past(cw, f);
+    g4_batch_t d4 = {1, &badtok, NULL, &p3, &f, NULL};
+    CHECK(g4_ctx_forward(cw, &d4, NULL, NULL, NULL, l2, &err) == G4_ERR_RANGE && strstr(err.msg, "vocabulary"));
+    g4_free(l1);
+    g4_free(l2);
+    g4_free(hid);
+    g4_free(ple);
+    g4_ctx_destroy(&cw);
+    g4_ctx_destroy(&ca);
+    g4_ctx_destroy(&cb);
+    g4_model_destroy(&whole);
+    g4_model_destroy(&a);
+    g4_model_destroy(&b);
+    g4_gguf_destroy(&g);
+    return 0;
+}
+
+/* Rewrites src with one key or tensor changed; returns the load error. */
+static int s_bad(const char *src, const char *drop_key, const char *drop_tensor, const char *arch, g4_err_t *err)
+{
+    g4_err_t e2;
+    g4_gguf_t *g = g4_gguf_open(src, &e2);
+    if (!g) return -1;
+    g4_gguf_writer_t *w = g4_gguf_writer_new(&e2);
+    for (int64_t i = 0; i < g4_gguf_n_kv(g); i++) {
+        const char *k = g4_gguf_key(g, i);
+        if (drop_key && !strcmp(k, drop_key)) continue;
+        if (arch && !strcmp(k, "general.architecture")) {
+            g4_gguf_writer_add_str(w, k, arch);
+            continue;
+        }
+        const void *d;
+        uint64_t n;
+        g4_gguf_type_t t = g4_gguf_kv_raw(g, i, &d, &n);
+        g4_gguf_writer_add_raw(w, k, t, d, n);
+    }
+    for (int64_t i = 0; i < g4_gguf_n_tensors(g); i++) {
+        g4_tensor_t t;
+        g4_gguf_tensor(g, i, &t);
+        if (drop_tensor && !strcmp(t.name, drop_tensor)) continue;
+        g4_gguf_writer_add_tensor(w, t.name, t.dtype, t.n_dims, t.ne, t.data);
+    }
+    uint8_t *img;
+    size_t size;
+    int rc = g4_gguf_writer_write_mem(w, &img, &size, &e2);
+    g4_gguf_writer_destroy(&w);
+    g4_gguf_destroy(&g);
+    if (rc) return rc;
+    g4_gguf_t *g2 = g4_gguf_open_mem(img, size, "bad.gguf", err);
+    g4_model_t *m = g2 ? g4_model_load_gguf(g2, 0, -1, err) : NULL;
+    rc = m ? 0 : err->code;
+    g4_model_destroy(&m);
+    g4_gguf_destroy(&g2);
+    g4_free(img);
+    return rc;
+}
+
+int test_model(void)
+{
+    const char *td = g4_test_testdata();
+    if (!td) return G4_TEST_SKIP;
+    s_range_check(td, "dense-f32.gguf", 2);
+    s_range_check(td, "dense256-q4_k_m.gguf", 1);
+    s_range_check(td, "e-q8_0.gguf", 1);
+    s_range_check(td, "moe-q8_0.gguf", 3);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/e-q8_0.gguf", td);
+    g4_err_t err;
+    g4_model_t *m = g4_model_load(path, 4, -1, &err); /* layers 4, 5 share caches of 1, 2 */
+    CHECKF(!m && strstr(err.msg, "KV cache of layer"), "%s", err.msg);
+    g4_model_destroy(&m);
+    snprintf(path, sizeof path, "%s/models/dense-q8_0.gguf", td);
+    CHECK(s_bad(path, NULL, NULL, "llama", &err) == G4_ERR_FORMAT && strstr(err.msg, "'llama'"));
+    CHECK(s_bad(path, "gemma4.attention.sliding_window", NULL, NULL, &err) == G4_ERR_FORMAT &&
+          strstr(err.msg, "gemma4.attention.sliding_window"));
+    CHECK(s_bad(path, "gemma4.attention.key_length_swa", NULL, NULL, &err) == G4_ERR_FORMAT &&
+          strstr(err.msg, "key_length_swa"));
+    CHECK(s_bad(path, NULL, "blk.1.ffn_up.weight", NULL, &err) == G4_ERR_FORMAT && strstr(err.msg, "blk.1.ffn_up.weight"));
+    CHECK(s_bad(path, NULL, "blk.2.attn_k.weight", NULL, &err) == G4_ERR_FORMAT && strstr(err.msg, "blk.2.attn_k.weight"));
+    CHECK(s_bad(path, NULL, "token_embd.weight", NULL, &err) == G4_ERR_FORMAT && strstr(err.msg, "token_embd.weight"));
+    CHECKF(s_bad(path, "gemma4.attention.sliding_window_pattern", NULL, NULL, &err) == G4_ERR_FORMAT, "%s", err.msg);
+    return 0;
+}
