@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "g4_alloc.h"
+#include "g4_clock.h"
 #include "g4_matmul.h"
 #include "g4_model.h"
 #include "g4_sampler.h"
@@ -252,12 +253,14 @@ int cli_run(int argc, char **argv)
     if (!want) goto done;
     want[n_prompt - 1] = 1;
     g4_batch_t b = {n_prompt, prompt_ids, NULL, pos, seqv, want};
+    const uint64_t t_start = g4_clock_mono_ns();
     int frc = g4_ctx_forward(ctx, &b, NULL, NULL, NULL, logits, &err);
     g4_free(want);
     if (frc) {
         cli_error("%s", err.msg);
         goto done;
     }
+    const uint64_t t_prefill = g4_clock_mono_ns();
     for (n_out = 0; n_out < n_predict;) {
         if (logprobs) s_top_logprobs(logits, (int)hp->n_vocab, logprobs, lps + (size_t)n_out * logprobs);
         const int32_t id = g4_sampler_sample(smp, logits);
@@ -280,6 +283,8 @@ int cli_run(int argc, char **argv)
             goto done;
         }
     }
+    const uint64_t t_end = g4_clock_mono_ns();
+    const double prefill_ms = (double)(t_prefill - t_start) / 1e6, decode_ms = (double)(t_end - t_prefill) / 1e6;
     if (!json) {
         fputc('\n', stdout);
         rc = 0;
@@ -297,6 +302,12 @@ int cli_run(int argc, char **argv)
         for (int i = 0; i < n_out; i++) cJSON_AddItemToArray(ia, cJSON_CreateNumber(out_ids[i]));
         cJSON_AddStringToObject(root, "text", text_buf ? text_buf : "");
         cJSON_AddStringToObject(root, "finish_reason", finish);
+        cJSON *tm = cJSON_AddObjectToObject(root, "timings");
+        cJSON_AddNumberToObject(tm, "prefill_ms", prefill_ms);
+        cJSON_AddNumberToObject(tm, "decode_ms", decode_ms);
+        cJSON_AddNumberToObject(tm, "prefill_tps", prefill_ms > 0 ? n_prompt / (prefill_ms / 1e3) : 0);
+        /* decode steps = generated ids after the first (which comes from the prefill) */
+        cJSON_AddNumberToObject(tm, "decode_tps", n_out > 1 && decode_ms > 0 ? (n_out - 1) / (decode_ms / 1e3) : 0);
         if (logprobs) {
             cJSON *la = cJSON_AddArrayToObject(root, "logprobs");
             for (int i = 0; i < n_out; i++) {
