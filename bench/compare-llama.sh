@@ -14,7 +14,7 @@ g4_json=$(for r in $(seq "$REPS"); do
   /usr/bin/time -f '{"peak_rss_kb":%M}' -o /tmp/g4_rss.$$ "$G4" run --in-process -m "$M" --prompt-ids "$ids" -n "$NG" --temp 0 --threads "$TH" --json |
     python3 -c "import json,sys; d=json.load(sys.stdin)['timings']; r=json.load(open('/tmp/g4_rss.$$')); d.update(r); print(json.dumps(d))"
 done)
-llama_json=$(node "$ORACLE/bench_llama.mjs" --model "$M" --threads "$TH" --n-prompt "$NP" --n-gen "$NG" --reps "$REPS" 2>/dev/null | tail -1)
+llama_json=$(node "$ORACLE/bench_llama.mjs" --model "$M" --threads "$TH" --n-prompt "$NP" --n-gen "$NG" --reps "$REPS" 2>/dev/null)
 python3 - "$g4_json" "$llama_json" "$M" "$NP" "$NG" "$TH" <<'PY'
 import json, statistics, sys
 g = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
@@ -28,10 +28,10 @@ def find(d, *keys):
             r = find(v, *keys)
             if r is not None: return r
     return None
-lp = find(l, "pp_tps", "pp", "prompt_tps"); lt = find(l, "tg_tps", "tg", "gen_tps")
+lp = l["pp_tok_s"]["median"]; lt = l["tg_tok_s"]["median"]
 print(json.dumps({"model": sys.argv[3], "n_prompt": int(sys.argv[4]), "n_gen": int(sys.argv[5]), "threads": int(sys.argv[6]),
                   "g4": {"prefill_tps": med("prefill_tps"), "decode_tps": med("decode_tps"), "peak_rss_mb": med("peak_rss_kb") / 1024},
-                  "llama_cpp": l,
+                  "llama_cpp": {"prefill_tps": lp, "decode_tps": lt},
                   "ratio_decode": (med("decode_tps") / lt) if isinstance(lt, (int, float)) and lt else None,
                   "ratio_prefill": (med("prefill_tps") / lp) if isinstance(lp, (int, float)) and lp else None}, indent=1))
 PY
