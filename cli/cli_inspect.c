@@ -223,11 +223,9 @@ static int s_dump_values(const g4_gguf_t *g, const char *name, long long nvals)
     g4_tensor_t t;
     g4_gguf_tensor(g, idx, &t);
     const g4_dtype_traits_t *tr = g4_dtype_traits(t.dtype);
-    if (!tr->computable || t.dtype == G4_DTYPE_Q8_1 || t.dtype == G4_DTYPE_Q8_K) {
-        if (!(t.dtype == G4_DTYPE_Q8_K || t.dtype == G4_DTYPE_Q8_1) || !tr->computable) {
-            cli_error("%s: tensor '%s' has type %s, which g4 cannot dequantize", g4_gguf_path(g), name, tr->name);
-            return 1;
-        }
+    if (!tr->computable) {
+        cli_error("%s: tensor '%s' has type %s, which g4 cannot dequantize", g4_gguf_path(g), name, tr->name);
+        return 1;
     }
     const int64_t total = g4_tensor_nelements(&t);
     if (nvals < 0 || nvals > total) nvals = total;
