@@ -14,6 +14,8 @@ int cli_detokenize(int argc, char **argv);
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Python-repr-like shortest round-trip text for a double ("1e-06", "30.0"). */
 void cli_fmt_double(char *buf, size_t size, double v);
+/* Whole file as a NUL-terminated buffer (caller g4_free()s); NULL + errno on failure. */
+char *cli_read_file(const char *path, size_t *len);
 /* Python repr of a byte string (single quotes, escapes). */
 void cli_print_pyrepr(FILE *out, const char *s, size_t n);
 

@@ -52,32 +52,6 @@ static int s_parse_ids(const char *s, int32_t **out, int *n)
     return 0;
 }
 
-static char *s_read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *b = g4_malloc(cap);
-    while (b) {
-        size_t r = fread(b + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) break;
-        if (n + 1 == cap) {
-            char *nb = g4_realloc(b, cap * 2);
-            if (!nb) {
-                g4_free(b);
-                b = NULL;
-                break;
-            }
-            b = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (b) b[n] = '\0';
-    return b;
-}
-
 /* Copy of s[0..n) with every invalid UTF-8 sequence replaced by U+FFFD, so
  * the JSON text is always valid (byte tokens may split a code point). */
 static char *s_utf8_clean(const char *s, size_t n)
@@ -211,7 +185,7 @@ int cli_run(int argc, char **argv)
         }
     } else {
         if (file) {
-            file_text = s_read_file(file);
+            file_text = cli_read_file(file, NULL);
             if (!file_text) {
                 cli_error("%s: %s", file, strerror(errno));
                 goto done;

@@ -12,26 +12,6 @@
 #include "g4_gguf.h"
 #include "tok_vocab.h"
 
-static char *s_slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, used = 0;
-    char *b = g4_malloc(cap);
-    for (size_t r; b && (r = fread(b + used, 1, cap - used, f)) > 0;) {
-        used += r;
-        if (used == cap) {
-            char *nb = g4_realloc(b, cap * 2);
-            if (!nb) g4_free(b);
-            b = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    *n = used;
-    return b;
-}
-
 static tok_vocab_t *s_open(const char *model, g4_gguf_t **g)
 {
     g4_err_t err;
@@ -67,7 +47,7 @@ int cli_tokenize(int argc, char **argv)
     }
     size_t len = text ? strlen(text) : 0;
     char *buf = NULL;
-    if (file && !(buf = s_slurp(file, &len))) {
+    if (file && !(buf = cli_read_file(file, &len))) {
         cli_error("%s: %s", file, strerror(errno));
         return 1;
     }

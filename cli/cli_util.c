@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "g4_alloc.h"
 
 void cli_fmt_double(char *buf, size_t size, double v)
 {
@@ -63,4 +64,26 @@ void cli_print_pyrepr(FILE *out, const char *s, size_t n)
         else fputc(c, out);
     }
     fputc(q, out);
+}
+
+char *cli_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, used = 0;
+    char *b = g4_malloc(cap);
+    for (size_t r; b && (r = fread(b + used, 1, cap - used - 1, f)) > 0;) {
+        used += r;
+        if (used + 1 == cap) {
+            char *nb = g4_realloc(b, cap * 2);
+            if (!nb) g4_free(b);
+            b = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (!b) return NULL;
+    b[used] = '\0';
+    if (len) *len = used;
+    return b;
 }

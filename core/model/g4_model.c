@@ -357,7 +357,6 @@ g4_model_t *g4_model_load_gguf(g4_gguf_t *gguf, int begin, int end, g4_err_t *er
         }
     }
     const int64_t H = hp->n_embd;
-    char nm[128];
     int64_t ti = g4_gguf_find_tensor(gguf, "token_embd.weight");
     if (ti < 0) {
         g4_err_set(err, G4_ERR_FORMAT, "%s: missing tensor 'token_embd.weight'", g4_gguf_path(gguf));
@@ -424,7 +423,6 @@ g4_model_t *g4_model_load_gguf(g4_gguf_t *gguf, int begin, int end, g4_err_t *er
                     hp->eog_ids[hp->n_eog++] = (int32_t)i;
         }
     }
-    (void)nm;
     return m;
 fail:
     g4_model_destroy(&m);
@@ -495,11 +493,10 @@ struct g4_ctx {
     size_t kv_elem;             /* 2 (f16) or 4 (f32)                      */
     s_seq_t *seqs;
     /* scratch for n_ubatch rows */
-    float *x, *a, *q, *k, *v, *o, *t1, *fg, *fu, *ple, *tok_ple, *logit_row;
+    float *x, *a, *q, *k, *v, *o, *t1, *fg, *fu, *ple, *tok_ple;
     float *moe_in, *moe_acc, *moe_g, *moe_d, *moe_probs;
     int32_t *moe_sel;
     float *moe_w;
-    int32_t *moe_rows;
     void *mm_scratch;
     size_t mm_scratch_bytes;
     /* per-thread attention buffers */
@@ -557,7 +554,6 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->fu = g4_malloc(T * (ff_max ? ff_max : 1) * 4);
     c->ple = g4_malloc(T * (PW ? PW : 1) * 4);
     c->tok_ple = g4_malloc((PW ? PW : 1) * 4);
-    c->logit_row = g4_malloc(H * 4);
     c->rope_cs = g4_malloc(T * hd_max * 4);
     if (hp->n_expert) {
         const size_t E = hp->n_expert, K = hp->n_expert_used, fe = hp->n_ff_exp;
@@ -568,7 +564,6 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
         c->moe_probs = g4_malloc(T * E * 4);
         c->moe_sel = g4_malloc(T * K * sizeof(int32_t));
         c->moe_w = g4_malloc(T * K * 4);
-        c->moe_rows = g4_malloc(T * sizeof(int32_t) * 2);
     }
     c->mm_scratch_bytes = T * (kmax * 4 + 1024) + 4096;
     c->mm_scratch = g4_malloc_aligned(c->mm_scratch_bytes, 64);
@@ -576,9 +571,9 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->attn_buf_stride = (hd_max * 8 + (size_t)c->n_ctx * 4 + 256 + 63) & ~(size_t)63;
     c->attn_buf = g4_malloc_aligned(c->attn_buf_stride * (size_t)c->n_thr, 64);
     if (!c->seqs || !c->x || !c->a || !c->q || !c->k || !c->v || !c->o || !c->t1 || !c->fg || !c->fu || !c->ple ||
-        !c->tok_ple || !c->logit_row || !c->rope_cs || !c->mm_scratch || !c->attn_buf ||
+        !c->tok_ple || !c->rope_cs || !c->mm_scratch || !c->attn_buf ||
         (hp->n_expert && (!c->moe_in || !c->moe_acc || !c->moe_g || !c->moe_d || !c->moe_probs || !c->moe_sel ||
-                          !c->moe_w || !c->moe_rows))) {
+                          !c->moe_w))) {
         g4_err_set(err, G4_ERR_NOMEM, "out of memory allocating the context (%d rows)", c->p.n_ubatch);
         g4_ctx_destroy(&c);
         return NULL;
@@ -605,11 +600,10 @@ void g4_ctx_destroy(g4_ctx_t **pc)
     if (c->seqs)
         for (int i = 0; i < c->p.n_seq_max; i++) s_seq_free(c, &c->seqs[i]);
     g4_free(c->seqs);
-    float *bufs[] = {c->x, c->a, c->q, c->k, c->v, c->o, c->t1, c->fg, c->fu, c->ple, c->tok_ple, c->logit_row,
+    float *bufs[] = {c->x, c->a, c->q, c->k, c->v, c->o, c->t1, c->fg, c->fu, c->ple, c->tok_ple,
                      c->rope_cs, c->moe_in, c->moe_acc, c->moe_g, c->moe_d, c->moe_probs, c->moe_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) g4_free(bufs[i]);
     g4_free(c->moe_sel);
-    g4_free(c->moe_rows);
     g4_free_aligned(c->mm_scratch);
     g4_free_aligned(c->attn_buf);
     g4_free(c);

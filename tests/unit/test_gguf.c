@@ -138,31 +138,40 @@ int test_gguf(void)
     return 0;
 }
 
+/* Next "*.gguf" entry of d as a full path in path[]; returns its name or NULL. */
+static const char *s_next_gguf(DIR *d, const char *dir, char *path, size_t size)
+{
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l < 6 || strcmp(de->d_name + l - 5, ".gguf")) continue;
+        snprintf(path, size, "%s/%s", dir, de->d_name);
+        return de->d_name;
+    }
+    return NULL;
+}
+
 int test_gguf_hostile(void)
 {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/hostile", g4_test_datadir());
     DIR *d = opendir(dir);
     REQUIRE(d != NULL);
-    struct dirent *de;
     int n = 0;
-    while ((de = readdir(d))) {
-        size_t l = strlen(de->d_name);
-        if (l < 6 || strcmp(de->d_name + l - 5, ".gguf")) continue;
-        char path[8192];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    char path[8192];
+    for (const char *name; (name = s_next_gguf(d, dir, path, sizeof path));) {
         g4_err_t err;
         uint64_t t0 = g4_clock_mono_ns();
         g4_gguf_t *g = g4_gguf_open(path, &err);
         double ms = (double)(g4_clock_mono_ns() - t0) / 1e6;
-        CHECKF(ms < 1000, "%s took %.0f ms", de->d_name, ms);
-        if (!strcmp(de->d_name, "good.gguf")) {
+        CHECKF(ms < 1000, "%s took %.0f ms", name, ms);
+        if (!strcmp(name, "good.gguf")) {
             CHECKF(g != NULL, "good.gguf refused: %s", err.msg);
         } else {
-            CHECKF(g == NULL, "%s was accepted", de->d_name);
+            CHECKF(g == NULL, "%s was accepted", name);
             if (!g) {
-                CHECKF(err.code == G4_ERR_FORMAT, "%s: %s", de->d_name, err.msg);
-                CHECKF(strstr(err.msg, de->d_name) && strstr(err.msg, "offset ") && !strchr(err.msg, '\n'), "%s",
+                CHECKF(err.code == G4_ERR_FORMAT, "%s: %s", name, err.msg);
+                CHECKF(strstr(err.msg, name) && strstr(err.msg, "offset ") && !strchr(err.msg, '\n'), "%s",
                        err.msg);
             }
         }
@@ -172,7 +181,6 @@ int test_gguf_hostile(void)
     closedir(d);
     CHECKF(n >= 40, "only %d hostile files found", n);
     /* random corruption of the good file: never a crash; accepted files stay consistent */
-    char path[8192];
     snprintf(path, sizeof path, "%s/good.gguf", dir);
     FILE *fp = fopen(path, "rb");
     REQUIRE(fp);
@@ -216,12 +224,8 @@ int test_gguf_testdata(void)
         snprintf(dir, sizeof dir, "%s/%s", td, sub[k]);
         DIR *d = opendir(dir);
         if (!d) continue;
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            size_t l = strlen(de->d_name);
-            if (l < 6 || strcmp(de->d_name + l - 5, ".gguf")) continue;
-            char path[8192];
-            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        char path[8192];
+        for (const char *name; (name = s_next_gguf(d, dir, path, sizeof path));) {
             g4_err_t err;
             g4_gguf_t *g = g4_gguf_open(path, &err);
             CHECKF(g != NULL, "%s", err.msg);
@@ -239,7 +243,7 @@ int test_gguf_testdata(void)
                     CHECK(g4_dequant_row(t.dtype, t.data, row, t.ne[0]) == 0);
                     for (int64_t j = 0; j < t.ne[0]; j++)
                         if (!isfinite(row[j])) {
-                            CHECKF(0, "%s: %s has a non-finite value", de->d_name, t.name);
+                            CHECKF(0, "%s: %s has a non-finite value", name, t.name);
                             break;
                         }
                     g4_free(row);
