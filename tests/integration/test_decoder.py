@@ -6,9 +6,13 @@ For every model and prompt (short, long: several sliding windows):
     llama.cpp's own top-2 margin is inside the rounding noise (0.02 logits for
     float weights, 0.15 for quantized, as measured in the spec's Validation);
     a difference at a larger margin fails;
-  * at the first generated position the top-8 log-probs agree within 3e-2 for
-    float weights, and within 0.5 for quantized weights (the spec's measured
-    noise floor for Q8 activation rounding over ~100 positions is 0.2-0.5).
+  * at every generated position up to the first difference the top-8
+    log-probs agree within 3e-2 for F32/F16 weights, 0.08 for BF16 and 0.5
+    for quantized weights (the spec's measured noise floor for Q8 activation
+    rounding over ~100 positions is 0.2-0.5). BF16 weights round every
+    activation to 8 mantissa bits, so any summation-order difference upstream
+    can move a rounding by 0.4 %: llama.cpp's own results for one BF16 model
+    differ by up to 0.048 between a 14-token batch and token-by-token decode.
 And the tokenizer reproduces llama.cpp's 46 test vectors and the prompt ids.
 Usage: test_decoder.py G4_BINARY TESTDATA_DIR"""
 import json, os, subprocess, sys
@@ -44,7 +48,7 @@ for name in sorted(os.listdir(mdir)):
     model = os.path.join(mdir, name.split(".")[0] + ".gguf")
     quant = any(q in name for q in ("q4", "q5", "q6", "q8"))
     noise = 0.15 if quant else 0.02
-    lp_tol = 0.5 if quant else 3e-2
+    lp_tol = 0.5 if quant else 0.08 if "bf16" in name else 3e-2
     ids = ref["prompt"]["tokens_with_bos"]
     # the text prompt tokenizes to llama.cpp's ids
     r = subprocess.run([g4, "tokenize", "-m", model, "-p", ref["prompt"]["text"]], capture_output=True, text=True)
@@ -69,12 +73,18 @@ for name in sorted(os.listdir(mdir)):
             fail("%s: greedy id %d differs at generated position %d where llama.cpp's margin is %.3f" %
                  (name, got["ids"][first], first, margin))
             continue
-    refp = {t["id"]: t["logprob"] for t in pos[n - 1]["top"]}
-    ours = {t["id"]: t["logprob"] for t in got["logprobs"][0]["top"]}
-    common = set(refp) & set(ours)
-    worst = max(abs(refp[i] - ours[i]) for i in common) if common else 1e9
-    if len(common) < 6 or worst > lp_tol:
-        fail("%s: first-position top-8 log-probs differ by %.3g (%d ids in common)" % (name, worst, len(common)))
+    worst, common_min = 0.0, 8
+    last = len(got["ids"]) if first is None else first + 1
+    for i in range(last):
+        refp = {t["id"]: t["logprob"] for t in pos[n - 1 + i]["top"]}
+        ours = {t["id"]: t["logprob"] for t in got["logprobs"][i]["top"]}
+        common = set(refp) & set(ours)
+        common_min = min(common_min, len(common))
+        if common:
+            worst = max(worst, max(abs(refp[k] - ours[k]) for k in common))
+    if common_min < 6 or worst > lp_tol:
+        fail("%s: top-8 log-probs differ by %.3g over %d positions (min %d ids in common)" %
+             (name, worst, last, common_min))
         continue
     passes += 1
     print("ok %-26s identical for %s ids, top-8 logprob diff %.1e" %
