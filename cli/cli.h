@@ -9,6 +9,8 @@ int cli_inspect(int argc, char **argv);
 int cli_run(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_detokenize(int argc, char **argv);
+int cli_chat_template(int argc, char **argv);
+int cli_parse_output(int argc, char **argv);
 
 /* Prints "error: <msg>" on stderr (one line). */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -17,7 +17,7 @@ And the tokenizer reproduces llama.cpp's 46 test vectors and the prompt ids.
 Usage: test_decoder.py G4_BINARY TESTDATA_DIR"""
 import json, os, subprocess, sys
 
-g4, td = sys.argv[1], sys.argv[2]
+g4, td = sys.argv[1], os.environ.get("G4_TESTDATA") or sys.argv[2]
 mdir = os.path.join(td, "models")
 if not os.path.isdir(mdir):
     print("SKIP: reference data not found at %s (set G4_TESTDATA)" % td)
