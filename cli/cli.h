@@ -18,6 +18,9 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_fmt_double(char *buf, size_t size, double v);
 /* Whole file as a NUL-terminated buffer (caller g4_free()s); NULL + errno on failure. */
 char *cli_read_file(const char *path, size_t *len);
+/* A JSON string literal (quotes included) for s[0..n), NUL bytes and all;
+ * for cJSON_AddRawToObject (caller g4_free()s). */
+char *cli_json_quote(const char *s, size_t n);
 /* Python repr of a byte string (single quotes, escapes). */
 void cli_print_pyrepr(FILE *out, const char *s, size_t n);
 

@@ -19,6 +19,7 @@
 #include "g4_matmul.h"
 #include "g4_model.h"
 #include "g4_sampler.h"
+#include "tok_stream.h"
 #include "tok_vocab.h"
 
 static int s_parse_ids(const char *s, int32_t **out, int *n)
@@ -50,32 +51,6 @@ static int s_parse_ids(const char *s, int32_t **out, int *n)
     *out = v;
     *n = k;
     return 0;
-}
-
-/* Copy of s[0..n) with every invalid UTF-8 sequence replaced by U+FFFD, so
- * the JSON text is always valid (byte tokens may split a code point). */
-static char *s_utf8_clean(const char *s, size_t n)
-{
-    char *o = g4_malloc(n * 3 + 1);
-    if (!o) return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n;) {
-        const unsigned char c = (unsigned char)s[i];
-        int l = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        int ok = l > 0 && i + (size_t)l <= n;
-        for (int j = 1; ok && j < l; j++) ok = ((unsigned char)s[i + j] & 0xC0) == 0x80;
-        if (ok) {
-            memcpy(o + k, s + i, (size_t)l);
-            k += (size_t)l;
-            i += (size_t)l;
-        } else {
-            memcpy(o + k, "\xEF\xBF\xBD", 3);
-            k += 3;
-            i++;
-        }
-    }
-    o[k] = '\0';
-    return o;
 }
 
 typedef struct s_lp {
@@ -171,6 +146,9 @@ int cli_run(int argc, char **argv)
     float *logits = NULL;
     s_lp_t *lps = NULL;
     char *text_buf = NULL, *file_text = NULL;
+    char *stream_buf = NULL;
+    size_t stream_len = 0;
+    tok_stream_t stream;
     int n_prompt = 0, n_out = 0;
     const char *finish = "length";
     if (!vocab) {
@@ -235,6 +213,7 @@ int cli_run(int argc, char **argv)
         goto done;
     }
     const uint64_t t_prefill = g4_clock_mono_ns();
+    tok_stream_init(&stream, 0);
     for (n_out = 0; n_out < n_predict;) {
         if (logprobs) s_top_logprobs(logits, (int)hp->n_vocab, logprobs, lps + (size_t)n_out * logprobs);
         const int32_t id = g4_sampler_sample(smp, logits);
@@ -245,9 +224,9 @@ int cli_run(int argc, char **argv)
             break;
         }
         if (!json) {
-            char piece[256];
-            int pl = tok_vocab_piece(vocab, id, piece, sizeof piece, 0);
-            if (pl > 0) fwrite(piece, 1, (size_t)pl, stdout), fflush(stdout);
+            size_t before = stream_len;
+            if (tok_stream_feed(vocab, &stream, id, &stream_buf, &stream_len) > 0)
+                fwrite(stream_buf + before, 1, stream_len - before, stdout), fflush(stdout);
         }
         if (n_out == n_predict) break;
         int32_t p1 = g4_seq_n_past(ctx, seq);
@@ -260,21 +239,24 @@ int cli_run(int argc, char **argv)
     const uint64_t t_end = g4_clock_mono_ns();
     const double prefill_ms = (double)(t_prefill - t_start) / 1e6, decode_ms = (double)(t_end - t_prefill) / 1e6;
     if (!json) {
+        size_t before = stream_len;
+        if (tok_stream_flush(&stream, &stream_buf, &stream_len) > 0)
+            fwrite(stream_buf + before, 1, stream_len - before, stdout);
         fputc('\n', stdout);
         rc = 0;
         goto done;
     }
     {
-        size_t tl;
-        char *rawt = tok_vocab_detokenize(vocab, out_ids, n_out, 0, &tl);
-        text_buf = rawt ? s_utf8_clean(rawt, tl) : NULL;
-        g4_free(rawt);
+        size_t text_len = 0;
+        text_buf = tok_detokenize_text(vocab, out_ids, n_out, 0, &text_len);
         cJSON *root = cJSON_CreateObject();
         cJSON *pa = cJSON_AddArrayToObject(root, "prompt_ids");
         for (int i = 0; i < n_prompt; i++) cJSON_AddItemToArray(pa, cJSON_CreateNumber(prompt_ids[i]));
         cJSON *ia = cJSON_AddArrayToObject(root, "ids");
         for (int i = 0; i < n_out; i++) cJSON_AddItemToArray(ia, cJSON_CreateNumber(out_ids[i]));
-        cJSON_AddStringToObject(root, "text", text_buf ? text_buf : "");
+        char *quoted = cli_json_quote(text_buf ? text_buf : "", text_buf ? text_len : 0);
+        if (quoted) cJSON_AddRawToObject(root, "text", quoted);
+        g4_free(quoted);
         cJSON_AddStringToObject(root, "finish_reason", finish);
         cJSON *tm = cJSON_AddObjectToObject(root, "timings");
         cJSON_AddNumberToObject(tm, "prefill_ms", prefill_ms);
@@ -305,6 +287,7 @@ int cli_run(int argc, char **argv)
     }
 done:
     g4_free(text_buf);
+    g4_free(stream_buf);
     g4_free(file_text);
     g4_free(prompt_ids);
     g4_free(out_ids);

@@ -1,8 +1,10 @@
 /* g4 tokenize -m MODEL.gguf [--no-bos] [--no-special] (-p TEXT | -f FILE) [--json]
- * g4 detokenize -m MODEL.gguf ID…
+ * g4 detokenize -m MODEL.gguf [--special] [--stream] [--json] ID…
+ *   (--stream: through the incremental detokenizer; --json adds its chunks)
  * Prints the ids as a JSON list (with --json: ids and pieces). */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 #include "cli.h"
 #include "g4_alloc.h"
 #include "g4_gguf.h"
+#include "tok_stream.h"
 #include "tok_vocab.h"
 
 static tok_vocab_t *s_open(const char *model, g4_gguf_t **g)
@@ -89,45 +92,92 @@ int cli_tokenize(int argc, char **argv)
 
 int cli_detokenize(int argc, char **argv)
 {
+    static const char usage[] = "usage: g4 detokenize -m MODEL.gguf [--special] [--stream] [--json] ID…";
     const char *model = NULL;
-    int first = 0, n = 0;
-    int32_t *ids = g4_malloc((size_t)(argc + 1) * sizeof *ids);
+    int n = 0, cap = argc + 1, special = 0, stream = 0, json = 0;
+    int32_t *ids = g4_malloc((size_t)cap * sizeof *ids);
     if (!ids) return 1;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model = argv[++i];
+        else if (!strcmp(argv[i], "--special")) special = 1;
+        else if (!strcmp(argv[i], "--stream")) stream = 1;
+        else if (!strcmp(argv[i], "--json")) json = 1;
         else {
-            char *end;
-            long x = strtol(argv[i], &end, 10);
-            if (*end || x < 0) {
-                cli_error("'%s' is not a token id", argv[i]);
-                g4_free(ids);
-                return 2;
+            /* ids as separate arguments or comma-separated */
+            for (char *p = argv[i]; *p;) {
+                char *end;
+                long x = strtol(p, &end, 10);
+                if (end == p || x < 0 || x > INT32_MAX || (*end && *end != ',')) {
+                    cli_error("'%s' is not a token id (%s)", argv[i], usage);
+                    g4_free(ids);
+                    return 2;
+                }
+                if (n >= cap) { /* more ids than arguments: grow */
+                    int32_t *nb = g4_realloc(ids, (size_t)cap * 2 * sizeof *ids);
+                    if (!nb) {
+                        g4_free(ids);
+                        return 1;
+                    }
+                    ids = nb, cap *= 2;
+                }
+                ids[n++] = (int32_t)x;
+                p = *end ? end + 1 : end;
             }
-            ids[n++] = (int32_t)x;
         }
     }
-    (void)first;
     if (!model) {
-        cli_error("usage: g4 detokenize -m MODEL.gguf ID…");
+        cli_error("%s", usage);
         g4_free(ids);
         return 2;
     }
     g4_gguf_t *g;
     tok_vocab_t *v = s_open(model, &g);
     int rc = 1;
+    cJSON *chunks = NULL;
     if (v) {
         for (int i = 0; i < n; i++)
             if (ids[i] >= tok_vocab_size(v)) {
                 cli_error("token id %d is outside the vocabulary (%d)", ids[i], tok_vocab_size(v));
                 goto done;
             }
-        size_t len;
-        char *s = tok_vocab_detokenize(v, ids, n, 0, &len);
-        if (s) fwrite(s, 1, len, stdout), fputc('\n', stdout);
+        char *s = NULL;
+        size_t len = 0;
+        if (stream) {
+            /* one chunk per token, as a streaming client receives them */
+            tok_stream_t st;
+            tok_stream_init(&st, special);
+            chunks = cJSON_CreateArray();
+            for (int i = 0; i <= n; i++) {
+                size_t before = len;
+                long r = i < n ? tok_stream_feed(v, &st, ids[i], &s, &len) : tok_stream_flush(&st, &s, &len);
+                if (r < 0) goto done;
+                char *c = cli_json_quote(s ? s + before : "", len - before);
+                if (c) cJSON_AddItemToArray(chunks, cJSON_CreateRaw(c));
+                g4_free(c);
+            }
+        } else {
+            s = tok_detokenize_text(v, ids, n, special, &len);
+            if (!s) goto done;
+        }
+        if (json) {
+            cJSON *o = cJSON_CreateObject();
+            char *q = cli_json_quote(s ? s : "", len);
+            if (q) cJSON_AddRawToObject(o, "text", q);
+            g4_free(q);
+            if (chunks) cJSON_AddItemToObject(o, "chunks", chunks), chunks = NULL;
+            char *js = cJSON_PrintUnformatted(o);
+            puts(js);
+            cJSON_free(js);
+            cJSON_Delete(o);
+        } else {
+            if (s) fwrite(s, 1, len, stdout);
+            fputc('\n', stdout);
+        }
         g4_free(s);
         rc = 0;
     }
 done:
+    cJSON_Delete(chunks);
     g4_free(ids);
     tok_vocab_destroy(&v);
     g4_gguf_destroy(&g);

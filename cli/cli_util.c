@@ -87,3 +87,23 @@ char *cli_read_file(const char *path, size_t *len)
     if (len) *len = used;
     return b;
 }
+
+char *cli_json_quote(const char *s, size_t n)
+{
+    char *o = g4_malloc(n * 6 + 3);
+    if (!o) return NULL;
+    size_t k = 0;
+    o[k++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') o[k++] = '\\', o[k++] = (char)c;
+        else if (c == '\n') o[k++] = '\\', o[k++] = 'n';
+        else if (c == '\r') o[k++] = '\\', o[k++] = 'r';
+        else if (c == '\t') o[k++] = '\\', o[k++] = 't';
+        else if (c < 0x20) k += (size_t)sprintf(o + k, "\\u%04x", c);
+        else o[k++] = (char)c;
+    }
+    o[k++] = '"';
+    o[k] = 0;
+    return o;
+}
