@@ -10,6 +10,9 @@ int cli_run(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_detokenize(int argc, char **argv);
 int cli_chat_template(int argc, char **argv);
+int cli_up(int argc, char **argv);
+int cli_status(int argc, char **argv);
+int cli_down(int argc, char **argv);
 int cli_parse_output(int argc, char **argv);
 
 /* Prints "error: <msg>" on stderr (one line). */

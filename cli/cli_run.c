@@ -19,6 +19,8 @@
 #include "g4_matmul.h"
 #include "g4_model.h"
 #include "g4_sampler.h"
+#include "cli_stack.h"
+#include "tok_chat.h"
 #include "tok_stream.h"
 #include "tok_vocab.h"
 
@@ -53,35 +55,77 @@ static int s_parse_ids(const char *s, int32_t **out, int *n)
     return 0;
 }
 
-typedef struct s_lp {
-    int32_t id;
-    float lp;
-} s_lp_t;
-
-static void s_top_logprobs(const float *logits, int n_vocab, int k, s_lp_t *out)
+/* The JSON both modes print: {"prompt_ids", "ids", "text", "finish_reason",
+ * "timings": {prefill_ms, decode_ms, prefill_tps, decode_tps}, "logprobs"} */
+static void s_print_json(const int32_t *prompt_ids, int n_prompt, const int32_t *out_ids, int n_out, const char *text,
+                         size_t text_len, const char *finish, double prefill_ms, double decode_ms, int logprobs,
+                         const g4_logprob_t *lps)
 {
-    float max = logits[0];
-    for (int i = 1; i < n_vocab; i++)
-        if (logits[i] > max) max = logits[i];
-    double sum = 0;
-    for (int i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - max);
-    const double lse = max + log(sum);
-    for (int j = 0; j < k; j++) out[j] = (s_lp_t){-1, -INFINITY};
-    for (int i = 0; i < n_vocab; i++) {
-        float lp = (float)(logits[i] - lse);
-        if (lp <= out[k - 1].lp) continue;
-        int j = k - 1;
-        while (j > 0 && out[j - 1].lp < lp) {
-            out[j] = out[j - 1];
-            j--;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *pa = cJSON_AddArrayToObject(root, "prompt_ids");
+    for (int i = 0; i < n_prompt; i++) cJSON_AddItemToArray(pa, cJSON_CreateNumber(prompt_ids[i]));
+    cJSON *ia = cJSON_AddArrayToObject(root, "ids");
+    for (int i = 0; i < n_out; i++) cJSON_AddItemToArray(ia, cJSON_CreateNumber(out_ids[i]));
+    char *quoted = cli_json_quote(text ? text : "", text ? text_len : 0);
+    if (quoted) cJSON_AddRawToObject(root, "text", quoted);
+    g4_free(quoted);
+    cJSON_AddStringToObject(root, "finish_reason", finish);
+    cJSON *tm = cJSON_AddObjectToObject(root, "timings");
+    cJSON_AddNumberToObject(tm, "prefill_ms", prefill_ms);
+    cJSON_AddNumberToObject(tm, "decode_ms", decode_ms);
+    cJSON_AddNumberToObject(tm, "prefill_tps", prefill_ms > 0 ? n_prompt / (prefill_ms / 1e3) : 0);
+    /* decode steps = generated ids after the first (which comes from the prefill) */
+    cJSON_AddNumberToObject(tm, "decode_tps", n_out > 1 && decode_ms > 0 ? (n_out - 1) / (decode_ms / 1e3) : 0);
+    if (logprobs) {
+        cJSON *la = cJSON_AddArrayToObject(root, "logprobs");
+        for (int i = 0; i < n_out; i++) {
+            cJSON *pos_o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(pos_o, "id", out_ids[i]);
+            cJSON *top = cJSON_AddArrayToObject(pos_o, "top");
+            for (int k = 0; k < logprobs; k++) {
+                cJSON *e = cJSON_CreateObject();
+                cJSON_AddNumberToObject(e, "id", lps[(size_t)i * logprobs + k].id);
+                cJSON_AddNumberToObject(e, "logprob", lps[(size_t)i * logprobs + k].logprob);
+                cJSON_AddItemToArray(top, e);
+            }
+            cJSON_AddItemToArray(la, pos_o);
         }
-        out[j] = (s_lp_t){i, lp};
     }
+    char *js = cJSON_PrintUnformatted(root);
+    if (js) puts(js);
+    cJSON_free(js);
+    cJSON_Delete(root);
 }
+
+/* The conversation a plain prompt becomes without --raw. */
+static char *s_chat_json(const char *prompt, const char *system)
+{
+    cJSON *c = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(c, "messages");
+    if (system) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "system");
+        cJSON_AddStringToObject(m, "content", system);
+        cJSON_AddItemToArray(msgs, m);
+    }
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "role", "user");
+    cJSON_AddStringToObject(m, "content", prompt);
+    cJSON_AddItemToArray(msgs, m);
+    cJSON_AddBoolToObject(c, "add_generation_prompt", 1);
+    cJSON_AddStringToObject(c, "bos_token", "<bos>");
+    char *s = cJSON_PrintUnformatted(c);
+    cJSON_Delete(c);
+    return s;
+}
+
+static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
+                       int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
+                       int threads, int n_ctx, int kv_f32, const char *tmpl);
 
 int cli_run(int argc, char **argv)
 {
-    const char *model = NULL, *prompt = NULL, *file = NULL, *ids_arg = NULL;
+    const char *model = NULL, *prompt = NULL, *file = NULL, *ids_arg = NULL, *system = NULL, *tmpl = NULL;
+    int n_shards = 0;
     int n_predict = 32, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_f32 = 0, in_process = 0;
     g4_sampler_params_t sp;
     g4_sampler_params_default(&sp);
@@ -93,6 +137,9 @@ int cli_run(int argc, char **argv)
         else if (OPT("-p") || OPT("--prompt")) prompt = v;
         else if (OPT("-f") || OPT("--file")) file = v;
         else if (OPT("--prompt-ids")) ids_arg = v;
+        else if (OPT("--system")) system = v;
+        else if (OPT("--template")) tmpl = v;
+        else if (OPT("--shards")) n_shards = atoi(v);
         else if (OPT("-n") || OPT("--n-predict")) n_predict = atoi(v);
         else if (OPT("--temp")) sp.temp = (float)atof(v);
         else if (OPT("--top-k")) sp.top_k = atoi(v);
@@ -111,9 +158,14 @@ int cli_run(int argc, char **argv)
         else if (!strcmp(a, "--raw")) raw = 1;
         else if (!strcmp(a, "--in-process")) in_process = 1;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: g4 run --in-process -m MODEL.gguf (-p TEXT | -f FILE | --prompt-ids IDS) [-n N] [--raw]\n"
+            printf("usage: g4 run -m MODEL.gguf (-p TEXT | -f FILE | --prompt-ids IDS) [-n N] [--raw] [--system TEXT]\n"
                    "              [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] [--repeat-penalty R]\n"
-                   "              [--logprobs K] [--threads N] [--ctx N] [--kv-f32] [--json]\n");
+                   "              [--logprobs K] [--threads N] [--ctx N] [--kv-f32] [--json]\n"
+                   "              [--shards N | --in-process] [--template T.jinja]\n"
+                   "  Without --raw the prompt is one user turn of the model's chat template.\n"
+                   "  By default the request runs on the local stack of daemons (the one `g4 up`\n"
+                   "  started, else one started for this run with --shards N shards);\n"
+                   "  --in-process runs the decoder in this process instead.\n");
             return 0;
         } else {
             cli_error("unknown or incomplete option '%s' (see g4 run --help)", a);
@@ -121,14 +173,32 @@ int cli_run(int argc, char **argv)
         }
 #undef OPT
     }
-    (void)in_process; /* the daemon pipeline is not built yet: run always runs in this process */
-    if (!model || (!prompt && !file && !ids_arg)) {
-        cli_error("usage: g4 run --in-process -m MODEL.gguf (-p TEXT | -f FILE | --prompt-ids IDS) [-n N] [--json]");
+    if ((!model && in_process) || (!prompt && !file && !ids_arg)) {
+        cli_error("usage: g4 run -m MODEL.gguf (-p TEXT | -f FILE | --prompt-ids IDS) [-n N] [--json] (see --help)");
         return 2;
     }
     if (logprobs < 0 || logprobs > 100 || n_predict < 0) {
         cli_error("--logprobs must be in [0, 100] and -n non-negative");
         return 2;
+    }
+    if (!in_process) {
+        char *ftext = NULL;
+        int32_t *ids = NULL;
+        int n_ids = 0;
+        if (file && !(ftext = cli_read_file(file, NULL))) {
+            cli_error("%s: %s", file, strerror(errno));
+            return 1;
+        }
+        if (ids_arg && (s_parse_ids(ids_arg, &ids, &n_ids) || n_ids == 0)) {
+            cli_error("--prompt-ids needs a comma-separated list of token ids");
+            g4_free(ftext);
+            return 2;
+        }
+        int r = s_run_stack(model, ftext ? ftext : prompt, raw, system, ids, n_ids, &sp, n_predict, logprobs, json,
+                            n_shards, threads, n_ctx, kv_f32, tmpl);
+        g4_free(ftext);
+        g4_free(ids);
+        return r;
     }
     if (threads > 0) g4_kernels_set_threads(threads);
     g4_err_t err;
@@ -144,7 +214,7 @@ int cli_run(int argc, char **argv)
     g4_sampler_t *smp = NULL;
     int32_t *prompt_ids = NULL, *out_ids = NULL, *pos = NULL, *seqv = NULL;
     float *logits = NULL;
-    s_lp_t *lps = NULL;
+    g4_logprob_t *lps = NULL;
     char *text_buf = NULL, *file_text = NULL;
     char *stream_buf = NULL;
     size_t stream_len = 0;
@@ -170,8 +240,27 @@ int cli_run(int argc, char **argv)
             }
             prompt = file_text;
         }
-        (void)raw; /* chat templating comes with tokenizerd; --raw is the only mode here */
-        if (tok_vocab_tokenize(vocab, prompt, strlen(prompt), 1, 1, &prompt_ids, &n_prompt, &err)) {
+        const char *ptext = prompt;
+        size_t plen = strlen(prompt);
+        char *rendered = NULL;
+        if (!raw) { /* one user turn of the chat template; the tokenizer adds BOS itself */
+            tj_template_t *t = tmpl ? tok_chat_template_file(tmpl, &err) : tok_chat_template_gguf(g4_model_gguf(m), &err);
+            char *cj = t ? s_chat_json(prompt, system) : NULL;
+            cJSON *conv = cj ? cJSON_Parse(cj) : NULL;
+            rendered = conv ? tok_chat_render(t, conv, &plen, &err) : NULL;
+            cJSON_Delete(conv);
+            cJSON_free(cj);
+            tj_free(&t);
+            if (!rendered) {
+                cli_error("%s (use --raw for a prompt without the chat template)", err.msg);
+                goto done;
+            }
+            ptext = rendered;
+            if (plen >= 5 && !memcmp(ptext, "<bos>", 5)) ptext += 5, plen -= 5;
+        }
+        int trc = tok_vocab_tokenize(vocab, ptext, plen, 1, 1, &prompt_ids, &n_prompt, &err);
+        g4_free(rendered);
+        if (trc) {
             cli_error("%s", err.msg);
             goto done;
         }
@@ -215,7 +304,7 @@ int cli_run(int argc, char **argv)
     const uint64_t t_prefill = g4_clock_mono_ns();
     tok_stream_init(&stream, 0);
     for (n_out = 0; n_out < n_predict;) {
-        if (logprobs) s_top_logprobs(logits, (int)hp->n_vocab, logprobs, lps + (size_t)n_out * logprobs);
+        if (logprobs) g4_top_logprobs(logits, (int)hp->n_vocab, logprobs, lps + (size_t)n_out * logprobs);
         const int32_t id = g4_sampler_sample(smp, logits);
         out_ids[n_out++] = id;
         g4_sampler_accept(smp, id);
@@ -249,40 +338,7 @@ int cli_run(int argc, char **argv)
     {
         size_t text_len = 0;
         text_buf = tok_detokenize_text(vocab, out_ids, n_out, 0, &text_len);
-        cJSON *root = cJSON_CreateObject();
-        cJSON *pa = cJSON_AddArrayToObject(root, "prompt_ids");
-        for (int i = 0; i < n_prompt; i++) cJSON_AddItemToArray(pa, cJSON_CreateNumber(prompt_ids[i]));
-        cJSON *ia = cJSON_AddArrayToObject(root, "ids");
-        for (int i = 0; i < n_out; i++) cJSON_AddItemToArray(ia, cJSON_CreateNumber(out_ids[i]));
-        char *quoted = cli_json_quote(text_buf ? text_buf : "", text_buf ? text_len : 0);
-        if (quoted) cJSON_AddRawToObject(root, "text", quoted);
-        g4_free(quoted);
-        cJSON_AddStringToObject(root, "finish_reason", finish);
-        cJSON *tm = cJSON_AddObjectToObject(root, "timings");
-        cJSON_AddNumberToObject(tm, "prefill_ms", prefill_ms);
-        cJSON_AddNumberToObject(tm, "decode_ms", decode_ms);
-        cJSON_AddNumberToObject(tm, "prefill_tps", prefill_ms > 0 ? n_prompt / (prefill_ms / 1e3) : 0);
-        /* decode steps = generated ids after the first (which comes from the prefill) */
-        cJSON_AddNumberToObject(tm, "decode_tps", n_out > 1 && decode_ms > 0 ? (n_out - 1) / (decode_ms / 1e3) : 0);
-        if (logprobs) {
-            cJSON *la = cJSON_AddArrayToObject(root, "logprobs");
-            for (int i = 0; i < n_out; i++) {
-                cJSON *pos_o = cJSON_CreateObject();
-                cJSON_AddNumberToObject(pos_o, "id", out_ids[i]);
-                cJSON *top = cJSON_AddArrayToObject(pos_o, "top");
-                for (int k = 0; k < logprobs; k++) {
-                    cJSON *e = cJSON_CreateObject();
-                    cJSON_AddNumberToObject(e, "id", lps[(size_t)i * logprobs + k].id);
-                    cJSON_AddNumberToObject(e, "logprob", lps[(size_t)i * logprobs + k].lp);
-                    cJSON_AddItemToArray(top, e);
-                }
-                cJSON_AddItemToArray(la, pos_o);
-            }
-        }
-        char *s = cJSON_PrintUnformatted(root);
-        if (s) puts(s);
-        cJSON_free(s);
-        cJSON_Delete(root);
+        s_print_json(prompt_ids, n_prompt, out_ids, n_out, text_buf, text_len, finish, prefill_ms, decode_ms, logprobs, lps);
         rc = 0;
     }
 done:
@@ -299,5 +355,127 @@ done:
     g4_ctx_destroy(&ctx);
     tok_vocab_destroy(&vocab);
     g4_model_destroy(&m);
+    return rc;
+}
+
+/* ---- the request through the daemons ---------------------------------------------- */
+
+typedef struct s_stream_ctx {
+    int json, logprobs;
+    int32_t *prompt_ids;
+    int n_prompt;
+    g4_logprob_t *lps;
+    int n_tok, cap;
+} s_stream_ctx_t;
+
+static void s_on_started(void *user, const int32_t *ids, size_t n)
+{
+    s_stream_ctx_t *c = user;
+    g4_free(c->prompt_ids);
+    c->prompt_ids = g4_malloc((n + 1) * sizeof *ids);
+    if (c->prompt_ids) memcpy(c->prompt_ids, ids, n * sizeof *ids), c->n_prompt = (int)n;
+}
+
+static void s_on_token(void *user, const G4__V1__TokenEvent *t)
+{
+    s_stream_ctx_t *c = user;
+    if (!c->json && t->text.len) {
+        fwrite(t->text.data, 1, t->text.len, stdout);
+        fflush(stdout);
+    }
+    if (c->logprobs > 0) {
+        if ((c->n_tok + 1) * c->logprobs > c->cap) {
+            int cap = (c->n_tok * 2 + 16) * c->logprobs;
+            g4_logprob_t *nl = g4_realloc(c->lps, (size_t)cap * sizeof *nl);
+            if (!nl) return;
+            c->lps = nl, c->cap = cap;
+        }
+        for (int k = 0; k < c->logprobs; k++) {
+            g4_logprob_t *o = &c->lps[(size_t)c->n_tok * (size_t)c->logprobs + (size_t)k];
+            o->id = (size_t)k < t->n_top ? t->top[k]->id : -1;
+            o->logprob = (size_t)k < t->n_top ? t->top[k]->logprob : 0;
+        }
+    }
+    c->n_tok++;
+}
+
+static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
+                       int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
+                       int threads, int n_ctx, int kv_f32, const char *tmpl)
+{
+    /* a stack that is up serves the request; else one is started for it */
+    char dir[256], ep[300];
+    cli_stack_t st;
+    int own = 0;
+    if (n_shards == 0 && !tmpl && cli_stack_find(dir, sizeof dir, ep, sizeof ep) == 0) {
+        G4__V1__Envelope *owner;
+        G4__V1__StatusReply *r = cli_sched_status(ep, 1000, &owner);
+        int usable = r && r->ready && (!model || !strcmp(r->model, model));
+        if (r && !usable && model && r->model && strcmp(r->model, model))
+            fprintf(stderr, "note: the running stack serves %s; starting one for %s\n", r->model, model);
+        if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
+        if (!usable) ep[0] = 0;
+    } else {
+        ep[0] = 0;
+    }
+    if (!ep[0]) {
+        if (!model) {
+            cli_error("no stack is up: give the model with -m");
+            return 2;
+        }
+        cli_stack_opts_t o = {.model = model, .template_path = tmpl, .n_shards = n_shards, .threads = threads,
+                              .n_ctx = n_ctx, .n_slots = 4, .kv_f32 = kv_f32};
+        if (cli_stack_start(&st, &o)) return 1;
+        own = 1;
+        if (cli_stack_wait_ready(&st, 120000)) {
+            cli_stack_stop(&st);
+            return 1;
+        }
+        snprintf(ep, sizeof ep, "%s", st.sched_ep);
+    }
+    G4__V1__GenerateRequest req = G4__V1__GENERATE_REQUEST__INIT;
+    G4__V1__SamplingParams p = G4__V1__SAMPLING_PARAMS__INIT;
+    G4__V1__PromptIds pi = G4__V1__PROMPT_IDS__INIT;
+    char *chat = NULL;
+    p.temperature = sp->temp, p.top_k = sp->top_k, p.top_p = sp->top_p, p.min_p = sp->min_p;
+    p.repeat_penalty = sp->repeat_penalty, p.repeat_last_n = sp->repeat_last_n;
+    p.presence_penalty = sp->presence_penalty, p.frequency_penalty = sp->frequency_penalty;
+    p.seed = sp->seed, p.logprobs = logprobs;
+    req.sampling = &p;
+    req.max_tokens = n_predict;
+    if (ids) {
+        pi.ids = (int32_t *)ids, pi.n_ids = (size_t)n_ids;
+        req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_IDS;
+        req.ids = &pi;
+    } else if (raw) {
+        req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_TEXT;
+        req.text.data = (uint8_t *)prompt, req.text.len = strlen(prompt);
+    } else {
+        chat = s_chat_json(prompt, system);
+        req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_CHAT_JSON;
+        req.chat_json = chat;
+    }
+    int rc = 0;
+    s_stream_ctx_t sc = {.json = json, .logprobs = logprobs};
+    cli_gen_cb_t cb = {s_on_started, s_on_token, &sc};
+    G4__V1__Envelope *done = NULL;
+    rc = cli_generate(ep, &req, &cb, &done);
+    if (rc == 0) {
+        G4__V1__Done *d = done->event->done;
+        if (!json) {
+            fputc('\n', stdout);
+        } else {
+            /* the prompt ids came in the started event; the done event has the rest */
+            const int n_out = (int)d->n_ids;
+            s_print_json(sc.prompt_ids, sc.n_prompt, d->ids, n_out, (const char *)d->text.data, d->text.len,
+                         d->finish_reason, d->usage ? d->usage->prefill_ms : 0, d->usage ? d->usage->decode_ms : 0,
+                         sc.n_tok >= n_out ? logprobs : 0, sc.lps);
+        }
+        g4__v1__envelope__free_unpacked(done, NULL);
+    }
+    cJSON_free(chat);
+    g4_free(sc.prompt_ids);
+    g4_free(sc.lps);
+    if (own) cli_stack_stop(&st);
     return rc;
 }

@@ -17,6 +17,9 @@ static const cli_cmd_t s_cmds[] = {
     {"run", cli_run, "generate text from a prompt (--in-process: without daemons)"},
     {"tokenize", cli_tokenize, "print the token ids of a text"},
     {"detokenize", cli_detokenize, "print the text of token ids"},
+    {"up", cli_up, "start a persistent local stack of daemons"},
+    {"status", cli_status, "show the daemons of the stack (--json)"},
+    {"down", cli_down, "stop the persistent stack"},
     {"chat-template", cli_chat_template, "print the prompt a conversation renders to"},
     {"parse-output", cli_parse_output, "split generated text into thought, answer and tool calls"},
 };

@@ -759,3 +759,14 @@ int g4_gguf_get_arr(const g4_gguf_t *g, const char *key, g4_gguf_value_t *out, g
     if (out->type != G4_GGUF_ARRAY) return s_wrong(g, key, out, "ARRAY", err);
     return G4_OK;
 }
+
+uint64_t g4_gguf_digest(const g4_gguf_t *g)
+{
+    /* FNV-1a over the metadata and tensor table, then the file size: cheap
+     * (no pass over the weights) and different for any re-conversion */
+    const uint8_t *p = g4_gguf_base(g);
+    uint64_t h = 1469598103934665603ull, n = g4_gguf_data_offset(g), sz = g4_gguf_file_size(g);
+    for (uint64_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    for (int i = 0; i < 8; i++) h = (h ^ ((sz >> (8 * i)) & 0xff)) * 1099511628211ull;
+    return h;
+}

@@ -78,6 +78,7 @@ uint32_t g4_gguf_version(const g4_gguf_t *g);
 uint64_t g4_gguf_file_size(const g4_gguf_t *g);
 uint32_t g4_gguf_alignment(const g4_gguf_t *g);
 uint64_t g4_gguf_data_offset(const g4_gguf_t *g); /* start of the tensor data section */
+uint64_t g4_gguf_digest(const g4_gguf_t *g);   /* hash of metadata + tensor table + size */
 const void *g4_gguf_base(const g4_gguf_t *g);      /* start of the mapping */
 
 /* ---- metadata ---------------------------------------------------------- */

@@ -492,6 +492,7 @@ struct g4_ctx {
     int n_ctx, n_ring;          /* cells of full / sliding caches          */
     size_t kv_elem;             /* 2 (f16) or 4 (f32)                      */
     s_seq_t *seqs;
+    int *seq_rows;              /* rows of each sequence in the current batch */
     /* scratch for n_ubatch rows */
     float *x, *a, *q, *k, *v, *o, *t1, *fg, *fu, *ple, *tok_ple;
     float *moe_in, *moe_acc, *moe_g, *moe_d, *moe_probs;
@@ -533,6 +534,7 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     if (c->n_ring > c->n_ctx) c->n_ring = c->n_ctx;
     c->kv_elem = c->p.kv_f32 ? 4 : 2;
     c->seqs = g4_calloc((size_t)c->p.n_seq_max, sizeof *c->seqs);
+    c->seq_rows = g4_calloc((size_t)c->p.n_seq_max, sizeof *c->seq_rows);
     const size_t T = (size_t)c->p.n_ubatch, H = hp->n_embd;
     size_t hd_max = hp->hd_full > hp->hd_swa ? hp->hd_full : hp->hd_swa, nkv_max = 0, ff_max = 0;
     for (uint32_t l = 0; l < hp->n_layer; l++) {
@@ -570,7 +572,7 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->n_thr = omp_get_max_threads();
     c->attn_buf_stride = (hd_max * 8 + (size_t)c->n_ctx * 4 + 256 + 63) & ~(size_t)63;
     c->attn_buf = g4_malloc_aligned(c->attn_buf_stride * (size_t)c->n_thr, 64);
-    if (!c->seqs || !c->x || !c->a || !c->q || !c->k || !c->v || !c->o || !c->t1 || !c->fg || !c->fu || !c->ple ||
+    if (!c->seqs || !c->seq_rows || !c->x || !c->a || !c->q || !c->k || !c->v || !c->o || !c->t1 || !c->fg || !c->fu || !c->ple ||
         !c->tok_ple || !c->rope_cs || !c->mm_scratch || !c->attn_buf ||
         (hp->n_expert && (!c->moe_in || !c->moe_acc || !c->moe_g || !c->moe_d || !c->moe_probs || !c->moe_sel ||
                           !c->moe_w))) {
@@ -600,6 +602,7 @@ void g4_ctx_destroy(g4_ctx_t **pc)
     if (c->seqs)
         for (int i = 0; i < c->p.n_seq_max; i++) s_seq_free(c, &c->seqs[i]);
     g4_free(c->seqs);
+    g4_free(c->seq_rows);
     float *bufs[] = {c->x, c->a, c->q, c->k, c->v, c->o, c->t1, c->fg, c->fu, c->ple, c->tok_ple,
                      c->rope_cs, c->moe_in, c->moe_acc, c->moe_g, c->moe_d, c->moe_probs, c->moe_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) g4_free(bufs[i]);
@@ -888,7 +891,12 @@ static int s_layer(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
         }
     }
     /* attention */
-    const int cells = s_cells(c, src), single = c->kv_elem == 2 && T < 64;
+    /* llama.cpp picks its attention kernel by the rows in the batch; g4 picks
+     * it per sequence (its own rows), so a sequence computes the same numbers
+     * whatever other sequences share the batch */
+    const int cells = s_cells(c, src);
+    for (int t = 0; t < T; t++) c->seq_rows[b->seq[t]] = 0;
+    for (int t = 0; t < T; t++) c->seq_rows[b->seq[t]]++;
     const size_t row_bytes = s_kv_row(c, src);
     const int grp = nh / nkv;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(T * nh > 1 ? g4_kernels_threads() : 1)
@@ -902,7 +910,7 @@ static int s_layer(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
         uint8_t *buf = c->attn_buf + c->attn_buf_stride * (size_t)omp_get_thread_num();
         const float *qv = c->q + (size_t)t * nq + (size_t)h * hd;
         float *out = c->o + (size_t)t * nq + (size_t)h * hd;
-        if (single) s_attn_f16(qv, K, V, row_bytes, hd, lo, p1, cells, out, buf);
+        if (c->kv_elem == 2 && c->seq_rows[b->seq[t]] < 64) s_attn_f16(qv, K, V, row_bytes, hd, lo, p1, cells, out, buf);
         else s_attn_f32(qv, K, V, row_bytes, c->kv_elem == 2, hd, lo, p1, cells, out, buf);
     }
     s_mm(c, &L->wo, 0, -1, c->o, nq, T, c->t1, H);

@@ -157,3 +157,25 @@ int32_t g4_sampler_sample(g4_sampler_t *s, float *logits)
     }
     return s->cand[n - 1].id;
 }
+
+void g4_top_logprobs(const float *logits, int n_vocab, int k, g4_logprob_t *out)
+{
+    if (k <= 0) return;
+    float max = logits[0];
+    for (int i = 1; i < n_vocab; i++)
+        if (logits[i] > max) max = logits[i];
+    double sum = 0;
+    for (int i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - max);
+    const double lse = max + log(sum);
+    for (int j = 0; j < k; j++) out[j] = (g4_logprob_t){-1, -INFINITY};
+    for (int i = 0; i < n_vocab; i++) {
+        float lp = (float)(logits[i] - lse);
+        if (lp <= out[k - 1].logprob) continue;
+        int j = k - 1;
+        while (j > 0 && out[j - 1].logprob < lp) {
+            out[j] = out[j - 1];
+            j--;
+        }
+        out[j] = (g4_logprob_t){i, lp};
+    }
+}

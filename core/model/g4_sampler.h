@@ -35,4 +35,12 @@ void g4_sampler_accept(g4_sampler_t *s, int32_t id);
 /* Samples from logits[n_vocab] (modified in place). */
 int32_t g4_sampler_sample(g4_sampler_t *s, float *logits);
 
+/* The k most likely ids of a logit row with their log-probabilities (float64
+ * log-sum-exp over the whole row), most likely first. */
+typedef struct g4_logprob {
+    int32_t id;
+    float logprob;
+} g4_logprob_t;
+void g4_top_logprobs(const float *logits, int n_vocab, int k, g4_logprob_t *out);
+
 #endif

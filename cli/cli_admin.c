@@ -1,0 +1,201 @@
+/* g4 up -m MODEL.gguf [--shards N] [--threads N] [--ctx N] [--slots N] [--kv-f32] [--template T]
+ * g4 status [--json] [--scheduler EP]
+ * g4 down
+ * A persistent local stack: `up` starts the daemons detached and records them
+ * in the run directory ($G4_RUN_DIR, default /tmp/g4-UID); `run` and `chat`
+ * use it while it is up; `down` stops it (SIGTERM: the scheduler drains). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cli_stack.h"
+#include "g4_alloc.h"
+#include "g4_wire.h"
+
+static const char *s_role(G4__V1__Role r)
+{
+    switch (r) {
+    case G4__V1__ROLE__ROLE_TOKENIZER: return "tokenizer";
+    case G4__V1__ROLE__ROLE_SHARD: return "shard";
+    case G4__V1__ROLE__ROLE_ENCODER: return "encoder";
+    case G4__V1__ROLE__ROLE_SCHEDULER: return "scheduler";
+    default: return "unknown";
+    }
+}
+
+int cli_status(int argc, char **argv)
+{
+    int json = 0;
+    const char *ep_arg = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--scheduler") && i + 1 < argc) ep_arg = argv[++i];
+        else {
+            cli_error("usage: g4 status [--json] [--scheduler EP]");
+            return 2;
+        }
+    }
+    char dir[256], ep[300];
+    if (ep_arg) snprintf(ep, sizeof ep, "%s", ep_arg);
+    else if (cli_stack_find(dir, sizeof dir, ep, sizeof ep)) {
+        if (json) puts("{\"up\":false,\"daemons\":[]}");
+        else printf("no stack is up (run directory %s)\n", cli_run_dir(dir, sizeof dir));
+        return 1;
+    }
+    G4__V1__Envelope *owner;
+    G4__V1__StatusReply *r = cli_sched_status(ep, 2000, &owner);
+    if (!r) {
+        if (json) printf("{\"up\":false,\"scheduler\":\"%s\",\"daemons\":[]}\n", ep);
+        else printf("the scheduler at %s does not answer\n", ep);
+        return 1;
+    }
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddBoolToObject(j, "up", 1);
+        cJSON_AddBoolToObject(j, "ready", r->ready);
+        cJSON_AddStringToObject(j, "scheduler", ep);
+        cJSON_AddStringToObject(j, "model", r->model ? r->model : "");
+        cJSON_AddNumberToObject(j, "n_layer", r->n_layer);
+        cJSON_AddNumberToObject(j, "active_requests", r->active_requests);
+        cJSON_AddNumberToObject(j, "queued_requests", r->queued_requests);
+        cJSON_AddNumberToObject(j, "requests_done", (double)r->requests_done);
+        cJSON_AddNumberToObject(j, "requests_failed", (double)r->requests_failed);
+        cJSON *a = cJSON_AddArrayToObject(j, "daemons");
+        for (size_t i = 0; i < r->n_daemons; i++) {
+            G4__V1__DaemonStatus *d = r->daemons[i];
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "role", s_role(d->role));
+            cJSON_AddStringToObject(e, "name", d->name);
+            cJSON_AddNumberToObject(e, "pid", d->pid);
+            cJSON_AddStringToObject(e, "endpoint", d->endpoint);
+            if (d->role == G4__V1__ROLE__ROLE_SHARD) {
+                cJSON *l = cJSON_AddArrayToObject(e, "layers");
+                cJSON_AddItemToArray(l, cJSON_CreateNumber(d->layer_begin));
+                cJSON_AddItemToArray(l, cJSON_CreateNumber(d->layer_end));
+            }
+            cJSON_AddStringToObject(e, "state", d->state);
+            cJSON_AddNumberToObject(e, "uptime_s", d->uptime_s);
+            cJSON_AddStringToObject(e, "backend", d->backend);
+            cJSON_AddStringToObject(e, "host", d->host);
+            cJSON_AddItemToArray(a, e);
+        }
+        char *s = cJSON_PrintUnformatted(j);
+        puts(s);
+        cJSON_free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("scheduler %s: %s, model %s (%d layers), %d running, %d queued, %llu done, %llu failed\n", ep,
+               r->ready ? "ready" : "not ready", r->model, r->n_layer, r->active_requests, r->queued_requests,
+               (unsigned long long)r->requests_done, (unsigned long long)r->requests_failed);
+        printf("%-10s %-24s %8s %-9s %-9s %9s  %s\n", "ROLE", "NAME", "PID", "LAYERS", "STATE", "UPTIME", "ENDPOINT");
+        for (size_t i = 0; i < r->n_daemons; i++) {
+            G4__V1__DaemonStatus *d = r->daemons[i];
+            char layers[32] = "-";
+            if (d->role == G4__V1__ROLE__ROLE_SHARD) snprintf(layers, sizeof layers, "%d-%d", d->layer_begin, d->layer_end);
+            printf("%-10s %-24s %8d %-9s %-9s %8.1fs  %s\n", s_role(d->role), d->name, d->pid, layers, d->state,
+                   d->uptime_s, d->endpoint);
+        }
+    }
+    g4__v1__envelope__free_unpacked(owner, NULL);
+    return 0;
+}
+
+int cli_up(int argc, char **argv)
+{
+    cli_stack_opts_t o = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) o.model = v, i++;
+        else if (!strcmp(a, "--shards") && v) o.n_shards = atoi(v), i++;
+        else if ((!strcmp(a, "--threads") || !strcmp(a, "-t")) && v) o.threads = atoi(v), i++;
+        else if ((!strcmp(a, "--ctx") || !strcmp(a, "-c")) && v) o.n_ctx = atoi(v), i++;
+        else if (!strcmp(a, "--slots") && v) o.n_slots = atoi(v), i++;
+        else if (!strcmp(a, "--template") && v) o.template_path = v, i++;
+        else if (!strcmp(a, "--kv-f32")) o.kv_f32 = 1;
+        else {
+            cli_error("usage: g4 up -m MODEL.gguf [--shards N] [--threads N] [--ctx N] [--slots N] [--kv-f32] "
+                      "[--template T.jinja]");
+            return 2;
+        }
+    }
+    if (!o.model) {
+        cli_error("usage: g4 up -m MODEL.gguf [--shards N] ...");
+        return 2;
+    }
+    char dir[256], ep[300];
+    if (cli_stack_find(dir, sizeof dir, ep, sizeof ep) == 0) {
+        G4__V1__Envelope *owner;
+        G4__V1__StatusReply *r = cli_sched_status(ep, 1000, &owner);
+        if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
+        if (r) {
+            cli_error("a stack is already up in %s (g4 down first)", dir);
+            return 1;
+        }
+    }
+    char abs_model[4096];
+    if (!realpath(o.model, abs_model)) {
+        cli_error("%s: %s", o.model, strerror(errno));
+        return 1;
+    }
+    o.model = abs_model;
+    if (o.n_slots <= 0) o.n_slots = 32;
+    o.detach = 1;
+    o.run_dir = cli_run_dir(dir, sizeof dir);
+    cli_stack_t st;
+    if (cli_stack_start(&st, &o)) return 1;
+    if (cli_stack_wait_ready(&st, 120000)) {
+        cli_stack_stop(&st);
+        char path[300];
+        snprintf(path, sizeof path, "%s/stack.json", dir);
+        unlink(path);
+        return 1;
+    }
+    printf("stack up: %d daemons, scheduler %s (g4 status, g4 down)\n", st.n, st.sched_ep);
+    return 0;
+}
+
+int cli_down(int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 1) {
+        cli_error("usage: g4 down");
+        return 2;
+    }
+    char dir[256], path[300];
+    cli_run_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/stack.json", dir);
+    size_t len;
+    char *buf = cli_read_file(path, &len);
+    if (!buf) {
+        printf("no stack is up\n");
+        return 0;
+    }
+    cJSON *j = cJSON_Parse(buf);
+    g4_free(buf);
+    const cJSON *d = j ? cJSON_GetObjectItemCaseSensitive(j, "daemons") : NULL;
+    pid_t pids[CLI_STACK_MAX];
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, d)
+    {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "pid");
+        if (cJSON_IsNumber(p) && n < CLI_STACK_MAX) pids[n++] = (pid_t)p->valuedouble;
+    }
+    cJSON_Delete(j);
+    /* shards and tokenizer first, the scheduler (first in the file) last so it drains */
+    for (int i = n - 1; i >= 1; i--) kill(pids[i], SIGTERM);
+    if (n) kill(pids[0], SIGTERM);
+    const uint64_t t0 = g4_wire_now_ms();
+    for (int i = 0; i < n; i++)
+        while (kill(pids[i], 0) == 0 && g4_wire_now_ms() - t0 < 10000) usleep(20000);
+    for (int i = 0; i < n; i++)
+        if (kill(pids[i], 0) == 0) kill(pids[i], SIGKILL);
+    unlink(path);
+    printf("stack down (%d daemons stopped)\n", n);
+    return 0;
+}

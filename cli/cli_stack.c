@@ -1,0 +1,429 @@
+/* cli_stack — see cli_stack.h. */
+#include "cli_stack.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <hwloc.h>
+
+#include "cli.h"
+#include "g4_alloc.h"
+#include "g4_model.h"
+#include "g4_wire.h"
+
+const char *cli_run_dir(char *buf, size_t size)
+{
+    const char *e = getenv("G4_RUN_DIR");
+    if (e && *e) snprintf(buf, size, "%s", e);
+    else snprintf(buf, size, "/tmp/g4-%u", (unsigned)getuid());
+    return buf;
+}
+
+static int s_bin(const char *name, char *out, size_t size)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = 0;
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(out, size, "%s/%s", self, name);
+            if (access(out, X_OK) == 0) return 0;
+        }
+    }
+    const char *e = getenv("G4_BIN_DIR");
+    if (e) {
+        snprintf(out, size, "%s/%s", e, name);
+        if (access(out, X_OK) == 0) return 0;
+    }
+    snprintf(out, size, "%s", name); /* PATH */
+    return 0;
+}
+
+int cli_split_layers(const char *model, int n_shards, int *bounds, int max_bounds, char *err, size_t err_size)
+{
+    g4_err_t e;
+    g4_model_t *m = g4_model_load(model, 0, -1, &e);
+    if (!m) {
+        snprintf(err, err_size, "%s", e.msg);
+        return -1;
+    }
+    const int L = (int)g4_model_hparams(m)->n_layer;
+    /* a boundary b is allowed when no layer at or after b reads the KV of a layer before b */
+    int *ok = g4_calloc((size_t)L + 1, sizeof *ok);
+    if (!ok) {
+        g4_model_destroy(&m);
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+    for (int b = 1; b < L; b++) {
+        ok[b] = 1;
+        for (int l = b; l < L; l++)
+            if (g4_model_kv_source(m, l) < b) ok[b] = 0;
+    }
+    g4_model_destroy(&m);
+    if (n_shards < 1) n_shards = 1;
+    if (n_shards > L) n_shards = L;
+    if (n_shards + 1 > max_bounds) n_shards = max_bounds - 1;
+    int k = 0;
+    bounds[k++] = 0;
+    for (int i = 1; i < n_shards; i++) {
+        const int target = (int)((long)L * i / n_shards);
+        int best = -1;
+        for (int b = bounds[k - 1] + 1; b < L; b++)
+            if (ok[b] && (best < 0 || abs(b - target) < abs(best - target))) best = b;
+        if (best < 0) break;
+        bounds[k++] = best;
+    }
+    bounds[k] = L;
+    g4_free(ok);
+    return k;
+}
+
+static int s_numa_nodes(void)
+{
+    hwloc_topology_t t;
+    if (hwloc_topology_init(&t) || hwloc_topology_load(t)) return 1;
+    int n = hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_NUMANODE);
+    hwloc_topology_destroy(t);
+    return n > 0 ? n : 1;
+}
+
+int cli_stack_spawn(cli_stack_t *st, const char *bin, const char *name, char *const *args, int detach)
+{
+    if (st->n == CLI_STACK_MAX) return -1;
+    char path[PATH_MAX], log[400];
+    s_bin(bin, path, sizeof path);
+    snprintf(log, sizeof log, "%s/%s.log", st->dir, name);
+    char *argv[64];
+    int argc = 0;
+    argv[argc++] = path;
+    for (int i = 0; args[i] && argc < 63; i++) argv[argc++] = args[i];
+    argv[argc] = NULL;
+    const pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        if (detach) setsid();
+        else {
+            prctl(PR_SET_PDEATHSIG, SIGTERM); /* the daemons die with the g4 that started them */
+            if (getppid() != parent) _exit(1);
+        }
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) dup2(devnull, 0);
+        if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
+        execv(path, argv);
+        if (strchr(path, '/') == NULL) execvp(path, argv);
+        fprintf(stderr, "exec %s: %s\n", path, strerror(errno));
+        _exit(127);
+    }
+    st->pid[st->n] = pid;
+    snprintf(st->name[st->n], sizeof st->name[0], "%s", name);
+    st->n++;
+    return 0;
+}
+
+static void s_write_state(cli_stack_t *st, const cli_stack_opts_t *o)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", o->model);
+    cJSON_AddStringToObject(j, "scheduler", st->sched_ep);
+    cJSON *d = cJSON_AddArrayToObject(j, "daemons");
+    for (int i = 0; i < st->n; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "name", st->name[i]);
+        cJSON_AddNumberToObject(e, "pid", st->pid[i]);
+        cJSON_AddItemToArray(d, e);
+    }
+    char *s = cJSON_Print(j);
+    char path[300];
+    snprintf(path, sizeof path, "%s/stack.json", st->dir);
+    FILE *f = fopen(path, "w");
+    if (f) fputs(s, f), fclose(f);
+    cJSON_free(s);
+    cJSON_Delete(j);
+}
+
+int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
+{
+    memset(st, 0, sizeof *st);
+    if (o->run_dir) {
+        snprintf(st->dir, sizeof st->dir, "%s", o->run_dir);
+        if (mkdir(st->dir, 0700) && errno != EEXIST) {
+            cli_error("%s: %s", st->dir, strerror(errno));
+            return 1;
+        }
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(st->dir, sizeof st->dir, "%s/g4-run-XXXXXX", tmp && strlen(tmp) < 100 ? tmp : "/tmp");
+        if (!mkdtemp(st->dir)) {
+            cli_error("mkdtemp: %s", strerror(errno));
+            return 1;
+        }
+        st->owned_dir = 1;
+    }
+    chmod(st->dir, 0700);
+    int bounds[CLI_STACK_MAX];
+    char why[256];
+    int want = o->n_shards > 0 ? o->n_shards : s_numa_nodes();
+    int n = cli_split_layers(o->model, want, bounds, CLI_STACK_MAX - 4, why, sizeof why);
+    if (n < 0) {
+        cli_error("%s", why);
+        cli_stack_stop(st);
+        return 1;
+    }
+    if (n < want && !o->quiet)
+        fprintf(stderr, "note: %d shard(s) instead of %d: layers that share a KV cache stay together\n", n, want);
+    snprintf(st->sched_ep, sizeof st->sched_ep, "ipc://%s/sched.ctl", st->dir);
+    char results[256], tok_ep[256];
+    snprintf(results, sizeof results, "ipc://%s/sched.res", st->dir);
+    snprintf(tok_ep, sizeof tok_ep, "ipc://%s/tok.sock", st->dir);
+    {
+        char *a[] = {"--listen", st->sched_ep, "--results", results, NULL};
+        if (cli_stack_spawn(st, "schedulerd", "schedulerd", a, o->detach)) goto fail;
+    }
+    {
+        char *a[] = {"--model", (char *)o->model, "--listen", tok_ep, "--scheduler", st->sched_ep, "--name", "tokenizer",
+                     o->template_path ? "--template" : NULL, (char *)o->template_path, NULL};
+        if (cli_stack_spawn(st, "tokenizerd", "tokenizer", a, o->detach)) goto fail;
+    }
+    for (int i = 0; i < n; i++) {
+        char ep[256], layers[32], name[64], threads[16], ctx[16], slots[16];
+        snprintf(ep, sizeof ep, "ipc://%s/shard-%d.sock", st->dir, i);
+        snprintf(layers, sizeof layers, "%d-%d", bounds[i], bounds[i + 1]);
+        snprintf(name, sizeof name, "shard-%d", i);
+        snprintf(threads, sizeof threads, "%d", o->threads);
+        snprintf(ctx, sizeof ctx, "%d", o->n_ctx);
+        snprintf(slots, sizeof slots, "%d", o->n_slots > 0 ? o->n_slots : 16);
+        char *a[24];
+        int k = 0;
+        a[k++] = "--model", a[k++] = (char *)o->model, a[k++] = "--layers", a[k++] = layers;
+        a[k++] = "--listen", a[k++] = ep, a[k++] = "--scheduler", a[k++] = st->sched_ep;
+        a[k++] = "--name", a[k++] = name, a[k++] = "--slots", a[k++] = slots;
+        if (o->threads > 0) a[k++] = "--threads", a[k++] = threads;
+        if (o->n_ctx > 0) a[k++] = "--ctx", a[k++] = ctx;
+        if (o->kv_f32) a[k++] = "--kv-f32";
+        a[k] = NULL;
+        /* shards on shared cores take turns: idle OpenMP threads must sleep, not spin */
+        if (n > 1 && !getenv("OMP_WAIT_POLICY")) setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        if (cli_stack_spawn(st, "shardd", name, a, o->detach)) goto fail;
+    }
+    if (o->detach) s_write_state(st, o);
+    return 0;
+fail:
+    cli_error("could not start the daemons");
+    cli_stack_stop(st);
+    return 1;
+}
+
+static void s_print_logs(cli_stack_t *st)
+{
+    for (int i = 0; i < st->n; i++) {
+        char path[300], line[512];
+        snprintf(path, sizeof path, "%s/%s.log", st->dir, st->name[i]);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        /* the last few lines */
+        char ring[6][512];
+        int k = 0;
+        while (fgets(line, sizeof line, f)) snprintf(ring[k++ % 6], sizeof ring[0], "%s", line);
+        fclose(f);
+        for (int j = k > 6 ? k - 6 : 0; j < k; j++) fprintf(stderr, "  %s: %s", st->name[i], ring[j % 6]);
+    }
+}
+
+G4__V1__StatusReply *cli_sched_status(const char *sched_ep, int timeout_ms, G4__V1__Envelope **owner)
+{
+    *owner = NULL;
+    void *z = zmq_ctx_new();
+    g4_err_t err;
+    void *s = g4_wire_socket(z, ZMQ_DEALER, &err);
+    G4__V1__StatusReply *rep = NULL;
+    int immediate = 0; /* the request waits for the connection */
+    if (s) zmq_setsockopt(s, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
+    if (s && !g4_wire_connect(s, sched_ep, &err)) {
+        G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+        G4__V1__StatusRequest sr = G4__V1__STATUS_REQUEST__INIT;
+        G4__V1__Header h = G4__V1__HEADER__INIT;
+        h.request_id = 1;
+        env.header = &h;
+        env.body_case = G4__V1__ENVELOPE__BODY_STATUS;
+        env.status = &sr;
+        if (!g4_wire_send(s, NULL, 0, &env, NULL, NULL, 0, 1, &err)) {
+            g4_msg_t m;
+            if (g4_wire_recv(s, 0, &m, timeout_ms, &err) == G4_OK &&
+                m.env->body_case == G4__V1__ENVELOPE__BODY_STATUS_REPLY) {
+                rep = m.env->status_reply;
+                *owner = m.env;
+                m.env = NULL;
+            }
+            g4_msg_close(&m);
+        }
+    }
+    if (s) zmq_close(s);
+    zmq_ctx_term(z);
+    return rep;
+}
+
+int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
+{
+    const uint64_t t0 = g4_wire_now_ms();
+    while (g4_wire_now_ms() - t0 < (uint64_t)timeout_ms) {
+        for (int i = 0; i < st->n; i++) {
+            int status;
+            if (waitpid(st->pid[i], &status, WNOHANG) == st->pid[i]) {
+                cli_error("%s exited (%s %d) while starting:", st->name[i], WIFEXITED(status) ? "status" : "signal",
+                          WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+                st->pid[i] = 0;
+                s_print_logs(st);
+                return 1;
+            }
+        }
+        G4__V1__Envelope *owner;
+        G4__V1__StatusReply *r = cli_sched_status(st->sched_ep, 200, &owner);
+        int ready = r && r->ready;
+        if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
+        if (ready) return 0;
+        usleep(20000);
+    }
+    cli_error("the stack did not become ready within %d s:", timeout_ms / 1000);
+    s_print_logs(st);
+    return 1;
+}
+
+void cli_stack_stop(cli_stack_t *st)
+{
+    /* shards and tokenizer first, the scheduler last (it drains) */
+    for (int i = st->n - 1; i >= 0; i--)
+        if (st->pid[i] > 0) kill(st->pid[i], SIGTERM);
+    const uint64_t t0 = g4_wire_now_ms();
+    for (int i = 0; i < st->n; i++) {
+        while (st->pid[i] > 0) {
+            if (waitpid(st->pid[i], NULL, WNOHANG) == st->pid[i] || (kill(st->pid[i], 0) && errno == ESRCH)) {
+                st->pid[i] = 0;
+                break;
+            }
+            if (g4_wire_now_ms() - t0 > 5000) {
+                kill(st->pid[i], SIGKILL);
+                waitpid(st->pid[i], NULL, 0);
+                st->pid[i] = 0;
+                break;
+            }
+            usleep(10000);
+        }
+    }
+    if (st->owned_dir) {
+        char cmd[300];
+        for (int i = 0; i < st->n; i++) {
+            snprintf(cmd, sizeof cmd, "%s/%s.log", st->dir, st->name[i]);
+            unlink(cmd);
+        }
+        rmdir(st->dir); /* ipc sockets are removed by their owners */
+    }
+}
+
+int cli_stack_find(char *dir, size_t dir_size, char *ep, size_t ep_size)
+{
+    cli_run_dir(dir, dir_size);
+    char path[300];
+    snprintf(path, sizeof path, "%s/stack.json", dir);
+    size_t len;
+    char *buf = cli_read_file(path, &len);
+    if (!buf) return -1;
+    cJSON *j = cJSON_Parse(buf);
+    g4_free(buf);
+    const cJSON *s = j ? cJSON_GetObjectItemCaseSensitive(j, "scheduler") : NULL;
+    int rc = -1;
+    if (cJSON_IsString(s)) {
+        snprintf(ep, ep_size, "%s", s->valuestring);
+        rc = 0;
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+int cli_generate(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_gen_cb_t *cb, G4__V1__Envelope **done_env)
+{
+    *done_env = NULL;
+    void *z = zmq_ctx_new();
+    g4_err_t err;
+    void *s = g4_wire_socket(z, ZMQ_DEALER, &err);
+    int rc = 1;
+    int immediate = 0; /* the request waits for the connection */
+    if (s) zmq_setsockopt(s, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
+    if (!s || g4_wire_connect(s, sched_ep, &err)) {
+        cli_error("%s", err.msg);
+        goto out;
+    }
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__Header h = G4__V1__HEADER__INIT;
+    h.request_id = ((uint64_t)getpid() << 20) ^ g4_wire_now_ms();
+    env.header = &h;
+    env.body_case = G4__V1__ENVELOPE__BODY_GENERATE;
+    env.generate = req;
+    if (g4_wire_send(s, NULL, 0, &env, NULL, NULL, 0, 0, &err)) {
+        cli_error("%s", err.msg);
+        goto out;
+    }
+    /* the scheduler sends a keepalive every second: 10 s of silence means it is gone */
+    for (;;) {
+        g4_msg_t m;
+        int r = g4_wire_recv(s, 0, &m, 10000, &err);
+        if (r == G4_ERR_TIMEOUT) {
+            cli_error("the scheduler at %s stopped answering", sched_ep);
+            break;
+        }
+        if (r) {
+            cli_error("%s", err.msg);
+            g4_msg_close(&m);
+            break;
+        }
+        G4__V1__Envelope *e = m.env;
+        if (e->header->request_id != h.request_id) {
+            g4_msg_close(&m);
+            continue;
+        }
+        if (e->body_case == G4__V1__ENVELOPE__BODY_ERROR) {
+            cli_error("%s", e->error->message);
+            g4_msg_close(&m);
+            break;
+        }
+        if (e->body_case != G4__V1__ENVELOPE__BODY_EVENT) {
+            g4_msg_close(&m);
+            continue;
+        }
+        G4__V1__GenerateEvent *ev = e->event;
+        if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_STARTED) {
+            if (cb && cb->on_started) cb->on_started(cb->user, ev->started->prompt_ids, ev->started->n_prompt_ids);
+        } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_TOKEN) {
+            if (cb && cb->on_token) cb->on_token(cb->user, ev->token);
+        } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_ERROR) {
+            cli_error("%s", ev->error->message);
+            g4_msg_close(&m);
+            break;
+        } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_DONE) {
+            *done_env = m.env;
+            m.env = NULL;
+            g4_msg_close(&m);
+            rc = 0;
+            break;
+        }
+        g4_msg_close(&m);
+    }
+out:
+    if (s) zmq_close(s);
+    zmq_ctx_term(z);
+    return rc;
+}

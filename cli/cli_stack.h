@@ -1,0 +1,67 @@
+/* cli_stack — the local stack of daemons the g4 command starts and talks to.
+ *
+ * Embedded: `g4 run` starts schedulerd, tokenizerd and the shards as child
+ * processes on ipc:// sockets in a private run directory, uses them and stops
+ * them. Persistent: `g4 up` does the same detached, records the stack in
+ * RUN_DIR/stack.json, and later commands find it there ($G4_RUN_DIR, default
+ * /tmp/g4-UID). Daemon binaries are looked up beside the g4 binary, then in
+ * $G4_BIN_DIR. */
+#ifndef CLI_STACK_H
+#define CLI_STACK_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "g4/v1/envelope.pb-c.h"
+
+#define CLI_STACK_MAX 32
+
+typedef struct cli_stack_opts {
+    const char *model;
+    const char *template_path; /* chat template override (NULL: the GGUF's) */
+    int n_shards;              /* 0: one per NUMA node (at least 1) */
+    int threads;               /* per shard; 0: the shard's cores */
+    int n_ctx, n_slots, kv_f32;
+    int detach;                /* g4 up */
+    const char *run_dir;       /* NULL: a fresh private directory */
+    int quiet;
+} cli_stack_opts_t;
+
+typedef struct cli_stack {
+    char dir[200];
+    char sched_ep[256];
+    pid_t pid[CLI_STACK_MAX];
+    char name[CLI_STACK_MAX][64];
+    int n;
+    int owned_dir;
+} cli_stack_t;
+
+/* Layer boundaries for n shards: bounds[0] = 0 < … < bounds[k] = n_layer.
+ * Layers that reuse another layer's KV cache stay with that layer, which can
+ * lower the count; returns the number of shards (k), or -1 with err. */
+int cli_split_layers(const char *model, int n_shards, int *bounds, int max_bounds, char *err, size_t err_size);
+
+int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o);
+/* Waits until the scheduler reports a complete pipeline and a tokenizer. */
+int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms);
+void cli_stack_stop(cli_stack_t *st);
+/* Starts one more daemon of the stack (swap, restart); argv without the binary path. */
+int cli_stack_spawn(cli_stack_t *st, const char *bin, const char *name, char *const *args, int detach);
+
+/* Asks a scheduler for its status (NULL when it does not answer in timeout_ms). */
+G4__V1__StatusReply *cli_sched_status(const char *sched_ep, int timeout_ms, G4__V1__Envelope **owner);
+/* The persistent stack's run directory and scheduler endpoint, if one is up. */
+int cli_stack_find(char *dir, size_t dir_size, char *ep, size_t ep_size);
+const char *cli_run_dir(char *buf, size_t size);
+
+/* Streams one request through a scheduler. Callbacks may be NULL. */
+typedef struct cli_gen_cb {
+    void (*on_started)(void *user, const int32_t *ids, size_t n);
+    void (*on_token)(void *user, const G4__V1__TokenEvent *t);
+    void *user;
+} cli_gen_cb_t;
+/* Returns 0 with *done set (caller frees owner with g4__v1__envelope__free_unpacked),
+ * or 1 with the error printed. */
+int cli_generate(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_gen_cb_t *cb, G4__V1__Envelope **done_env);
+
+#endif

@@ -1,0 +1,99 @@
+/* g4_daemon — see g4_daemon.h. */
+#include "g4_daemon.h"
+
+#include <string.h>
+
+#include "g4_log.h"
+
+volatile sig_atomic_t g4_daemon_stop = 0;
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    g4_daemon_stop = 1;
+}
+
+void g4_daemon_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void s_register(g4_daemon_t *d)
+{
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    env.body_case = G4__V1__ENVELOPE__BODY_REGISTER;
+    env.register_ = &d->reg;
+    g4_err_t err;
+    if (g4_wire_send(d->ctl, NULL, 0, &env, NULL, NULL, 0, 1, &err) && err.code != G4_ERR_AGAIN)
+        g4_log_warn("daemon", "register: %s", err.msg);
+}
+
+int g4_daemon_init(g4_daemon_t *d, void *zctx, const char *sched_ep, const G4__V1__Register *reg, g4_err_t *err)
+{
+    memset(d, 0, sizeof *d);
+    d->zctx = zctx;
+    d->reg = *reg;
+    if (!sched_ep) return G4_OK;
+    d->ctl = g4_wire_socket(zctx, ZMQ_DEALER, err);
+    if (!d->ctl) return err->code;
+    /* not IMMEDIATE: the first Register waits in the queue until the scheduler is there */
+    int immediate = 0;
+    zmq_setsockopt(d->ctl, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
+    int hwm = 4; /* heartbeats do not pile up while the scheduler is away */
+    zmq_setsockopt(d->ctl, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    int rc = g4_wire_connect(d->ctl, sched_ep, err);
+    if (rc) return rc;
+    s_register(d);
+    d->last_hb_ms = g4_wire_now_ms();
+    return G4_OK;
+}
+
+void g4_daemon_tick(g4_daemon_t *d)
+{
+    if (!d->ctl) return;
+    uint64_t now = g4_wire_now_ms();
+    if (now - d->last_hb_ms < G4_HEARTBEAT_MS) return;
+    d->last_hb_ms = now;
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__Heartbeat hb = G4__V1__HEARTBEAT__INIT;
+    hb.name = d->reg.name;
+    env.body_case = G4__V1__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    g4_err_t err;
+    g4_wire_send(d->ctl, NULL, 0, &env, NULL, NULL, 0, 1, &err);
+}
+
+int g4_daemon_handle(g4_daemon_t *d, g4_msg_t *m)
+{
+    if (!m->env) return 0;
+    switch (m->env->body_case) {
+    case G4__V1__ENVELOPE__BODY_REGISTER_REPLY:
+        if (!m->env->register_reply->accepted) {
+            const char *why = m->env->register_reply->reason;
+            if (why && !strncmp(why, "unknown", 7)) {
+                s_register(d); /* the scheduler restarted and forgot us */
+            } else {
+                g4_log_error("daemon", "scheduler refused registration: %s", why ? why : "");
+                g4_daemon_stop = 1;
+            }
+        }
+        return 1;
+    case G4__V1__ENVELOPE__BODY_SHUTDOWN:
+        g4_log_info("daemon", "shutdown requested by the scheduler");
+        g4_daemon_stop = 1;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+void g4_daemon_close(g4_daemon_t *d)
+{
+    if (d->ctl) zmq_close(d->ctl);
+    d->ctl = NULL;
+}

@@ -1,0 +1,66 @@
+/* g4_wire — ZeroMQ + protobuf helpers every daemon uses.
+ *
+ * A message on a g4 socket is: [routing id frame (ROUTER sockets only)]
+ * Envelope frame, then zero or more raw tensor frames the envelope describes.
+ * Sockets are created with a message-size limit, high-water marks and a short
+ * linger. A malformed frame (not an Envelope, wrong protocol version) is
+ * reported as G4_ERR_PROTO with the route kept, so the receiver can answer
+ * with an error where a reply is possible. */
+#ifndef G4_WIRE_H
+#define G4_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "g4/v1/envelope.pb-c.h"
+#include "g4_err.h"
+
+#define G4_WIRE_VERSION 1
+#define G4_WIRE_MAX_RAW 4
+#define G4_WIRE_MAX_MSG (1LL << 31) /* bytes per frame */
+
+typedef struct g4_msg {
+    uint8_t route[256];
+    size_t route_len; /* 0: no routing frame */
+    G4__V1__Envelope *env;
+    zmq_msg_t raw[G4_WIRE_MAX_RAW];
+    int n_raw;
+} g4_msg_t;
+
+/* New socket with g4's options (type: ZMQ_ROUTER, ZMQ_DEALER, ZMQ_PUSH, ZMQ_PULL). */
+void *g4_wire_socket(void *zctx, int type, g4_err_t *err);
+/* bind / connect with a one-line error naming the endpoint */
+int g4_wire_bind(void *sock, const char *ep, g4_err_t *err);
+int g4_wire_connect(void *sock, const char *ep, g4_err_t *err);
+
+/* Receives one whole message (call when the socket is readable, or with
+ * timeout_ms >= 0 to wait; returns G4_ERR_TIMEOUT when nothing came).
+ * router: the socket is a ROUTER (first frame is the peer's id). */
+int g4_wire_recv(void *sock, int router, g4_msg_t *m, int timeout_ms, g4_err_t *err);
+void g4_msg_close(g4_msg_t *m);
+static inline const void *g4_msg_raw(g4_msg_t *m, int i, size_t *len)
+{
+    if (i >= m->n_raw) return NULL;
+    if (len) *len = zmq_msg_size(&m->raw[i]);
+    return zmq_msg_data(&m->raw[i]);
+}
+
+/* Sends an envelope (its header's version is set here) and n_raw raw frames.
+ * route/route_len: the peer on a ROUTER socket (NULL, 0 otherwise).
+ * nonblock: fail with G4_ERR_AGAIN instead of waiting at the high-water mark. */
+int g4_wire_send(void *sock, const void *route, size_t route_len, G4__V1__Envelope *env, const void *const *raw,
+                 const size_t *raw_len, int n_raw, int nonblock, g4_err_t *err);
+
+/* An Error envelope for request_id. */
+int g4_wire_send_error(void *sock, const void *route, size_t route_len, uint64_t request_id, int code,
+                       const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* g4 error code <-> protocol error code */
+int g4_wire_code(int g4_code);
+int g4_wire_g4code(int wire_code);
+
+/* Milliseconds on a monotonic clock. */
+uint64_t g4_wire_now_ms(void);
+
+#endif

@@ -1,0 +1,57 @@
+/* schedulerd --listen EP --results EP [--ubatch N] [--max-queue N] [--heartbeat-timeout MS]
+ * Admits requests, batches them through the shard pipeline, streams tokens
+ * back; see sched.h. SIGTERM drains: no new requests, the running ones finish. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "g4_daemon.h"
+#include "g4_log.h"
+#include "sched.h"
+
+static const char s_usage[] =
+    "usage: schedulerd --listen EP --results EP [--ubatch N] [--max-queue N] [--heartbeat-timeout MS]\n"
+    "  --listen EP    clients and daemons connect here (ROUTER)\n"
+    "  --results EP   the last shard pushes sampled tokens here\n";
+
+int main(int argc, char **argv)
+{
+    sched_params_t p = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--listen") && v) p.listen = v, i++;
+        else if (!strcmp(a, "--results") && v) p.results = v, i++;
+        else if (!strcmp(a, "--ubatch") && v) p.n_ubatch = atoi(v), i++;
+        else if (!strcmp(a, "--max-queue") && v) p.max_queue = atoi(v), i++;
+        else if (!strcmp(a, "--heartbeat-timeout") && v) p.heartbeat_timeout_ms = atoi(v), i++;
+        else if (!strcmp(a, "--log-level") && v) {
+            g4_log_level_t l;
+            if (!g4_log_parse_level(v, &l)) g4_log_set_level(l);
+            i++;
+        } else {
+            fputs(s_usage, strcmp(a, "--help") ? stderr : stdout);
+            return strcmp(a, "--help") ? 2 : 0;
+        }
+    }
+    if (!p.listen || !p.results) {
+        fputs(s_usage, stderr);
+        return 2;
+    }
+    g4_log_set_ident("schedulerd");
+    g4_daemon_signals();
+    void *zctx = zmq_ctx_new();
+    g4_err_t err;
+    sched_t *s = sched_new(zctx, &p, &err);
+    if (!s) {
+        g4_log_error("schedulerd", "%s", err.msg);
+        return 1;
+    }
+    g4_log_info("schedulerd", "listening on %s, results on %s", p.listen, p.results);
+    while (!g4_daemon_stop) sched_poll(s, 20);
+    g4_log_info("schedulerd", "draining");
+    const uint64_t t0 = g4_wire_now_ms();
+    while (!sched_drain(s) && g4_wire_now_ms() - t0 < 60000) sched_poll(s, 20);
+    sched_free(&s);
+    zmq_ctx_term(zctx);
+    return 0;
+}

@@ -1,0 +1,1089 @@
+/* sched — see sched.h. */
+#include "sched.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "g4_alloc.h"
+#include "g4_log.h"
+
+#define MAX_DAEMONS 64
+#define MAX_CHAIN 32
+#define MAX_BATCHES 64
+#define KEEPALIVE_MS 1000
+#define CHAIN_WAIT_MS 30000 /* a queued request waits this long for a complete pipeline */
+
+enum { D_FREE, D_READY, D_DRAINING, D_GONE };
+enum { R_FREE, R_CHAT, R_TOKENIZE, R_QUEUED, R_RUNNING, R_FINISHING };
+enum { CALL_RENDER = 1, CALL_TOKENIZE = 2, CALL_DETOK = 3 };
+
+typedef struct drec {
+    int state;
+    G4__V1__Role role;
+    char name[96], endpoint[256], model[512], backend[32], host[64], digest[32];
+    int pid, layer_begin, layer_end, n_layer, n_slots, n_vocab;
+    uint8_t route[256];
+    size_t route_len;
+    uint64_t registered_ms, last_seen_ms;
+    void *sock; /* PUSH (shard) or DEALER (tokenizer) */
+    int outstanding; /* tokenizer calls in flight */
+} drec_t;
+
+typedef struct req {
+    int state;
+    uint64_t id, client_req_id;
+    uint8_t client[256];
+    size_t client_len;
+    G4__V1__SamplingParams sp;
+    int max_tokens, ignore_eos;
+    char **stop;
+    size_t *stop_len;
+    int n_stop;
+    char *chat_json;
+    uint8_t *text_prompt;
+    size_t text_prompt_len;
+    int32_t *tok;
+    int n_tok, cap_tok, n_prompt, n_fed;
+    int slot;
+    uint64_t in_flight; /* batch id */
+    int detok_tok;      /* tokenizer record index of the outstanding call, -1 none */
+    int n_detok_sent, n_detok_done;
+    uint8_t dstate[4];
+    size_t dstate_len;
+    char *out;          /* text emitted so far */
+    size_t out_len;
+    char *held;         /* text held back (could start a stop string) */
+    size_t held_len;
+    G4__V1__TopLogprob *tops; /* per generated token: sp.logprobs entries */
+    int cap_tops;
+    const char *finish; /* decided finish reason, NULL while running */
+    int stop_hit;       /* a stop string matched */
+    uint64_t t_arrive, t_start, t_first, t_end, last_event_ms, deadline_ms;
+} req_t;
+
+typedef struct batch {
+    uint64_t id;
+    int n_req;
+    int *reqs;      /* request indices */
+    int *rows_fed;  /* rows each request contributed */
+    uint64_t sent_ms;
+} batch_t;
+
+struct sched {
+    sched_params_t p;
+    void *zctx, *router, *results;
+    char results_ep[256];
+    drec_t d[MAX_DAEMONS];
+    int chain[MAX_CHAIN], n_chain, n_layer;
+    int n_slots;
+    uint8_t *slot_used;
+    req_t *r;
+    int n_r, cap_r;
+    batch_t b[MAX_BATCHES];
+    int n_b;
+    uint64_t next_id, next_batch;
+    int rr; /* round-robin start */
+    int draining;
+    uint64_t n_done, n_failed;
+    char model[512];
+    uint64_t chain_lost_ms;
+};
+
+static uint64_t s_now(void) { return g4_wire_now_ms(); }
+
+/* ---- client events ---------------------------------------------------------- */
+
+static int s_send_event(sched_t *s, req_t *q, G4__V1__GenerateEvent *ev)
+{
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__Header h = G4__V1__HEADER__INIT;
+    h.request_id = q->client_req_id;
+    env.header = &h;
+    env.body_case = G4__V1__ENVELOPE__BODY_EVENT;
+    env.event = ev;
+    g4_err_t err;
+    q->last_event_ms = s_now();
+    return g4_wire_send(s->router, q->client, q->client_len, &env, NULL, NULL, 0, 1, &err);
+}
+
+static void s_req_free(sched_t *s, req_t *q);
+
+static void s_release_slot(sched_t *s, req_t *q)
+{
+    if (q->slot < 0) return;
+    /* tell every shard that knows the slot; a slot is reused only after this */
+    uint32_t sl = (uint32_t)q->slot;
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__ReleaseSlots rel = G4__V1__RELEASE_SLOTS__INIT;
+    rel.slots = &sl, rel.n_slots = 1;
+    env.body_case = G4__V1__ENVELOPE__BODY_RELEASE;
+    env.release = &rel;
+    g4_err_t err;
+    for (int i = 0; i < MAX_DAEMONS; i++)
+        if (s->d[i].state == D_READY || s->d[i].state == D_DRAINING)
+            if (s->d[i].role == G4__V1__ROLE__ROLE_SHARD)
+                g4_wire_send(s->router, s->d[i].route, s->d[i].route_len, &env, NULL, NULL, 0, 1, &err);
+    s->slot_used[q->slot] = 0;
+    q->slot = -1;
+}
+
+/* Ends a request with an error event (exactly once). */
+static void s_fail(sched_t *s, req_t *q, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void s_fail(sched_t *s, req_t *q, int code, const char *fmt, ...)
+{
+    char msg[G4_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
+    G4__V1__Error e = G4__V1__ERROR__INIT;
+    e.code = (G4__V1__ErrorCode)g4_wire_code(code);
+    e.message = msg;
+    ev.event_case = G4__V1__GENERATE_EVENT__EVENT_ERROR;
+    ev.error = &e;
+    s_send_event(s, q, &ev);
+    g4_log_info("sched", "request %llu failed: %s", (unsigned long long)q->client_req_id, msg);
+    s->n_failed++;
+    s_req_free(s, q);
+}
+
+static void s_done(sched_t *s, req_t *q)
+{
+    q->t_end = s_now();
+    G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
+    G4__V1__Done d = G4__V1__DONE__INIT;
+    G4__V1__Usage u = G4__V1__USAGE__INIT;
+    d.finish_reason = (char *)q->finish;
+    d.ids = q->tok + q->n_prompt, d.n_ids = (size_t)(q->n_tok - q->n_prompt);
+    d.text.data = (uint8_t *)q->out, d.text.len = q->out_len;
+    u.prompt_tokens = q->n_prompt;
+    u.completion_tokens = q->n_tok - q->n_prompt;
+    u.queue_ms = q->t_start ? (double)(q->t_start - q->t_arrive) : 0;
+    u.prefill_ms = q->t_first ? (double)(q->t_first - q->t_start) : 0;
+    u.decode_ms = q->t_first ? (double)(q->t_end - q->t_first) : 0;
+    d.usage = &u;
+    ev.event_case = G4__V1__GENERATE_EVENT__EVENT_DONE;
+    ev.done = &d;
+    s_send_event(s, q, &ev);
+    s->n_done++;
+    s_req_free(s, q);
+}
+
+static void s_req_free(sched_t *s, req_t *q)
+{
+    /* a request with a batch in flight keeps its slot until the batch returns */
+    if (q->in_flight) {
+        q->state = R_FINISHING;
+        q->finish = q->finish ? q->finish : "cancelled";
+        q->client_len = 0; /* nothing more goes out */
+        return;
+    }
+    s_release_slot(s, q);
+    for (int i = 0; i < q->n_stop; i++) g4_free(q->stop[i]);
+    g4_free(q->stop), g4_free(q->stop_len), g4_free(q->chat_json), g4_free(q->text_prompt);
+    g4_free(q->tok), g4_free(q->out), g4_free(q->held), g4_free(q->tops);
+    if (q->detok_tok >= 0 && s->d[q->detok_tok].outstanding > 0) s->d[q->detok_tok].outstanding--;
+    memset(q, 0, sizeof *q);
+    q->state = R_FREE;
+    q->slot = -1;
+    q->detok_tok = -1;
+}
+
+/* ---- daemons ------------------------------------------------------------------- */
+
+static int s_find_daemon(sched_t *s, const char *name)
+{
+    for (int i = 0; i < MAX_DAEMONS; i++)
+        if (s->d[i].state != D_FREE && !strcmp(s->d[i].name, name)) return i;
+    return -1;
+}
+
+static int s_tokenizer(sched_t *s)
+{
+    /* the newest ready tokenizer gets new work */
+    int best = -1;
+    for (int i = 0; i < MAX_DAEMONS; i++)
+        if (s->d[i].state == D_READY && s->d[i].role == G4__V1__ROLE__ROLE_TOKENIZER)
+            if (best < 0 || s->d[i].registered_ms >= s->d[best].registered_ms) best = i;
+    return best;
+}
+
+/* The forward chain: from layer 0, the newest ready shard starting where the
+ * previous one ends. */
+static void s_build_chain(sched_t *s)
+{
+    int old_n = s->n_chain;
+    s->n_chain = 0;
+    int at = 0, n_layer = 0;
+    for (int i = 0; i < MAX_DAEMONS; i++)
+        if (s->d[i].state == D_READY && s->d[i].role == G4__V1__ROLE__ROLE_SHARD) n_layer = s->d[i].n_layer;
+    while (n_layer && at < n_layer && s->n_chain < MAX_CHAIN) {
+        int best = -1;
+        for (int i = 0; i < MAX_DAEMONS; i++)
+            if (s->d[i].state == D_READY && s->d[i].role == G4__V1__ROLE__ROLE_SHARD && s->d[i].layer_begin == at &&
+                s->d[i].layer_end > at)
+                if (best < 0 || s->d[i].registered_ms >= s->d[best].registered_ms) best = i;
+        if (best < 0) break;
+        s->chain[s->n_chain++] = best;
+        at = s->d[best].layer_end;
+    }
+    if (!n_layer || at != n_layer) s->n_chain = 0;
+    s->n_layer = n_layer;
+    if (s->n_chain) {
+        int slots = 1 << 30;
+        for (int i = 0; i < s->n_chain; i++)
+            if (s->d[s->chain[i]].n_slots < slots) slots = s->d[s->chain[i]].n_slots;
+        if (slots != s->n_slots) {
+            uint8_t *nu = g4_calloc((size_t)slots, 1);
+            if (nu) {
+                for (int i = 0; i < slots && i < s->n_slots; i++) nu[i] = s->slot_used[i];
+                g4_free(s->slot_used);
+                s->slot_used = nu;
+                s->n_slots = slots;
+            }
+        }
+    }
+    if (s->n_chain && !old_n) {
+        g4_log_info("sched", "pipeline complete: %d stage(s) over %d layers", s->n_chain, s->n_layer);
+        s->chain_lost_ms = 0;
+    } else if (!s->n_chain && old_n) {
+        s->chain_lost_ms = s_now();
+    }
+}
+
+static void s_fail_running(sched_t *s, const char *why)
+{
+    /* every batch in flight is lost with the pipeline */
+    for (int i = 0; i < s->n_b; i++) g4_free(s->b[i].reqs), g4_free(s->b[i].rows_fed);
+    s->n_b = 0;
+    for (int i = 0; i < s->n_r; i++) {
+        req_t *q = &s->r[i];
+        q->in_flight = 0;
+        if (q->state == R_FINISHING) s_req_free(s, q);
+        else if (q->state == R_RUNNING) s_fail(s, q, G4_ERR_UNAVAILABLE, "%s", why);
+    }
+}
+
+static void s_daemon_gone(sched_t *s, int i, const char *why)
+{
+    drec_t *d = &s->d[i];
+    g4_log_warn("sched", "%s (%s, pid %d) %s", d->name, d->endpoint, d->pid, why);
+    int in_chain = 0;
+    for (int k = 0; k < s->n_chain; k++) in_chain |= s->chain[k] == i;
+    d->state = D_GONE;
+    if (d->sock) zmq_close(d->sock);
+    d->sock = NULL;
+    if (d->role == G4__V1__ROLE__ROLE_SHARD && in_chain) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "shard %s (layers %d-%d) %s; the request's state on it is lost", d->name,
+                 d->layer_begin, d->layer_end, why);
+        s_fail_running(s, msg);
+        /* the surviving shards forget every slot (the replacement starts empty) */
+        for (int k = 0; k < s->n_slots; k++) s->slot_used[k] = 0;
+    }
+    if (d->role == G4__V1__ROLE__ROLE_TOKENIZER) {
+        for (int k = 0; k < s->n_r; k++) {
+            req_t *q = &s->r[k];
+            if (q->state == R_FREE || q->state == R_FINISHING) continue;
+            if (q->detok_tok == i) {
+                q->detok_tok = -1;
+                s_fail(s, q, G4_ERR_UNAVAILABLE, "tokenizer %s %s", d->name, why);
+            }
+        }
+    }
+    s_build_chain(s);
+}
+
+static void s_register(sched_t *s, g4_msg_t *m)
+{
+    G4__V1__Register *r = m->env->register_;
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__RegisterReply rep = G4__V1__REGISTER_REPLY__INIT;
+    env.body_case = G4__V1__ENVELOPE__BODY_REGISTER_REPLY;
+    env.register_reply = &rep;
+    g4_err_t err;
+    const char *why = NULL;
+    if (!r->name || !*r->name || !r->endpoint || !*r->endpoint) why = "a name and an endpoint are needed";
+    else if (r->role == G4__V1__ROLE__ROLE_SHARD &&
+             (r->layer_begin < 0 || r->layer_end <= r->layer_begin || r->layer_end > r->n_layer || r->n_slots <= 0))
+        why = "bad layer range";
+    else if (r->role != G4__V1__ROLE__ROLE_SHARD && r->role != G4__V1__ROLE__ROLE_TOKENIZER &&
+             r->role != G4__V1__ROLE__ROLE_ENCODER)
+        why = "unknown role";
+    if (!why && r->role == G4__V1__ROLE__ROLE_SHARD)
+        for (int i = 0; i < MAX_DAEMONS; i++)
+            if (s->d[i].state == D_READY && s->d[i].role == G4__V1__ROLE__ROLE_SHARD && s->d[i].n_layer != r->n_layer &&
+                strcmp(s->d[i].name, r->name))
+                why = "layer count differs from the shards already registered (another model?)";
+    if (why) {
+        rep.accepted = 0, rep.reason = (char *)why;
+        g4_wire_send(s->router, m->route, m->route_len, &env, NULL, NULL, 0, 1, &err);
+        g4_log_warn("sched", "refused registration of %s: %s", r->name ? r->name : "?", why);
+        return;
+    }
+    int i = s_find_daemon(s, r->name);
+    if (i >= 0 && s->d[i].state != D_GONE && s->d[i].pid != r->pid) {
+        /* same name, new process: the old one is gone */
+        s_daemon_gone(s, i, "was replaced by a new process of the same name");
+    }
+    if (i < 0 || s->d[i].state == D_GONE) {
+        if (i < 0)
+            for (int k = 0; k < MAX_DAEMONS; k++)
+                if (s->d[k].state == D_FREE || s->d[k].state == D_GONE) {
+                    i = k;
+                    break;
+                }
+        if (i < 0) {
+            rep.accepted = 0, rep.reason = "too many daemons";
+            g4_wire_send(s->router, m->route, m->route_len, &env, NULL, NULL, 0, 1, &err);
+            return;
+        }
+        if (s->d[i].sock) zmq_close(s->d[i].sock);
+        memset(&s->d[i], 0, sizeof s->d[i]);
+    }
+    drec_t *d = &s->d[i];
+    int fresh = d->state != D_READY;
+    d->role = r->role;
+    snprintf(d->name, sizeof d->name, "%s", r->name);
+    snprintf(d->endpoint, sizeof d->endpoint, "%s", r->endpoint);
+    snprintf(d->model, sizeof d->model, "%s", r->model ? r->model : "");
+    snprintf(d->backend, sizeof d->backend, "%s", r->backend ? r->backend : "");
+    snprintf(d->host, sizeof d->host, "%s", r->host ? r->host : "");
+    snprintf(d->digest, sizeof d->digest, "%s", r->model_digest ? r->model_digest : "");
+    d->pid = r->pid, d->layer_begin = r->layer_begin, d->layer_end = r->layer_end, d->n_layer = r->n_layer;
+    d->n_slots = r->n_slots, d->n_vocab = r->n_vocab;
+    memcpy(d->route, m->route, m->route_len);
+    d->route_len = m->route_len;
+    d->last_seen_ms = s_now();
+    if (fresh) {
+        d->registered_ms = d->last_seen_ms;
+        d->sock = g4_wire_socket(s->zctx, r->role == G4__V1__ROLE__ROLE_SHARD ? ZMQ_PUSH : ZMQ_DEALER, &err);
+        if (d->sock) {
+            int immediate = 0;
+            zmq_setsockopt(d->sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
+            if (g4_wire_connect(d->sock, d->endpoint, &err)) zmq_close(d->sock), d->sock = NULL;
+        }
+        if (!d->sock) {
+            rep.accepted = 0, rep.reason = err.msg;
+            g4_wire_send(s->router, m->route, m->route_len, &env, NULL, NULL, 0, 1, &err);
+            d->state = D_FREE;
+            return;
+        }
+        if (r->role == G4__V1__ROLE__ROLE_SHARD && r->model) snprintf(s->model, sizeof s->model, "%s", r->model);
+        g4_log_info("sched", "registered %s: %s pid %d at %s%s", d->name,
+                    r->role == G4__V1__ROLE__ROLE_SHARD ? "shard" : r->role == G4__V1__ROLE__ROLE_TOKENIZER ? "tokenizer" : "encoder",
+                    d->pid, d->endpoint, "");
+    }
+    d->state = D_READY;
+    rep.accepted = 1;
+    g4_wire_send(s->router, m->route, m->route_len, &env, NULL, NULL, 0, 1, &err);
+    s_build_chain(s);
+}
+
+/* ---- tokenizer calls --------------------------------------------------------------- */
+
+static uint64_t s_call_id(req_t *q, int kind) { return q->id * 4 + (uint64_t)kind; }
+
+static int s_call(sched_t *s, req_t *q, int kind, G4__V1__Envelope *env)
+{
+    int t = s_tokenizer(s);
+    if (t < 0) return G4_ERR_UNAVAILABLE;
+    G4__V1__Header h = G4__V1__HEADER__INIT;
+    h.request_id = s_call_id(q, kind);
+    env->header = &h;
+    g4_err_t err;
+    int rc = g4_wire_send(s->d[t].sock, NULL, 0, env, NULL, NULL, 0, 1, &err);
+    env->header = NULL;
+    if (rc) return rc;
+    q->detok_tok = t;
+    s->d[t].outstanding++;
+    return G4_OK;
+}
+
+static void s_tokenize(sched_t *s, req_t *q, const uint8_t *text, size_t len, int add_bos)
+{
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__TokenizeRequest tr = G4__V1__TOKENIZE_REQUEST__INIT;
+    tr.text.data = (uint8_t *)text, tr.text.len = len;
+    tr.add_bos = add_bos;
+    tr.parse_special = 1;
+    env.body_case = G4__V1__ENVELOPE__BODY_TOKENIZE;
+    env.tokenize = &tr;
+    q->state = R_TOKENIZE;
+    if (s_call(s, q, CALL_TOKENIZE, &env)) s_fail(s, q, G4_ERR_UNAVAILABLE, "no tokenizer is running");
+}
+
+static void s_send_detok(sched_t *s, req_t *q)
+{
+    const int n_gen = q->n_tok - q->n_prompt;
+    if (q->detok_tok >= 0 || q->n_detok_sent >= n_gen) return;
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__DetokenizeRequest dr = G4__V1__DETOKENIZE_REQUEST__INIT;
+    dr.ids = q->tok + q->n_prompt + q->n_detok_sent;
+    dr.n_ids = (size_t)(n_gen - q->n_detok_sent);
+    dr.state.data = q->dstate, dr.state.len = q->dstate_len;
+    dr.finish = q->finish != NULL; /* the last ids: flush held bytes with them */
+    env.body_case = G4__V1__ENVELOPE__BODY_DETOKENIZE;
+    env.detokenize = &dr;
+    if (s_call(s, q, CALL_DETOK, &env)) {
+        s_fail(s, q, G4_ERR_UNAVAILABLE, "no tokenizer is running");
+        return;
+    }
+    q->n_detok_sent = n_gen;
+}
+
+static void s_append(char **buf, size_t *len, const void *p, size_t n)
+{
+    char *nb = g4_realloc(*buf, *len + n + 1);
+    if (!nb) return;
+    if (n) memcpy(nb + *len, p, n);
+    *len += n;
+    nb[*len] = 0;
+    *buf = nb;
+}
+
+/* Text of one token through the stop-string filter: returns the part that
+ * may go out now; sets q->finish = "stop" when a stop string is complete. */
+static void s_filter_stop(req_t *q, const uint8_t *chunk, size_t n, int last, char **emit, size_t *emit_len)
+{
+    s_append(&q->held, &q->held_len, chunk, n);
+    *emit = NULL, *emit_len = 0;
+    if (!q->held) return;
+    size_t cut = q->held_len, keep = 0;
+    for (int i = 0; i < q->n_stop; i++) {
+        const char *hit = memmem(q->held, q->held_len, q->stop[i], q->stop_len[i]);
+        if (hit && (size_t)(hit - q->held) < cut) cut = (size_t)(hit - q->held), q->finish = "stop", q->stop_hit = 1;
+    }
+    if (!q->stop_hit && !last) {
+        /* hold back a tail that could still become a stop string */
+        for (int i = 0; i < q->n_stop; i++)
+            for (size_t k = q->stop_len[i] - 1; k > keep; k--)
+                if (k <= q->held_len && !memcmp(q->held + q->held_len - k, q->stop[i], k)) {
+                    keep = k;
+                    break;
+                }
+        cut = q->held_len - keep;
+    }
+    *emit = q->held, *emit_len = cut;
+}
+
+static void s_on_detok(sched_t *s, req_t *q, G4__V1__DetokenizeReply *r)
+{
+    const int n_gen = q->n_tok - q->n_prompt;
+    const int first = q->n_detok_done;
+    const size_t n_ids = (size_t)(q->n_detok_sent - first);
+    if (r->state.len <= sizeof q->dstate) memcpy(q->dstate, r->state.data, r->state.len), q->dstate_len = r->state.len;
+    for (size_t i = 0; i < n_ids && i < r->n_chunks; i++) {
+        const int gi = first + (int)i;
+        const int is_last = q->finish && gi == n_gen - 1;
+        /* with finish, the reply carries one more chunk: what was held */
+        char *flushed = NULL;
+        size_t fl = 0;
+        s_append(&flushed, &fl, r->chunks[i].data, r->chunks[i].len);
+        if (is_last && r->n_chunks > n_ids) s_append(&flushed, &fl, r->chunks[n_ids].data, r->chunks[n_ids].len);
+        char *emit;
+        size_t elen;
+        s_filter_stop(q, (const uint8_t *)(flushed ? flushed : ""), fl, is_last, &emit, &elen);
+        g4_free(flushed);
+        G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
+        G4__V1__TokenEvent te = G4__V1__TOKEN_EVENT__INIT;
+        G4__V1__TopLogprob *tp[64];
+        te.id = q->tok[q->n_prompt + gi];
+        te.text.data = (uint8_t *)emit, te.text.len = elen;
+        if (q->sp.logprobs > 0 && q->tops) {
+            for (int k = 0; k < q->sp.logprobs && k < 64; k++) tp[k] = &q->tops[(size_t)gi * (size_t)q->sp.logprobs + (size_t)k];
+            te.top = tp, te.n_top = (size_t)(q->sp.logprobs < 64 ? q->sp.logprobs : 64);
+        }
+        ev.event_case = G4__V1__GENERATE_EVENT__EVENT_TOKEN;
+        ev.token = &te;
+        s_append(&q->out, &q->out_len, emit, elen);
+        /* drop what went out from the held buffer */
+        if (q->held) {
+            memmove(q->held, q->held + elen, q->held_len - elen);
+            q->held_len -= elen;
+        }
+        if (s_send_event(s, q, &ev) && q->client_len) {
+            g4_log_info("sched", "client of request %llu is gone: cancelled", (unsigned long long)q->client_req_id);
+            q->finish = "cancelled";
+            s_req_free(s, q);
+            return;
+        }
+        q->n_detok_done = gi + 1;
+        if (q->stop_hit) {
+            /* a stop string matched: it and everything after it are dropped */
+            q->held_len = 0;
+            q->n_tok = q->n_prompt + gi + 1;
+            s_done(s, q);
+            return;
+        }
+    }
+    if (q->finish && q->n_detok_done >= q->n_tok - q->n_prompt) {
+        s_done(s, q);
+        return;
+    }
+    s_send_detok(s, q);
+}
+
+static void s_on_tokenizer_reply(sched_t *s, int ti, g4_msg_t *m)
+{
+    if (s->d[ti].outstanding > 0) s->d[ti].outstanding--;
+    const uint64_t cid = m->env->header->request_id;
+    req_t *q = NULL;
+    for (int i = 0; i < s->n_r; i++)
+        if (s->r[i].state != R_FREE && s->r[i].id == cid / 4) q = &s->r[i];
+    if (!q || q->state == R_FINISHING) {
+        if (q && q->detok_tok == ti) q->detok_tok = -1;
+        return;
+    }
+    q->detok_tok = -1;
+    const int kind = (int)(cid % 4);
+    G4__V1__Envelope *e = m->env;
+    if (q->finish && kind != CALL_DETOK) { /* cancelled while being tokenized */
+        s_done(s, q);
+        return;
+    }
+    if (e->body_case == G4__V1__ENVELOPE__BODY_ERROR) {
+        s_fail(s, q, g4_wire_g4code((int)e->error->code), "tokenizer: %s", e->error->message);
+        return;
+    }
+    if (kind == CALL_RENDER && e->body_case == G4__V1__ENVELOPE__BODY_RENDER_CHAT_REPLY) {
+        /* the rendered prompt starts with the BOS text; the tokenizer adds BOS itself */
+        const uint8_t *p = e->render_chat_reply->prompt.data;
+        size_t n = e->render_chat_reply->prompt.len;
+        if (n >= 5 && !memcmp(p, "<bos>", 5)) p += 5, n -= 5;
+        s_tokenize(s, q, p, n, 1);
+    } else if (kind == CALL_TOKENIZE && e->body_case == G4__V1__ENVELOPE__BODY_TOKENIZE_REPLY) {
+        G4__V1__TokenizeReply *t = e->tokenize_reply;
+        q->tok = g4_malloc((t->n_ids + 64) * sizeof *q->tok);
+        if (!q->tok) return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+        memcpy(q->tok, t->ids, t->n_ids * sizeof *q->tok);
+        q->n_tok = q->n_prompt = (int)t->n_ids;
+        q->cap_tok = (int)t->n_ids + 64;
+        if (!q->n_tok) return s_fail(s, q, G4_ERR_RANGE, "the prompt is empty");
+        q->state = R_QUEUED;
+        G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
+        G4__V1__Started st = G4__V1__STARTED__INIT;
+        st.prompt_ids = q->tok, st.n_prompt_ids = (size_t)q->n_prompt;
+        ev.event_case = G4__V1__GENERATE_EVENT__EVENT_STARTED;
+        ev.started = &st;
+        s_send_event(s, q, &ev);
+    } else if (kind == CALL_DETOK && e->body_case == G4__V1__ENVELOPE__BODY_DETOKENIZE_REPLY) {
+        s_on_detok(s, q, e->detokenize_reply);
+    } else {
+        s_fail(s, q, G4_ERR_PROTO, "unexpected reply from the tokenizer");
+    }
+}
+
+/* ---- client requests ------------------------------------------------------------------ */
+
+static req_t *s_new_req(sched_t *s)
+{
+    for (int i = 0; i < s->n_r; i++)
+        if (s->r[i].state == R_FREE) return &s->r[i];
+    if (s->n_r == s->cap_r) {
+        int cap = s->cap_r ? s->cap_r * 2 : 64;
+        req_t *nr = g4_realloc(s->r, (size_t)cap * sizeof *nr);
+        if (!nr) return NULL;
+        s->r = nr, s->cap_r = cap;
+    }
+    req_t *q = &s->r[s->n_r++];
+    memset(q, 0, sizeof *q);
+    q->slot = -1;
+    q->detok_tok = -1;
+    return q;
+}
+
+static int s_active(sched_t *s)
+{
+    int n = 0;
+    for (int i = 0; i < s->n_r; i++) n += s->r[i].state != R_FREE;
+    return n;
+}
+
+static void s_generate(sched_t *s, g4_msg_t *m)
+{
+    G4__V1__GenerateRequest *g = m->env->generate;
+    const uint64_t rid = m->env->header->request_id;
+    if (s->draining) {
+        g4_wire_send_error(s->router, m->route, m->route_len, rid, G4_ERR_UNAVAILABLE, "the scheduler is shutting down");
+        return;
+    }
+    if (s_active(s) >= s->p.max_queue) {
+        g4_wire_send_error(s->router, m->route, m->route_len, rid, G4_ERR_AGAIN, "too many requests (%d queued)",
+                           s->p.max_queue);
+        return;
+    }
+    req_t *q = s_new_req(s);
+    if (!q) {
+        g4_wire_send_error(s->router, m->route, m->route_len, rid, G4_ERR_NOMEM, "out of memory");
+        return;
+    }
+    q->id = ++s->next_id;
+    q->client_req_id = rid;
+    memcpy(q->client, m->route, m->route_len);
+    q->client_len = m->route_len;
+    q->t_arrive = q->last_event_ms = s_now();
+    q->deadline_ms = m->env->header->deadline_ms ? q->t_arrive + m->env->header->deadline_ms : 0;
+    if (g->sampling) {
+        q->sp = *g->sampling;
+        q->sp.base.descriptor = &g4__v1__sampling_params__descriptor;
+    } else {
+        G4__V1__SamplingParams d = G4__V1__SAMPLING_PARAMS__INIT;
+        d.temperature = 0;
+        q->sp = d;
+    }
+    if (q->sp.logprobs < 0) q->sp.logprobs = 0;
+    if (q->sp.logprobs > 64) q->sp.logprobs = 64;
+    q->max_tokens = g->max_tokens;
+    q->ignore_eos = g->ignore_eos;
+    if (g->n_stop) {
+        q->stop = g4_calloc(g->n_stop, sizeof *q->stop);
+        q->stop_len = g4_calloc(g->n_stop, sizeof *q->stop_len);
+        for (size_t i = 0; q->stop && q->stop_len && i < g->n_stop; i++)
+            if (g->stop[i].len) {
+                q->stop[q->n_stop] = g4_strndup((const char *)g->stop[i].data, g->stop[i].len);
+                q->stop_len[q->n_stop++] = g->stop[i].len;
+            }
+    }
+    switch (g->prompt_case) {
+    case G4__V1__GENERATE_REQUEST__PROMPT_IDS: {
+        G4__V1__PromptIds *p = g->ids;
+        if (!p || !p->n_ids) return s_fail(s, q, G4_ERR_RANGE, "the prompt is empty");
+        q->tok = g4_malloc((p->n_ids + 64) * sizeof *q->tok);
+        if (!q->tok) return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+        memcpy(q->tok, p->ids, p->n_ids * sizeof *q->tok);
+        q->n_tok = q->n_prompt = (int)p->n_ids;
+        q->cap_tok = (int)p->n_ids + 64;
+        q->state = R_QUEUED;
+        G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
+        G4__V1__Started st = G4__V1__STARTED__INIT;
+        st.prompt_ids = q->tok, st.n_prompt_ids = (size_t)q->n_prompt;
+        ev.event_case = G4__V1__GENERATE_EVENT__EVENT_STARTED;
+        ev.started = &st;
+        s_send_event(s, q, &ev);
+        break;
+    }
+    case G4__V1__GENERATE_REQUEST__PROMPT_TEXT:
+        s_tokenize(s, q, g->text.data, g->text.len, 1);
+        break;
+    case G4__V1__GENERATE_REQUEST__PROMPT_CHAT_JSON: {
+        G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+        G4__V1__RenderChatRequest rr = G4__V1__RENDER_CHAT_REQUEST__INIT;
+        rr.conversation_json = g->chat_json;
+        env.body_case = G4__V1__ENVELOPE__BODY_RENDER_CHAT;
+        env.render_chat = &rr;
+        q->state = R_CHAT;
+        if (s_call(s, q, CALL_RENDER, &env)) s_fail(s, q, G4_ERR_UNAVAILABLE, "no tokenizer is running");
+        break;
+    }
+    default:
+        s_fail(s, q, G4_ERR_PROTO, "the request has no prompt");
+    }
+}
+
+static void s_cancel(sched_t *s, g4_msg_t *m)
+{
+    const uint64_t rid = m->env->header->request_id;
+    for (int i = 0; i < s->n_r; i++) {
+        req_t *q = &s->r[i];
+        if (q->state == R_FREE || q->state == R_FINISHING || q->client_req_id != rid || q->client_len != m->route_len ||
+            memcmp(q->client, m->route, m->route_len))
+            continue;
+        q->finish = "cancelled";
+        if (q->detok_tok < 0 && q->n_tok >= q->n_prompt) {
+            q->n_tok = q->n_prompt + q->n_detok_done;
+            s_done(s, q);
+        }
+    }
+}
+
+static void s_status(sched_t *s, g4_msg_t *m)
+{
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__Header h = G4__V1__HEADER__INIT;
+    G4__V1__StatusReply rep = G4__V1__STATUS_REPLY__INIT;
+    G4__V1__DaemonStatus ds[MAX_DAEMONS], *dp[MAX_DAEMONS];
+    const uint64_t now = s_now();
+    size_t n = 0;
+    for (int i = 0; i < MAX_DAEMONS; i++) {
+        drec_t *d = &s->d[i];
+        if (d->state == D_FREE) continue;
+        g4__v1__daemon_status__init(&ds[n]);
+        ds[n].role = d->role;
+        ds[n].name = d->name, ds[n].pid = d->pid, ds[n].endpoint = d->endpoint;
+        ds[n].layer_begin = d->layer_begin, ds[n].layer_end = d->layer_end;
+        ds[n].state = d->state == D_READY ? "ready" : d->state == D_DRAINING ? "draining" : "gone";
+        ds[n].uptime_s = (double)(now - d->registered_ms) / 1000.0;
+        ds[n].model = d->model, ds[n].backend = d->backend, ds[n].host = d->host;
+        dp[n] = &ds[n];
+        n++;
+    }
+    rep.daemons = dp, rep.n_daemons = n;
+    rep.ready = s->n_chain > 0 && s_tokenizer(s) >= 0;
+    int act = 0, que = 0;
+    for (int i = 0; i < s->n_r; i++) {
+        act += s->r[i].state == R_RUNNING;
+        que += s->r[i].state == R_QUEUED || s->r[i].state == R_CHAT || s->r[i].state == R_TOKENIZE;
+    }
+    rep.active_requests = act, rep.queued_requests = que;
+    rep.model = s->model, rep.n_layer = s->n_layer;
+    rep.requests_done = s->n_done, rep.requests_failed = s->n_failed;
+    h.request_id = m->env->header->request_id;
+    env.header = &h;
+    env.body_case = G4__V1__ENVELOPE__BODY_STATUS_REPLY;
+    env.status_reply = &rep;
+    g4_err_t err;
+    g4_wire_send(s->router, m->route, m->route_len, &env, NULL, NULL, 0, 1, &err);
+}
+
+static void s_on_router(sched_t *s)
+{
+    for (int k = 0; k < 512; k++) {
+        g4_msg_t m;
+        g4_err_t err;
+        int rc = g4_wire_recv(s->router, 1, &m, -1, &err);
+        if (rc == G4_ERR_TIMEOUT) break;
+        if (rc) {
+            if (m.route_len)
+                g4_wire_send_error(s->router, m.route, m.route_len, m.env && m.env->header ? m.env->header->request_id : 0,
+                                   rc, "%s", err.msg);
+            g4_msg_close(&m);
+            continue;
+        }
+        switch (m.env->body_case) {
+        case G4__V1__ENVELOPE__BODY_GENERATE: s_generate(s, &m); break;
+        case G4__V1__ENVELOPE__BODY_CANCEL: s_cancel(s, &m); break;
+        case G4__V1__ENVELOPE__BODY_STATUS: s_status(s, &m); break;
+        case G4__V1__ENVELOPE__BODY_REGISTER: s_register(s, &m); break;
+        case G4__V1__ENVELOPE__BODY_HEARTBEAT: {
+            int i = m.env->heartbeat->name ? s_find_daemon(s, m.env->heartbeat->name) : -1;
+            if (i >= 0 && s->d[i].state != D_GONE && s->d[i].route_len == m.route_len &&
+                !memcmp(s->d[i].route, m.route, m.route_len)) {
+                s->d[i].last_seen_ms = s_now();
+            } else { /* we do not know it (we restarted, or declared it gone): ask it to register */
+                G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+                G4__V1__RegisterReply rep = G4__V1__REGISTER_REPLY__INIT;
+                rep.accepted = 0, rep.reason = "unknown: register again";
+                env.body_case = G4__V1__ENVELOPE__BODY_REGISTER_REPLY;
+                env.register_reply = &rep;
+                g4_wire_send(s->router, m.route, m.route_len, &env, NULL, NULL, 0, 1, &err);
+            }
+            break;
+        }
+        default:
+            g4_wire_send_error(s->router, m.route, m.route_len, m.env->header->request_id, G4_ERR_PROTO,
+                               "schedulerd does not serve this message");
+        }
+        g4_msg_close(&m);
+    }
+}
+
+/* ---- batches ----------------------------------------------------------------------------- */
+
+static int s_push_tok(req_t *q, int32_t id)
+{
+    if (q->n_tok == q->cap_tok) {
+        int cap = q->cap_tok * 2 + 16;
+        int32_t *nt = g4_realloc(q->tok, (size_t)cap * sizeof *nt);
+        if (!nt) return -1;
+        q->tok = nt, q->cap_tok = cap;
+    }
+    q->tok[q->n_tok++] = id;
+    return 0;
+}
+
+static void s_on_result(sched_t *s, g4_msg_t *m)
+{
+    G4__V1__ForwardResult *r = m->env->forward_result;
+    int bi = -1;
+    for (int i = 0; i < s->n_b; i++)
+        if (s->b[i].id == r->batch_id) bi = i;
+    if (bi < 0) return; /* a batch of a pipeline that is gone */
+    batch_t b = s->b[bi];
+    s->b[bi] = s->b[--s->n_b];
+    if (r->error) {
+        char msg[G4_ERR_MSG_MAX];
+        snprintf(msg, sizeof msg, "%s", r->error->message ? r->error->message : "forward failed");
+        for (int i = 0; i < b.n_req; i++) {
+            req_t *q = &s->r[b.reqs[i]];
+            q->in_flight = 0;
+            if (q->state == R_FINISHING) s_req_free(s, q);
+            else if (q->state == R_RUNNING) s_fail(s, q, g4_wire_g4code((int)r->error->code), "%s", msg);
+        }
+        g4_free(b.reqs), g4_free(b.rows_fed);
+        return;
+    }
+    for (int i = 0; i < b.n_req; i++) {
+        req_t *q = &s->r[b.reqs[i]];
+        q->in_flight = 0;
+        q->n_fed += b.rows_fed[i];
+        if (q->state == R_FINISHING) s_req_free(s, q);
+    }
+    for (size_t t = 0; t < r->n_tokens; t++) {
+        G4__V1__SampledToken *st = r->tokens[t];
+        req_t *q = NULL;
+        for (int i = 0; i < b.n_req; i++)
+            if (s->r[b.reqs[i]].slot == (int)st->slot && s->r[b.reqs[i]].state == R_RUNNING) q = &s->r[b.reqs[i]];
+        if (!q || q->finish) continue;
+        if (!q->t_first) q->t_first = s_now();
+        if (s_push_tok(q, st->id)) {
+            s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+            continue;
+        }
+        const int n_gen = q->n_tok - q->n_prompt;
+        if (q->sp.logprobs > 0) {
+            if (n_gen * q->sp.logprobs > q->cap_tops) {
+                int cap = (n_gen * 2 + 16) * q->sp.logprobs;
+                G4__V1__TopLogprob *nt = g4_realloc(q->tops, (size_t)cap * sizeof *nt);
+                if (nt) q->tops = nt, q->cap_tops = cap;
+            }
+            if (q->tops && n_gen * q->sp.logprobs <= q->cap_tops)
+                for (int k = 0; k < q->sp.logprobs; k++) {
+                    G4__V1__TopLogprob *tl = &q->tops[(size_t)(n_gen - 1) * (size_t)q->sp.logprobs + (size_t)k];
+                    g4__v1__top_logprob__init(tl);
+                    if ((size_t)k < st->n_top) tl->id = st->top[k]->id, tl->logprob = st->top[k]->logprob;
+                }
+        }
+        if (st->eog && !q->ignore_eos) q->finish = "stop";
+        else if (q->max_tokens > 0 && n_gen >= q->max_tokens) q->finish = "length";
+        else if (q->n_tok >= 1 << 30) q->finish = "length";
+        s_send_detok(s, q);
+    }
+    g4_free(b.reqs), g4_free(b.rows_fed);
+}
+
+static int s_slot_alloc(sched_t *s)
+{
+    for (int i = 0; i < s->n_slots; i++)
+        if (!s->slot_used[i]) {
+            s->slot_used[i] = 1;
+            return i;
+        }
+    return -1;
+}
+
+static void s_schedule(sched_t *s)
+{
+    if (!s->n_chain) return;
+    /* admit queued requests into free slots, oldest first */
+    for (;;) {
+        req_t *oldest = NULL;
+        for (int i = 0; i < s->n_r; i++)
+            if (s->r[i].state == R_QUEUED && (!oldest || s->r[i].id < oldest->id)) oldest = &s->r[i];
+        if (!oldest) break;
+        int sl = s_slot_alloc(s);
+        if (sl < 0) break;
+        oldest->slot = sl;
+        oldest->state = R_RUNNING;
+        oldest->t_start = s_now();
+    }
+    int n_running = 0;
+    for (int i = 0; i < s->n_r; i++) n_running += s->r[i].state == R_RUNNING && !s->r[i].finish;
+    const int max_seqs = n_running ? (n_running + s->n_chain - 1) / s->n_chain : 1;
+    while (s->n_b < s->n_chain && s->n_b < MAX_BATCHES) {
+        int32_t *tokens = g4_malloc((size_t)s->p.n_ubatch * sizeof *tokens);
+        int32_t *pos = g4_malloc((size_t)s->p.n_ubatch * sizeof *pos);
+        uint32_t *slot = g4_malloc((size_t)s->p.n_ubatch * sizeof *slot);
+        uint32_t *srows = g4_malloc((size_t)s->p.n_ubatch * sizeof *srows);
+        int *reqs = g4_malloc((size_t)(s->n_r + 1) * sizeof *reqs), *fed = g4_malloc((size_t)(s->n_r + 1) * sizeof *fed);
+        G4__V1__SeqParams *sps = g4_calloc((size_t)s->n_r + 1, sizeof *sps);
+        G4__V1__SeqParams **spp = g4_calloc((size_t)s->n_r + 1, sizeof *spp);
+        if (!tokens || !pos || !slot || !srows || !reqs || !fed || !sps || !spp) {
+            g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(reqs), g4_free(fed), g4_free(sps), g4_free(spp);
+            return;
+        }
+        int rows = 0, n_req = 0, n_s = 0, n_p = 0;
+        for (int k = 0; k < s->n_r && n_req < max_seqs; k++) {
+            const int i = (s->rr + k) % s->n_r;
+            req_t *q = &s->r[i];
+            if (q->state != R_RUNNING || q->in_flight || q->finish) continue;
+            int need = q->n_tok - q->n_fed;
+            if (need <= 0) continue;
+            /* a prompt goes in chunks of n_ubatch rows, each chunk whole */
+            if (need > s->p.n_ubatch) need = s->p.n_ubatch;
+            if (rows + need > s->p.n_ubatch) continue;
+            for (int j = 0; j < need; j++) {
+                tokens[rows + j] = q->tok[q->n_fed + j];
+                pos[rows + j] = q->n_fed + j;
+                slot[rows + j] = (uint32_t)q->slot;
+            }
+            if (q->n_fed + need == q->n_tok) srows[n_s++] = (uint32_t)(rows + need - 1);
+            if (q->n_fed == 0) {
+                g4__v1__seq_params__init(&sps[n_p]);
+                sps[n_p].slot = (uint32_t)q->slot;
+                sps[n_p].sampling = &q->sp;
+                spp[n_p] = &sps[n_p];
+                n_p++;
+            }
+            rows += need;
+            reqs[n_req] = i, fed[n_req] = need;
+            n_req++;
+            q->in_flight = s->next_batch + 1;
+        }
+        if (n_req) s->rr = (s->rr + 1) % (s->n_r ? s->n_r : 1);
+        if (!rows) {
+            g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(reqs), g4_free(fed), g4_free(sps), g4_free(spp);
+            return;
+        }
+        const uint64_t bid = ++s->next_batch;
+        char *route[MAX_CHAIN + 1];
+        for (int c = 1; c < s->n_chain; c++) route[c - 1] = s->d[s->chain[c]].endpoint;
+        route[s->n_chain - 1] = s->results_ep;
+        G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+        G4__V1__ForwardBatch fb = G4__V1__FORWARD_BATCH__INIT;
+        fb.batch_id = bid;
+        fb.route = route, fb.n_route = (size_t)s->n_chain;
+        fb.tokens = tokens, fb.n_tokens = (size_t)rows;
+        fb.pos = pos, fb.n_pos = (size_t)rows;
+        fb.slot = slot, fb.n_slot = (size_t)rows;
+        fb.sample_rows = srows, fb.n_sample_rows = (size_t)n_s;
+        fb.params = spp, fb.n_params = (size_t)n_p;
+        env.body_case = G4__V1__ENVELOPE__BODY_FORWARD;
+        env.forward = &fb;
+        g4_err_t err;
+        int rc = g4_wire_send(s->d[s->chain[0]].sock, NULL, 0, &env, NULL, NULL, 0, 1, &err);
+        g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(sps), g4_free(spp);
+        if (rc) {
+            for (int i = 0; i < n_req; i++) {
+                s->r[reqs[i]].in_flight = 0;
+                s_fail(s, &s->r[reqs[i]], rc, "could not reach shard %s: %s", s->d[s->chain[0]].name, err.msg);
+            }
+            g4_free(reqs), g4_free(fed);
+            return;
+        }
+        batch_t *b = &s->b[s->n_b++];
+        b->id = bid, b->n_req = n_req, b->reqs = reqs, b->rows_fed = fed, b->sent_ms = s_now();
+    }
+}
+
+/* ---- housekeeping -------------------------------------------------------------------------- */
+
+static void s_timers(sched_t *s)
+{
+    const uint64_t now = s_now();
+    for (int i = 0; i < MAX_DAEMONS; i++) {
+        drec_t *d = &s->d[i];
+        if ((d->state == D_READY || d->state == D_DRAINING) && now - d->last_seen_ms > (uint64_t)s->p.heartbeat_timeout_ms)
+            s_daemon_gone(s, i, "stopped sending heartbeats");
+    }
+    for (int i = 0; i < s->n_r; i++) {
+        req_t *q = &s->r[i];
+        if (q->state == R_FREE || q->state == R_FINISHING) continue;
+        if (q->deadline_ms && now > q->deadline_ms) {
+            s_fail(s, q, G4_ERR_TIMEOUT, "deadline exceeded");
+            continue;
+        }
+        if (q->state == R_QUEUED && !s->n_chain && s->chain_lost_ms && now - q->t_arrive > CHAIN_WAIT_MS &&
+            now - s->chain_lost_ms > CHAIN_WAIT_MS) {
+            s_fail(s, q, G4_ERR_UNAVAILABLE, "no complete pipeline of shards for %d s", CHAIN_WAIT_MS / 1000);
+            continue;
+        }
+        if (now - q->last_event_ms >= KEEPALIVE_MS) {
+            G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
+            G4__V1__Keepalive ka = G4__V1__KEEPALIVE__INIT;
+            ev.event_case = G4__V1__GENERATE_EVENT__EVENT_KEEPALIVE;
+            ev.keepalive = &ka;
+            if (s_send_event(s, q, &ev) && q->client_len) {
+                q->finish = "cancelled";
+                s_req_free(s, q);
+            }
+        }
+    }
+}
+
+sched_t *sched_new(void *zctx, const sched_params_t *p, g4_err_t *err)
+{
+    sched_t *s = g4_calloc(1, sizeof *s);
+    if (!s) {
+        g4_err_set(err, G4_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    s->p = *p;
+    if (s->p.n_ubatch <= 0) s->p.n_ubatch = 512;
+    if (s->p.max_queue <= 0) s->p.max_queue = 1024;
+    if (s->p.heartbeat_timeout_ms <= 0) s->p.heartbeat_timeout_ms = 1500;
+    s->zctx = zctx;
+    snprintf(s->results_ep, sizeof s->results_ep, "%s", p->results);
+    s->router = g4_wire_socket(zctx, ZMQ_ROUTER, err);
+    s->results = g4_wire_socket(zctx, ZMQ_PULL, err);
+    if (!s->router || !s->results || g4_wire_bind(s->router, p->listen, err) || g4_wire_bind(s->results, p->results, err)) {
+        sched_free(&s);
+        return NULL;
+    }
+    return s;
+}
+
+void sched_free(sched_t **sp)
+{
+    sched_t *s = *sp;
+    if (!s) return;
+    for (int i = 0; i < MAX_DAEMONS; i++)
+        if (s->d[i].sock) zmq_close(s->d[i].sock);
+    for (int i = 0; i < s->n_r; i++)
+        if (s->r[i].state != R_FREE) s->r[i].in_flight = 0, s_req_free(s, &s->r[i]);
+    for (int i = 0; i < s->n_b; i++) g4_free(s->b[i].reqs), g4_free(s->b[i].rows_fed);
+    if (s->router) zmq_close(s->router);
+    if (s->results) zmq_close(s->results);
+    g4_free(s->r), g4_free(s->slot_used);
+    g4_free(s);
+    *sp = NULL;
+}
+
+void sched_poll(sched_t *s, int timeout_ms)
+{
+    zmq_pollitem_t it[2 + MAX_DAEMONS];
+    int map[2 + MAX_DAEMONS], n = 0;
+    it[n] = (zmq_pollitem_t){s->router, 0, ZMQ_POLLIN, 0}, map[n++] = -1;
+    it[n] = (zmq_pollitem_t){s->results, 0, ZMQ_POLLIN, 0}, map[n++] = -2;
+    for (int i = 0; i < MAX_DAEMONS; i++)
+        if (s->d[i].sock && s->d[i].role == G4__V1__ROLE__ROLE_TOKENIZER && s->d[i].state != D_FREE)
+            it[n] = (zmq_pollitem_t){s->d[i].sock, 0, ZMQ_POLLIN, 0}, map[n++] = i;
+    int r = zmq_poll(it, n, timeout_ms);
+    if (r > 0) {
+        for (int k = 0; k < n; k++) {
+            if (!(it[k].revents & ZMQ_POLLIN)) continue;
+            if (map[k] == -1) {
+                s_on_router(s);
+            } else if (map[k] == -2) {
+                for (int j = 0; j < 256; j++) {
+                    g4_msg_t m;
+                    g4_err_t err;
+                    int rc = g4_wire_recv(s->results, 0, &m, -1, &err);
+                    if (rc == G4_ERR_TIMEOUT) break;
+                    if (rc == G4_OK && m.env->body_case == G4__V1__ENVELOPE__BODY_FORWARD_RESULT) s_on_result(s, &m);
+                    else if (rc != G4_OK) g4_log_warn("sched", "result socket: %s", err.msg);
+                    g4_msg_close(&m);
+                }
+            } else if (s->d[map[k]].sock) {
+                for (int j = 0; j < 256 && s->d[map[k]].sock; j++) {
+                    g4_msg_t m;
+                    g4_err_t err;
+                    int rc = g4_wire_recv(s->d[map[k]].sock, 0, &m, -1, &err);
+                    if (rc == G4_ERR_TIMEOUT) break;
+                    if (rc == G4_OK) s_on_tokenizer_reply(s, map[k], &m);
+                    g4_msg_close(&m);
+                }
+            }
+        }
+    }
+    s_timers(s);
+    s_schedule(s);
+}
+
+int sched_drain(sched_t *s)
+{
+    s->draining = 1;
+    int busy = 0;
+    for (int i = 0; i < s->n_r; i++) busy |= s->r[i].state != R_FREE;
+    if (busy && !s->n_chain) {
+        /* nothing can finish them: fail what is left */
+        for (int i = 0; i < s->n_r; i++)
+            if (s->r[i].state != R_FREE && s->r[i].state != R_FINISHING)
+                s_fail(s, &s->r[i], G4_ERR_UNAVAILABLE, "the scheduler is shutting down");
+        return 1;
+    }
+    return !busy;
+}

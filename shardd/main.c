@@ -1,0 +1,182 @@
+/* shardd --model M.gguf --layers A-B --listen EP [--scheduler EP] [--threads N]
+ *        [--numa-node K | --cpuset LIST] [--slots N] [--ctx N] [--ubatch N] [--kv-f32] [--name NAME]
+ * One stage of the forward chain: layers [A, B) of the model. */
+#include <hwloc.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "g4_daemon.h"
+#include "g4_matmul.h"
+#include "g4_log.h"
+#include "shard_service.h"
+
+static const char s_usage[] =
+    "usage: shardd --model M.gguf --layers A-B --listen EP [--scheduler EP] [--threads N]\n"
+    "              [--numa-node K | --cpuset LIST] [--slots N] [--ctx N] [--ubatch N] [--kv-f32] [--name NAME]\n"
+    "  --layers A-B   layers [A, B) (B may be 'end')\n"
+    "  --numa-node K  run on NUMA node K's cores and bind memory there\n"
+    "  --cpuset LIST  run on these cores (e.g. 0-7,16-23)\n";
+
+/* Pins the process (and so its OpenMP threads) with hwloc; returns the
+ * number of cores in the set, 0 when not pinned. */
+static int s_pin(int numa_node, const char *cpuset)
+{
+    if (numa_node < 0 && !cpuset) return 0;
+    hwloc_topology_t topo;
+    if (hwloc_topology_init(&topo) || hwloc_topology_load(topo)) return 0;
+    hwloc_bitmap_t set = hwloc_bitmap_alloc();
+    int ok = 0;
+    if (numa_node >= 0) {
+        hwloc_obj_t node = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, (unsigned)numa_node);
+        if (!node) {
+            g4_log_error("shardd", "NUMA node %d does not exist (this machine has %d)", numa_node,
+                         hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE));
+        } else {
+            hwloc_bitmap_copy(set, node->cpuset);
+            if (hwloc_set_membind(topo, node->nodeset, HWLOC_MEMBIND_BIND, HWLOC_MEMBIND_PROCESS | HWLOC_MEMBIND_BYNODESET))
+                g4_log_warn("shardd", "could not bind memory to NUMA node %d", numa_node);
+            ok = 1;
+        }
+    } else if (hwloc_bitmap_list_sscanf(set, cpuset) == 0 && !hwloc_bitmap_iszero(set)) {
+        ok = 1;
+    } else {
+        g4_log_error("shardd", "bad --cpuset '%s'", cpuset);
+    }
+    int n = 0;
+    if (ok && hwloc_set_cpubind(topo, set, HWLOC_CPUBIND_PROCESS) == 0) {
+        n = hwloc_bitmap_weight(set);
+        char *str;
+        hwloc_bitmap_list_asprintf(&str, set);
+        g4_log_info("shardd", "pinned to cores %s", str);
+        free(str);
+    } else if (ok) {
+        g4_log_warn("shardd", "could not pin to the requested cores");
+    }
+    hwloc_bitmap_free(set);
+    hwloc_topology_destroy(topo);
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    const char *model = NULL, *layers = NULL, *listen = NULL, *sched = NULL, *cpuset = NULL;
+    char name_buf[64];
+    const char *name = NULL;
+    int threads = 0, numa = -1;
+    shard_params_t p = {0};
+    p.end = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if ((!strcmp(a, "--model") || !strcmp(a, "-m")) && v) model = v, i++;
+        else if (!strcmp(a, "--layers") && v) layers = v, i++;
+        else if (!strcmp(a, "--listen") && v) listen = v, i++;
+        else if (!strcmp(a, "--scheduler") && v) sched = v, i++;
+        else if (!strcmp(a, "--threads") && v) threads = atoi(v), i++;
+        else if (!strcmp(a, "--numa-node") && v) numa = atoi(v), i++;
+        else if (!strcmp(a, "--cpuset") && v) cpuset = v, i++;
+        else if (!strcmp(a, "--slots") && v) p.n_slots = atoi(v), i++;
+        else if (!strcmp(a, "--ctx") && v) p.n_ctx = atoi(v), i++;
+        else if (!strcmp(a, "--ubatch") && v) p.n_ubatch = atoi(v), i++;
+        else if (!strcmp(a, "--kv-f32")) p.kv_f32 = 1;
+        else if (!strcmp(a, "--name") && v) name = v, i++;
+        else if (!strcmp(a, "--log-level") && v) {
+            g4_log_level_t l;
+            if (!g4_log_parse_level(v, &l)) g4_log_set_level(l);
+            i++;
+        } else {
+            fputs(s_usage, strcmp(a, "--help") ? stderr : stdout);
+            return strcmp(a, "--help") ? 2 : 0;
+        }
+    }
+    if (!model || !listen) {
+        fputs(s_usage, stderr);
+        return 2;
+    }
+    if (layers) {
+        char *end;
+        p.begin = (int)strtol(layers, &end, 10);
+        if (*end != '-' && *end != ':') {
+            fprintf(stderr, "shardd: --layers wants A-B, got '%s'\n", layers);
+            return 2;
+        }
+        p.end = !strcmp(end + 1, "end") ? -1 : (int)strtol(end + 1, NULL, 10);
+    }
+    g4_log_set_ident("shardd");
+    g4_daemon_signals();
+    const int pinned = s_pin(numa, cpuset);
+    if (threads <= 0) threads = pinned > 0 ? pinned : omp_get_num_procs();
+    g4_kernels_set_threads(threads);
+    if (!name) {
+        if (p.end < 0) snprintf(name_buf, sizeof name_buf, "shard-%d-end-%d", p.begin, (int)getpid());
+        else snprintf(name_buf, sizeof name_buf, "shard-%d-%d-%d", p.begin, p.end, (int)getpid());
+        name = name_buf;
+    }
+    p.model_path = model, p.name = name;
+    void *zctx = zmq_ctx_new();
+    g4_err_t err;
+    shard_t s;
+    if (shard_init(&s, zctx, &p, &err)) {
+        g4_log_error("shardd", "%s", err.msg);
+        return 1;
+    }
+    void *data = g4_wire_socket(zctx, ZMQ_PULL, &err);
+    if (!data || g4_wire_bind(data, listen, &err)) {
+        g4_log_error("shardd", "%s", err.msg);
+        return 1;
+    }
+    char host[64] = "", digest[24];
+    gethostname(host, sizeof host - 1);
+    snprintf(digest, sizeof digest, "%016llx", (unsigned long long)g4_gguf_digest(g4_model_gguf(s.model)));
+    G4__V1__Register reg = G4__V1__REGISTER__INIT;
+    reg.role = G4__V1__ROLE__ROLE_SHARD;
+    reg.name = (char *)name;
+    reg.pid = (int)getpid();
+    reg.endpoint = (char *)listen;
+    reg.model = (char *)model;
+    reg.model_digest = digest;
+    reg.layer_begin = s.begin, reg.layer_end = s.end;
+    reg.n_layer = (int)s.hp->n_layer;
+    reg.backend = "cpu";
+    reg.n_slots = s.n_slots;
+    reg.n_vocab = (int)s.hp->n_vocab;
+    reg.host = host;
+    g4_daemon_t d;
+    if (g4_daemon_init(&d, zctx, sched, &reg, &err)) {
+        g4_log_error("shardd", "%s", err.msg);
+        return 1;
+    }
+    g4_log_info("shardd", "%s: layers %d-%d of %u on %s, %d threads, %d slots", model, s.begin, s.end, s.hp->n_layer,
+                listen, threads, s.n_slots);
+    while (!g4_daemon_stop) {
+        zmq_pollitem_t it[2] = {{data, 0, ZMQ_POLLIN, 0}, {d.ctl, 0, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(it, d.ctl ? 2 : 1, G4_HEARTBEAT_MS / 2);
+        if (n > 0 && d.ctl && (it[1].revents & ZMQ_POLLIN)) {
+            g4_msg_t m;
+            if (g4_wire_recv(d.ctl, 0, &m, -1, &err) == G4_OK && !g4_daemon_handle(&d, &m) &&
+                m.env->body_case == G4__V1__ENVELOPE__BODY_RELEASE)
+                shard_release(&s, m.env->release->slots, m.env->release->n_slots);
+            g4_msg_close(&m);
+        }
+        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) {
+            g4_msg_t m;
+            int rc = g4_wire_recv(data, 0, &m, -1, &err);
+            if (rc == G4_OK && m.env->body_case == G4__V1__ENVELOPE__BODY_FORWARD) shard_handle(&s, &m);
+            else if (rc != G4_ERR_TIMEOUT) {
+                s.n_errors++;
+                g4_log_warn("shardd", "dropped a message: %s", rc ? err.msg : "not a ForwardBatch");
+            }
+            g4_msg_close(&m);
+        }
+        g4_daemon_tick(&d);
+    }
+    g4_log_info("shardd", "stopping after %llu batches (%llu errors)", (unsigned long long)s.n_batches,
+                (unsigned long long)s.n_errors);
+    g4_daemon_close(&d);
+    zmq_close(data);
+    shard_free(&s);
+    zmq_ctx_term(zctx);
+    return 0;
+}

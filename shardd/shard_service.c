@@ -1,0 +1,335 @@
+/* shard_service — see shard_service.h. */
+#include "shard_service.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "g4_alloc.h"
+#include "g4_log.h"
+
+int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err)
+{
+    memset(s, 0, sizeof *s);
+    s->zctx = zctx;
+    s->name = p->name;
+    s->model = g4_model_load(p->model_path, p->begin, p->end, err);
+    if (!s->model) return err->code;
+    s->hp = g4_model_hparams(s->model);
+    g4_model_range(s->model, &s->begin, &s->end);
+    s->first = s->begin == 0;
+    s->last = s->end == (int)s->hp->n_layer;
+    s->n_slots = p->n_slots > 0 ? p->n_slots : 16;
+    s->n_ubatch = p->n_ubatch > 0 ? p->n_ubatch : 512;
+    g4_ctx_params_t cp = {.n_ctx = p->n_ctx, .n_ubatch = s->n_ubatch, .n_seq_max = s->n_slots, .kv_f32 = p->kv_f32};
+    s->ctx = g4_ctx_new(s->model, &cp, err);
+    if (!s->ctx) return err->code;
+    s->slot_seq = g4_malloc((size_t)s->n_slots * sizeof *s->slot_seq);
+    s->slot_smp = g4_calloc((size_t)s->n_slots, sizeof *s->slot_smp);
+    s->slot_logprobs = g4_calloc((size_t)s->n_slots, sizeof *s->slot_logprobs);
+    s->slot_sampled = g4_calloc((size_t)s->n_slots, 1);
+    const size_t H = s->hp->n_embd, PW = (size_t)s->hp->n_layer * s->hp->ple_dim;
+    s->hidden = g4_malloc((size_t)s->n_ubatch * H * sizeof(float));
+    s->ple = PW ? g4_malloc((size_t)s->n_ubatch * PW * sizeof(float)) : NULL;
+    s->logits = s->last ? g4_malloc((size_t)s->n_ubatch * s->hp->n_vocab * sizeof(float)) : NULL;
+    if (!s->slot_seq || !s->slot_smp || !s->slot_logprobs || !s->slot_sampled || !s->hidden || (PW && !s->ple) || (s->last && !s->logits))
+        return g4_err_set(err, G4_ERR_NOMEM, "shard: out of memory for %d rows", s->n_ubatch);
+    for (int i = 0; i < s->n_slots; i++) s->slot_seq[i] = -1;
+    return G4_OK;
+}
+
+void shard_release(shard_t *s, const uint32_t *slots, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t sl = slots[i];
+        if (sl >= (uint32_t)s->n_slots) continue;
+        if (s->slot_seq[sl] >= 0) g4_seq_release(s->ctx, s->slot_seq[sl]);
+        s->slot_seq[sl] = -1;
+        s->slot_sampled[sl] = 0;
+        g4_sampler_destroy(&s->slot_smp[sl]);
+    }
+}
+
+void shard_free(shard_t *s)
+{
+    for (int i = 0; i < s->n_peers; i++) zmq_close(s->peers[i].sock);
+    if (s->slot_smp)
+        for (int i = 0; i < s->n_slots; i++) g4_sampler_destroy(&s->slot_smp[i]);
+    g4_free(s->slot_seq), g4_free(s->slot_smp), g4_free(s->slot_logprobs), g4_free(s->slot_sampled);
+    g4_free(s->hidden), g4_free(s->ple), g4_free(s->logits);
+    g4_ctx_destroy(&s->ctx);
+    g4_model_destroy(&s->model);
+}
+
+static void *s_peer(shard_t *s, const char *ep, g4_err_t *err)
+{
+    for (int i = 0; i < s->n_peers; i++)
+        if (!strcmp(s->peers[i].ep, ep)) return s->peers[i].sock;
+    if (strlen(ep) >= sizeof s->peers[0].ep) {
+        g4_err_set(err, G4_ERR_RANGE, "endpoint too long");
+        return NULL;
+    }
+    if (s->n_peers == SHARD_MAX_PEERS) { /* forget the oldest (a swapped-out stage) */
+        zmq_close(s->peers[0].sock);
+        memmove(s->peers, s->peers + 1, sizeof s->peers[0] * (SHARD_MAX_PEERS - 1));
+        s->n_peers--;
+    }
+    void *sock = g4_wire_socket(s->zctx, ZMQ_PUSH, err);
+    if (!sock) return NULL;
+    /* queue while the connection is being made (a fresh peer, or one restarting) */
+    int immediate = 0;
+    zmq_setsockopt(sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
+    if (g4_wire_connect(sock, ep, err)) {
+        zmq_close(sock);
+        return NULL;
+    }
+    shard_peer_t *p = &s->peers[s->n_peers++];
+    snprintf(p->ep, sizeof p->ep, "%s", ep);
+    p->sock = sock;
+    return sock;
+}
+
+static void s_fail(shard_t *s, G4__V1__ForwardBatch *fb, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void s_fail(shard_t *s, G4__V1__ForwardBatch *fb, int code, const char *fmt, ...)
+{
+    char msg[G4_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    s->n_errors++;
+    g4_log_warn("shard", "batch %llu: %s", (unsigned long long)fb->batch_id, msg);
+    if (!fb->n_route) return;
+    g4_err_t err;
+    void *sink = s_peer(s, fb->route[fb->n_route - 1], &err);
+    if (!sink) return;
+    char full[G4_ERR_MSG_MAX + 64];
+    snprintf(full, sizeof full, "%s: %s", s->name, msg);
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__ForwardResult res = G4__V1__FORWARD_RESULT__INIT;
+    G4__V1__Error e = G4__V1__ERROR__INIT;
+    e.code = (G4__V1__ErrorCode)g4_wire_code(code);
+    e.message = full;
+    res.batch_id = fb->batch_id;
+    res.error = &e;
+    env.body_case = G4__V1__ENVELOPE__BODY_FORWARD_RESULT;
+    env.forward_result = &res;
+    g4_wire_send(sink, NULL, 0, &env, NULL, NULL, 0, 1, &err);
+}
+
+static uint64_t s_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void shard_handle(shard_t *s, g4_msg_t *m)
+{
+    G4__V1__ForwardBatch *fb = m->env->forward;
+    const uint64_t t0 = s_now_us();
+    const int n = (int)fb->n_pos;
+    const size_t H = s->hp->n_embd, PW = (size_t)s->hp->n_layer * s->hp->ple_dim;
+    if (fb->n_route == 0) {
+        s->n_errors++;
+        g4_log_warn("shard", "batch %llu without a route: dropped", (unsigned long long)fb->batch_id);
+        return;
+    }
+    if (n <= 0 || n > s->n_ubatch || fb->n_slot != (size_t)n || fb->n_tokens != (size_t)n)
+        return s_fail(s, fb, G4_ERR_PROTO, "batch of %d rows (limit %d) with %zu slots and %zu tokens", n, s->n_ubatch,
+                      fb->n_slot, fb->n_tokens);
+    const float *hidden_in = NULL;
+    if (!s->first) {
+        size_t len;
+        hidden_in = g4_msg_raw(m, 0, &len);
+        if (!hidden_in || len != (size_t)n * H * sizeof(float))
+            return s_fail(s, fb, G4_ERR_PROTO, "hidden-state frame of %zu bytes, want %zu", hidden_in ? len : 0,
+                          (size_t)n * H * sizeof(float));
+        if (PW) {
+            const void *pl = g4_msg_raw(m, 1, &len);
+            if (!pl || len != (size_t)n * PW * sizeof(float))
+                return s_fail(s, fb, G4_ERR_PROTO, "per-layer-input frame of %zu bytes, want %zu", pl ? len : 0,
+                              (size_t)n * PW * sizeof(float));
+            memcpy(s->ple, pl, len);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (fb->slot[i] >= (uint32_t)s->n_slots)
+            return s_fail(s, fb, G4_ERR_RANGE, "slot %u out of range (%d slots)", fb->slot[i], s->n_slots);
+        if (s->first && (fb->tokens[i] < 0 || fb->tokens[i] >= (int32_t)s->hp->n_vocab))
+            return s_fail(s, fb, G4_ERR_RANGE, "token id %d outside the vocabulary (%u)", fb->tokens[i], s->hp->n_vocab);
+        if (fb->pos[i] < 0) return s_fail(s, fb, G4_ERR_RANGE, "negative position");
+    }
+    for (size_t i = 0; i < fb->n_sample_rows; i++)
+        if (fb->sample_rows[i] >= (uint32_t)n) return s_fail(s, fb, G4_ERR_RANGE, "sample row out of range");
+    /* sequences: a row at position 0 starts its slot afresh; otherwise the
+     * slot must exist and continue where it is (or go back: truncate) */
+    g4_err_t err;
+    int32_t *seq = g4_malloc((size_t)n * sizeof *seq);
+    int8_t *want = s->last ? g4_calloc((size_t)n, 1) : NULL;
+    if (!seq || (s->last && !want)) {
+        g4_free(seq), g4_free(want);
+        return s_fail(s, fb, G4_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        const uint32_t sl = fb->slot[i];
+        int first_row = 1;
+        for (int j = 0; j < i; j++)
+            if (fb->slot[j] == sl) first_row = 0;
+        if (first_row) {
+            if (fb->pos[i] == 0) {
+                if (s->slot_seq[sl] >= 0) g4_seq_release(s->ctx, s->slot_seq[sl]);
+                s->slot_sampled[sl] = 0;
+                g4_sampler_destroy(&s->slot_smp[sl]);
+                s->slot_seq[sl] = g4_seq_new(s->ctx, &err);
+                if (s->slot_seq[sl] < 0) {
+                    s->slot_seq[sl] = -1;
+                    g4_free(seq), g4_free(want);
+                    return s_fail(s, fb, err.code, "%s", err.msg);
+                }
+            } else if (s->slot_seq[sl] < 0) {
+                g4_free(seq), g4_free(want);
+                return s_fail(s, fb, G4_ERR_STATE, "slot %u is unknown here (was this shard restarted?)", sl);
+            } else if (fb->pos[i] != g4_seq_n_past(s->ctx, s->slot_seq[sl])) {
+                if (fb->pos[i] > g4_seq_n_past(s->ctx, s->slot_seq[sl]) ||
+                    g4_seq_truncate(s->ctx, s->slot_seq[sl], fb->pos[i], &err)) {
+                    int have = g4_seq_n_past(s->ctx, s->slot_seq[sl]);
+                    g4_free(seq), g4_free(want);
+                    return s_fail(s, fb, G4_ERR_STATE, "slot %u: position %d does not continue %d", sl, fb->pos[i], have);
+                }
+            }
+        }
+        seq[i] = s->slot_seq[sl];
+    }
+    if (s->last) {
+        for (size_t i = 0; i < fb->n_params; i++) {
+            G4__V1__SeqParams *sp = fb->params[i];
+            if (!sp || sp->slot >= (uint32_t)s->n_slots) continue;
+            g4_sampler_params_t p;
+            g4_sampler_params_default(&p);
+            if (sp->sampling) {
+                G4__V1__SamplingParams *q = sp->sampling;
+                p.temp = q->temperature, p.top_k = q->top_k, p.top_p = q->top_p, p.min_p = q->min_p;
+                p.repeat_penalty = q->repeat_penalty, p.repeat_last_n = q->repeat_last_n;
+                p.presence_penalty = q->presence_penalty, p.frequency_penalty = q->frequency_penalty;
+                p.seed = q->seed;
+                s->slot_logprobs[sp->slot] = q->logprobs < 0 ? 0 : q->logprobs > 64 ? 64 : q->logprobs;
+            }
+            g4_sampler_destroy(&s->slot_smp[sp->slot]);
+            s->slot_smp[sp->slot] = g4_sampler_new(&p, (int)s->hp->n_vocab, &err);
+        }
+        for (size_t i = 0; i < fb->n_sample_rows; i++) want[fb->sample_rows[i]] = 1;
+        /* prompt rows go into the penalties' history, as the in-process run does */
+        for (int i = 0; i < n; i++) {
+            const uint32_t sl = fb->slot[i];
+            if (s->slot_sampled[sl]) continue;
+            if (!s->slot_smp[sl]) {
+                g4_sampler_params_t p;
+                g4_sampler_params_default(&p);
+                p.temp = 0;
+                s->slot_smp[sl] = g4_sampler_new(&p, (int)s->hp->n_vocab, &err);
+            }
+            if (s->slot_smp[sl]) g4_sampler_accept(s->slot_smp[sl], fb->tokens[i]);
+        }
+    }
+    g4_batch_t b = {n, s->first ? fb->tokens : NULL, NULL, fb->pos, seq, want};
+    int rc = g4_ctx_forward(s->ctx, &b, hidden_in, PW ? s->ple : NULL, s->last ? NULL : s->hidden,
+                            s->last ? s->logits : NULL, &err);
+    g4_free(seq);
+    g4_free(want);
+    if (rc) return s_fail(s, fb, rc, "%s", err.msg);
+    s->n_batches++;
+    const uint64_t dt = s_now_us() - t0;
+    s->busy_us += dt;
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__Header h = G4__V1__HEADER__INIT;
+    h.request_id = m->env->header->request_id;
+    env.header = &h;
+    if (!s->last) {
+        /* pass on: pop ourselves off the route, hidden states as raw frames */
+        void *next = s_peer(s, fb->route[0], &err);
+        if (!next) return s_fail(s, fb, err.code, "%s", err.msg);
+        char **route = fb->route;
+        fb->route++, fb->n_route--;
+        G4__V1__TensorDesc hd = G4__V1__TENSOR_DESC__INIT, pd = G4__V1__TENSOR_DESC__INIT;
+        uint64_t hshape[2] = {(uint64_t)n, H}, pshape[2] = {(uint64_t)n, PW};
+        hd.dtype = G4__V1__DTYPE__DTYPE_F32, hd.shape = hshape, hd.n_shape = 2;
+        pd.dtype = G4__V1__DTYPE__DTYPE_F32, pd.shape = pshape, pd.n_shape = 2;
+        fb->hidden = &hd;
+        fb->ple = PW ? &pd : NULL;
+        fb->stage = (uint32_t)s->begin;
+        const void *raw[2] = {s->hidden, s->ple};
+        const size_t raw_len[2] = {(size_t)n * H * sizeof(float), (size_t)n * PW * sizeof(float)};
+        env.body_case = G4__V1__ENVELOPE__BODY_FORWARD;
+        env.forward = fb;
+        rc = g4_wire_send(next, NULL, 0, &env, raw, raw_len, PW ? 2 : 1, 0, &err);
+        fb->route = route, fb->n_route++;
+        fb->hidden = NULL, fb->ple = NULL;
+        if (rc) return s_fail(s, fb, rc, "to %s: %s", fb->route[0], err.msg);
+        return;
+    }
+    /* last stage: sample the requested rows, in row order */
+    G4__V1__ForwardResult res = G4__V1__FORWARD_RESULT__INIT;
+    G4__V1__SampledToken *toks = g4_calloc(fb->n_sample_rows + 1, sizeof *toks);
+    G4__V1__SampledToken **tokp = g4_calloc(fb->n_sample_rows + 1, sizeof *tokp);
+    G4__V1__TopLogprob *tops = g4_calloc(fb->n_sample_rows * 64 + 1, sizeof *tops);
+    G4__V1__TopLogprob **topp = g4_calloc(fb->n_sample_rows * 64 + 1, sizeof *topp);
+    g4_logprob_t lp[64];
+    if (!toks || !tokp || !tops || !topp) {
+        g4_free(toks), g4_free(tokp), g4_free(tops), g4_free(topp);
+        return s_fail(s, fb, G4_ERR_NOMEM, "out of memory");
+    }
+    /* logits come in row order of the wanted rows */
+    int8_t *is_want = g4_calloc((size_t)n, 1);
+    int *lrow = g4_calloc((size_t)n, sizeof *lrow);
+    if (!is_want || !lrow) {
+        g4_free(is_want), g4_free(lrow), g4_free(toks), g4_free(tokp), g4_free(tops), g4_free(topp);
+        return s_fail(s, fb, G4_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < fb->n_sample_rows; i++) is_want[fb->sample_rows[i]] = 1;
+    for (int i = 0, k = 0; i < n; i++) lrow[i] = is_want[i] ? k++ : -1;
+    size_t ntop = 0;
+    for (size_t i = 0; i < fb->n_sample_rows; i++) {
+        const uint32_t row = fb->sample_rows[i], sl = fb->slot[row];
+        float *lg = s->logits + (size_t)lrow[row] * s->hp->n_vocab;
+        G4__V1__SampledToken *t = &toks[i];
+        g4__v1__sampled_token__init(t);
+        t->slot = sl;
+        const int k = s->slot_logprobs[sl];
+        if (k > 0) {
+            g4_top_logprobs(lg, (int)s->hp->n_vocab, k, lp);
+            t->top = topp + ntop;
+            for (int j = 0; j < k; j++) {
+                g4__v1__top_logprob__init(&tops[ntop]);
+                tops[ntop].id = lp[j].id, tops[ntop].logprob = lp[j].logprob;
+                topp[ntop] = &tops[ntop];
+                ntop++;
+            }
+            t->n_top = (size_t)k;
+        }
+        if (!s->slot_smp[sl]) { /* no parameters sent: greedy */
+            g4_sampler_params_t p;
+            g4_sampler_params_default(&p);
+            p.temp = 0;
+            s->slot_smp[sl] = g4_sampler_new(&p, (int)s->hp->n_vocab, &err);
+        }
+        t->id = s->slot_smp[sl] ? g4_sampler_sample(s->slot_smp[sl], lg) : 0;
+        if (s->slot_smp[sl]) g4_sampler_accept(s->slot_smp[sl], t->id);
+        t->eog = g4_model_is_eog(s->model, t->id);
+        s->slot_sampled[sl] = 1;
+        tokp[i] = t;
+    }
+    g4_free(is_want), g4_free(lrow);
+    res.batch_id = fb->batch_id;
+    res.tokens = tokp, res.n_tokens = fb->n_sample_rows;
+    res.compute_us = s_now_us() - t0;
+    env.body_case = G4__V1__ENVELOPE__BODY_FORWARD_RESULT;
+    env.forward_result = &res;
+    void *sink = s_peer(s, fb->route[fb->n_route - 1], &err);
+    if (!sink || g4_wire_send(sink, NULL, 0, &env, NULL, NULL, 0, 0, &err))
+        g4_log_warn("shard", "result of batch %llu: %s", (unsigned long long)fb->batch_id, err.msg);
+    g4_free(toks), g4_free(tokp), g4_free(tops), g4_free(topp);
+}

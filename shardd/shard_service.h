@@ -1,0 +1,49 @@
+/* shard_service — one stage of the forward chain (library; shardd's main.c
+ * is the thin wrapper). Owns layers [begin, end) of a model, the KV cache of
+ * every sequence slot, and on the last stage the sampler of each slot. */
+#ifndef SHARD_SERVICE_H
+#define SHARD_SERVICE_H
+
+#include "g4_model.h"
+#include "g4_sampler.h"
+#include "g4_wire.h"
+
+#define SHARD_MAX_PEERS 16
+
+typedef struct shard_peer {
+    char ep[256];
+    void *sock; /* PUSH */
+} shard_peer_t;
+
+typedef struct shard {
+    g4_model_t *model;
+    g4_ctx_t *ctx;
+    const g4_hparams_t *hp;
+    int begin, end, first, last;
+    int n_slots, n_ubatch;
+    int *slot_seq;            /* slot -> ctx sequence id (-1: none) */
+    g4_sampler_t **slot_smp;  /* last stage */
+    int *slot_logprobs;
+    uint8_t *slot_sampled;    /* the slot has sampled: its rows are ids already accepted */
+    const char *name;
+    void *zctx;
+    shard_peer_t peers[SHARD_MAX_PEERS];
+    int n_peers;
+    float *hidden, *ple, *logits;
+    uint64_t busy_us, n_batches, n_errors;
+} shard_t;
+
+typedef struct shard_params {
+    const char *model_path, *name;
+    int begin, end;       /* end = -1: to the last layer */
+    int n_slots, n_ctx, n_ubatch, kv_f32;
+} shard_params_t;
+
+int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err);
+void shard_free(shard_t *s);
+/* Runs one ForwardBatch and pushes the result on along its route. */
+void shard_handle(shard_t *s, g4_msg_t *m);
+/* Drops the given slots (control message). */
+void shard_release(shard_t *s, const uint32_t *slots, size_t n);
+
+#endif

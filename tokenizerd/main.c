@@ -1,0 +1,117 @@
+/* tokenizerd --model M.gguf --listen EP [--template T.jinja] [--scheduler EP] [--name NAME]
+ * The Gemma 4 tokenizer and chat template as a ZeroMQ ROUTER service. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "g4_daemon.h"
+#include "g4_log.h"
+#include "tokd_service.h"
+
+static const char s_usage[] =
+    "usage: tokenizerd --model M.gguf --listen EP [--template T.jinja] [--scheduler EP] [--name NAME]\n"
+    "  EP: ipc://PATH or tcp://HOST:PORT\n";
+
+int main(int argc, char **argv)
+{
+    const char *model = NULL, *listen = NULL, *tmpl = NULL, *sched = NULL, *name = "tokenizer";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if ((!strcmp(a, "--model") || !strcmp(a, "-m")) && v) model = v, i++;
+        else if (!strcmp(a, "--listen") && v) listen = v, i++;
+        else if (!strcmp(a, "--template") && v) tmpl = v, i++;
+        else if (!strcmp(a, "--scheduler") && v) sched = v, i++;
+        else if (!strcmp(a, "--name") && v) name = v, i++;
+        else if (!strcmp(a, "--log-level") && v) {
+            g4_log_level_t l;
+            if (!g4_log_parse_level(v, &l)) g4_log_set_level(l);
+            i++;
+        } else {
+            fputs(s_usage, strcmp(a, "--help") ? stderr : stdout);
+            return strcmp(a, "--help") ? 2 : 0;
+        }
+    }
+    if (!model || !listen) {
+        fputs(s_usage, stderr);
+        return 2;
+    }
+    g4_log_set_ident("tokenizerd");
+    g4_daemon_signals();
+    g4_err_t err;
+    tokd_t t;
+    memset(&t, 0, sizeof t);
+    g4_gguf_t *g = g4_gguf_open(model, &err);
+    if (!g || !(t.vocab = tok_vocab_load(g, &err))) {
+        g4_log_error("tokenizerd", "%s", err.msg);
+        return 1;
+    }
+    t.tmpl = tmpl ? tok_chat_template_file(tmpl, &err) : tok_chat_template_gguf(g, &err);
+    if (!t.tmpl) {
+        if (tmpl) {
+            g4_log_error("tokenizerd", "%s", err.msg);
+            return 1;
+        }
+        g4_log_warn("tokenizerd", "%s: chat requests will be refused", err.msg);
+    }
+    snprintf(t.digest, sizeof t.digest, "%016llx", (unsigned long long)g4_gguf_digest(g));
+    void *zctx = zmq_ctx_new();
+    void *sock = g4_wire_socket(zctx, ZMQ_ROUTER, &err);
+    if (!sock || g4_wire_bind(sock, listen, &err)) {
+        g4_log_error("tokenizerd", "%s", err.msg);
+        return 1;
+    }
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    G4__V1__Register reg = G4__V1__REGISTER__INIT;
+    reg.role = G4__V1__ROLE__ROLE_TOKENIZER;
+    reg.name = (char *)name;
+    reg.pid = (int)getpid();
+    reg.endpoint = (char *)listen;
+    reg.model = (char *)model;
+    reg.model_digest = t.digest;
+    reg.backend = "cpu";
+    reg.n_vocab = tok_vocab_size(t.vocab);
+    reg.host = host;
+    g4_daemon_t d;
+    if (g4_daemon_init(&d, zctx, sched, &reg, &err)) {
+        g4_log_error("tokenizerd", "%s", err.msg);
+        return 1;
+    }
+    g4_log_info("tokenizerd", "serving %s on %s (%d tokens%s)", model, listen, tok_vocab_size(t.vocab),
+                t.tmpl ? ", chat template" : "");
+    while (!g4_daemon_stop) {
+        zmq_pollitem_t it[2] = {{sock, 0, ZMQ_POLLIN, 0}, {d.ctl, 0, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(it, d.ctl ? 2 : 1, G4_HEARTBEAT_MS / 2);
+        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) {
+            for (int k = 0; k < 256; k++) { /* a burst, then heartbeats get their turn */
+                g4_msg_t m;
+                int rc = g4_wire_recv(sock, 1, &m, -1, &err);
+                if (rc == G4_ERR_TIMEOUT) break;
+                if (rc == G4_OK) tokd_handle(&t, sock, &m);
+                else if (m.route_len) {
+                    t.n_errors++;
+                    g4_wire_send_error(sock, m.route, m.route_len, m.env && m.env->header ? m.env->header->request_id : 0,
+                                       rc, "%s", err.msg);
+                }
+                g4_msg_close(&m);
+            }
+        }
+        if (n > 0 && d.ctl && (it[1].revents & ZMQ_POLLIN)) {
+            g4_msg_t m;
+            if (g4_wire_recv(d.ctl, 0, &m, -1, &err) == G4_OK) g4_daemon_handle(&d, &m);
+            g4_msg_close(&m);
+        }
+        g4_daemon_tick(&d);
+    }
+    g4_log_info("tokenizerd", "stopping after %llu requests (%llu errors)", (unsigned long long)t.n_requests,
+                (unsigned long long)t.n_errors);
+    g4_daemon_close(&d);
+    zmq_close(sock);
+    zmq_ctx_term(zctx);
+    tj_free(&t.tmpl);
+    tok_vocab_destroy(&t.vocab);
+    g4_gguf_destroy(&g);
+    return 0;
+}
