@@ -120,12 +120,12 @@ static char *s_chat_json(const char *prompt, const char *system)
 
 static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
-                       int threads, int n_ctx, int kv_f32, const char *tmpl);
+                       int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos);
 
 int cli_run(int argc, char **argv)
 {
     const char *model = NULL, *prompt = NULL, *file = NULL, *ids_arg = NULL, *system = NULL, *tmpl = NULL;
-    int n_shards = 0;
+    int n_shards = 0, ignore_eos = 0;
     int n_predict = 32, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_f32 = 0, in_process = 0;
     g4_sampler_params_t sp;
     g4_sampler_params_default(&sp);
@@ -157,11 +157,12 @@ int cli_run(int argc, char **argv)
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--raw")) raw = 1;
         else if (!strcmp(a, "--in-process")) in_process = 1;
+        else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: g4 run -m MODEL.gguf (-p TEXT | -f FILE | --prompt-ids IDS) [-n N] [--raw] [--system TEXT]\n"
                    "              [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] [--repeat-penalty R]\n"
                    "              [--logprobs K] [--threads N] [--ctx N] [--kv-f32] [--json]\n"
-                   "              [--shards N | --in-process] [--template T.jinja]\n"
+                   "              [--shards N | --in-process] [--template T.jinja] [--ignore-eos]\n"
                    "  Without --raw the prompt is one user turn of the model's chat template.\n"
                    "  By default the request runs on the local stack of daemons (the one `g4 up`\n"
                    "  started, else one started for this run with --shards N shards);\n"
@@ -195,7 +196,7 @@ int cli_run(int argc, char **argv)
             return 2;
         }
         int r = s_run_stack(model, ftext ? ftext : prompt, raw, system, ids, n_ids, &sp, n_predict, logprobs, json,
-                            n_shards, threads, n_ctx, kv_f32, tmpl);
+                            n_shards, threads, n_ctx, kv_f32, tmpl, ignore_eos);
         g4_free(ftext);
         g4_free(ids);
         return r;
@@ -308,7 +309,7 @@ int cli_run(int argc, char **argv)
         const int32_t id = g4_sampler_sample(smp, logits);
         out_ids[n_out++] = id;
         g4_sampler_accept(smp, id);
-        if (g4_model_is_eog(m, id)) {
+        if (!ignore_eos && g4_model_is_eog(m, id)) {
             finish = "stop";
             break;
         }
@@ -401,7 +402,7 @@ static void s_on_token(void *user, const G4__V1__TokenEvent *t)
 
 static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
-                       int threads, int n_ctx, int kv_f32, const char *tmpl)
+                       int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos)
 {
     /* a stack that is up serves the request; else one is started for it */
     char dir[256], ep[300];
@@ -443,6 +444,7 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
     p.seed = sp->seed, p.logprobs = logprobs;
     req.sampling = &p;
     req.max_tokens = n_predict;
+    req.ignore_eos = ignore_eos;
     if (ids) {
         pi.ids = (int32_t *)ids, pi.n_ids = (size_t)n_ids;
         req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_IDS;

@@ -23,7 +23,7 @@ typedef struct drec {
     int state;
     G4__V1__Role role;
     char name[96], endpoint[256], model[512], backend[32], host[64], digest[32];
-    int pid, layer_begin, layer_end, n_layer, n_slots, n_vocab;
+    int pid, layer_begin, layer_end, n_layer, n_slots, n_vocab, n_ctx;
     uint8_t route[256];
     size_t route_len;
     uint64_t registered_ms, last_seen_ms;
@@ -77,8 +77,10 @@ struct sched {
     char results_ep[256];
     drec_t d[MAX_DAEMONS];
     int chain[MAX_CHAIN], n_chain, n_layer;
-    int n_slots;
+    int n_slots, n_ctx;
     uint8_t *slot_used;
+    uint32_t *release; /* slots to release with the next batch */
+    int n_release;
     req_t *r;
     int n_r, cap_r;
     batch_t b[MAX_BATCHES];
@@ -113,18 +115,9 @@ static void s_req_free(sched_t *s, req_t *q);
 static void s_release_slot(sched_t *s, req_t *q)
 {
     if (q->slot < 0) return;
-    /* tell every shard that knows the slot; a slot is reused only after this */
-    uint32_t sl = (uint32_t)q->slot;
-    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
-    G4__V1__ReleaseSlots rel = G4__V1__RELEASE_SLOTS__INIT;
-    rel.slots = &sl, rel.n_slots = 1;
-    env.body_case = G4__V1__ENVELOPE__BODY_RELEASE;
-    env.release = &rel;
-    g4_err_t err;
-    for (int i = 0; i < MAX_DAEMONS; i++)
-        if (s->d[i].state == D_READY || s->d[i].state == D_DRAINING)
-            if (s->d[i].role == G4__V1__ROLE__ROLE_SHARD)
-                g4_wire_send(s->router, s->d[i].route, s->d[i].route_len, &env, NULL, NULL, 0, 1, &err);
+    /* the shards drop the slot's cache when the next batch passes (in order
+     * with the data: a release can never overtake the slot's next use) */
+    if (s->n_release < s->n_slots && s->release) s->release[s->n_release++] = (uint32_t)q->slot;
     s->slot_used[q->slot] = 0;
     q->slot = -1;
 }
@@ -233,16 +226,25 @@ static void s_build_chain(sched_t *s)
     if (!n_layer || at != n_layer) s->n_chain = 0;
     s->n_layer = n_layer;
     if (s->n_chain) {
-        int slots = 1 << 30;
-        for (int i = 0; i < s->n_chain; i++)
+        int slots = 1 << 30, ctx = 1 << 30;
+        for (int i = 0; i < s->n_chain; i++) {
             if (s->d[s->chain[i]].n_slots < slots) slots = s->d[s->chain[i]].n_slots;
+            if (s->d[s->chain[i]].n_ctx > 0 && s->d[s->chain[i]].n_ctx < ctx) ctx = s->d[s->chain[i]].n_ctx;
+        }
+        s->n_ctx = ctx;
         if (slots != s->n_slots) {
             uint8_t *nu = g4_calloc((size_t)slots, 1);
-            if (nu) {
+            uint32_t *nr = g4_calloc((size_t)slots, sizeof *nr);
+            if (nu && nr) {
+                g4_free(s->release);
+                s->release = nr;
+                s->n_release = 0;
                 for (int i = 0; i < slots && i < s->n_slots; i++) nu[i] = s->slot_used[i];
                 g4_free(s->slot_used);
                 s->slot_used = nu;
                 s->n_slots = slots;
+            } else {
+                g4_free(nu), g4_free(nr);
             }
         }
     }
@@ -354,7 +356,7 @@ static void s_register(sched_t *s, g4_msg_t *m)
     snprintf(d->host, sizeof d->host, "%s", r->host ? r->host : "");
     snprintf(d->digest, sizeof d->digest, "%s", r->model_digest ? r->model_digest : "");
     d->pid = r->pid, d->layer_begin = r->layer_begin, d->layer_end = r->layer_end, d->n_layer = r->n_layer;
-    d->n_slots = r->n_slots, d->n_vocab = r->n_vocab;
+    d->n_slots = r->n_slots, d->n_vocab = r->n_vocab, d->n_ctx = r->n_ctx;
     memcpy(d->route, m->route, m->route_len);
     d->route_len = m->route_len;
     d->last_seen_ms = s_now();
@@ -849,7 +851,7 @@ static void s_on_result(sched_t *s, g4_msg_t *m)
         }
         if (st->eog && !q->ignore_eos) q->finish = "stop";
         else if (q->max_tokens > 0 && n_gen >= q->max_tokens) q->finish = "length";
-        else if (q->n_tok >= 1 << 30) q->finish = "length";
+        else if (s->n_ctx > 0 && q->n_tok >= s->n_ctx) q->finish = "length"; /* the context is full */
         s_send_detok(s, q);
     }
     g4_free(b.reqs), g4_free(b.rows_fed);
@@ -874,6 +876,10 @@ static void s_schedule(sched_t *s)
         for (int i = 0; i < s->n_r; i++)
             if (s->r[i].state == R_QUEUED && (!oldest || s->r[i].id < oldest->id)) oldest = &s->r[i];
         if (!oldest) break;
+        if (s->n_ctx > 0 && oldest->n_tok >= s->n_ctx) {
+            s_fail(s, oldest, G4_ERR_RANGE, "the prompt has %d tokens; the context holds %d", oldest->n_tok, s->n_ctx);
+            continue;
+        }
         int sl = s_slot_alloc(s);
         if (sl < 0) break;
         oldest->slot = sl;
@@ -941,11 +947,14 @@ static void s_schedule(sched_t *s)
         fb.slot = slot, fb.n_slot = (size_t)rows;
         fb.sample_rows = srows, fb.n_sample_rows = (size_t)n_s;
         fb.params = spp, fb.n_params = (size_t)n_p;
+        /* a slot reused in this batch restarts at position 0 anyway; the rest are dropped */
+        fb.release = s->release, fb.n_release = (size_t)s->n_release;
         env.body_case = G4__V1__ENVELOPE__BODY_FORWARD;
         env.forward = &fb;
         g4_err_t err;
         int rc = g4_wire_send(s->d[s->chain[0]].sock, NULL, 0, &env, NULL, NULL, 0, 1, &err);
         g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(sps), g4_free(spp);
+        if (!rc) s->n_release = 0;
         if (rc) {
             for (int i = 0; i < n_req; i++) {
                 s->r[reqs[i]].in_flight = 0;
@@ -1027,7 +1036,7 @@ void sched_free(sched_t **sp)
     for (int i = 0; i < s->n_b; i++) g4_free(s->b[i].reqs), g4_free(s->b[i].rows_fed);
     if (s->router) zmq_close(s->router);
     if (s->results) zmq_close(s->results);
-    g4_free(s->r), g4_free(s->slot_used);
+    g4_free(s->r), g4_free(s->slot_used), g4_free(s->release);
     g4_free(s);
     *sp = NULL;
 }

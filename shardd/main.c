@@ -141,6 +141,7 @@ int main(int argc, char **argv)
     reg.n_layer = (int)s.hp->n_layer;
     reg.backend = "cpu";
     reg.n_slots = s.n_slots;
+    reg.n_ctx = g4_ctx_n_ctx(s.ctx);
     reg.n_vocab = (int)s.hp->n_vocab;
     reg.host = host;
     g4_daemon_t d;

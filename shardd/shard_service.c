@@ -138,6 +138,8 @@ void shard_handle(shard_t *s, g4_msg_t *m)
         g4_log_warn("shard", "batch %llu without a route: dropped", (unsigned long long)fb->batch_id);
         return;
     }
+    /* releases travel with the data, so they are ordered with the rows */
+    shard_release(s, fb->release, fb->n_release);
     if (n <= 0 || n > s->n_ubatch || fb->n_slot != (size_t)n || fb->n_tokens != (size_t)n)
         return s_fail(s, fb, G4_ERR_PROTO, "batch of %d rows (limit %d) with %zu slots and %zu tokens", n, s->n_ubatch,
                       fb->n_slot, fb->n_tokens);

@@ -1063,3 +1063,5 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
     if (hp->softcap > 0) g4_softcap(logits, (int64_t)n_out * hp->n_vocab, hp->softcap);
     return G4_OK;
 }
+
+int g4_ctx_n_ctx(const g4_ctx_t *c) { return c->n_ctx; }

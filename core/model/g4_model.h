@@ -85,6 +85,7 @@ int g4_seq_fork(g4_ctx_t *c, int src, g4_err_t *err);
 int g4_seq_truncate(g4_ctx_t *c, int seq, int n_keep, g4_err_t *err);
 void g4_seq_release(g4_ctx_t *c, int seq);
 int g4_seq_n_past(const g4_ctx_t *c, int seq); /* next position */
+int g4_ctx_n_ctx(const g4_ctx_t *c);            /* positions a sequence can hold */
 
 /* One forward call over n rows. Each row: token (or embd row when embd !=
  * NULL), position, sequence. Positions of a sequence must continue it.
