@@ -404,36 +404,12 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
                        int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos)
 {
-    /* a stack that is up serves the request; else one is started for it */
-    char dir[256], ep[300];
+    char ep[300];
     cli_stack_t st;
     int own = 0;
-    if (n_shards == 0 && !tmpl && cli_stack_find(dir, sizeof dir, ep, sizeof ep) == 0) {
-        G4__V1__Envelope *owner;
-        G4__V1__StatusReply *r = cli_sched_status(ep, 1000, &owner);
-        int usable = r && r->ready && (!model || !strcmp(r->model, model));
-        if (r && !usable && model && r->model && strcmp(r->model, model))
-            fprintf(stderr, "note: the running stack serves %s; starting one for %s\n", r->model, model);
-        if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
-        if (!usable) ep[0] = 0;
-    } else {
-        ep[0] = 0;
-    }
-    if (!ep[0]) {
-        if (!model) {
-            cli_error("no stack is up: give the model with -m");
-            return 2;
-        }
-        cli_stack_opts_t o = {.model = model, .template_path = tmpl, .n_shards = n_shards, .threads = threads,
-                              .n_ctx = n_ctx, .n_slots = 4, .kv_f32 = kv_f32};
-        if (cli_stack_start(&st, &o)) return 1;
-        own = 1;
-        if (cli_stack_wait_ready(&st, 120000)) {
-            cli_stack_stop(&st);
-            return 1;
-        }
-        snprintf(ep, sizeof ep, "%s", st.sched_ep);
-    }
+    cli_stack_opts_t o = {.model = model, .template_path = tmpl, .n_shards = n_shards, .threads = threads,
+                          .n_ctx = n_ctx, .n_slots = 4, .kv_f32 = kv_f32};
+    if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) return 1;
     G4__V1__GenerateRequest req = G4__V1__GENERATE_REQUEST__INIT;
     G4__V1__SamplingParams p = G4__V1__SAMPLING_PARAMS__INIT;
     G4__V1__PromptIds pi = G4__V1__PROMPT_IDS__INIT;

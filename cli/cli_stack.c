@@ -38,8 +38,7 @@ static int s_bin(const char *name, char *out, size_t size)
         char *slash = strrchr(self, '/');
         if (slash) {
             *slash = 0;
-            snprintf(out, size, "%s/%s", self, name);
-            if (access(out, X_OK) == 0) return 0;
+            if (snprintf(out, size, "%s/%s", self, name) < (int)size && access(out, X_OK) == 0) return 0;
         }
     }
     const char *e = getenv("G4_BIN_DIR");
@@ -426,4 +425,37 @@ out:
     if (s) zmq_close(s);
     zmq_ctx_term(z);
     return rc;
+}
+
+int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char *ep, size_t ep_size)
+{
+    /* a stack that is up serves the request; else one is started for it */
+    char dir[256];
+    *own = 0;
+    ep[0] = 0;
+    if (o->n_shards == 0 && !o->template_path && cli_stack_find(dir, sizeof dir, ep, ep_size) == 0) {
+        G4__V1__Envelope *owner;
+        G4__V1__StatusReply *r = cli_sched_status(ep, 1000, &owner);
+        char want[PATH_MAX];
+        const char *m = o->model && realpath(o->model, want) ? want : o->model;
+        int usable = r && r->ready && (!m || (r->model && !strcmp(r->model, m)));
+        if (r && r->ready && !usable && m)
+            fprintf(stderr, "note: the running stack serves %s; starting one for %s\n", r->model, m);
+        if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
+        if (!usable) ep[0] = 0;
+    }
+    if (ep[0]) return 0;
+    if (!o->model) {
+        cli_error("no stack is up: give the model with -m");
+        return 2;
+    }
+    if (cli_stack_start(st, o)) return 1;
+    *own = 1;
+    if (cli_stack_wait_ready(st, 120000)) {
+        cli_stack_stop(st);
+        *own = 0;
+        return 1;
+    }
+    snprintf(ep, ep_size, "%s", st->sched_ep);
+    return 0;
 }

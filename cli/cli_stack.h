@@ -42,6 +42,10 @@ typedef struct cli_stack {
 int cli_split_layers(const char *model, int n_shards, int *bounds, int max_bounds, char *err, size_t err_size);
 
 int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o);
+/* The stack to use: the one that is up (when it serves o->model and no
+ * stack-shaping option is given), else a new embedded one (*own = 1: stop it
+ * with cli_stack_stop). Writes the scheduler endpoint to ep. */
+int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char *ep, size_t ep_size);
 /* Waits until the scheduler reports a complete pipeline and a tokenizer. */
 int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms);
 void cli_stack_stop(cli_stack_t *st);

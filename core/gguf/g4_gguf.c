@@ -712,7 +712,7 @@ int g4_gguf_get_u64(const g4_gguf_t *g, const char *key, uint64_t *out, g4_err_t
 
 int g4_gguf_get_u32(const g4_gguf_t *g, const char *key, uint32_t *out, g4_err_t *err)
 {
-    uint64_t x;
+    uint64_t x = 0;
     int rc = g4_gguf_get_u64(g, key, &x, err);
     if (rc) return rc;
     if (x > UINT32_MAX) return g4_err_set(err, G4_ERR_FORMAT, "%s: key '%s' = %llu does not fit in 32 bits", g->path, key,
