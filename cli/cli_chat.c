@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "g4_alloc.h"
@@ -110,4 +111,132 @@ int cli_parse_output(int argc, char **argv)
     cJSON_free(s);
     cJSON_Delete(out);
     return 0;
+}
+
+/* ---- g4 chat: an interactive conversation on the stack ------------------------------ */
+
+#include <stdlib.h>
+
+#include "cli_stack.h"
+
+typedef struct s_chat_stream {
+    char *text;
+    size_t len;
+} s_chat_stream_t;
+
+static void s_chat_token(void *user, const G4__V1__TokenEvent *t)
+{
+    s_chat_stream_t *c = user;
+    if (!t->text.len) return;
+    fwrite(t->text.data, 1, t->text.len, stdout);
+    fflush(stdout);
+    char *nb = g4_realloc(c->text, c->len + t->text.len + 1);
+    if (!nb) return;
+    memcpy(nb + c->len, t->text.data, t->text.len);
+    c->len += t->text.len;
+    nb[c->len] = 0;
+    c->text = nb;
+}
+
+static const char s_chat_usage[] =
+    "usage: g4 chat -m MODEL.gguf [--system TEXT] [--think] [-n N] [--temp T] [--top-k K] [--top-p P]\n"
+    "               [--min-p P] [--seed S] [--shards N] [--threads N] [--ctx N] [--template T.jinja]\n"
+    "  Reads one user turn per line from standard input and streams the model's reply;\n"
+    "  the whole history goes into every prompt. /reset clears it, /exit ends.";
+
+int cli_chat(int argc, char **argv)
+{
+    cli_stack_opts_t o = {0};
+    const char *system = NULL;
+    int think = 0, n_predict = 512;
+    G4__V1__SamplingParams sp = G4__V1__SAMPLING_PARAMS__INIT;
+    sp.temperature = 0.8f, sp.top_k = 40, sp.top_p = 0.95f, sp.min_p = 0.05f, sp.repeat_penalty = 1.0f;
+    sp.repeat_last_n = 64, sp.seed = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) o.model = v, i++;
+        else if (!strcmp(a, "--system") && v) system = v, i++;
+        else if (!strcmp(a, "--think")) think = 1;
+        else if ((!strcmp(a, "-n") || !strcmp(a, "--n-predict")) && v) n_predict = atoi(v), i++;
+        else if (!strcmp(a, "--temp") && v) sp.temperature = (float)atof(v), i++;
+        else if (!strcmp(a, "--top-k") && v) sp.top_k = atoi(v), i++;
+        else if (!strcmp(a, "--top-p") && v) sp.top_p = (float)atof(v), i++;
+        else if (!strcmp(a, "--min-p") && v) sp.min_p = (float)atof(v), i++;
+        else if (!strcmp(a, "--seed") && v) sp.seed = strtoull(v, NULL, 10), i++;
+        else if (!strcmp(a, "--shards") && v) o.n_shards = atoi(v), i++;
+        else if ((!strcmp(a, "--threads") || !strcmp(a, "-t")) && v) o.threads = atoi(v), i++;
+        else if ((!strcmp(a, "--ctx") || !strcmp(a, "-c")) && v) o.n_ctx = atoi(v), i++;
+        else if (!strcmp(a, "--template") && v) o.template_path = v, i++;
+        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            puts(s_chat_usage);
+            return 0;
+        } else {
+            cli_error("%s", s_chat_usage);
+            return 2;
+        }
+    }
+    cli_stack_t st;
+    int own = 0;
+    char ep[300];
+    o.n_slots = 2;
+    if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) return 1;
+    cJSON *conv = cJSON_CreateObject();
+    cJSON *msgs = cJSON_AddArrayToObject(conv, "messages");
+    cJSON_AddBoolToObject(conv, "add_generation_prompt", 1);
+    cJSON_AddBoolToObject(conv, "enable_thinking", think);
+    cJSON_AddStringToObject(conv, "bos_token", "<bos>");
+    if (system) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "system");
+        cJSON_AddStringToObject(m, "content", system);
+        cJSON_AddItemToArray(msgs, m);
+    }
+    const int tty = isatty(0);
+    char line[65536];
+    int rc = 0;
+    for (;;) {
+        if (tty) fputs("> ", stdout), fflush(stdout);
+        if (!fgets(line, sizeof line, stdin)) break;
+        size_t n = strlen(line);
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        if (!n) continue;
+        if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
+        if (!strcmp(line, "/reset")) {
+            while (cJSON_GetArraySize(msgs) > (system ? 1 : 0)) cJSON_DeleteItemFromArray(msgs, cJSON_GetArraySize(msgs) - 1);
+            puts("(history cleared)");
+            continue;
+        }
+        cJSON *u = cJSON_CreateObject();
+        cJSON_AddStringToObject(u, "role", "user");
+        cJSON_AddStringToObject(u, "content", line);
+        cJSON_AddItemToArray(msgs, u);
+        char *js = cJSON_PrintUnformatted(conv);
+        G4__V1__GenerateRequest req = G4__V1__GENERATE_REQUEST__INIT;
+        req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_CHAT_JSON;
+        req.chat_json = js;
+        req.sampling = &sp;
+        req.max_tokens = n_predict;
+        s_chat_stream_t cs = {0};
+        cli_gen_cb_t cb = {NULL, s_chat_token, &cs};
+        G4__V1__Envelope *done = NULL;
+        int r = cli_generate(ep, &req, &cb, &done);
+        cJSON_free(js);
+        fputc('\n', stdout);
+        if (r) {
+            cJSON_DeleteItemFromArray(msgs, cJSON_GetArraySize(msgs) - 1);
+            rc = 1;
+            if (!tty) break;
+            continue;
+        }
+        g4__v1__envelope__free_unpacked(done, NULL);
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddStringToObject(a, "role", "assistant");
+        cJSON_AddStringToObject(a, "content", cs.text ? cs.text : "");
+        cJSON_AddItemToArray(msgs, a);
+        g4_free(cs.text);
+        if (sp.seed) sp.seed++; /* a fixed seed stays reproducible, turns differ */
+    }
+    cJSON_Delete(conv);
+    if (own) cli_stack_stop(&st);
+    return rc;
 }

@@ -176,7 +176,8 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
     chmod(st->dir, 0700);
     int bounds[CLI_STACK_MAX];
     char why[256];
-    int want = o->n_shards > 0 ? o->n_shards : s_numa_nodes();
+    const int n_numa = s_numa_nodes();
+    int want = o->n_shards > 0 ? o->n_shards : n_numa;
     int n = cli_split_layers(o->model, want, bounds, CLI_STACK_MAX - 4, why, sizeof why);
     if (n < 0) {
         cli_error("%s", why);
@@ -199,7 +200,7 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
         if (cli_stack_spawn(st, "tokenizerd", "tokenizer", a, o->detach)) goto fail;
     }
     for (int i = 0; i < n; i++) {
-        char ep[256], layers[32], name[64], threads[16], ctx[16], slots[16];
+        char ep[256], layers[32], name[64], threads[16], ctx[16], slots[16], node[16];
         snprintf(ep, sizeof ep, "ipc://%s/shard-%d.sock", st->dir, i);
         snprintf(layers, sizeof layers, "%d-%d", bounds[i], bounds[i + 1]);
         snprintf(name, sizeof name, "shard-%d", i);
@@ -214,6 +215,10 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
         if (o->threads > 0) a[k++] = "--threads", a[k++] = threads;
         if (o->n_ctx > 0) a[k++] = "--ctx", a[k++] = ctx;
         if (o->kv_f32) a[k++] = "--kv-f32";
+        if (n_numa > 1 && n == n_numa) { /* one shard per NUMA node, pinned there (g4 plan) */
+            snprintf(node, sizeof node, "%d", i);
+            a[k++] = "--numa-node", a[k++] = node;
+        }
         a[k] = NULL;
         /* shards on shared cores take turns: idle OpenMP threads must sleep, not spin */
         if (n > 1 && !getenv("OMP_WAIT_POLICY")) setenv("OMP_WAIT_POLICY", "PASSIVE", 1);

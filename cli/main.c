@@ -17,6 +17,8 @@ static const cli_cmd_t s_cmds[] = {
     {"run", cli_run, "generate text from a prompt (--in-process: without daemons)"},
     {"tokenize", cli_tokenize, "print the token ids of a text"},
     {"detokenize", cli_detokenize, "print the text of token ids"},
+    {"chat", cli_chat, "talk with the model (history, streaming)"},
+    {"plan", cli_plan, "show where the model's layers would go on this machine"},
     {"up", cli_up, "start a persistent local stack of daemons"},
     {"status", cli_status, "show the daemons of the stack (--json)"},
     {"down", cli_down, "stop the persistent stack"},

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""g4 plan on topologies we do not have (hwloc synthetic descriptions):
+one shard per NUMA node, contiguous layers covering the model, memory per
+shard that adds up to the model's tensors plus the KV cache, layers that share
+a KV cache kept together, and a clear "does not fit" when memory is short.
+Usage: test_plan.py G4_BINARY TESTDATA_DIR"""
+import json, os, subprocess, sys
+
+g4, td = sys.argv[1], os.environ.get("G4_TESTDATA") or sys.argv[2]
+mdir = os.path.join(td, "models")
+if not os.path.isdir(mdir):
+    print("SKIP: reference data not found at %s (set G4_TESTDATA)" % td)
+    sys.exit(77)
+fails = passes = 0
+def check(ok, msg):
+    global fails, passes
+    if ok: passes += 1
+    else: fails += 1; print("FAIL:", msg)
+
+def plan(model, *args):
+    r = subprocess.run([g4, "plan", "-m", os.path.join(mdir, model), "--json"] + list(args), capture_output=True, text=True)
+    return json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr}
+
+for model in ("dense-f32.gguf", "moe-q8_0.gguf", "dense256-q4_k_m.gguf"):
+    size = os.path.getsize(os.path.join(mdir, model))
+    for topo, n in (("numa:1 core:4 pu:1", 1), ("numa:2 core:4 pu:1", 2), ("pack:2 numa:2 core:2 pu:2", 4)):
+        p = plan(model, "--topology", topo, "--ctx", "256", "--slots", "2")
+        sh = p.get("shards", [])
+        cover = [l for s in sh for l in range(s["layers"][0], s["layers"][1])]
+        check(len(sh) == min(n, p.get("n_layer", 0)) and cover == list(range(p["n_layer"])) and
+              [s["numa_node"] for s in sh] == list(range(len(sh))), "%s on %s: %s" % (model, topo, p))
+        w = sum(s["weight_bytes"] for s in sh)
+        # a tied embedding is mapped by the first shard (embedding) and the last (LM head)
+        check(0.5 * size < w <= (1.1 if len(sh) == 1 else 2.0) * size + 1e6 and all(s["kv_bytes"] > 0 for s in sh), "%s weights %d vs file %d" % (model, w, size))
+# memory per node drives "fits"
+p = plan("dense-f32.gguf", "--topology", "numa:2(memory=1MB) core:2 pu:1")
+check(p.get("fits") is False and not all(s["fits"] for s in p["shards"]), "1 MB nodes must not fit: %s" % p)
+p = plan("dense-f32.gguf", "--topology", "numa:2(memory=64GB) core:2 pu:1")
+check(p.get("fits") is True, "64 GB nodes fit: %s" % p)
+# E model: the KV-sharing layers stay with the layers they read
+p = plan("e-f32.gguf", "--topology", "numa:3 core:2 pu:1")
+check(all(not (s["layers"][0] < 3 < s["layers"][1]) or s["layers"][0] <= 1 for s in p["shards"]) and
+      sum(s["layers"][1] - s["layers"][0] for s in p["shards"]) == p["n_layer"], "e model split: %s" % p)
+r = subprocess.run([g4, "plan", "-m", os.path.join(mdir, "dense-f32.gguf"), "--topology", "not a topology"], capture_output=True, text=True)
+check(r.returncode == 1 and "topology" in r.stderr, "bad topology: %s" % r.stderr)
+print("%d passed, %d failed" % (passes, fails))
+sys.exit(1 if fails else 0)
