@@ -17,6 +17,7 @@ int cli_split_layers(const char *model, int n_shards, int *bounds, int max_bound
 int cli_chat(int argc, char **argv);
 int cli_status(int argc, char **argv);
 int cli_down(int argc, char **argv);
+int cli_swap(int argc, char **argv);
 int cli_parse_output(int argc, char **argv);
 
 /* Prints "error: <msg>" on stderr (one line). */

@@ -199,3 +199,142 @@ int cli_down(int argc, char **argv)
     printf("stack down (%d daemons stopped)\n", n);
     return 0;
 }
+
+/* g4 swap NAME [--bin PATH] [--listen EP]
+ * Replaces a running daemon with a new process of the same command line (or
+ * another build with --bin): starts it, waits until the scheduler routes new
+ * work to it, waits until the old one has nothing in flight, then stops the
+ * old one. Running requests are re-prefilled on the new pipeline, so none fails. */
+static G4__V1__DaemonStatus *s_find(G4__V1__StatusReply *r, const char *name)
+{
+    for (size_t i = 0; r && i < r->n_daemons; i++)
+        if (!strcmp(r->daemons[i]->name, name)) return r->daemons[i];
+    return NULL;
+}
+
+int cli_swap(int argc, char **argv)
+{
+    const char *name = NULL, *bin = NULL, *listen = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--bin") && v) bin = v, i++;
+        else if (!strcmp(a, "--listen") && v) listen = v, i++;
+        else if (a[0] != '-' && !name) name = a;
+        else {
+            cli_error("usage: g4 swap NAME [--bin PATH] [--listen EP]   (NAME as g4 status shows it)");
+            return 2;
+        }
+    }
+    if (!name) {
+        cli_error("usage: g4 swap NAME [--bin PATH] [--listen EP]");
+        return 2;
+    }
+    char dir[256], ep[300];
+    if (cli_stack_find(dir, sizeof dir, ep, sizeof ep)) {
+        cli_error("no stack is up (g4 up first)");
+        return 1;
+    }
+    G4__V1__Envelope *owner;
+    G4__V1__StatusReply *r = cli_sched_status(ep, 2000, &owner);
+    G4__V1__DaemonStatus *old = s_find(r, name);
+    if (!old || strcmp(old->state, "ready")) {
+        cli_error("no ready daemon named '%s' (see g4 status)", name);
+        if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
+        return 1;
+    }
+    const pid_t old_pid = old->pid;
+    char old_ep[256];
+    snprintf(old_ep, sizeof old_ep, "%s", old->endpoint);
+    g4__v1__envelope__free_unpacked(owner, NULL);
+    /* the old daemon's command line, with a new name and endpoint */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)old_pid);
+    size_t len;
+    char *cmd = cli_read_file(path, &len);
+    if (!cmd) {
+        cli_error("cannot read %s: the daemon runs on another host? (%s)", path, strerror(errno));
+        return 1;
+    }
+    char *args[64], new_name[96], new_ep[300];
+    int n = 0;
+    for (size_t off = 0; off < len && n < 63; off += strlen(cmd + off) + 1) args[n++] = cmd + off;
+    args[n] = NULL;
+    const unsigned gen = (unsigned)(g4_wire_now_ms() % 100000);
+    snprintf(new_name, sizeof new_name, "%.60s.%u", name, gen);
+    if (listen) snprintf(new_ep, sizeof new_ep, "%s", listen);
+    else if (!strncmp(old_ep, "ipc://", 6)) snprintf(new_ep, sizeof new_ep, "%.250s.%u", old_ep, gen);
+    else {
+        cli_error("%s listens on %s: give the replacement's endpoint with --listen", name, old_ep);
+        g4_free(cmd);
+        return 2;
+    }
+    int has_name = 0;
+    for (int i = 1; i + 1 < n; i++) {
+        if (!strcmp(args[i], "--name")) args[i + 1] = new_name, has_name = 1;
+        if (!strcmp(args[i], "--listen")) args[i + 1] = new_ep;
+    }
+    if (!has_name && n < 61) args[n++] = "--name", args[n++] = new_name, args[n] = NULL;
+    cli_stack_t st;
+    memset(&st, 0, sizeof st);
+    snprintf(st.dir, sizeof st.dir, "%.199s", dir);
+    const char *binary = bin ? bin : args[0];
+    if (cli_stack_spawn(&st, binary, new_name, args + 1, 1)) {
+        cli_error("could not start %s", binary);
+        g4_free(cmd);
+        return 1;
+    }
+    g4_free(cmd);
+    const pid_t new_pid = st.pid[0];
+    /* wait until the scheduler uses the new one and the old one is idle */
+    const uint64_t t0 = g4_wire_now_ms();
+    int phase = 0, rc = 1;
+    while (g4_wire_now_ms() - t0 < 60000) {
+        r = cli_sched_status(ep, 1000, &owner);
+        G4__V1__DaemonStatus *nd = s_find(r, new_name), *od = s_find(r, name);
+        if (phase == 0 && nd && !strcmp(nd->state, "ready") && (!od || strcmp(od->state, "ready"))) phase = 1;
+        if (phase == 1 && (!od || od->in_flight == 0)) {
+            rc = 0;
+            if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
+            break;
+        }
+        if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
+        if (kill(new_pid, 0) != 0) {
+            cli_error("the replacement exited; see %s/%s.log", dir, new_name);
+            return 1;
+        }
+        usleep(20000);
+    }
+    if (rc) {
+        cli_error("the replacement %s did not take over within 60 s (still running as pid %d)", new_name, (int)new_pid);
+        return 1;
+    }
+    kill(old_pid, SIGTERM);
+    const uint64_t t1 = g4_wire_now_ms();
+    while (kill(old_pid, 0) == 0 && g4_wire_now_ms() - t1 < 10000) usleep(20000);
+    if (kill(old_pid, 0) == 0) kill(old_pid, SIGKILL);
+    /* the stack file now lists the new process */
+    char sp[300];
+    snprintf(sp, sizeof sp, "%s/stack.json", dir);
+    char *buf = cli_read_file(sp, &len);
+    cJSON *j = buf ? cJSON_Parse(buf) : NULL;
+    g4_free(buf);
+    cJSON *d = j ? cJSON_GetObjectItemCaseSensitive(j, "daemons") : NULL, *e;
+    cJSON_ArrayForEach(e, d)
+    {
+        cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "pid");
+        if (cJSON_IsNumber(p) && (pid_t)p->valuedouble == old_pid) {
+            cJSON_SetNumberValue(p, new_pid);
+            cJSON_ReplaceItemInObject(e, "name", cJSON_CreateString(new_name));
+        }
+    }
+    if (j) {
+        char *s = cJSON_Print(j);
+        FILE *f = fopen(sp, "w");
+        if (f) fputs(s, f), fclose(f);
+        cJSON_free(s);
+        cJSON_Delete(j);
+    }
+    printf("swapped %s (pid %d) for %s (pid %d) in %.1f s\n", name, (int)old_pid, new_name, (int)new_pid,
+           (double)(g4_wire_now_ms() - t0) / 1000.0);
+    return 0;
+}

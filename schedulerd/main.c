@@ -16,6 +16,7 @@ static const char s_usage[] =
 
 int main(int argc, char **argv)
 {
+    g4_log_set_level(G4_LOG_INFO); /* daemons say what they do; --log-level changes it */
     sched_params_t p = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;

@@ -48,6 +48,7 @@ typedef struct req {
     int n_tok, cap_tok, n_prompt, n_fed;
     int slot;
     uint64_t in_flight; /* batch id */
+    int replay;         /* the pipeline changed: feed everything again from position 0 */
     int detok_tok;      /* tokenizer record index of the outstanding call, -1 none */
     int n_detok_sent, n_detok_done;
     uint8_t dstate[4];
@@ -68,6 +69,9 @@ typedef struct batch {
     int n_req;
     int *reqs;      /* request indices */
     int *rows_fed;  /* rows each request contributed */
+    int *first_pos; /* position of each request's first row */
+    int *sample_pos; /* position of each request's first sampled row */
+    uint64_t stages; /* daemons (bit per record) the batch goes through */
     uint64_t sent_ms;
 } batch_t;
 
@@ -208,7 +212,8 @@ static int s_tokenizer(sched_t *s)
  * previous one ends. */
 static void s_build_chain(sched_t *s)
 {
-    int old_n = s->n_chain;
+    int old_n = s->n_chain, old_chain[MAX_CHAIN];
+    memcpy(old_chain, s->chain, sizeof old_chain);
     s->n_chain = 0;
     int at = 0, n_layer = 0;
     for (int i = 0; i < MAX_DAEMONS; i++)
@@ -248,6 +253,21 @@ static void s_build_chain(sched_t *s)
             }
         }
     }
+    int changed = s->n_chain != old_n;
+    for (int i = 0; !changed && i < s->n_chain; i++) changed = s->chain[i] != old_chain[i];
+    if (changed && s->n_chain && old_n) {
+        /* a stage was replaced (g4 swap): the new daemon has none of the
+         * sequences, so every running request is fed again from position 0 */
+        int n = 0;
+        for (int i = 0; i < s->n_r; i++) {
+            req_t *q = &s->r[i];
+            if (q->state != R_RUNNING) continue;
+            if (q->in_flight) q->replay = 1;
+            else q->n_fed = 0;
+            n++;
+        }
+        g4_log_info("sched", "pipeline changed: %d stage(s); %d running request(s) re-prefilled", s->n_chain, n);
+    }
     if (s->n_chain && !old_n) {
         g4_log_info("sched", "pipeline complete: %d stage(s) over %d layers", s->n_chain, s->n_layer);
         s->chain_lost_ms = 0;
@@ -259,7 +279,7 @@ static void s_build_chain(sched_t *s)
 static void s_fail_running(sched_t *s, const char *why)
 {
     /* every batch in flight is lost with the pipeline */
-    for (int i = 0; i < s->n_b; i++) g4_free(s->b[i].reqs), g4_free(s->b[i].rows_fed);
+    for (int i = 0; i < s->n_b; i++) g4_free(s->b[i].reqs), g4_free(s->b[i].rows_fed), g4_free(s->b[i].first_pos), g4_free(s->b[i].sample_pos);
     s->n_b = 0;
     for (int i = 0; i < s->n_r; i++) {
         req_t *q = &s->r[i];
@@ -717,7 +737,18 @@ static void s_status(sched_t *s, g4_msg_t *m)
         ds[n].role = d->role;
         ds[n].name = d->name, ds[n].pid = d->pid, ds[n].endpoint = d->endpoint;
         ds[n].layer_begin = d->layer_begin, ds[n].layer_end = d->layer_end;
-        ds[n].state = d->state == D_READY ? "ready" : d->state == D_DRAINING ? "draining" : "gone";
+        int in_chain = 0, tok_new = s_tokenizer(s) == i;
+        for (int c = 0; c < s->n_chain; c++) in_chain |= s->chain[c] == i;
+        uint32_t fl = 0;
+        for (int b = 0; b < s->n_b; b++) fl += (s->b[b].stages >> i) & 1;
+        if (d->role == G4__V1__ROLE__ROLE_TOKENIZER) fl = (uint32_t)d->outstanding;
+        ds[n].in_flight = fl;
+        ds[n].state = d->state == D_GONE ? "gone"
+                      : d->state == D_DRAINING ? "draining"
+                      : (d->role == G4__V1__ROLE__ROLE_SHARD && !in_chain) ||
+                                (d->role == G4__V1__ROLE__ROLE_TOKENIZER && !tok_new)
+                          ? "standby"
+                          : "ready";
         ds[n].uptime_s = (double)(now - d->registered_ms) / 1000.0;
         ds[n].model = d->model, ds[n].backend = d->backend, ds[n].host = d->host;
         dp[n] = &ds[n];
@@ -807,6 +838,7 @@ static void s_on_result(sched_t *s, g4_msg_t *m)
     batch_t b = s->b[bi];
     s->b[bi] = s->b[--s->n_b];
     if (r->error) {
+        g4_free(b.first_pos), g4_free(b.sample_pos);
         char msg[G4_ERR_MSG_MAX];
         snprintf(msg, sizeof msg, "%s", r->error->message ? r->error->message : "forward failed");
         for (int i = 0; i < b.n_req; i++) {
@@ -818,18 +850,35 @@ static void s_on_result(sched_t *s, g4_msg_t *m)
         g4_free(b.reqs), g4_free(b.rows_fed);
         return;
     }
+    int *seen = g4_calloc((size_t)b.n_req + 1, sizeof *seen);
     for (int i = 0; i < b.n_req; i++) {
         req_t *q = &s->r[b.reqs[i]];
         q->in_flight = 0;
-        q->n_fed += b.rows_fed[i];
+        if (q->replay) { /* the pipeline changed while this batch was out: start over */
+            q->n_fed = 0;
+            q->replay = 0;
+            b.rows_fed[i] = -1;
+        } else {
+            q->n_fed += b.rows_fed[i];
+        }
         if (q->state == R_FINISHING) s_req_free(s, q);
     }
     for (size_t t = 0; t < r->n_tokens; t++) {
         G4__V1__SampledToken *st = r->tokens[t];
         req_t *q = NULL;
+        int qi = -1;
         for (int i = 0; i < b.n_req; i++)
-            if (s->r[b.reqs[i]].slot == (int)st->slot && s->r[b.reqs[i]].state == R_RUNNING) q = &s->r[b.reqs[i]];
-        if (!q || q->finish) continue;
+            if (s->r[b.reqs[i]].slot == (int)st->slot && s->r[b.reqs[i]].state == R_RUNNING) q = &s->r[b.reqs[i]], qi = i;
+        if (!q || q->finish || !seen || b.rows_fed[qi] < 0) continue;
+        /* the sample of the row at position p predicts token p + 1; rows
+         * replayed after a pipeline change predict tokens already known */
+        const int pos = b.sample_pos[qi] + seen[qi]++;
+        if (pos + 1 < q->n_tok) {
+            if (q->tok[pos + 1] != st->id)
+                g4_log_warn("sched", "request %llu: replay sampled %d at position %d where %d was sampled before",
+                            (unsigned long long)q->client_req_id, st->id, pos + 1, q->tok[pos + 1]);
+            continue;
+        }
         if (!q->t_first) q->t_first = s_now();
         if (s_push_tok(q, st->id)) {
             s_fail(s, q, G4_ERR_NOMEM, "out of memory");
@@ -854,7 +903,8 @@ static void s_on_result(sched_t *s, g4_msg_t *m)
         else if (s->n_ctx > 0 && q->n_tok >= s->n_ctx) q->finish = "length"; /* the context is full */
         s_send_detok(s, q);
     }
-    g4_free(b.reqs), g4_free(b.rows_fed);
+    g4_free(seen);
+    g4_free(b.reqs), g4_free(b.rows_fed), g4_free(b.first_pos), g4_free(b.sample_pos);
 }
 
 static int s_slot_alloc(sched_t *s)
@@ -895,10 +945,12 @@ static void s_schedule(sched_t *s)
         uint32_t *slot = g4_malloc((size_t)s->p.n_ubatch * sizeof *slot);
         uint32_t *srows = g4_malloc((size_t)s->p.n_ubatch * sizeof *srows);
         int *reqs = g4_malloc((size_t)(s->n_r + 1) * sizeof *reqs), *fed = g4_malloc((size_t)(s->n_r + 1) * sizeof *fed);
+        int *fpos = g4_malloc((size_t)(s->n_r + 1) * sizeof *fpos), *spos_v = g4_malloc((size_t)(s->n_r + 1) * sizeof *spos_v);
         G4__V1__SeqParams *sps = g4_calloc((size_t)s->n_r + 1, sizeof *sps);
         G4__V1__SeqParams **spp = g4_calloc((size_t)s->n_r + 1, sizeof *spp);
-        if (!tokens || !pos || !slot || !srows || !reqs || !fed || !sps || !spp) {
+        if (!tokens || !pos || !slot || !srows || !reqs || !fed || !sps || !spp || !fpos || !spos_v) {
             g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(reqs), g4_free(fed), g4_free(sps), g4_free(spp);
+            g4_free(fpos), g4_free(spos_v);
             return;
         }
         int rows = 0, n_req = 0, n_s = 0, n_p = 0;
@@ -906,17 +958,26 @@ static void s_schedule(sched_t *s)
             const int i = (s->rr + k) % s->n_r;
             req_t *q = &s->r[i];
             if (q->state != R_RUNNING || q->in_flight || q->finish) continue;
-            int need = q->n_tok - q->n_fed;
-            if (need <= 0) continue;
-            /* a prompt goes in chunks of n_ubatch rows, each chunk whole */
-            if (need > s->p.n_ubatch) need = s->p.n_ubatch;
+            if (q->n_fed >= q->n_tok) continue;
+            /* rows in the chunks the request was first fed in: the prompt in
+             * pieces of n_ubatch; generated tokens one per step, or up to 63
+             * when replayed (fewer than 64 rows of one sequence use the same
+             * attention kernel as one row, so the numbers are the same) */
+            int need;
+            if (q->n_fed < q->n_prompt) need = q->n_prompt - q->n_fed < s->p.n_ubatch ? q->n_prompt - q->n_fed : s->p.n_ubatch;
+            else need = q->n_tok - q->n_fed < 63 ? q->n_tok - q->n_fed : 63;
             if (rows + need > s->p.n_ubatch) continue;
+            int spos = -1;
             for (int j = 0; j < need; j++) {
-                tokens[rows + j] = q->tok[q->n_fed + j];
-                pos[rows + j] = q->n_fed + j;
+                const int p = q->n_fed + j;
+                tokens[rows + j] = q->tok[p];
+                pos[rows + j] = p;
                 slot[rows + j] = (uint32_t)q->slot;
+                if (p >= q->n_prompt - 1) { /* every row from the last prompt row on was sampled */
+                    if (spos < 0) spos = p;
+                    srows[n_s++] = (uint32_t)(rows + j);
+                }
             }
-            if (q->n_fed + need == q->n_tok) srows[n_s++] = (uint32_t)(rows + need - 1);
             if (q->n_fed == 0) {
                 g4__v1__seq_params__init(&sps[n_p]);
                 sps[n_p].slot = (uint32_t)q->slot;
@@ -924,6 +985,7 @@ static void s_schedule(sched_t *s)
                 spp[n_p] = &sps[n_p];
                 n_p++;
             }
+            fpos[n_req] = q->n_fed, spos_v[n_req] = spos;
             rows += need;
             reqs[n_req] = i, fed[n_req] = need;
             n_req++;
@@ -932,6 +994,7 @@ static void s_schedule(sched_t *s)
         if (n_req) s->rr = (s->rr + 1) % (s->n_r ? s->n_r : 1);
         if (!rows) {
             g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(reqs), g4_free(fed), g4_free(sps), g4_free(spp);
+            g4_free(fpos), g4_free(spos_v);
             return;
         }
         const uint64_t bid = ++s->next_batch;
@@ -960,11 +1023,14 @@ static void s_schedule(sched_t *s)
                 s->r[reqs[i]].in_flight = 0;
                 s_fail(s, &s->r[reqs[i]], rc, "could not reach shard %s: %s", s->d[s->chain[0]].name, err.msg);
             }
-            g4_free(reqs), g4_free(fed);
+            g4_free(reqs), g4_free(fed), g4_free(fpos), g4_free(spos_v);
             return;
         }
         batch_t *b = &s->b[s->n_b++];
         b->id = bid, b->n_req = n_req, b->reqs = reqs, b->rows_fed = fed, b->sent_ms = s_now();
+        b->first_pos = fpos, b->sample_pos = spos_v;
+        b->stages = 0;
+        for (int c = 0; c < s->n_chain; c++) b->stages |= 1ull << s->chain[c];
     }
 }
 
@@ -1033,7 +1099,7 @@ void sched_free(sched_t **sp)
         if (s->d[i].sock) zmq_close(s->d[i].sock);
     for (int i = 0; i < s->n_r; i++)
         if (s->r[i].state != R_FREE) s->r[i].in_flight = 0, s_req_free(s, &s->r[i]);
-    for (int i = 0; i < s->n_b; i++) g4_free(s->b[i].reqs), g4_free(s->b[i].rows_fed);
+    for (int i = 0; i < s->n_b; i++) g4_free(s->b[i].reqs), g4_free(s->b[i].rows_fed), g4_free(s->b[i].first_pos), g4_free(s->b[i].sample_pos);
     if (s->router) zmq_close(s->router);
     if (s->results) zmq_close(s->results);
     g4_free(s->r), g4_free(s->slot_used), g4_free(s->release);

@@ -62,6 +62,7 @@ static int s_pin(int numa_node, const char *cpuset)
 
 int main(int argc, char **argv)
 {
+    g4_log_set_level(G4_LOG_INFO); /* daemons say what they do; --log-level changes it */
     const char *model = NULL, *layers = NULL, *listen = NULL, *sched = NULL, *cpuset = NULL;
     char name_buf[64];
     const char *name = NULL;
