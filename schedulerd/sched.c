@@ -497,7 +497,10 @@ static void s_on_detok(sched_t *s, req_t *q, G4__V1__DetokenizeReply *r)
     const int n_gen = q->n_tok - q->n_prompt;
     const int first = q->n_detok_done;
     const size_t n_ids = (size_t)(q->n_detok_sent - first);
-    if (r->state.len <= sizeof q->dstate) memcpy(q->dstate, r->state.data, r->state.len), q->dstate_len = r->state.len;
+    if (r->state.len <= sizeof q->dstate) {
+        if (r->state.len) memcpy(q->dstate, r->state.data, r->state.len);
+        q->dstate_len = r->state.len;
+    }
     for (size_t i = 0; i < n_ids && i < r->n_chunks; i++) {
         const int gi = first + (int)i;
         const int is_last = q->finish && gi == n_gen - 1;

@@ -68,7 +68,7 @@ static void s_detokenize(tokd_t *t, void *sock, g4_msg_t *m)
         }
     tok_stream_t st;
     tok_stream_init(&st, r->special);
-    memcpy(st.pend, r->state.data, r->state.len);
+    if (r->state.len) memcpy(st.pend, r->state.data, r->state.len);
     st.n_pend = (int)r->state.len;
     size_t n_chunks = r->n_ids + (r->finish ? 1 : 0);
     ProtobufCBinaryData *chunks = g4_calloc(n_chunks + 1, sizeof *chunks);
