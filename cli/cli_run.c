@@ -120,12 +120,14 @@ static char *s_chat_json(const char *prompt, const char *system)
 
 static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
-                       int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos);
+                       int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos,
+                       const char *sched_ep);
 
 int cli_run(int argc, char **argv)
 {
     const char *model = NULL, *prompt = NULL, *file = NULL, *ids_arg = NULL, *system = NULL, *tmpl = NULL;
     int n_shards = 0, ignore_eos = 0;
+    const char *sched_ep = NULL;
     int n_predict = 32, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_f32 = 0, in_process = 0;
     g4_sampler_params_t sp;
     g4_sampler_params_default(&sp);
@@ -140,6 +142,7 @@ int cli_run(int argc, char **argv)
         else if (OPT("--system")) system = v;
         else if (OPT("--template")) tmpl = v;
         else if (OPT("--shards")) n_shards = atoi(v);
+        else if (OPT("--scheduler")) sched_ep = v;
         else if (OPT("-n") || OPT("--n-predict")) n_predict = atoi(v);
         else if (OPT("--temp")) sp.temp = (float)atof(v);
         else if (OPT("--top-k")) sp.top_k = atoi(v);
@@ -162,7 +165,7 @@ int cli_run(int argc, char **argv)
             printf("usage: g4 run -m MODEL.gguf (-p TEXT | -f FILE | --prompt-ids IDS) [-n N] [--raw] [--system TEXT]\n"
                    "              [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] [--repeat-penalty R]\n"
                    "              [--logprobs K] [--threads N] [--ctx N] [--kv-f32] [--json]\n"
-                   "              [--shards N | --in-process] [--template T.jinja] [--ignore-eos]\n"
+                   "              [--shards N | --in-process | --scheduler EP] [--template T.jinja] [--ignore-eos]\n"
                    "  Without --raw the prompt is one user turn of the model's chat template.\n"
                    "  By default the request runs on the local stack of daemons (the one `g4 up`\n"
                    "  started, else one started for this run with --shards N shards);\n"
@@ -173,6 +176,13 @@ int cli_run(int argc, char **argv)
             return 2;
         }
 #undef OPT
+    }
+    if (!model && !in_process && !sched_ep) {
+        char d[256], e[300];
+        if (cli_stack_find(d, sizeof d, e, sizeof e)) {
+            cli_error("no stack is up: give the model with -m (or --scheduler EP)");
+            return 2;
+        }
     }
     if ((!model && in_process) || (!prompt && !file && !ids_arg)) {
         cli_error("usage: g4 run -m MODEL.gguf (-p TEXT | -f FILE | --prompt-ids IDS) [-n N] [--json] (see --help)");
@@ -196,7 +206,7 @@ int cli_run(int argc, char **argv)
             return 2;
         }
         int r = s_run_stack(model, ftext ? ftext : prompt, raw, system, ids, n_ids, &sp, n_predict, logprobs, json,
-                            n_shards, threads, n_ctx, kv_f32, tmpl, ignore_eos);
+                            n_shards, threads, n_ctx, kv_f32, tmpl, ignore_eos, sched_ep);
         g4_free(ftext);
         g4_free(ids);
         return r;
@@ -402,14 +412,16 @@ static void s_on_token(void *user, const G4__V1__TokenEvent *t)
 
 static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
-                       int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos)
+                       int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos,
+                       const char *sched_ep)
 {
     char ep[300];
     cli_stack_t st;
     int own = 0;
     cli_stack_opts_t o = {.model = model, .template_path = tmpl, .n_shards = n_shards, .threads = threads,
                           .n_ctx = n_ctx, .n_slots = 4, .kv_f32 = kv_f32};
-    if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) return 1;
+    if (sched_ep) snprintf(ep, sizeof ep, "%s", sched_ep); /* a stack anywhere: tcp://host:port */
+    else if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) return 1;
     G4__V1__GenerateRequest req = G4__V1__GENERATE_REQUEST__INIT;
     G4__V1__SamplingParams p = G4__V1__SAMPLING_PARAMS__INIT;
     G4__V1__PromptIds pi = G4__V1__PROMPT_IDS__INIT;

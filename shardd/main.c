@@ -1,4 +1,4 @@
-/* shardd --model M.gguf --layers A-B --listen EP [--scheduler EP] [--threads N]
+/* shardd --model M.gguf --layers A-B --listen EP [--scheduler EP] [--advertise EP] [--threads N]
  *        [--numa-node K | --cpuset LIST] [--slots N] [--ctx N] [--ubatch N] [--kv-f32] [--name NAME]
  * One stage of the forward chain: layers [A, B) of the model. */
 #include <hwloc.h>
@@ -63,7 +63,7 @@ static int s_pin(int numa_node, const char *cpuset)
 int main(int argc, char **argv)
 {
     g4_log_set_level(G4_LOG_INFO); /* daemons say what they do; --log-level changes it */
-    const char *model = NULL, *layers = NULL, *listen = NULL, *sched = NULL, *cpuset = NULL;
+    const char *model = NULL, *layers = NULL, *listen = NULL, *sched = NULL, *advertise = NULL, *cpuset = NULL;
     char name_buf[64];
     const char *name = NULL;
     int threads = 0, numa = -1;
@@ -75,6 +75,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--layers") && v) layers = v, i++;
         else if (!strcmp(a, "--listen") && v) listen = v, i++;
         else if (!strcmp(a, "--scheduler") && v) sched = v, i++;
+        else if (!strcmp(a, "--advertise") && v) advertise = v, i++;
         else if (!strcmp(a, "--threads") && v) threads = atoi(v), i++;
         else if (!strcmp(a, "--numa-node") && v) numa = atoi(v), i++;
         else if (!strcmp(a, "--cpuset") && v) cpuset = v, i++;
@@ -135,7 +136,7 @@ int main(int argc, char **argv)
     reg.role = G4__V1__ROLE__ROLE_SHARD;
     reg.name = (char *)name;
     reg.pid = (int)getpid();
-    reg.endpoint = (char *)listen;
+    reg.endpoint = (char *)(advertise ? advertise : listen); /* where others connect */
     reg.model = (char *)model;
     reg.model_digest = digest;
     reg.layer_begin = s.begin, reg.layer_end = s.end;

@@ -1,4 +1,4 @@
-/* tokenizerd --model M.gguf --listen EP [--template T.jinja] [--scheduler EP] [--name NAME]
+/* tokenizerd --model M.gguf --listen EP [--template T.jinja] [--scheduler EP] [--advertise EP] [--name NAME]
  * The Gemma 4 tokenizer and chat template as a ZeroMQ ROUTER service. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -17,13 +17,14 @@ static const char s_usage[] =
 int main(int argc, char **argv)
 {
     g4_log_set_level(G4_LOG_INFO); /* daemons say what they do; --log-level changes it */
-    const char *model = NULL, *listen = NULL, *tmpl = NULL, *sched = NULL, *name = "tokenizer";
+    const char *model = NULL, *listen = NULL, *tmpl = NULL, *sched = NULL, *advertise = NULL, *name = "tokenizer";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "--model") || !strcmp(a, "-m")) && v) model = v, i++;
         else if (!strcmp(a, "--listen") && v) listen = v, i++;
         else if (!strcmp(a, "--template") && v) tmpl = v, i++;
         else if (!strcmp(a, "--scheduler") && v) sched = v, i++;
+        else if (!strcmp(a, "--advertise") && v) advertise = v, i++;
         else if (!strcmp(a, "--name") && v) name = v, i++;
         else if (!strcmp(a, "--log-level") && v) {
             g4_log_level_t l;
@@ -69,7 +70,7 @@ int main(int argc, char **argv)
     reg.role = G4__V1__ROLE__ROLE_TOKENIZER;
     reg.name = (char *)name;
     reg.pid = (int)getpid();
-    reg.endpoint = (char *)listen;
+    reg.endpoint = (char *)(advertise ? advertise : listen); /* where others connect */
     reg.model = (char *)model;
     reg.model_digest = t.digest;
     reg.backend = "cpu";
