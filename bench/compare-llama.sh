@@ -6,7 +6,7 @@
 set -euo pipefail
 M=$1; NP=${2:-128}; NG=${3:-32}; TH=${4:-2}; REPS=${5:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-G4=${G4:-$ROOT/build/cli/g4}
+G4=${G4:-$ROOT/build/bin/g4}
 ORACLE=${ORACLE:-$ROOT/../shared/tools/oracle}
 ids=$(python3 -c "import random; random.seed(1); print(','.join(str(random.randrange(300, 12000)) for _ in range($NP - 1)))")
 ids="2,$ids"
