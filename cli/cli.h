@@ -15,6 +15,7 @@ int cli_plan(int argc, char **argv);
 /* Layer boundaries for n shards (cli_stack.c). */
 int cli_split_layers(const char *model, int n_shards, int *bounds, int max_bounds, char *err, size_t err_size);
 int cli_chat(int argc, char **argv);
+int cli_serve(int argc, char **argv);
 int cli_status(int argc, char **argv);
 int cli_down(int argc, char **argv);
 int cli_swap(int argc, char **argv);

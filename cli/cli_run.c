@@ -121,13 +121,15 @@ static char *s_chat_json(const char *prompt, const char *system)
 static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
                        int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos,
-                       const char *sched_ep);
+                       const char *sched_ep, const char **stops, int n_stop, double timeout_s);
 
 int cli_run(int argc, char **argv)
 {
     const char *model = NULL, *prompt = NULL, *file = NULL, *ids_arg = NULL, *system = NULL, *tmpl = NULL;
     int n_shards = 0, ignore_eos = 0;
-    const char *sched_ep = NULL;
+    const char *sched_ep = NULL, *stops[16];
+    int n_stop = 0;
+    double timeout_s = 0;
     int n_predict = 32, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_f32 = 0, in_process = 0;
     g4_sampler_params_t sp;
     g4_sampler_params_default(&sp);
@@ -143,6 +145,9 @@ int cli_run(int argc, char **argv)
         else if (OPT("--template")) tmpl = v;
         else if (OPT("--shards")) n_shards = atoi(v);
         else if (OPT("--scheduler")) sched_ep = v;
+        else if (OPT("--stop")) {
+            if (n_stop < 16) stops[n_stop++] = v;
+        } else if (OPT("--timeout")) timeout_s = atof(v);
         else if (OPT("-n") || OPT("--n-predict")) n_predict = atoi(v);
         else if (OPT("--temp")) sp.temp = (float)atof(v);
         else if (OPT("--top-k")) sp.top_k = atoi(v);
@@ -166,6 +171,7 @@ int cli_run(int argc, char **argv)
                    "              [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] [--repeat-penalty R]\n"
                    "              [--logprobs K] [--threads N] [--ctx N] [--kv-f32] [--json]\n"
                    "              [--shards N | --in-process | --scheduler EP] [--template T.jinja] [--ignore-eos]\n"
+                   "              [--stop STR]... [--timeout SECONDS]\n"
                    "  Without --raw the prompt is one user turn of the model's chat template.\n"
                    "  By default the request runs on the local stack of daemons (the one `g4 up`\n"
                    "  started, else one started for this run with --shards N shards);\n"
@@ -206,7 +212,7 @@ int cli_run(int argc, char **argv)
             return 2;
         }
         int r = s_run_stack(model, ftext ? ftext : prompt, raw, system, ids, n_ids, &sp, n_predict, logprobs, json,
-                            n_shards, threads, n_ctx, kv_f32, tmpl, ignore_eos, sched_ep);
+                            n_shards, threads, n_ctx, kv_f32, tmpl, ignore_eos, sched_ep, stops, n_stop, timeout_s);
         g4_free(ftext);
         g4_free(ids);
         return r;
@@ -413,7 +419,7 @@ static void s_on_token(void *user, const G4__V1__TokenEvent *t)
 static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
                        int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos,
-                       const char *sched_ep)
+                       const char *sched_ep, const char **stops, int n_stop, double timeout_s)
 {
     char ep[300];
     cli_stack_t st;
@@ -433,6 +439,9 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
     req.sampling = &p;
     req.max_tokens = n_predict;
     req.ignore_eos = ignore_eos;
+    ProtobufCBinaryData stop_bin[16];
+    for (int i = 0; i < n_stop; i++) stop_bin[i].data = (uint8_t *)stops[i], stop_bin[i].len = strlen(stops[i]);
+    req.stop = stop_bin, req.n_stop = (size_t)n_stop;
     if (ids) {
         pi.ids = (int32_t *)ids, pi.n_ids = (size_t)n_ids;
         req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_IDS;
@@ -449,7 +458,7 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
     s_stream_ctx_t sc = {.json = json, .logprobs = logprobs};
     cli_gen_cb_t cb = {s_on_started, s_on_token, &sc};
     G4__V1__Envelope *done = NULL;
-    rc = cli_generate(ep, &req, &cb, &done);
+    rc = cli_generate_deadline(ep, &req, &cb, &done, timeout_s > 0 ? (uint64_t)(timeout_s * 1000) : 0);
     if (rc == 0) {
         G4__V1__Done *d = done->event->done;
         if (!json) {

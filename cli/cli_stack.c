@@ -360,6 +360,12 @@ int cli_stack_find(char *dir, size_t dir_size, char *ep, size_t ep_size)
 
 int cli_generate(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_gen_cb_t *cb, G4__V1__Envelope **done_env)
 {
+    return cli_generate_deadline(sched_ep, req, cb, done_env, 0);
+}
+
+int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_gen_cb_t *cb,
+                          G4__V1__Envelope **done_env, uint64_t deadline_ms)
+{
     *done_env = NULL;
     void *z = zmq_ctx_new();
     g4_err_t err;
@@ -374,6 +380,7 @@ int cli_generate(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_g
     G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
     G4__V1__Header h = G4__V1__HEADER__INIT;
     h.request_id = ((uint64_t)getpid() << 20) ^ g4_wire_now_ms();
+    h.deadline_ms = deadline_ms;
     env.header = &h;
     env.body_case = G4__V1__ENVELOPE__BODY_GENERATE;
     env.generate = req;

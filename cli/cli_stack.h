@@ -67,5 +67,8 @@ typedef struct cli_gen_cb {
 /* Returns 0 with *done set (caller frees owner with g4__v1__envelope__free_unpacked),
  * or 1 with the error printed. */
 int cli_generate(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_gen_cb_t *cb, G4__V1__Envelope **done_env);
+/* The same with a deadline (milliseconds from now, 0: none): the scheduler ends the request with an error. */
+int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_gen_cb_t *cb,
+                          G4__V1__Envelope **done_env, uint64_t deadline_ms);
 
 #endif

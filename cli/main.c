@@ -17,6 +17,7 @@ static const cli_cmd_t s_cmds[] = {
     {"run", cli_run, "generate text from a prompt (--in-process: without daemons)"},
     {"tokenize", cli_tokenize, "print the token ids of a text"},
     {"detokenize", cli_detokenize, "print the text of token ids"},
+    {"serve", cli_serve, "an OpenAI-compatible HTTP server (/v1/chat/completions, ...)"},
     {"chat", cli_chat, "talk with the model (history, streaming)"},
     {"plan", cli_plan, "show where the model's layers would go on this machine"},
     {"up", cli_up, "start a persistent local stack of daemons"},

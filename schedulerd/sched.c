@@ -525,12 +525,13 @@ static void s_on_detok(sched_t *s, req_t *q, G4__V1__DetokenizeReply *r)
         ev.event_case = G4__V1__GENERATE_EVENT__EVENT_TOKEN;
         ev.token = &te;
         s_append(&q->out, &q->out_len, emit, elen);
-        /* drop what went out from the held buffer */
+        const int send_rc = s_send_event(s, q, &ev);
+        /* drop what went out from the held buffer (after the event: its text points there) */
         if (q->held) {
             memmove(q->held, q->held + elen, q->held_len - elen);
             q->held_len -= elen;
         }
-        if (s_send_event(s, q, &ev) && q->client_len) {
+        if (send_rc && q->client_len) {
             g4_log_info("sched", "client of request %llu is gone: cancelled", (unsigned long long)q->client_req_id);
             q->finish = "cancelled";
             s_req_free(s, q);

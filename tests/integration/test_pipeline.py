@@ -65,6 +65,20 @@ check(st.get("ready") and roles == ["shard", "shard", "tokenizer"] and len(pids)
       sorted(tuple(d["layers"]) for d in daemons if d["role"] == "shard") == [(0, 2), (2, 4)],
       "status --json: %s" % out)
 
+# streamed text == final text; stop strings end the output right before them, also when streaming
+rc, out, err = g4run("run", "--raw", "-p", "Once upon a time", "-n", "40", "--temp", "0", "--json")
+full = json.loads(out)["text"] if rc == 0 else ""
+for words in ([], [full[5:7]], [full[12:14], full[3:5]], ["\u2603 never"]):
+    stop = [a for w in words for a in ("--stop", w)]
+    rc, out, err = g4run("run", "--raw", "-p", "Once upon a time", "-n", "40", "--temp", "0", "--json", *stop)
+    j = json.loads(out) if rc == 0 else {}
+    rc2, streamed, err2 = g4run("run", "--raw", "-p", "Once upon a time", "-n", "40", "--temp", "0", *stop)
+    cut = min([full.find(w) for w in words if w and full.find(w) >= 0] or [len(full)])
+    want = full[:cut]
+    check(rc == 0 and rc2 == 0 and j["text"] == want and streamed == want + "\n" and
+          j["finish_reason"] == ("stop" if cut < len(full) else "length"),
+          "stop %r: json %r streamed %r want %r" % (words, j.get("text"), streamed, want))
+
 # 3. concurrency: 16 clients x 8 requests, each its own seed, vs. alone
 prompts = ["Once upon a time", "The capital of France is", "In a small village", "def fib(n):"]
 def req_args(i):
