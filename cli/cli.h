@@ -19,6 +19,7 @@ int cli_serve(int argc, char **argv);
 int cli_status(int argc, char **argv);
 int cli_down(int argc, char **argv);
 int cli_swap(int argc, char **argv);
+int cli_keygen(int argc, char **argv);
 int cli_parse_output(int argc, char **argv);
 
 /* Prints "error: <msg>" on stderr (one line). */

@@ -6,6 +6,7 @@
  * use it while it is up; `down` stops it (SIGTERM: the scheduler drains). */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,5 +337,50 @@ int cli_swap(int argc, char **argv)
     }
     printf("swapped %s (pid %d) for %s (pid %d) in %.1f s\n", name, (int)old_pid, new_name, (int)new_pid,
            (double)(g4_wire_now_ms() - t0) / 1000.0);
+    return 0;
+}
+
+/* g4 keygen [--out PREFIX]
+ * A CURVE key pair: PREFIX.key (public= and secret= lines, mode 0600) for
+ * G4_CURVE_SECRET, and PREFIX.pub (the public key) for G4_CURVE_SERVER and
+ * allow-lists (G4_CURVE_ALLOW). Without --out both lines go to stdout. */
+int cli_keygen(int argc, char **argv)
+{
+    const char *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+        else {
+            cli_error("usage: g4 keygen [--out PREFIX]");
+            return 2;
+        }
+    }
+    char pub[41], sec[41];
+    if (zmq_curve_keypair(pub, sec) != 0) {
+        cli_error("this libzmq has no CURVE support (built without libsodium)");
+        return 1;
+    }
+    if (!out) {
+        printf("public=%s\nsecret=%s\n", pub, sec);
+        return 0;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s.key", out);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        cli_error("%s: %s", path, strerror(errno));
+        return 1;
+    }
+    fprintf(f, "public=%s\nsecret=%s\n", pub, sec);
+    fclose(f);
+    snprintf(path, sizeof path, "%s.pub", out);
+    f = fopen(path, "w");
+    if (!f) {
+        cli_error("%s: %s", path, strerror(errno));
+        return 1;
+    }
+    fprintf(f, "%s\n", pub);
+    fclose(f);
+    printf("wrote %s.key (keep secret) and %s.pub\n", out, out);
     return 0;
 }

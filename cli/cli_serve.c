@@ -908,6 +908,11 @@ int cli_serve(int argc, char **argv)
     const char *base = o.model ? strrchr(o.model, '/') : NULL;
     snprintf(sv->model_id, sizeof sv->model_id, "%s", base ? base + 1 : o.model ? o.model : "g4");
     sv->zctx = zmq_ctx_new();
+    g4_err_t serr;
+    if (g4_wire_security_init(sv->zctx, 0, &serr)) {
+        cli_error("%s", serr.msg);
+        return 1;
+    }
     zmq_ctx_set(sv->zctx, ZMQ_MAX_SOCKETS, 65536);
     struct sockaddr_in addr;
     memset(&addr, 0, sizeof addr);

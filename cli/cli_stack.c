@@ -253,7 +253,7 @@ G4__V1__StatusReply *cli_sched_status(const char *sched_ep, int timeout_ms, G4__
     *owner = NULL;
     void *z = zmq_ctx_new();
     g4_err_t err;
-    void *s = g4_wire_socket(z, ZMQ_DEALER, &err);
+    void *s = g4_wire_security_init(z, 0, &err) ? NULL : g4_wire_socket(z, ZMQ_DEALER, &err);
     G4__V1__StatusReply *rep = NULL;
     int immediate = 0; /* the request waits for the connection */
     if (s) zmq_setsockopt(s, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
@@ -369,7 +369,7 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
     *done_env = NULL;
     void *z = zmq_ctx_new();
     g4_err_t err;
-    void *s = g4_wire_socket(z, ZMQ_DEALER, &err);
+    void *s = g4_wire_security_init(z, 0, &err) ? NULL : g4_wire_socket(z, ZMQ_DEALER, &err);
     int rc = 1;
     int immediate = 0; /* the request waits for the connection */
     if (s) zmq_setsockopt(s, ZMQ_IMMEDIATE, &immediate, sizeof immediate);

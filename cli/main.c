@@ -23,6 +23,7 @@ static const cli_cmd_t s_cmds[] = {
     {"up", cli_up, "start a persistent local stack of daemons"},
     {"status", cli_status, "show the daemons of the stack (--json)"},
     {"down", cli_down, "stop the persistent stack"},
+    {"keygen", cli_keygen, "make a CURVE key pair for tcp:// endpoints"},
     {"swap", cli_swap, "replace a running daemon with a new process, without failing requests"},
     {"chat-template", cli_chat_template, "print the prompt a conversation renders to"},
     {"parse-output", cli_parse_output, "split generated text into thought, answer and tool calls"},

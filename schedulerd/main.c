@@ -40,8 +40,12 @@ int main(int argc, char **argv)
     }
     g4_log_set_ident("schedulerd");
     g4_daemon_signals();
-    void *zctx = zmq_ctx_new();
     g4_err_t err;
+    void *zctx = zmq_ctx_new();
+    if (g4_wire_security_init(zctx, 1, &err)) {
+        g4_log_error("schedulerd", "%s", err.msg);
+        return 1;
+    }
     sched_t *s = sched_new(zctx, &p, &err);
     if (!s) {
         g4_log_error("schedulerd", "%s", err.msg);

@@ -117,8 +117,12 @@ int main(int argc, char **argv)
         name = name_buf;
     }
     p.model_path = model, p.name = name;
-    void *zctx = zmq_ctx_new();
     g4_err_t err;
+    void *zctx = zmq_ctx_new();
+    if (g4_wire_security_init(zctx, 1, &err)) {
+        g4_log_error("shardd", "%s", err.msg);
+        return 1;
+    }
     shard_t s;
     if (shard_init(&s, zctx, &p, &err)) {
         g4_log_error("shardd", "%s", err.msg);

@@ -59,6 +59,10 @@ int main(int argc, char **argv)
     }
     snprintf(t.digest, sizeof t.digest, "%016llx", (unsigned long long)g4_gguf_digest(g));
     void *zctx = zmq_ctx_new();
+    if (g4_wire_security_init(zctx, 1, &err)) {
+        g4_log_error("tokenizerd", "%s", err.msg);
+        return 1;
+    }
     void *sock = g4_wire_socket(zctx, ZMQ_ROUTER, &err);
     if (!sock || g4_wire_bind(sock, listen, &err)) {
         g4_log_error("tokenizerd", "%s", err.msg);

@@ -35,12 +35,14 @@ void *g4_wire_socket(void *zctx, int type, g4_err_t *err)
 
 int g4_wire_bind(void *sock, const char *ep, g4_err_t *err)
 {
+    if (g4_wire_curve_on() && !strncmp(ep, "tcp://", 6)) g4_wire_curve_server(sock);
     if (zmq_bind(sock, ep) != 0) return g4_err_set(err, G4_ERR_IO, "bind %s: %s", ep, zmq_strerror(errno));
     return G4_OK;
 }
 
 int g4_wire_connect(void *sock, const char *ep, g4_err_t *err)
 {
+    if (g4_wire_curve_on() && !strncmp(ep, "tcp://", 6)) g4_wire_curve_client(sock);
     if (zmq_connect(sock, ep) != 0) return g4_err_set(err, G4_ERR_IO, "connect %s: %s", ep, zmq_strerror(errno));
     return G4_OK;
 }

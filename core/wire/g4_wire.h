@@ -60,6 +60,15 @@ int g4_wire_send_error(void *sock, const void *route, size_t route_len, uint64_t
 int g4_wire_code(int g4_code);
 int g4_wire_g4code(int wire_code);
 
+/* CURVE on tcp:// endpoints when G4_CURVE_SECRET is set (see g4_curve.c):
+ * call once per ZeroMQ context before binding or connecting (serve: the
+ * context binds, so it gets the ZAP handler that checks client keys); bind and
+ * connect then secure tcp:// sockets themselves. Errors: unreadable keys. */
+int g4_wire_security_init(void *zctx, int serve, g4_err_t *err);
+int g4_wire_curve_on(void);
+void g4_wire_curve_server(void *sock);
+void g4_wire_curve_client(void *sock);
+
 /* Milliseconds on a monotonic clock. */
 uint64_t g4_wire_now_ms(void);
 
