@@ -10,7 +10,8 @@ PKGS=(
   libmicrohttpd-dev                             # HTTP gateway
   libpng-dev libjpeg-dev libmpg123-dev          # image and audio decoding (encoderd)
   libclang-rt-14-dev                            # sanitizer runtimes for clang
-  python3                                       # fixture scripts
+  python3                                       # fixture scripts, integration tests
+  curl iproute2 nodejs npm                      # tests: HTTP client, network namespaces, the openai npm client
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

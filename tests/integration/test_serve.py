@@ -99,6 +99,21 @@ check(st == 200 and lp and len(lp["content"]) == 24 and len(lp["content"][0]["to
 st, body = http("POST", "/v1/chat/completions", dict(chat, chat_template_kwargs={"enable_thinking": True}, max_tokens=4))
 check(st == 200, "thinking on: %s %s" % (st, body))
 
+# curl, as people try it first
+import shutil
+if shutil.which("curl"):
+    r = subprocess.run(["curl", "-sS", "-H", "Authorization: Bearer sekret", base + "/v1/chat/completions", "-d",
+                        json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0})],
+                       capture_output=True, text=True, timeout=60)
+    cj2 = json.loads(r.stdout) if r.returncode == 0 else {}
+    check(cj2.get("choices", [{}])[0].get("message", {}).get("role") == "assistant", "curl: %s %s" % (r.stdout, r.stderr))
+    r = subprocess.run(["curl", "-sSN", "-H", "Authorization: Bearer sekret", base + "/v1/chat/completions", "-d",
+                        json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0,
+                                    "stream": True})], capture_output=True, text=True, timeout=60)
+    check(r.stdout.rstrip().endswith("data: [DONE]"), "curl streaming: %r" % r.stdout[-200:])
+else:
+    print("note: curl is not installed; the curl checks did not run")
+
 # bad requests
 cases = [("POST", "/v1/chat/completions", b"{not json", 400), ("POST", "/v1/chat/completions", b'{"messages": "hi"}', 400),
          ("POST", "/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}', 400),
@@ -137,7 +152,7 @@ before = http("GET", "/metrics")[1]
 def metric(text, name):
     return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name) and not l.startswith("#"))
 lat, bad, count, lock = [], [], [0], threading.Lock()
-duration = 5 if sanitized else 10
+duration = int(os.environ.get("G4_LOAD_SECONDS", "5" if sanitized else "10"))
 t_end = time.time() + duration
 def client(i):
     k = 0
