@@ -286,7 +286,7 @@ static void s_gen_append(char **b, size_t *n, const void *p, size_t k)
 {
     char *nb = g4_realloc(*b, *n + k + 1);
     if (!nb) return;
-    memcpy(nb + *n, p, k);
+    if (k) memcpy(nb + *n, p, k);
     *n += k;
     nb[*n] = 0;
     *b = nb;

@@ -260,7 +260,7 @@ static pthread_once_t s_once = PTHREAD_ONCE_INIT;
 
 static void s_set(g4_dtype_t w, g4_dtype_t act, g4_from_float_fn ff, g4_vec_dot_fn dot)
 {
-    s_ops[w] = (g4_type_ops_t){act, ff, ff, dot, dot};
+    s_ops[w] = (g4_type_ops_t){act, ff, ff, dot, dot, NULL};
 }
 
 static void s_init(void)
@@ -298,6 +298,7 @@ static void s_init(void)
     for (int w = 0; w < G4_DTYPE_COUNT; w++) {
         if (!s_ops[w].vec_dot) continue;
         if (t.dot[w]) s_ops[w].vec_dot = t.dot[w];
+        s_ops[w].vec_dot4 = t.dot4[w];
         if (t.from_float[s_ops[w].act_type]) s_ops[w].from_float = t.from_float[s_ops[w].act_type];
     }
 #endif

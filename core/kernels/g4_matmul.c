@@ -48,6 +48,7 @@ static int s_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const flo
     const uint64_t arow = (g4_dtype_row_bytes(ops->act_type, (uint64_t)K) + 63) & ~(uint64_t)63;
     const g4_vec_dot_fn dot = ref ? ops->vec_dot_ref : ops->vec_dot;
     const g4_from_float_fn conv = ref ? ops->from_float_ref : ops->from_float;
+    const g4_vec_dot4_fn dot4 = ref ? NULL : ops->vec_dot4;
     const uint8_t *wbase = (const uint8_t *)W->data + (uint64_t)row0 * W->nb[1];
     const uint64_t wstride = W->nb[1];
     const int nth = ref ? 1 : (T * nrows * K < 4096 ? 1 : g4_kernels_threads());
@@ -66,7 +67,14 @@ static int s_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const flo
         const int64_t r_begin = nrows * ith / nt, r_end = nrows * (ith + 1) / nt;
         for (int64_t r0 = r_begin; r0 < r_end; r0 += G4_MM_ROWS) {
             const int64_t r1 = r0 + G4_MM_ROWS < r_end ? r0 + G4_MM_ROWS : r_end;
-            for (int64_t t = 0; t < T; t++) {
+            int64_t t = 0;
+            if (dot4) /* four activation rows per pass over a weight row */
+                for (; t + 4 <= T; t += 4) {
+                    const uint8_t *a = A + (uint64_t)t * astride;
+                    float *y = Y + t * ldy;
+                    for (int64_t r = r0; r < r1; r++) dot4(K, &y[r], ldy, wbase + (uint64_t)r * wstride, a, (int64_t)astride);
+                }
+            for (; t < T; t++) {
                 const uint8_t *a = A + (uint64_t)t * astride;
                 float *y = Y + t * ldy;
                 for (int64_t r = r0; r < r1; r++) dot(K, &y[r], wbase + (uint64_t)r * wstride, a);

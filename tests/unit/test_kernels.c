@@ -154,6 +154,15 @@ int test_matmul(void)
             double worst = 0;
             for (int64_t i = 0; i < N * T; i++) worst = fmax(worst, fabs((double)Y1[i] - Y2[i]));
             CHECKF(worst < 1e-4, "%s T=%lld max abs diff %.3e", g4_dtype_name(t), (long long)T, worst);
+            /* batch invariance: each row computes exactly what it computes alone */
+            float one[67];
+            for (int64_t tt = 0; tt < T; tt++) {
+                REQUIRE(g4_matmul(&W, 0, -1, X + tt * K, K, 1, one, N, scr) == 0);
+                int same = 1;
+                for (int64_t r = 0; r < N; r++) same &= one[r] == Y1[tt * N + r];
+                CHECKF(same, "%s: row %lld of a %lld-row batch differs from the row alone", g4_dtype_name(t),
+                       (long long)tt, (long long)T);
+            }
             /* a slice of rows gives the same numbers */
             REQUIRE(g4_matmul(&W, 10, 20, X, K, T, Y1, 20, scr) == 0);
             for (int64_t tt = 0; tt < T; tt++)
