@@ -17,6 +17,9 @@
 /* AVX2 helpers                                                           */
 /* ====================================================================== */
 
+/* F16C: the same exact conversion as g4_fp16_to_fp32, one instruction */
+AVX2 static inline float s_f16(uint16_t h) { return _cvtsh_ss(h); }
+
 AVX2 static inline float s_hsum_ps(__m256 x)
 {
     __m128 r = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
@@ -87,7 +90,7 @@ AVX2 static void s_dot_f16(int64_t n, float *s, const void *vw, const void *va)
     for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(LD(w + i), LD(a + i), acc0);
 #undef LD
     float sum = s_hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-    for (; i < n; i++) sum += g4_fp16_to_fp32(w[i]) * g4_fp16_to_fp32(a[i]);
+    for (; i < n; i++) sum += s_f16(w[i]) * s_f16(a[i]);
     *s = sum;
 }
 
@@ -124,12 +127,12 @@ AVX2 static void s_dot4_q8_0(int64_t n, float *s, int64_t ss, const void *vw, co
     __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t i = 0; i < n / 32; i++) {
-        const float dw = g4_fp16_to_fp32(w[i].d);
+        const float dw = s_f16(w[i].d);
         const __m256i x = _mm256_loadu_si256((const __m256i *)w[i].qs);
         const __m256i ax = _mm256_sign_epi8(x, x);
 #define G4_Q8_STEP(c, a)                                                                                          \
         {                                                                                                       \
-            const __m256 d = _mm256_set1_ps(dw * g4_fp16_to_fp32(a[i].d));                                      \
+            const __m256 d = _mm256_set1_ps(dw * s_f16(a[i].d));                                      \
             const __m256i y = _mm256_loadu_si256((const __m256i *)a[i].qs);                                     \
             const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x)), ones);        \
             c = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), c);                                                   \
@@ -145,7 +148,7 @@ AVX2 static void s_dot_q8_0(int64_t n, float *s, const void *vw, const void *va)
     const g4_block_q8_0 *w = vw, *a = va;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++) {
-        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * g4_fp16_to_fp32(a[i].d));
+        const __m256 d = _mm256_set1_ps(s_f16(w[i].d) * s_f16(a[i].d));
         const __m256i x = _mm256_loadu_si256((const __m256i *)w[i].qs);
         const __m256i y = _mm256_loadu_si256((const __m256i *)a[i].qs);
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s_dot_i8(x, y)), acc);
@@ -160,7 +163,7 @@ AVX2 static void s_dot_q4_0(int64_t n, float *s, const void *vw, const void *va)
     __m256 acc = _mm256_setzero_ps();
     const __m256i off = _mm256_set1_epi8(8);
     for (int64_t i = 0; i < n / 32; i++) {
-        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * g4_fp16_to_fp32(a[i].d));
+        const __m256 d = _mm256_set1_ps(s_f16(w[i].d) * s_f16(a[i].d));
         const __m256i x = _mm256_sub_epi8(s_unpack_q4(w[i].qs), off);
         const __m256i y = _mm256_loadu_si256((const __m256i *)a[i].qs);
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s_dot_i8(x, y)), acc);
@@ -175,8 +178,8 @@ AVX2 static void s_dot_q4_1(int64_t n, float *s, const void *vw, const void *va)
     __m256 acc = _mm256_setzero_ps();
     float summs = 0;
     for (int64_t i = 0; i < n / 32; i++) {
-        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * g4_fp16_to_fp32(a[i].d));
-        summs += g4_fp16_to_fp32(w[i].m) * g4_fp16_to_fp32(a[i].s);
+        const __m256 d = _mm256_set1_ps(s_f16(w[i].d) * s_f16(a[i].d));
+        summs += s_f16(w[i].m) * s_f16(a[i].s);
         const __m256i x = s_unpack_q4(w[i].qs);
         const __m256i y = _mm256_loadu_si256((const __m256i *)a[i].qs);
         const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1));
@@ -198,7 +201,7 @@ AVX2 static void s_dot_q4_K(int64_t n, float *s, const void *vw, const void *va)
         for (int j = 0; j < 8; j++) g4_kq_scale_min(j, w[i].scales, &sc[j], &m[j]);
         int mins = 0;
         for (int g = 0; g < 16; g++) mins += a[i].bsums[g] * m[g / 2];
-        summs += g4_fp16_to_fp32(w[i].dmin) * a[i].d * (float)mins;
+        summs += s_f16(w[i].dmin) * a[i].d * (float)mins;
         __m256i sumi = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             const __m256i q4 = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * c));
@@ -210,7 +213,7 @@ AVX2 static void s_dot_q4_K(int64_t n, float *s, const void *vw, const void *va)
             const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), _mm256_set1_epi16(sc[2 * c + 1]));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
         }
-        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * a[i].d);
+        const __m256 d = _mm256_set1_ps(s_f16(w[i].d) * a[i].d);
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
     *s = s_hsum_ps(acc) - summs;
@@ -229,7 +232,7 @@ AVX2 static void s_dot_q5_K(int64_t n, float *s, const void *vw, const void *va)
         for (int j = 0; j < 8; j++) g4_kq_scale_min(j, w[i].scales, &sc[j], &m[j]);
         int mins = 0;
         for (int g = 0; g < 16; g++) mins += a[i].bsums[g] * m[g / 2];
-        summs += g4_fp16_to_fp32(w[i].dmin) * a[i].d * (float)mins;
+        summs += s_f16(w[i].dmin) * a[i].d * (float)mins;
         const __m256i qh = _mm256_loadu_si256((const __m256i *)w[i].qh);
         __m256i sumi = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
@@ -246,7 +249,7 @@ AVX2 static void s_dot_q5_K(int64_t n, float *s, const void *vw, const void *va)
             const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), _mm256_set1_epi16(sc[2 * c + 1]));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
         }
-        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * a[i].d);
+        const __m256 d = _mm256_set1_ps(s_f16(w[i].d) * a[i].d);
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
     *s = s_hsum_ps(acc) - summs;
@@ -285,7 +288,7 @@ AVX2 static void s_dot_q6_K(int64_t n, float *s, const void *vw, const void *va)
             }
         }
         const int total = s_hsum_i32(sumi) - 32 * corr;
-        acc = _mm256_add_ps(acc, _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * a[i].d * (float)total));
+        acc = _mm256_add_ps(acc, _mm256_set1_ps(s_f16(w[i].d) * a[i].d * (float)total));
     }
     *s = _mm256_cvtss_f32(acc);
 }
@@ -357,12 +360,12 @@ AVX512VNNI static void s_dot4_q8_0_vnni(int64_t n, float *s, int64_t ss, const v
     const g4_block_q8_0 *a2 = (const void *)((const uint8_t *)va + 2 * as), *a3 = (const void *)((const uint8_t *)va + 3 * as);
     __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
     for (int64_t i = 0; i < n / 32; i++) {
-        const float dw = g4_fp16_to_fp32(w[i].d);
+        const float dw = s_f16(w[i].d);
         const __m256i x = _mm256_loadu_si256((const __m256i *)w[i].qs);
         const __m256i ax = _mm256_sign_epi8(x, x);
 #define G4_Q8_STEP(c, a)                                                                                          \
         {                                                                                                       \
-            const __m256 d = _mm256_set1_ps(dw * g4_fp16_to_fp32(a[i].d));                                      \
+            const __m256 d = _mm256_set1_ps(dw * s_f16(a[i].d));                                      \
             const __m256i y = _mm256_loadu_si256((const __m256i *)a[i].qs);                                     \
             const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, _mm256_sign_epi8(y, x));          \
             c = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), c);                                                   \
@@ -378,7 +381,7 @@ AVX512VNNI static void s_dot_q8_0_vnni(int64_t n, float *s, const void *vw, cons
     const g4_block_q8_0 *w = vw, *a = va;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++) {
-        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * g4_fp16_to_fp32(a[i].d));
+        const __m256 d = _mm256_set1_ps(s_f16(w[i].d) * s_f16(a[i].d));
         const __m256i x = _mm256_loadu_si256((const __m256i *)w[i].qs);
         const __m256i y = _mm256_loadu_si256((const __m256i *)a[i].qs);
         const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
@@ -393,7 +396,7 @@ AVX512VNNI static void s_dot_q4_0_vnni(int64_t n, float *s, const void *vw, cons
     const g4_block_q8_0 *a = va;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++) {
-        const __m256 d = _mm256_set1_ps(g4_fp16_to_fp32(w[i].d) * g4_fp16_to_fp32(a[i].d));
+        const __m256 d = _mm256_set1_ps(s_f16(w[i].d) * s_f16(a[i].d));
         const __m256i x = s_unpack_q4(w[i].qs); /* 0..15; subtract 8·Σy afterwards */
         const __m256i y = _mm256_loadu_si256((const __m256i *)a[i].qs);
         __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y);
@@ -430,7 +433,7 @@ AVX512 static void s_dot_f16_512(int64_t n, float *s, const void *vw, const void
     }
 #undef LD
     float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-    for (; i < n; i++) sum += g4_fp16_to_fp32(w[i]) * g4_fp16_to_fp32(a[i]);
+    for (; i < n; i++) sum += s_f16(w[i]) * s_f16(a[i]);
     *s = sum;
 }
 
