@@ -260,7 +260,7 @@ static pthread_once_t s_once = PTHREAD_ONCE_INIT;
 
 static void s_set(g4_dtype_t w, g4_dtype_t act, g4_from_float_fn ff, g4_vec_dot_fn dot)
 {
-    s_ops[w] = (g4_type_ops_t){act, ff, ff, dot, dot, NULL};
+    s_ops[w] = (g4_type_ops_t){act, ff, ff, dot, dot, NULL, NULL};
 }
 
 static void s_init(void)
@@ -299,6 +299,7 @@ static void s_init(void)
         if (!s_ops[w].vec_dot) continue;
         if (t.dot[w]) s_ops[w].vec_dot = t.dot[w];
         s_ops[w].vec_dot4 = t.dot4[w];
+        s_ops[w].vec_dot4x2 = t.dot4x2[w];
         if (t.from_float[s_ops[w].act_type]) s_ops[w].from_float = t.from_float[s_ops[w].act_type];
     }
 #endif

@@ -24,6 +24,9 @@ typedef void (*g4_vec_dot_fn)(int64_t n, float *s, const void *w, const void *a)
 /* s[t*s_stride] = dot(w, a + t*a_stride) for t = 0..3, bit-identical to four
  * vec_dot calls (the weight row is read once for four activation rows). */
 typedef void (*g4_vec_dot4_fn)(int64_t n, float *s, int64_t s_stride, const void *w, const void *a, int64_t a_stride);
+/* The same for two weight rows (w, w + w_stride): s[t*s_stride + j], j = 0, 1. */
+typedef void (*g4_vec_dot4x2_fn)(int64_t n, float *s, int64_t s_stride, const void *w, int64_t w_stride, const void *a,
+                                 int64_t a_stride);
 /* Converts n floats into the activation type. */
 typedef void (*g4_from_float_fn)(const float *x, void *y, int64_t n);
 
@@ -34,6 +37,7 @@ typedef struct g4_type_ops {
     g4_vec_dot_fn vec_dot;          /* fast, dispatched                              */
     g4_vec_dot_fn vec_dot_ref;
     g4_vec_dot4_fn vec_dot4;        /* NULL: use vec_dot four times                  */
+    g4_vec_dot4x2_fn vec_dot4x2;    /* NULL: use vec_dot4 twice                      */
 } g4_type_ops_t;
 
 /* Ops for weights of type t, or NULL if g4 cannot multiply with it. */

@@ -8,6 +8,7 @@ typedef struct g4_dot_simd {
     g4_vec_dot_fn dot[G4_DTYPE_COUNT];
     g4_from_float_fn from_float[G4_DTYPE_COUNT]; /* indexed by activation type */
     g4_vec_dot4_fn dot4[G4_DTYPE_COUNT];
+    g4_vec_dot4x2_fn dot4x2[G4_DTYPE_COUNT];
 } g4_dot_simd_t;
 
 /* Fill `t` with what AVX2 (+FMA, F16C) provides; NULL entries keep the scalar one. */

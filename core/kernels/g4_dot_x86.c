@@ -376,6 +376,37 @@ AVX512VNNI static void s_dot4_q8_0_vnni(int64_t n, float *s, int64_t ss, const v
     s[0] = s_hsum_ps(c0), s[ss] = s_hsum_ps(c1), s[2 * ss] = s_hsum_ps(c2), s[3 * ss] = s_hsum_ps(c3);
 }
 
+/* two weight rows x four activation rows in 512-bit registers: lanes 0-7
+ * carry row 0, lanes 8-15 row 1, each with exactly the per-block operations
+ * of s_dot_q8_0_vnni (so the same results, lane for lane) */
+AVX512VNNI static void s_dot4x2_q8_0_vnni(int64_t n, float *s, int64_t ss, const void *vw, int64_t ws, const void *va,
+                                          int64_t as)
+{
+    const g4_block_q8_0 *w0 = vw, *w1 = (const void *)((const uint8_t *)vw + ws);
+    const g4_block_q8_0 *a[4];
+    for (int t = 0; t < 4; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
+    __m512 c[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < n / 32; i++) {
+        const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)w0[i].qs)),
+                                             _mm256_loadu_si256((const __m256i *)w1[i].qs), 1);
+        const __m512i ax = _mm512_abs_epi8(x);
+        const __mmask64 neg = _mm512_movepi8_mask(x);
+        const __m512 dw = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(s_f16(w0[i].d))),
+                                                              _mm256_castps_pd(_mm256_set1_ps(s_f16(w1[i].d))), 1));
+        for (int t = 0; t < 4; t++) {
+            const __m512i y = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)a[t][i].qs));
+            const __m512i sy = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+            const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy);
+            const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(s_f16(a[t][i].d)));
+            c[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), c[t]);
+        }
+    }
+    for (int t = 0; t < 4; t++) {
+        s[t * ss] = s_hsum_ps(_mm512_castps512_ps256(c[t]));
+        s[t * ss + 1] = s_hsum_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c[t]), 1)));
+    }
+}
+
 AVX512VNNI static void s_dot_q8_0_vnni(int64_t n, float *s, const void *vw, const void *va)
 {
     const g4_block_q8_0 *w = vw, *a = va;
@@ -445,6 +476,7 @@ void g4_dot_fill_avx512(g4_dot_simd_t *t, int has_vnni, int has_bf16)
     if (has_vnni) {
         t->dot[G4_DTYPE_Q8_0] = s_dot_q8_0_vnni;
         t->dot4[G4_DTYPE_Q8_0] = s_dot4_q8_0_vnni;
+        t->dot4x2[G4_DTYPE_Q8_0] = s_dot4x2_q8_0_vnni;
         t->dot[G4_DTYPE_Q4_0] = s_dot_q4_0_vnni;
     }
 }

@@ -49,6 +49,7 @@ static int s_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const flo
     const g4_vec_dot_fn dot = ref ? ops->vec_dot_ref : ops->vec_dot;
     const g4_from_float_fn conv = ref ? ops->from_float_ref : ops->from_float;
     const g4_vec_dot4_fn dot4 = ref ? NULL : ops->vec_dot4;
+    const g4_vec_dot4x2_fn dot4x2 = ref ? NULL : ops->vec_dot4x2;
     const uint8_t *wbase = (const uint8_t *)W->data + (uint64_t)row0 * W->nb[1];
     const uint64_t wstride = W->nb[1];
     const int nth = ref ? 1 : (T * nrows * K < 4096 ? 1 : g4_kernels_threads());
@@ -72,7 +73,11 @@ static int s_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const flo
                 for (; t + 4 <= T; t += 4) {
                     const uint8_t *a = A + (uint64_t)t * astride;
                     float *y = Y + t * ldy;
-                    for (int64_t r = r0; r < r1; r++) dot4(K, &y[r], ldy, wbase + (uint64_t)r * wstride, a, (int64_t)astride);
+                    int64_t r = r0;
+                    if (dot4x2)
+                        for (; r + 2 <= r1; r += 2)
+                            dot4x2(K, &y[r], ldy, wbase + (uint64_t)r * wstride, (int64_t)wstride, a, (int64_t)astride);
+                    for (; r < r1; r++) dot4(K, &y[r], ldy, wbase + (uint64_t)r * wstride, a, (int64_t)astride);
                 }
             for (; t < T; t++) {
                 const uint8_t *a = A + (uint64_t)t * astride;
