@@ -12,6 +12,7 @@ int cli_detokenize(int argc, char **argv);
 int cli_chat_template(int argc, char **argv);
 int cli_up(int argc, char **argv);
 int cli_plan(int argc, char **argv);
+int cli_bench(int argc, char **argv);
 /* Layer boundaries for n shards (cli_stack.c). */
 int cli_split_layers(const char *model, int n_shards, int *bounds, int max_bounds, char *err, size_t err_size);
 int cli_chat(int argc, char **argv);

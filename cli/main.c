@@ -19,6 +19,7 @@ static const cli_cmd_t s_cmds[] = {
     {"detokenize", cli_detokenize, "print the text of token ids"},
     {"serve", cli_serve, "an OpenAI-compatible HTTP server (/v1/chat/completions, ...)"},
     {"chat", cli_chat, "talk with the model (history, streaming)"},
+    {"bench", cli_bench, "prefill / decode tokens/s, time to first token, peak RSS"},
     {"plan", cli_plan, "show where the model's layers would go on this machine"},
     {"up", cli_up, "start a persistent local stack of daemons"},
     {"status", cli_status, "show the daemons of the stack (--json)"},

@@ -43,5 +43,12 @@ check(all(not (s["layers"][0] < 3 < s["layers"][1]) or s["layers"][0] <= 1 for s
       sum(s["layers"][1] - s["layers"][0] for s in p["shards"]) == p["n_layer"], "e model split: %s" % p)
 r = subprocess.run([g4, "plan", "-m", os.path.join(mdir, "dense-f32.gguf"), "--topology", "not a topology"], capture_output=True, text=True)
 check(r.returncode == 1 and "topology" in r.stderr, "bad topology: %s" % r.stderr)
+# g4 bench: the keys scripts read, in both modes
+for mode in (["--in-process"], ["--shards", "2"]):
+    r = subprocess.run([g4, "bench", "-m", os.path.join(mdir, "dense-f32.gguf"), "-p", "16", "-n", "4", "--reps", "1",
+                        "--json"] + mode, capture_output=True, text=True, timeout=120)
+    b = json.loads(r.stdout) if r.returncode == 0 else {}
+    check(all(b.get(k, 0) > 0 for k in ("prefill_tps", "decode_tps", "ttft_ms", "ready_ms", "peak_rss_mb")) and
+          len(b.get("processes", [])) == (1 if mode[0] == "--in-process" else 4), "g4 bench %s: %s %s" % (mode, r.stdout, r.stderr))
 print("%d passed, %d failed" % (passes, fails))
 sys.exit(1 if fails else 0)

@@ -1,0 +1,276 @@
+/* g4 bench -m MODEL.gguf [-p 512] [-n 128] [-t THREADS] [--reps 3] [--shards N | --in-process] [--json]
+ *
+ * Prefill and decode tokens/s (medians of --reps runs of a random prompt of -p
+ * tokens and -n greedy tokens, end-of-generation ignored), time to first token,
+ * time to ready (model mapped and context made, or the whole stack registered),
+ * and peak RSS per process. By default the request goes through the daemons
+ * (an embedded stack with --shards N, or the one `g4 up` started); --in-process
+ * runs the decoder here. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cli_stack.h"
+#include "g4_alloc.h"
+#include "g4_clock.h"
+#include "g4_matmul.h"
+#include "g4_model.h"
+#include "g4_sampler.h"
+#include "g4_wire.h"
+
+typedef struct bench_run {
+    double prefill_tps, decode_tps, ttft_ms;
+} bench_run_t;
+
+static int s_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double s_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, s_cmp);
+    return n ? (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2])) : 0;
+}
+
+static double s_rss_mb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    double mb = 0;
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) mb = atof(line + 6) / 1024.0;
+    fclose(f);
+    return mb;
+}
+
+static int32_t *s_prompt(int n, int n_vocab, uint64_t seed)
+{
+    int32_t *ids = g4_malloc((size_t)n * sizeof *ids);
+    if (!ids) return NULL;
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    ids[0] = 2; /* <bos> */
+    for (int i = 1; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        ids[i] = 300 + (int32_t)(x % (uint64_t)(n_vocab > 12300 ? 12000 : n_vocab - 300));
+    }
+    return ids;
+}
+
+static int s_in_process(const char *model, int np, int ng, int reps, int kv_f32, bench_run_t *runs, double *ready_ms)
+{
+    const uint64_t t0 = g4_clock_mono_ns();
+    g4_err_t err;
+    g4_model_t *m = g4_model_load(model, 0, -1, &err);
+    if (!m) {
+        cli_error("%s", err.msg);
+        return 1;
+    }
+    const g4_hparams_t *hp = g4_model_hparams(m);
+    g4_ctx_params_t cp = {.n_ctx = np + ng + 1, .n_ubatch = 512, .n_seq_max = 1, .kv_f32 = kv_f32};
+    g4_ctx_t *c = g4_ctx_new(m, &cp, &err);
+    *ready_ms = (double)(g4_clock_mono_ns() - t0) / 1e6;
+    float *logits = g4_malloc((size_t)hp->n_vocab * sizeof *logits);
+    int32_t *pos = g4_malloc((size_t)np * sizeof *pos), *seqv = g4_malloc((size_t)np * sizeof *seqv);
+    int8_t *want = g4_calloc((size_t)np, 1);
+    g4_sampler_params_t sp;
+    g4_sampler_params_default(&sp);
+    sp.temp = 0;
+    int rc = !c || !logits || !pos || !seqv || !want;
+    if (rc) cli_error("%s", c ? "out of memory" : err.msg);
+    for (int r = 0; !rc && r < reps; r++) {
+        int32_t *ids = s_prompt(np, (int)hp->n_vocab, (uint64_t)r + 1);
+        int seq = g4_seq_new(c, &err);
+        g4_sampler_t *smp = g4_sampler_new(&sp, (int)hp->n_vocab, &err);
+        if (!ids || seq < 0 || !smp) {
+            rc = 1;
+            g4_free(ids);
+            g4_sampler_destroy(&smp);
+            break;
+        }
+        for (int i = 0; i < np; i++) pos[i] = i, seqv[i] = seq, want[i] = i == np - 1;
+        g4_batch_t b = {np, ids, NULL, pos, seqv, want};
+        const uint64_t a = g4_clock_mono_ns();
+        rc = g4_ctx_forward(c, &b, NULL, NULL, NULL, logits, &err);
+        int32_t id = g4_sampler_sample(smp, logits);
+        const uint64_t p1 = g4_clock_mono_ns();
+        for (int k = 1; !rc && k < ng; k++) {
+            int32_t p = g4_seq_n_past(c, seq);
+            g4_batch_t d = {1, &id, NULL, &p, &seq, NULL};
+            rc = g4_ctx_forward(c, &d, NULL, NULL, NULL, logits, &err);
+            id = g4_sampler_sample(smp, logits);
+        }
+        const uint64_t e = g4_clock_mono_ns();
+        if (rc) cli_error("%s", err.msg);
+        runs[r].prefill_tps = np / ((double)(p1 - a) / 1e9);
+        runs[r].ttft_ms = (double)(p1 - a) / 1e6;
+        runs[r].decode_tps = ng > 1 ? (ng - 1) / ((double)(e - p1) / 1e9) : 0;
+        g4_seq_release(c, seq);
+        g4_sampler_destroy(&smp);
+        g4_free(ids);
+    }
+    g4_free(logits), g4_free(pos), g4_free(seqv), g4_free(want);
+    g4_ctx_destroy(&c);
+    g4_model_destroy(&m);
+    return rc;
+}
+
+typedef struct s_tt {
+    uint64_t t_send, t_first;
+} s_tt_t;
+
+static void s_first(void *user, const G4__V1__TokenEvent *t)
+{
+    (void)t;
+    s_tt_t *x = user;
+    if (!x->t_first) x->t_first = g4_clock_mono_ns();
+}
+
+int cli_bench(int argc, char **argv)
+{
+    const char *model = NULL;
+    int np = 512, ng = 128, threads = 0, reps = 3, shards = 0, in_process = 0, json = 0, kv_f32 = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = v, i++;
+        else if ((!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) && v) np = atoi(v), i++;
+        else if ((!strcmp(a, "-n") || !strcmp(a, "--n-gen")) && v) ng = atoi(v), i++;
+        else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) threads = atoi(v), i++;
+        else if (!strcmp(a, "--reps") && v) reps = atoi(v), i++;
+        else if (!strcmp(a, "--shards") && v) shards = atoi(v), i++;
+        else if (!strcmp(a, "--in-process")) in_process = 1;
+        else if (!strcmp(a, "--kv-f32")) kv_f32 = 1;
+        else if (!strcmp(a, "--json")) json = 1;
+        else {
+            cli_error("usage: g4 bench -m MODEL.gguf [-p 512] [-n 128] [-t THREADS] [--reps 3] [--shards N | --in-process] "
+                      "[--json]");
+            return 2;
+        }
+    }
+    if (!model || np < 1 || np > 512 * 64 || ng < 1 || reps < 1 || reps > 100) {
+        cli_error("usage: g4 bench -m MODEL.gguf [-p 512] [-n 128] ... (-p 1..32768, -n >= 1, --reps 1..100)");
+        return 2;
+    }
+    bench_run_t *runs = g4_calloc((size_t)reps, sizeof *runs);
+    double ready_ms = 0;
+    int rc = 0;
+    cJSON *procs = cJSON_CreateArray();
+    if (in_process) {
+        if (threads > 0) g4_kernels_set_threads(threads);
+        rc = s_in_process(model, np, ng, reps, kv_f32, runs, &ready_ms);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "name", "g4");
+        cJSON_AddNumberToObject(p, "peak_rss_mb", (double)ru.ru_maxrss / 1024.0);
+        cJSON_AddItemToArray(procs, p);
+    } else {
+        cli_stack_t st;
+        int own = 0;
+        char ep[300];
+        cli_stack_opts_t o = {.model = model, .n_shards = shards, .threads = threads, .n_slots = 2, .kv_f32 = kv_f32,
+                              .n_ctx = np + ng + 8};
+        const uint64_t t0 = g4_clock_mono_ns();
+        if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) {
+            g4_free(runs);
+            cJSON_Delete(procs);
+            return 1;
+        }
+        ready_ms = (double)(g4_clock_mono_ns() - t0) / 1e6;
+        g4_err_t err;
+        g4_gguf_t *g = g4_gguf_open(model, &err);
+        uint32_t n_vocab = 0;
+        if (g) {
+            g4_gguf_value_t v;
+            if (!g4_gguf_get_arr(g, "tokenizer.ggml.tokens", &v, &err)) n_vocab = (uint32_t)v.arr_n;
+            g4_gguf_destroy(&g);
+        }
+        for (int r = 0; !rc && r < reps; r++) {
+            int32_t *ids = s_prompt(np, n_vocab ? (int)n_vocab : 262144, (uint64_t)r + 1);
+            G4__V1__GenerateRequest req = G4__V1__GENERATE_REQUEST__INIT;
+            G4__V1__SamplingParams sp = G4__V1__SAMPLING_PARAMS__INIT;
+            G4__V1__PromptIds pi = G4__V1__PROMPT_IDS__INIT;
+            pi.ids = ids, pi.n_ids = (size_t)np;
+            req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_IDS;
+            req.ids = &pi;
+            req.sampling = &sp;
+            req.max_tokens = ng;
+            req.ignore_eos = 1;
+            s_tt_t tt = {g4_clock_mono_ns(), 0};
+            cli_gen_cb_t cb = {NULL, s_first, &tt};
+            G4__V1__Envelope *done = NULL;
+            rc = cli_generate(ep, &req, &cb, &done);
+            if (!rc) {
+                G4__V1__Usage *u = done->event->done->usage;
+                runs[r].prefill_tps = u && u->prefill_ms > 0 ? np / (u->prefill_ms / 1e3) : 0;
+                runs[r].decode_tps = u && u->decode_ms > 0 ? (ng - 1) / (u->decode_ms / 1e3) : 0;
+                runs[r].ttft_ms = tt.t_first ? (double)(tt.t_first - tt.t_send) / 1e6 : 0;
+                g4__v1__envelope__free_unpacked(done, NULL);
+            }
+            g4_free(ids);
+        }
+        if (own) {
+            for (int i = 0; i < st.n; i++) {
+                cJSON *p = cJSON_CreateObject();
+                cJSON_AddStringToObject(p, "name", st.name[i]);
+                cJSON_AddNumberToObject(p, "peak_rss_mb", s_rss_mb(st.pid[i]));
+                cJSON_AddItemToArray(procs, p);
+            }
+            cli_stack_stop(&st);
+        }
+    }
+    if (rc) {
+        g4_free(runs);
+        cJSON_Delete(procs);
+        return 1;
+    }
+    double *v = g4_malloc((size_t)reps * sizeof *v);
+    double med[3];
+    for (int k = 0; k < 3; k++) {
+        for (int r = 0; r < reps; r++) v[r] = k == 0 ? runs[r].prefill_tps : k == 1 ? runs[r].decode_tps : runs[r].ttft_ms;
+        med[k] = s_median(v, reps);
+    }
+    double peak = 0;
+    const cJSON *p;
+    cJSON_ArrayForEach(p, procs)
+    {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(p, "peak_rss_mb");
+        if (x->valuedouble > peak) peak = x->valuedouble;
+    }
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", model);
+        cJSON_AddStringToObject(j, "mode", in_process ? "in-process" : "stack");
+        cJSON_AddNumberToObject(j, "n_prompt", np);
+        cJSON_AddNumberToObject(j, "n_gen", ng);
+        cJSON_AddNumberToObject(j, "threads", threads > 0 ? threads : g4_kernels_threads());
+        cJSON_AddNumberToObject(j, "reps", reps);
+        cJSON_AddNumberToObject(j, "prefill_tps", med[0]);
+        cJSON_AddNumberToObject(j, "decode_tps", med[1]);
+        cJSON_AddNumberToObject(j, "ttft_ms", med[2]);
+        cJSON_AddNumberToObject(j, "ready_ms", ready_ms);
+        cJSON_AddNumberToObject(j, "peak_rss_mb", peak);
+        cJSON_AddItemToObject(j, "processes", procs);
+        char *s = cJSON_PrintUnformatted(j);
+        puts(s);
+        cJSON_free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("%s (%s): prompt %d, generate %d, %d reps\n", model, in_process ? "in-process" : "stack", np, ng, reps);
+        printf("  prefill %.1f tok/s   decode %.2f tok/s   time to first token %.0f ms   ready in %.0f ms\n", med[0],
+               med[1], med[2], ready_ms);
+        cJSON_ArrayForEach(p, procs) printf("  %-12s peak RSS %.0f MB\n", cJSON_GetObjectItemCaseSensitive(p, "name")->valuestring,
+                                            cJSON_GetObjectItemCaseSensitive(p, "peak_rss_mb")->valuedouble);
+        cJSON_Delete(procs);
+    }
+    g4_free(v);
+    g4_free(runs);
+    return 0;
+}
