@@ -49,6 +49,13 @@ void g4_kernels_init(void);
 /* "avx512", "avx2" or "scalar": the widest instruction set in use. */
 const char *g4_kernels_isa(void);
 
+/* Attention helpers over F16 or F32 KV rows (dispatched; SIMD sums in a
+ * different order than the scalar loop, so not bit-identical to it). */
+float g4_dot_f16_f32(const uint16_t *x, const float *y, int64_t n);
+float g4_dot_f32_f32(const float *x, const float *y, int64_t n);
+void g4_axpy_f16(float *y, float a, const uint16_t *x, int64_t n); /* y += a*x */
+void g4_axpy_f32(float *y, float a, const float *x, int64_t n);
+
 /* Activation quantizers, scalar twins of the x86 SIMD code. */
 void g4_quant_q8_0_x86_ref(const float *x, void *y, int64_t n);
 void g4_quant_q8_1_x86_ref(const float *x, void *y, int64_t n);

@@ -143,6 +143,50 @@ AVX2 static void s_dot4_q8_0(int64_t n, float *s, int64_t ss, const void *vw, co
     s[0] = s_hsum_ps(c0), s[ss] = s_hsum_ps(c1), s[2 * ss] = s_hsum_ps(c2), s[3 * ss] = s_hsum_ps(c3);
 }
 
+AVX2 static float s_dot_f16_f32(const uint16_t *x, const float *y, int64_t n)
+{
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        c0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))), _mm256_loadu_ps(y + i), c0);
+        c1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8))), _mm256_loadu_ps(y + i + 8), c1);
+    }
+    float s = s_hsum_ps(_mm256_add_ps(c0, c1));
+    for (; i < n; i++) s += s_f16(x[i]) * y[i];
+    return s;
+}
+
+AVX2 static float s_dot_f32_f32(const float *x, const float *y, int64_t n)
+{
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        c0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), c0);
+        c1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), c1);
+    }
+    float s = s_hsum_ps(_mm256_add_ps(c0, c1));
+    for (; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+AVX2 static void s_axpy_f16(float *y, float a, const uint16_t *x, int64_t n)
+{
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * s_f16(x[i]);
+}
+
+AVX2 static void s_axpy_f32(float *y, float a, const float *x, int64_t n)
+{
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
 AVX2 static void s_dot_q8_0(int64_t n, float *s, const void *vw, const void *va)
 {
     const g4_block_q8_0 *w = vw, *a = va;
@@ -339,6 +383,8 @@ void g4_dot_fill_avx2(g4_dot_simd_t *t)
     t->dot[G4_DTYPE_BF16] = s_dot_bf16;
     t->dot[G4_DTYPE_Q8_0] = s_dot_q8_0;
     t->dot4[G4_DTYPE_Q8_0] = s_dot4_q8_0;
+    t->dot_f16_f32 = s_dot_f16_f32, t->dot_f32_f32 = s_dot_f32_f32;
+    t->axpy_f16 = s_axpy_f16, t->axpy_f32 = s_axpy_f32;
     t->dot[G4_DTYPE_Q4_0] = s_dot_q4_0;
     t->dot[G4_DTYPE_Q4_1] = s_dot_q4_1;
     t->dot[G4_DTYPE_Q4_K] = s_dot_q4_K;

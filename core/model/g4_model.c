@@ -736,17 +736,11 @@ static void s_attn_f16(const float *q, const uint8_t *K, const uint8_t *V, size_
 static void s_attn_f32(const float *q, const uint8_t *K, const uint8_t *V, size_t row_bytes, int is_f16, int hd,
                        int lo, int hi, int cells, float *out, uint8_t *buf)
 {
-    float *sc = (float *)buf, *kv = sc + (hi - lo + 1);
+    float *sc = (float *)buf;
     float M = -INFINITY;
     for (int p = lo; p <= hi; p++) {
         const uint8_t *kr = K + (size_t)(p % cells) * row_bytes;
-        const float *kf = (const float *)kr;
-        if (is_f16) {
-            for (int d = 0; d < hd; d++) kv[d] = g4_fp16_to_fp32(((const g4_fp16_t *)kr)[d]);
-            kf = kv;
-        }
-        float s = 0;
-        for (int d = 0; d < hd; d++) s += q[d] * kf[d];
+        const float s = is_f16 ? g4_dot_f16_f32((const uint16_t *)kr, q, hd) : g4_dot_f32_f32((const float *)kr, q, hd);
         sc[p - lo] = s;
         if (s > M) M = s;
     }
@@ -758,11 +752,8 @@ static void s_attn_f32(const float *q, const uint8_t *K, const uint8_t *V, size_
     for (int d = 0; d < hd; d++) out[d] = 0;
     for (int p = lo; p <= hi; p++) {
         const uint8_t *vr = V + (size_t)(p % cells) * row_bytes;
-        const float w = sc[p - lo];
-        if (is_f16)
-            for (int d = 0; d < hd; d++) out[d] += w * g4_fp16_to_fp32(((const g4_fp16_t *)vr)[d]);
-        else
-            for (int d = 0; d < hd; d++) out[d] += w * ((const float *)vr)[d];
+        if (is_f16) g4_axpy_f16(out, sc[p - lo], (const uint16_t *)vr, hd);
+        else g4_axpy_f32(out, sc[p - lo], (const float *)vr, hd);
     }
     const float inv = S == 0.0f ? 0.0f : 1.0f / S;
     for (int d = 0; d < hd; d++) out[d] *= inv;
