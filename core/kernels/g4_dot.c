@@ -278,6 +278,16 @@ static void s_axpy_f32(float *y, float a, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
+static void s_f16_scale(uint16_t *acc, float s, int64_t n)
+{
+    for (int64_t d = 0; d < n; d++) acc[d] = g4_fp32_to_fp16(g4_fp16_to_fp32(acc[d]) * s);
+}
+static void s_f16_mad(uint16_t *acc, const uint16_t *v, float s, int64_t n)
+{
+    for (int64_t d = 0; d < n; d++) acc[d] = g4_fp32_to_fp16(fmaf(g4_fp16_to_fp32(v[d]), s, g4_fp16_to_fp32(acc[d])));
+}
+static void (*s_p_f16_scale)(uint16_t *, float, int64_t) = s_f16_scale;
+static void (*s_p_f16_mad)(uint16_t *, const uint16_t *, float, int64_t) = s_f16_mad;
 static float (*s_p_dot_f16_f32)(const uint16_t *, const float *, int64_t) = s_dot_f16_f32;
 static float (*s_p_dot_f32_f32)(const float *, const float *, int64_t) = s_dot_f32_f32;
 static void (*s_p_axpy_f16)(float *, float, const uint16_t *, int64_t) = s_axpy_f16;
@@ -324,6 +334,8 @@ static void s_init(void)
     if (t.dot_f32_f32) s_p_dot_f32_f32 = t.dot_f32_f32;
     if (t.axpy_f16) s_p_axpy_f16 = t.axpy_f16;
     if (t.axpy_f32) s_p_axpy_f32 = t.axpy_f32;
+    if (t.f16_scale) s_p_f16_scale = t.f16_scale;
+    if (t.f16_mad) s_p_f16_mad = t.f16_mad;
     for (int w = 0; w < G4_DTYPE_COUNT; w++) {
         if (!s_ops[w].vec_dot) continue;
         if (t.dot[w]) s_ops[w].vec_dot = t.dot[w];
@@ -368,4 +380,14 @@ void g4_axpy_f32(float *y, float a, const float *x, int64_t n)
 {
     g4_kernels_init();
     s_p_axpy_f32(y, a, x, n);
+}
+void g4_f16_scale(uint16_t *acc, float s, int64_t n)
+{
+    g4_kernels_init();
+    s_p_f16_scale(acc, s, n);
+}
+void g4_f16_mad(uint16_t *acc, const uint16_t *v, float s, int64_t n)
+{
+    g4_kernels_init();
+    s_p_f16_mad(acc, v, s, n);
 }

@@ -56,6 +56,12 @@ float g4_dot_f32_f32(const float *x, const float *y, int64_t n);
 void g4_axpy_f16(float *y, float a, const uint16_t *x, int64_t n); /* y += a*x */
 void g4_axpy_f32(float *y, float a, const float *x, int64_t n);
 
+/* F16 accumulators as ggml's flash attention keeps them (every result rounded
+ * to F16, nearest even): acc = f16(acc * s); acc = f16(fma(v, s, acc)).
+ * Exact: the SIMD versions give the same bits as the scalar ones. */
+void g4_f16_scale(uint16_t *acc, float s, int64_t n);
+void g4_f16_mad(uint16_t *acc, const uint16_t *v, float s, int64_t n);
+
 /* Activation quantizers, scalar twins of the x86 SIMD code. */
 void g4_quant_q8_0_x86_ref(const float *x, void *y, int64_t n);
 void g4_quant_q8_1_x86_ref(const float *x, void *y, int64_t n);

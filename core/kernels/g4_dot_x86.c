@@ -179,6 +179,29 @@ AVX2 static void s_axpy_f16(float *y, float a, const uint16_t *x, int64_t n)
     for (; i < n; i++) y[i] += a * s_f16(x[i]);
 }
 
+AVX2 static void s_f16_scale(uint16_t *acc, float sc, int64_t n)
+{
+    const __m256 vs = _mm256_set1_ps(sc);
+    int64_t d = 0;
+    for (; d + 8 <= n; d += 8) {
+        const __m256 a = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(acc + d))), vs);
+        _mm_storeu_si128((__m128i *)(acc + d), _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; d < n; d++) acc[d] = _cvtss_sh(s_f16(acc[d]) * sc, _MM_FROUND_TO_NEAREST_INT);
+}
+
+AVX2 static void s_f16_mad(uint16_t *acc, const uint16_t *v, float sc, int64_t n)
+{
+    const __m256 vs = _mm256_set1_ps(sc);
+    int64_t d = 0;
+    for (; d + 8 <= n; d += 8) {
+        const __m256 a = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + d))), vs,
+                                         _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(acc + d))));
+        _mm_storeu_si128((__m128i *)(acc + d), _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; d < n; d++) acc[d] = _cvtss_sh(fmaf(s_f16(v[d]), sc, s_f16(acc[d])), _MM_FROUND_TO_NEAREST_INT);
+}
+
 AVX2 static void s_axpy_f32(float *y, float a, const float *x, int64_t n)
 {
     const __m256 va = _mm256_set1_ps(a);
@@ -385,6 +408,7 @@ void g4_dot_fill_avx2(g4_dot_simd_t *t)
     t->dot4[G4_DTYPE_Q8_0] = s_dot4_q8_0;
     t->dot_f16_f32 = s_dot_f16_f32, t->dot_f32_f32 = s_dot_f32_f32;
     t->axpy_f16 = s_axpy_f16, t->axpy_f32 = s_axpy_f32;
+    t->f16_scale = s_f16_scale, t->f16_mad = s_f16_mad;
     t->dot[G4_DTYPE_Q4_0] = s_dot_q4_0;
     t->dot[G4_DTYPE_Q4_1] = s_dot_q4_1;
     t->dot[G4_DTYPE_Q4_K] = s_dot_q4_K;

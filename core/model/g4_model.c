@@ -720,11 +720,11 @@ static void s_attn_f16(const float *q, const uint8_t *K, const uint8_t *V, size_
             const float Mold = M;
             M = s;
             ms = expf(Mold - M);
-            for (int d = 0; d < hd; d++) acc[d] = g4_fp32_to_fp16(g4_fp16_to_fp32(acc[d]) * ms);
+            g4_f16_scale(acc, ms, hd);
         } else {
             vs = expf(s - M);
         }
-        for (int d = 0; d < hd; d++) acc[d] = g4_fp32_to_fp16(fmaf(g4_fp16_to_fp32(v[d]), vs, g4_fp16_to_fp32(acc[d])));
+        g4_f16_mad(acc, v, vs, hd);
         S = S * ms + vs;
     }
     const float inv = S == 0.0f ? 0.0f : 1.0f / S;

@@ -127,8 +127,39 @@ int test_kernels(void)
     return 0;
 }
 
+/* the attention helpers: F16 accumulators exactly as the scalar formulas */
+static int s_check_f16acc(void)
+{
+    uint64_t rs = 5;
+    enum { N = 203 };
+    uint16_t acc[N], acc2[N], v[N];
+    for (int rep = 0; rep < 20; rep++) {
+        const float sc = rep == 0 ? 1.0f : fabsf(g4_test_randn(&rs));
+        for (int i = 0; i < N; i++) {
+            acc[i] = acc2[i] = g4_fp32_to_fp16(g4_test_randn(&rs) * (rep % 3 == 0 ? 1000.0f : 1.0f));
+            v[i] = g4_fp32_to_fp16(g4_test_randn(&rs) * 40.0f);
+        }
+        g4_f16_mad(acc, v, sc, N);
+        for (int i = 0; i < N; i++)
+            acc2[i] = g4_fp32_to_fp16(fmaf(g4_fp16_to_fp32(v[i]), sc, g4_fp16_to_fp32(acc2[i])));
+        CHECK(memcmp(acc, acc2, sizeof acc) == 0);
+        g4_f16_scale(acc, sc * 0.5f, N);
+        for (int i = 0; i < N; i++) acc2[i] = g4_fp32_to_fp16(g4_fp16_to_fp32(acc2[i]) * (sc * 0.5f));
+        CHECK(memcmp(acc, acc2, sizeof acc) == 0);
+        float y[N], x[N], want = 0, got;
+        for (int i = 0; i < N; i++) x[i] = g4_test_randn(&rs), y[i] = 0;
+        got = g4_dot_f16_f32(v, x, N);
+        for (int i = 0; i < N; i++) want += g4_fp16_to_fp32(v[i]) * x[i];
+        CHECK(fabsf(got - want) <= 1e-3f * (1.0f + fabsf(want)));
+        g4_axpy_f16(y, 0.5f, v, N);
+        for (int i = 0; i < N; i++) CHECK(y[i] == 0.5f * g4_fp16_to_fp32(v[i]));
+    }
+    return 0;
+}
+
 int test_matmul(void)
 {
+    if (s_check_f16acc()) return 1;
     uint64_t rs = 11;
     const int64_t K = 512, N = 67;
     const int64_t Ts[] = {1, 3, 17};
