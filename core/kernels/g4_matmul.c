@@ -50,6 +50,7 @@ static int s_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const flo
     const g4_from_float_fn conv = ref ? ops->from_float_ref : ops->from_float;
     const g4_vec_dot4_fn dot4 = ref ? NULL : ops->vec_dot4;
     const g4_vec_dot4x2_fn dot4x2 = ref ? NULL : ops->vec_dot4x2;
+    const g4_vec_dot4x2_fn dot4x4 = ref ? NULL : ops->vec_dot4x4;
     const uint8_t *wbase = (const uint8_t *)W->data + (uint64_t)row0 * W->nb[1];
     const uint64_t wstride = W->nb[1];
     const int nth = ref ? 1 : (T * nrows * K < 4096 ? 1 : g4_kernels_threads());
@@ -74,6 +75,9 @@ static int s_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const flo
                     const uint8_t *a = A + (uint64_t)t * astride;
                     float *y = Y + t * ldy;
                     int64_t r = r0;
+                    if (dot4x4)
+                        for (; r + 4 <= r1; r += 4)
+                            dot4x4(K, &y[r], ldy, wbase + (uint64_t)r * wstride, (int64_t)wstride, a, (int64_t)astride);
                     if (dot4x2)
                         for (; r + 2 <= r1; r += 2)
                             dot4x2(K, &y[r], ldy, wbase + (uint64_t)r * wstride, (int64_t)wstride, a, (int64_t)astride);
