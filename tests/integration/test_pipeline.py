@@ -106,11 +106,14 @@ print("concurrency: 128 requests from 16 clients in %.1f s" % (time.time() - t0)
 
 # 4. swap every shard and the tokenizer while 8 clients stream: none fails, greedy outputs unchanged
 def swap_args(i):
-    return ["run", "--raw", "-p", prompts[i % 4] + " " * (i // 4), "-n", "300", "--ignore-eos", "--temp", "0", "--json"]
+    return ["run", "--raw", "-p", prompts[i % 4] + " " * (i // 4), "-n", "1500", "--ignore-eos", "--temp", "0", "--json"]
 before = {}
-for i in range(8):
+def ref_run(i):
     rc, out, err = g4run(*swap_args(i))
     before[i] = json.loads(out)["ids"] if rc == 0 else err
+threads = [threading.Thread(target=ref_run, args=(i,)) for i in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
 during = {}
 def streamer(i):
     rc, out, err = g4run(*swap_args(i))
