@@ -16,13 +16,17 @@
 static const char s_usage[] =
     "usage: g4 chat-template (-m MODEL.gguf | --template T.jinja) (-f CONVERSATION.json | -p JSON)\n"
     "  CONVERSATION: {\"messages\": [...], \"tools\": [...], \"add_generation_prompt\": true,\n"
-    "                 \"enable_thinking\": false, \"bos_token\": \"<bos>\"}";
+    "                 \"enable_thinking\": false, \"bos_token\": \"<bos>\"}\n"
+    "  --openai: messages are OpenAI-style (role \"tool\" results); for templates that do not\n"
+    "            fold them themselves, fold them first as tokenizerd does for the API";
 
 int cli_chat_template(int argc, char **argv)
 {
     const char *model = NULL, *tmpl = NULL, *file = NULL, *text = NULL;
+    int openai = 0;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model = argv[++i];
+        else if (!strcmp(argv[i], "--openai")) openai = 1;
         else if (!strcmp(argv[i], "--template") && i + 1 < argc) tmpl = argv[++i];
         else if ((!strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) && i + 1 < argc) file = argv[++i];
         else if ((!strcmp(argv[i], "-p") || !strcmp(argv[i], "--prompt")) && i + 1 < argc) text = argv[++i];
@@ -53,14 +57,28 @@ int cli_chat_template(int argc, char **argv)
     }
     g4_err_t err;
     tj_template_t *t = NULL;
+    int native = 1;
     if (tmpl) {
         t = tok_chat_template_file(tmpl, &err);
+        size_t sl;
+        char *src = openai ? cli_read_file(tmpl, &sl) : NULL;
+        if (src) native = tok_chat_source_native_tools(src, sl);
+        g4_free(src);
     } else {
         g4_gguf_t *g = g4_gguf_open(model, &err);
         if (g) {
             t = tok_chat_template_gguf(g, &err);
+            const char *src;
+            uint64_t sl;
+            if (openai && !g4_gguf_get_str(g, "tokenizer.chat_template", &src, &sl, &err))
+                native = tok_chat_source_native_tools(src, (size_t)sl);
             g4_gguf_destroy(&g);
         }
+    }
+    if (openai && !native) {
+        cJSON *f = tok_chat_fold_tool_responses(conv);
+        cJSON_Delete(conv);
+        conv = f;
     }
     int rc = 1;
     if (t) {

@@ -57,6 +57,26 @@ int main(int argc, char **argv)
         }
         g4_log_warn("tokenizerd", "%s: chat requests will be refused", err.msg);
     }
+    if (t.tmpl) { /* does the template fold role:"tool" messages itself? */
+        const char *src = NULL;
+        uint64_t n = 0;
+        char *file = NULL;
+        if (tmpl) {
+            FILE *f = fopen(tmpl, "rb");
+            if (f) {
+                fseek(f, 0, SEEK_END);
+                long sz = ftell(f);
+                fseek(f, 0, SEEK_SET);
+                file = sz > 0 ? malloc((size_t)sz) : NULL;
+                if (file && fread(file, 1, (size_t)sz, f) == (size_t)sz) src = file, n = (uint64_t)sz;
+                fclose(f);
+            }
+        } else {
+            g4_gguf_get_str(g, "tokenizer.chat_template", &src, &n, &err);
+        }
+        t.native_tools = src && tok_chat_source_native_tools(src, (size_t)n);
+        free(file);
+    }
     snprintf(t.digest, sizeof t.digest, "%016llx", (unsigned long long)g4_gguf_digest(g));
     void *zctx = zmq_ctx_new();
     if (g4_wire_security_init(zctx, 1, &err)) {

@@ -74,6 +74,74 @@ char *tok_chat_render(const tj_template_t *t, const cJSON *conversation, size_t 
     return tj_render(t, conversation, len, err);
 }
 
+int tok_chat_source_native_tools(const char *src, size_t n)
+{
+    static const char mark[] = "OpenAI Chat Completions";
+    const size_t m = sizeof mark - 1;
+    for (size_t i = 0; i + m <= n; i++)
+        if (!memcmp(src + i, mark, m)) return 1;
+    return 0;
+}
+
+static int s_role_is(const cJSON *m, const char *role)
+{
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, "role");
+    return cJSON_IsString(r) && !strcmp(r->valuestring, role);
+}
+
+static int s_has_calls(const cJSON *m)
+{
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+    return cJSON_IsArray(c) && cJSON_GetArraySize(c) > 0;
+}
+
+cJSON *tok_chat_fold_tool_responses(const cJSON *conversation)
+{
+    cJSON *out = cJSON_Duplicate(conversation, 1);
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(conversation, "messages");
+    if (!out || !cJSON_IsArray(msgs)) return out;
+    cJSON *folded = cJSON_CreateArray();
+    const int n = cJSON_GetArraySize(msgs);
+    for (int i = 0; i < n;) {
+        const cJSON *m = cJSON_GetArrayItem(msgs, i);
+        const cJSON *next = i + 1 < n ? cJSON_GetArrayItem(msgs, i + 1) : NULL;
+        if (!(s_role_is(m, "assistant") && s_has_calls(m) && next && s_role_is(next, "tool"))) {
+            cJSON_AddItemToArray(folded, cJSON_Duplicate(m, 1));
+            i++;
+            continue;
+        }
+        cJSON *nm = cJSON_Duplicate(m, 1);
+        cJSON_DeleteItemFromObjectCaseSensitive(nm, "content");
+        const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+        cJSON *resp = cJSON_CreateArray();
+        int j = i + 1, k = 0;
+        for (; j < n && s_role_is(cJSON_GetArrayItem(msgs, j), "tool"); j++, k++) {
+            const cJSON *t = cJSON_GetArrayItem(msgs, j);
+            const cJSON *call = cJSON_GetArrayItem(calls, k);
+            const cJSON *fn = call ? cJSON_GetObjectItemCaseSensitive(call, "function") : NULL;
+            const cJSON *name = fn ? cJSON_GetObjectItemCaseSensitive(fn, "name") : NULL;
+            if (!cJSON_IsString(name)) name = cJSON_GetObjectItemCaseSensitive(t, "name");
+            const cJSON *content = cJSON_GetObjectItemCaseSensitive(t, "content");
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "name", cJSON_IsString(name) ? name->valuestring : "unknown");
+            cJSON *parsed = cJSON_IsString(content) ? cJSON_Parse(content->valuestring) : NULL;
+            cJSON_AddItemToObject(r, "response", parsed ? parsed : content ? cJSON_Duplicate(content, 1) : cJSON_CreateNull());
+            cJSON_AddItemToArray(resp, r);
+        }
+        cJSON_AddItemToObject(nm, "tool_responses", resp);
+        const cJSON *after = j < n ? cJSON_GetArrayItem(msgs, j) : NULL;
+        if (after && s_role_is(after, "assistant") && !s_has_calls(after)) {
+            const cJSON *c = cJSON_GetObjectItemCaseSensitive(after, "content");
+            if (c) cJSON_AddItemToObject(nm, "content", cJSON_Duplicate(c, 1));
+            j++;
+        }
+        cJSON_AddItemToArray(folded, nm);
+        i = j;
+    }
+    cJSON_ReplaceItemInObjectCaseSensitive(out, "messages", folded);
+    return out;
+}
+
 /* ---- output parsing --------------------------------------------------------- */
 
 #define Q "<|\"|>"

@@ -29,6 +29,18 @@ tj_template_t *tok_chat_template_file(const char *path, g4_err_t *err);
 /* Renders a conversation; the caller g4_free()s the result. */
 char *tok_chat_render(const tj_template_t *t, const cJSON *conversation, size_t *len, g4_err_t *err);
 
+/* Templates that fold OpenAI role:"tool" messages into tool responses
+ * themselves carry llama.cpp's marker comment "OpenAI Chat Completions". */
+int tok_chat_source_native_tools(const char *src, size_t n);
+
+/* For older templates: a copy of the conversation where every assistant
+ * message with tool calls absorbs the role:"tool" messages after it as
+ * tool_responses [{name (of the call at the same position), response (the
+ * content, JSON-parsed when it parses)}], and the assistant answer right
+ * after them becomes its content (its own content is dropped) — what
+ * llama.cpp does before rendering such templates. */
+cJSON *tok_chat_fold_tool_responses(const cJSON *conversation);
+
 /* Parses generated text (special tokens shown). Returns a new cJSON object. */
 cJSON *tok_chat_parse_output(const char *text, size_t len, g4_err_t *err);
 

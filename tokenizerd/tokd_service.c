@@ -107,6 +107,11 @@ static void s_render(tokd_t *t, void *sock, g4_msg_t *m)
     if (!js || strlen(js) > TOKD_MAX_TEXT) return s_error(t, sock, m, G4_ERR_RANGE, "conversation missing or too long");
     cJSON *conv = cJSON_Parse(js);
     if (!conv) return s_error(t, sock, m, G4_ERR_FORMAT, "conversation is not valid JSON");
+    if (!t->native_tools) { /* OpenAI role:"tool" messages, as llama.cpp rewrites them for older templates */
+        cJSON *f = tok_chat_fold_tool_responses(conv);
+        cJSON_Delete(conv);
+        conv = f;
+    }
     g4_err_t err;
     size_t n;
     char *out = tok_chat_render(t->tmpl, conv, &n, &err);

@@ -14,6 +14,7 @@
 typedef struct tokd {
     tok_vocab_t *vocab;
     tj_template_t *tmpl; /* may be NULL */
+    int native_tools;    /* the template folds role:"tool" messages itself */
     const g4_gguf_t *gguf;
     char digest[32];
     uint64_t n_requests, n_errors;

@@ -49,6 +49,27 @@ with tempfile.TemporaryDirectory() as tmp:
         r = subprocess.run([g4, "chat-template", "-m", vocab, "-f", conv], capture_output=True)
         check(r.returncode == 0 and r.stdout.decode() == c["expected"], "%s via -m: differs" % c["name"])
 
+# OpenAI-style tool results (role "tool"): folded for the older templates as llama.cpp does,
+# so the .it inputs render to what the .interleaved / .gguf cases (rewritten by hand) expect
+by = {c["name"]: c for c in cases}
+with tempfile.TemporaryDirectory() as tmp:
+    for scen in ("tools_roundtrip", "tools_pending_response", "tool_call_awaiting_response"):
+        src = by.get(scen + ".it")
+        if not src:
+            continue
+        for tag, tfile in (("it", "google-gemma-4-31B-it.jinja"), ("interleaved", "google-gemma-4-31B-it-interleaved.jinja"),
+                           ("gguf", "gguf-embedded.jinja")):
+            want = by.get(scen + "." + tag)
+            if not want or isinstance(want["expected"], dict):
+                continue
+            inputs = dict(src["inputs"], **{k: v for k, v in want["inputs"].items() if k != "messages"})
+            conv = os.path.join(tmp, "c.json")
+            json.dump(inputs, open(conv, "w"))
+            r = subprocess.run([g4, "chat-template", "--openai", "--template", os.path.join(tdir, tfile), "-f", conv],
+                               capture_output=True)
+            check(r.returncode == 0 and r.stdout.decode() == want["expected"],
+                  "%s OpenAI form under %s: %r vs %r" % (scen, tag, r.stdout.decode()[-200:], want["expected"][-200:]))
+
 # output parsing
 def parse(text):
     r = subprocess.run([g4, "parse-output", "-p", text], capture_output=True, text=True)
