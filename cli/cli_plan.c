@@ -3,7 +3,8 @@
  * Where each shard of the model goes: one shard per NUMA node (or --shards),
  * layers in proportion to each node's memory, layers that share a KV cache
  * kept together; for each shard the weights it maps, its KV cache (F16, every
- * slot at full context; sliding layers hold window + ubatch cells) and
+ * slot at full context; sliding layers hold window + ubatch cells; a
+ * KV-sharing layer's shard also holds its source layer's cache) and
  * whether that fits in the node's memory. The topology is this machine's,
  * read with hwloc, or an hwloc XML export / synthetic description
  * (e.g. "numa:2 core:8 pu:1", memory per node as "numa:2(memory=64GB)"). */
@@ -130,6 +131,8 @@ int cli_plan(int argc, char **argv)
             g4_gguf_tensor(g, i, &t);
             if (!strcmp(t.name, "token_embd.weight")) head += t.n_bytes, tied_bytes = t.n_bytes;
         }
+    int *kv_src = g4_calloc((size_t)L, sizeof *kv_src);
+    for (int l = 0; l < L && kv_src; l++) kv_src[l] = g4_model_kv_source(m, l);
     for (int l = 0; l < L; l++) {
         if (g4_model_kv_source(m, l) != l) continue; /* reuses another layer's cache */
         const uint64_t hd = hp->is_swa[l] ? hp->hd_swa : hp->hd_full;
@@ -144,7 +147,7 @@ int cli_plan(int argc, char **argv)
     int k = cli_split_layers(model, want, bounds, PLAN_MAX, why, sizeof why);
     if (k < 0) {
         cli_error("%s", why);
-        g4_free(layer_w), g4_free(layer_kv);
+        g4_free(layer_w), g4_free(layer_kv), g4_free(kv_src);
         return 1;
     }
     if (k > 1 && n_nodes > 1) {
@@ -195,6 +198,12 @@ int cli_plan(int argc, char **argv)
         const plan_node_t *nd = &nodes[i % n_nodes];
         uint64_t w = 0, kv = 0;
         for (int l = bounds[i]; l < bounds[i + 1]; l++) w += layer_w[l], kv += layer_kv[l];
+        /* KV-sharing layers keep a copy of their source layers' caches when those run earlier */
+        for (int l = 0; l < bounds[i]; l++) {
+            int used = 0;
+            for (int j = bounds[i]; j < bounds[i + 1]; j++) used |= kv_src[j] == l;
+            if (used) kv += layer_kv[l];
+        }
         if (bounds[i] == 0) w += embd;
         if (bounds[i + 1] == L) w += bounds[i] == 0 ? head - tied_bytes : head; /* one mapping when one shard */
         const uint64_t total = w + kv;
@@ -231,6 +240,6 @@ int cli_plan(int argc, char **argv)
         printf("some shards do not fit: use more shards, a shorter --ctx or fewer --slots\n");
     }
     cJSON_Delete(root);
-    g4_free(layer_w), g4_free(layer_kv);
+    g4_free(layer_w), g4_free(layer_kv), g4_free(kv_src);
     return 0;
 }

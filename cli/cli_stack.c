@@ -59,18 +59,14 @@ int cli_split_layers(const char *model, int n_shards, int *bounds, int max_bound
         return -1;
     }
     const int L = (int)g4_model_hparams(m)->n_layer;
-    /* a boundary b is allowed when no layer at or after b reads the KV of a layer before b */
+    /* any boundary: a KV-sharing layer gets its source layer's rows from the earlier stage */
     int *ok = g4_calloc((size_t)L + 1, sizeof *ok);
     if (!ok) {
         g4_model_destroy(&m);
         snprintf(err, err_size, "out of memory");
         return -1;
     }
-    for (int b = 1; b < L; b++) {
-        ok[b] = 1;
-        for (int l = b; l < L; l++)
-            if (g4_model_kv_source(m, l) < b) ok[b] = 0;
-    }
+    for (int b = 1; b < L; b++) ok[b] = 1;
     g4_model_destroy(&m);
     if (n_shards < 1) n_shards = 1;
     if (n_shards > L) n_shards = L;

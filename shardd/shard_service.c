@@ -29,11 +29,13 @@ int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err)
     s->slot_smp = g4_calloc((size_t)s->n_slots, sizeof *s->slot_smp);
     s->slot_logprobs = g4_calloc((size_t)s->n_slots, sizeof *s->slot_logprobs);
     s->slot_sampled = g4_calloc((size_t)s->n_slots, 1);
+    s->seq_buf = g4_malloc((size_t)s->n_ubatch * sizeof *s->seq_buf);
+    s->want_buf = g4_malloc((size_t)s->n_ubatch);
     const size_t H = s->hp->n_embd, PW = (size_t)s->hp->n_layer * s->hp->ple_dim;
     s->hidden = g4_malloc((size_t)s->n_ubatch * H * sizeof(float));
     s->ple = PW ? g4_malloc((size_t)s->n_ubatch * PW * sizeof(float)) : NULL;
     s->logits = s->last ? g4_malloc((size_t)s->n_ubatch * s->hp->n_vocab * sizeof(float)) : NULL;
-    if (!s->slot_seq || !s->slot_smp || !s->slot_logprobs || !s->slot_sampled || !s->hidden || (PW && !s->ple) || (s->last && !s->logits))
+    if (!s->slot_seq || !s->slot_smp || !s->slot_logprobs || !s->slot_sampled || !s->seq_buf || !s->want_buf || !s->hidden || (PW && !s->ple) || (s->last && !s->logits))
         return g4_err_set(err, G4_ERR_NOMEM, "shard: out of memory for %d rows", s->n_ubatch);
     for (int i = 0; i < s->n_slots; i++) s->slot_seq[i] = -1;
     return G4_OK;
@@ -57,6 +59,7 @@ void shard_free(shard_t *s)
     if (s->slot_smp)
         for (int i = 0; i < s->n_slots; i++) g4_sampler_destroy(&s->slot_smp[i]);
     g4_free(s->slot_seq), g4_free(s->slot_smp), g4_free(s->slot_logprobs), g4_free(s->slot_sampled);
+    g4_free(s->seq_buf), g4_free(s->want_buf);
     g4_free(s->hidden), g4_free(s->ple), g4_free(s->logits);
     g4_ctx_destroy(&s->ctx);
     g4_model_destroy(&s->model);
@@ -170,12 +173,9 @@ void shard_handle(shard_t *s, g4_msg_t *m)
     /* sequences: a row at position 0 starts its slot afresh; otherwise the
      * slot must exist and continue where it is (or go back: truncate) */
     g4_err_t err;
-    int32_t *seq = g4_malloc((size_t)n * sizeof *seq);
-    int8_t *want = s->last ? g4_calloc((size_t)n, 1) : NULL;
-    if (!seq || (s->last && !want)) {
-        g4_free(seq), g4_free(want);
-        return s_fail(s, fb, G4_ERR_NOMEM, "out of memory");
-    }
+    int32_t *seq = s->seq_buf; /* per-shard buffers: no allocation per batch */
+    int8_t *want = s->last ? s->want_buf : NULL;
+    if (want) memset(want, 0, (size_t)n);
     for (int i = 0; i < n; i++) {
         const uint32_t sl = fb->slot[i];
         int first_row = 1;
@@ -189,18 +189,15 @@ void shard_handle(shard_t *s, g4_msg_t *m)
                 s->slot_seq[sl] = g4_seq_new(s->ctx, &err);
                 if (s->slot_seq[sl] < 0) {
                     s->slot_seq[sl] = -1;
-                    g4_free(seq), g4_free(want);
-                    return s_fail(s, fb, err.code, "%s", err.msg);
+                                        return s_fail(s, fb, err.code, "%s", err.msg);
                 }
             } else if (s->slot_seq[sl] < 0) {
-                g4_free(seq), g4_free(want);
-                return s_fail(s, fb, G4_ERR_STATE, "slot %u is unknown here (was this shard restarted?)", sl);
+                                return s_fail(s, fb, G4_ERR_STATE, "slot %u is unknown here (was this shard restarted?)", sl);
             } else if (fb->pos[i] != g4_seq_n_past(s->ctx, s->slot_seq[sl])) {
                 if (fb->pos[i] > g4_seq_n_past(s->ctx, s->slot_seq[sl]) ||
                     g4_seq_truncate(s->ctx, s->slot_seq[sl], fb->pos[i], &err)) {
                     int have = g4_seq_n_past(s->ctx, s->slot_seq[sl]);
-                    g4_free(seq), g4_free(want);
-                    return s_fail(s, fb, G4_ERR_STATE, "slot %u: position %d does not continue %d", sl, fb->pos[i], have);
+                                        return s_fail(s, fb, G4_ERR_STATE, "slot %u: position %d does not continue %d", sl, fb->pos[i], have);
                 }
             }
         }
@@ -238,10 +235,17 @@ void shard_handle(shard_t *s, g4_msg_t *m)
         }
     }
     g4_batch_t b = {n, s->first ? fb->tokens : NULL, NULL, fb->pos, seq, want};
+    /* K/V rows of source layers that run on earlier stages (E models) */
+    const void *kv_in = NULL;
+    size_t kv_in_len = 0;
+    if (fb->kv) kv_in = g4_msg_raw(m, (s->first ? 0 : 1 + (PW ? 1 : 0)), &kv_in_len);
+    int needs_import = 0;
+    for (int l = 0; l < s->begin; l++) needs_import |= g4_model_kv_imported(s->model, l);
+    if (needs_import && g4_ctx_kv_import(s->ctx, &b, kv_in ? kv_in : "", kv_in ? kv_in_len : 0, &err)) {
+        return s_fail(s, fb, err.code, "%s", err.msg);
+    }
     int rc = g4_ctx_forward(s->ctx, &b, hidden_in, PW ? s->ple : NULL, s->last ? NULL : s->hidden,
                             s->last ? s->logits : NULL, &err);
-    g4_free(seq);
-    g4_free(want);
     if (rc) return s_fail(s, fb, rc, "%s", err.msg);
     s->n_batches++;
     const uint64_t dt = s_now_us() - t0;
@@ -255,6 +259,7 @@ void shard_handle(shard_t *s, g4_msg_t *m)
         void *next = s_peer(s, fb->route[0], &err);
         if (!next) return s_fail(s, fb, err.code, "%s", err.msg);
         char **route = fb->route;
+        G4__V1__TensorDesc *in_hidden = fb->hidden, *in_ple = fb->ple, *in_kv = fb->kv; /* owned by the message */
         fb->route++, fb->n_route--;
         G4__V1__TensorDesc hd = G4__V1__TENSOR_DESC__INIT, pd = G4__V1__TENSOR_DESC__INIT;
         uint64_t hshape[2] = {(uint64_t)n, H}, pshape[2] = {(uint64_t)n, PW};
@@ -263,13 +268,36 @@ void shard_handle(shard_t *s, g4_msg_t *m)
         fb->hidden = &hd;
         fb->ple = PW ? &pd : NULL;
         fb->stage = (uint32_t)s->begin;
-        const void *raw[2] = {s->hidden, s->ple};
-        const size_t raw_len[2] = {(size_t)n * H * sizeof(float), (size_t)n * PW * sizeof(float)};
+        const void *raw[3] = {s->hidden, s->ple, NULL};
+        size_t raw_len[3] = {(size_t)n * H * sizeof(float), (size_t)n * PW * sizeof(float), 0};
+        int n_raw = PW ? 2 : 1;
+        /* K/V sections: what came in, plus this stage's exports */
+        const size_t kv_own = g4_ctx_kv_export_bytes(s->ctx, n);
+        uint8_t *kv_out = NULL;
+        G4__V1__TensorDesc kd = G4__V1__TENSOR_DESC__INIT;
+        uint64_t kshape[1];
+        if (kv_in_len + kv_own) {
+            kv_out = g4_malloc(kv_in_len + kv_own);
+            if (!kv_out) {
+                fb->route = route, fb->n_route++;
+                fb->hidden = in_hidden, fb->ple = in_ple, fb->kv = in_kv;
+                return s_fail(s, fb, G4_ERR_NOMEM, "out of memory");
+            }
+            if (kv_in_len) memcpy(kv_out, kv_in, kv_in_len);
+            const size_t w = kv_own ? g4_ctx_kv_export(s->ctx, &b, kv_out + kv_in_len) : 0;
+            kshape[0] = kv_in_len + w;
+            kd.dtype = G4__V1__DTYPE__DTYPE_F16, kd.shape = kshape, kd.n_shape = 1;
+            fb->kv = &kd;
+            raw[n_raw] = kv_out, raw_len[n_raw] = kv_in_len + w, n_raw++;
+        } else {
+            fb->kv = NULL;
+        }
         env.body_case = G4__V1__ENVELOPE__BODY_FORWARD;
         env.forward = fb;
-        rc = g4_wire_send(next, NULL, 0, &env, raw, raw_len, PW ? 2 : 1, 0, &err);
+        rc = g4_wire_send(next, NULL, 0, &env, raw, raw_len, n_raw, 0, &err);
+        g4_free(kv_out);
         fb->route = route, fb->n_route++;
-        fb->hidden = NULL, fb->ple = NULL;
+        fb->hidden = in_hidden, fb->ple = in_ple, fb->kv = in_kv;
         if (rc) return s_fail(s, fb, rc, "to %s: %s", fb->route[0], err.msg);
         return;
     }

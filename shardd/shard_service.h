@@ -24,7 +24,9 @@ typedef struct shard {
     int *slot_seq;            /* slot -> ctx sequence id (-1: none) */
     g4_sampler_t **slot_smp;  /* last stage */
     int *slot_logprobs;
-    uint8_t *slot_sampled;    /* the slot has sampled: its rows are ids already accepted */
+    uint8_t *slot_sampled;
+    int32_t *seq_buf;         /* [n_ubatch] */
+    int8_t *want_buf;         /* [n_ubatch] */    /* the slot has sampled: its rows are ids already accepted */
     const char *name;
     void *zctx;
     shard_peer_t peers[SHARD_MAX_PEERS];

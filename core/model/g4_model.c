@@ -347,15 +347,8 @@ g4_model_t *g4_model_load_gguf(g4_gguf_t *gguf, int begin, int end, g4_err_t *er
     }
     m->begin = begin;
     m->end = end;
-    /* a KV-shared layer must sit with its source layer */
-    for (int l = begin; l < end; l++) {
-        int src = g4_model_kv_source(m, l);
-        if (src < begin) {
-            g4_err_set(err, G4_ERR_RANGE, "layer %d reads the KV cache of layer %d, which is outside [%d, %d)", l, src,
-                       begin, end);
-            goto fail;
-        }
-    }
+    /* a KV-shared layer whose source layer runs on an earlier stage gets the
+     * source's K/V rows from that stage (g4_ctx_kv_export / g4_ctx_kv_import) */
     const int64_t H = hp->n_embd;
     int64_t ti = g4_gguf_find_tensor(gguf, "token_embd.weight");
     if (ti < 0) {
@@ -460,6 +453,22 @@ void g4_model_range(const g4_model_t *m, int *b, int *e)
 {
     *b = m->begin;
     *e = m->end;
+}
+
+int g4_model_kv_imported(const g4_model_t *m, int l)
+{
+    if (l >= m->begin) return 0;
+    for (int k = m->begin; k < m->end; k++)
+        if (g4_model_kv_source(m, k) == l) return 1;
+    return 0;
+}
+
+int g4_model_kv_exported(const g4_model_t *m, int l)
+{
+    if (l < m->begin || l >= m->end) return 0;
+    for (int k = m->end; k < (int)m->hp.n_layer; k++)
+        if (g4_model_kv_source(m, k) == l) return 1;
+    return 0;
 }
 
 int g4_model_kv_source(const g4_model_t *m, int l)
@@ -619,8 +628,9 @@ static int s_seq_alloc(g4_ctx_t *c, s_seq_t *s, g4_err_t *err)
     s->k = g4_calloc(hp->n_layer, sizeof(void *));
     s->v = g4_calloc(hp->n_layer, sizeof(void *));
     if (!s->k || !s->v) goto nomem;
-    for (int l = c->m->begin; l < c->m->end; l++) {
+    for (int l = 0; l < c->m->end; l++) {
         if (l >= (int)hp->n_layer_kv) continue;
+        if (l < c->m->begin && !g4_model_kv_imported(c->m, l)) continue;
         const size_t bytes = s_kv_row(c, l) * (size_t)s_cells(c, l);
         s->k[l] = g4_calloc(1, bytes);
         s->v[l] = g4_calloc(1, bytes);
@@ -1056,3 +1066,66 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
 }
 
 int g4_ctx_n_ctx(const g4_ctx_t *c) { return c->n_ctx; }
+
+/* ---- K/V rows between stages ---------------------------------------------------------- */
+
+/* A section: int32 layer, int32 rows, int32 row_bytes, then per row the K row
+ * and the V row exactly as the cache holds them (F16 or F32). */
+size_t g4_ctx_kv_export_bytes(const g4_ctx_t *c, int n_rows)
+{
+    size_t n = 0;
+    for (int l = c->m->begin; l < c->m->end; l++)
+        if (g4_model_kv_exported(c->m, l)) n += 12 + (size_t)n_rows * 2 * s_kv_row(c, l);
+    return n;
+}
+
+size_t g4_ctx_kv_export(const g4_ctx_t *c, const g4_batch_t *b, void *out)
+{
+    uint8_t *o = out;
+    for (int l = c->m->begin; l < c->m->end; l++) {
+        if (!g4_model_kv_exported(c->m, l)) continue;
+        const int32_t hdr[3] = {l, b->n, (int32_t)s_kv_row(c, l)};
+        memcpy(o, hdr, 12);
+        o += 12;
+        const size_t rb = s_kv_row(c, l);
+        const int cells = s_cells(c, l);
+        for (int t = 0; t < b->n; t++) {
+            const s_seq_t *s = &c->seqs[b->seq[t]];
+            memcpy(o, (const uint8_t *)s->k[l] + (size_t)(b->pos[t] % cells) * rb, rb), o += rb;
+            memcpy(o, (const uint8_t *)s->v[l] + (size_t)(b->pos[t] % cells) * rb, rb), o += rb;
+        }
+    }
+    return (size_t)(o - (uint8_t *)out);
+}
+
+int g4_ctx_kv_import(g4_ctx_t *c, const g4_batch_t *b, const void *in, size_t len, g4_err_t *err)
+{
+    const uint8_t *p = in, *end = p + len;
+    int needed = 0, got = 0;
+    for (int l = 0; l < c->m->begin; l++) needed += g4_model_kv_imported(c->m, l);
+    while (p < end) {
+        int32_t hdr[3];
+        if ((size_t)(end - p) < 12) return g4_err_set(err, G4_ERR_PROTO, "truncated K/V section header");
+        memcpy(hdr, p, 12);
+        p += 12;
+        const int l = hdr[0];
+        if (l < 0 || l >= (int)c->m->hp.n_layer || hdr[1] != b->n)
+            return g4_err_set(err, G4_ERR_PROTO, "K/V section for layer %d with %d rows (batch has %d)", l, hdr[1], b->n);
+        const size_t rb = s_kv_row(c, l);
+        if ((size_t)hdr[2] != rb) return g4_err_set(err, G4_ERR_PROTO, "K/V rows of %d bytes for layer %d, want %zu", hdr[2], l, rb);
+        if ((size_t)(end - p) < (size_t)b->n * 2 * rb) return g4_err_set(err, G4_ERR_PROTO, "truncated K/V section");
+        if (!g4_model_kv_imported(c->m, l)) { /* another stage's: skip */
+            p += (size_t)b->n * 2 * rb;
+            continue;
+        }
+        const int cells = s_cells(c, l);
+        for (int t = 0; t < b->n; t++) {
+            s_seq_t *s = &c->seqs[b->seq[t]];
+            memcpy((uint8_t *)s->k[l] + (size_t)(b->pos[t] % cells) * rb, p, rb), p += rb;
+            memcpy((uint8_t *)s->v[l] + (size_t)(b->pos[t] % cells) * rb, p, rb), p += rb;
+        }
+        got++;
+    }
+    if (got < needed) return g4_err_set(err, G4_ERR_PROTO, "%d K/V source layer(s) from earlier stages missing", needed - got);
+    return G4_OK;
+}

@@ -63,6 +63,11 @@ void g4_model_range(const g4_model_t *m, int *begin, int *end);
 /* Layer of the src KV cache for layer l (l itself when it computes its own). */
 int g4_model_kv_source(const g4_model_t *m, int l);
 int g4_model_is_eog(const g4_model_t *m, int32_t id);
+/* Layer l (outside the range) is the KV source of a layer in the range: its
+ * K/V rows come from the stage that runs it. */
+int g4_model_kv_imported(const g4_model_t *m, int l);
+/* Layer l (in the range) is the KV source of a layer after the range. */
+int g4_model_kv_exported(const g4_model_t *m, int l);
 
 /* ---- inference context: KV caches of sequences, scratch ------------------ */
 
@@ -106,5 +111,12 @@ typedef struct g4_batch {
 
 int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, float *ple_io, float *hidden_out,
                    float *logits, g4_err_t *err);
+
+/* K/V rows of the layers this range exports, for the batch's rows (after
+ * g4_ctx_forward), as sections later stages pass on and import before their
+ * forward. Byte-exact: the cache contents are copied, not recomputed. */
+size_t g4_ctx_kv_export_bytes(const g4_ctx_t *c, int n_rows);
+size_t g4_ctx_kv_export(const g4_ctx_t *c, const g4_batch_t *b, void *out);
+int g4_ctx_kv_import(g4_ctx_t *c, const g4_batch_t *b, const void *in, size_t len, g4_err_t *err);
 
 #endif
