@@ -518,6 +518,46 @@ AVX512VNNI static void s_dot4x4_q8_0_vnni(int64_t n, float *s, int64_t ss, const
         }
 }
 
+/* four weight rows x eight activation rows: the weight-side work shared by 8 */
+AVX512VNNI static void s_dot8x4_q8_0_vnni(int64_t n, float *s, int64_t ss, const void *vw, int64_t ws, const void *va,
+                                          int64_t as)
+{
+    const g4_block_q8_0 *w[4];
+    for (int r = 0; r < 4; r++) w[r] = (const void *)((const uint8_t *)vw + r * ws);
+    const g4_block_q8_0 *a[8];
+    for (int t = 0; t < 8; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
+    __m512 c[8][2];
+    for (int t = 0; t < 8; t++) c[t][0] = c[t][1] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        __m512i ax[2];
+        __mmask64 neg[2];
+        __m512 dw[2];
+        for (int h = 0; h < 2; h++) {
+            const __m512i x = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)w[2 * h][i].qs)),
+                _mm256_loadu_si256((const __m256i *)w[2 * h + 1][i].qs), 1);
+            ax[h] = _mm512_abs_epi8(x);
+            neg[h] = _mm512_movepi8_mask(x);
+            dw[h] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(s_f16(w[2 * h][i].d))),
+                                                        _mm256_castps_pd(_mm256_set1_ps(s_f16(w[2 * h + 1][i].d))), 1));
+        }
+        for (int t = 0; t < 8; t++) {
+            const __m512i y = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)a[t][i].qs));
+            const __m512 da = _mm512_set1_ps(s_f16(a[t][i].d));
+            for (int h = 0; h < 2; h++) {
+                const __m512i sy = _mm512_mask_sub_epi8(y, neg[h], _mm512_setzero_si512(), y);
+                const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax[h], sy);
+                c[t][h] = _mm512_fmadd_ps(_mm512_mul_ps(dw[h], da), _mm512_cvtepi32_ps(p), c[t][h]);
+            }
+        }
+    }
+    for (int t = 0; t < 8; t++)
+        for (int h = 0; h < 2; h++) {
+            s[t * ss + 2 * h] = s_hsum_ps(_mm512_castps512_ps256(c[t][h]));
+            s[t * ss + 2 * h + 1] = s_hsum_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c[t][h]), 1)));
+        }
+}
+
 AVX512VNNI static void s_dot_q8_0_vnni(int64_t n, float *s, const void *vw, const void *va)
 {
     const g4_block_q8_0 *w = vw, *a = va;
@@ -589,6 +629,7 @@ void g4_dot_fill_avx512(g4_dot_simd_t *t, int has_vnni, int has_bf16)
         t->dot4[G4_DTYPE_Q8_0] = s_dot4_q8_0_vnni;
         t->dot4x2[G4_DTYPE_Q8_0] = s_dot4x2_q8_0_vnni;
         t->dot4x4[G4_DTYPE_Q8_0] = s_dot4x4_q8_0_vnni;
+        t->dot8x4[G4_DTYPE_Q8_0] = s_dot8x4_q8_0_vnni;
         t->dot[G4_DTYPE_Q4_0] = s_dot_q4_0_vnni;
     }
 }

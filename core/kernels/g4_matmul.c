@@ -51,6 +51,7 @@ static int s_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const flo
     const g4_vec_dot4_fn dot4 = ref ? NULL : ops->vec_dot4;
     const g4_vec_dot4x2_fn dot4x2 = ref ? NULL : ops->vec_dot4x2;
     const g4_vec_dot4x2_fn dot4x4 = ref ? NULL : ops->vec_dot4x4;
+    const g4_vec_dot4x2_fn dot8x4 = ref || !ops->vec_dot4 ? NULL : ops->vec_dot8x4;
     const uint8_t *wbase = (const uint8_t *)W->data + (uint64_t)row0 * W->nb[1];
     const uint64_t wstride = W->nb[1];
     const int nth = ref ? 1 : (T * nrows * K < 4096 ? 1 : g4_kernels_threads());
@@ -70,6 +71,18 @@ static int s_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const flo
         for (int64_t r0 = r_begin; r0 < r_end; r0 += G4_MM_ROWS) {
             const int64_t r1 = r0 + G4_MM_ROWS < r_end ? r0 + G4_MM_ROWS : r_end;
             int64_t t = 0;
+            if (dot8x4) /* eight activation rows x four weight rows per pass */
+                for (; t + 8 <= T; t += 8) {
+                    const uint8_t *a = A + (uint64_t)t * astride;
+                    float *y = Y + t * ldy;
+                    int64_t r = r0;
+                    for (; r + 4 <= r1; r += 4)
+                        dot8x4(K, &y[r], ldy, wbase + (uint64_t)r * wstride, (int64_t)wstride, a, (int64_t)astride);
+                    for (; r < r1; r++) {
+                        dot4(K, &y[r], ldy, wbase + (uint64_t)r * wstride, a, (int64_t)astride);
+                        dot4(K, &y[r + 4 * ldy], ldy, wbase + (uint64_t)r * wstride, a + 4 * astride, (int64_t)astride);
+                    }
+                }
             if (dot4) /* four activation rows per pass over a weight row */
                 for (; t + 4 <= T; t += 4) {
                     const uint8_t *a = A + (uint64_t)t * astride;
