@@ -256,6 +256,48 @@ AVX2 static void s_dot_q4_1(int64_t n, float *s, const void *vw, const void *va)
 }
 
 /* Q4_K x Q8_K */
+/* four activation rows: the weight's scales and nibbles unpacked once, each
+ * row then does exactly the operations of s_dot_q4_K */
+AVX2 static void s_dot4_q4_K(int64_t n, float *s, int64_t ss, const void *vw, const void *va, int64_t as)
+{
+    const g4_block_q4_K *w = vw;
+    const g4_block_q8_K *a[4];
+    for (int t = 0; t < 4; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float summs[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < n / 256; i++) {
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; j++) g4_kq_scale_min(j, w[i].scales, &sc[j], &m[j]);
+        __m256i lo[4], hi[4], s0[4], s1[4];
+        for (int c = 0; c < 4; c++) {
+            const __m256i q4 = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * c));
+            lo[c] = _mm256_and_si256(q4, m4);
+            hi[c] = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+            s0[c] = _mm256_set1_epi16(sc[2 * c]);
+            s1[c] = _mm256_set1_epi16(sc[2 * c + 1]);
+        }
+        const float dmin = s_f16(w[i].dmin), dw = s_f16(w[i].d);
+        for (int t = 0; t < 4; t++) {
+            const g4_block_q8_K *at = &a[t][i];
+            int mins = 0;
+            for (int g = 0; g < 16; g++) mins += at->bsums[g] * m[g / 2];
+            summs[t] += dmin * at->d * (float)mins;
+            __m256i sumi = _mm256_setzero_si256();
+            for (int c = 0; c < 4; c++) {
+                const __m256i a0 = _mm256_loadu_si256((const __m256i *)(at->qs + 64 * c));
+                const __m256i a1 = _mm256_loadu_si256((const __m256i *)(at->qs + 64 * c + 32));
+                const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[c], a0), s0[c]);
+                const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[c], a1), s1[c]);
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+            }
+            const __m256 d = _mm256_set1_ps(dw * at->d);
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+        }
+    }
+    for (int t = 0; t < 4; t++) s[t * ss] = s_hsum_ps(acc[t]) - summs[t];
+}
+
 AVX2 static void s_dot_q4_K(int64_t n, float *s, const void *vw, const void *va)
 {
     const g4_block_q4_K *w = vw;
@@ -406,6 +448,7 @@ void g4_dot_fill_avx2(g4_dot_simd_t *t)
     t->dot[G4_DTYPE_BF16] = s_dot_bf16;
     t->dot[G4_DTYPE_Q8_0] = s_dot_q8_0;
     t->dot4[G4_DTYPE_Q8_0] = s_dot4_q8_0;
+    t->dot4[G4_DTYPE_Q4_K] = s_dot4_q4_K;
     t->dot_f16_f32 = s_dot_f16_f32, t->dot_f32_f32 = s_dot_f32_f32;
     t->axpy_f16 = s_axpy_f16, t->axpy_f32 = s_axpy_f32;
     t->f16_scale = s_f16_scale, t->f16_mad = s_f16_mad;
