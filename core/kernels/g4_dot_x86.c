@@ -601,6 +601,59 @@ AVX512VNNI static void s_dot8x4_q8_0_vnni(int64_t n, float *s, int64_t ss, const
         }
 }
 
+/* Q4_K, four activation rows, two per 512-bit register (lanes 0-7 one row,
+ * 8-15 the next): per lane the same integer sums and float operations as
+ * s_dot_q4_K (maddubs cannot saturate: 15 * 127 * 2 < 32768) */
+AVX512VNNI static void s_dot4_q4_K_512(int64_t n, float *s, int64_t ss, const void *vw, const void *va, int64_t as)
+{
+    const g4_block_q4_K *w = vw;
+    const g4_block_q8_K *a[4];
+    for (int t = 0; t < 4; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    float summs[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < n / 256; i++) {
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; j++) g4_kq_scale_min(j, w[i].scales, &sc[j], &m[j]);
+        __m512i lo[4], hi[4], s0[4], s1[4];
+        for (int c = 0; c < 4; c++) {
+            const __m256i q4 = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * c));
+            lo[c] = _mm512_broadcast_i64x4(_mm256_and_si256(q4, m4));
+            hi[c] = _mm512_broadcast_i64x4(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4));
+            s0[c] = _mm512_set1_epi16(sc[2 * c]);
+            s1[c] = _mm512_set1_epi16(sc[2 * c + 1]);
+        }
+        const float dmin = s_f16(w[i].dmin), dw = s_f16(w[i].d);
+        for (int t = 0; t < 4; t++) {
+            int mins = 0;
+            for (int g = 0; g < 16; g++) mins += a[t][i].bsums[g] * m[g / 2];
+            summs[t] += dmin * a[t][i].d * (float)mins;
+        }
+        for (int pr = 0; pr < 2; pr++) {
+            const g4_block_q8_K *x = &a[2 * pr][i], *y = &a[2 * pr + 1][i];
+            __m512i sumi = _mm512_setzero_si512();
+            for (int c = 0; c < 4; c++) {
+                const __m512i a0 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x->qs + 64 * c))),
+                                                      _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), 1);
+                const __m512i a1 = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x->qs + 64 * c + 32))),
+                    _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), 1);
+                const __m512i p0 = _mm512_madd_epi16(_mm512_maddubs_epi16(lo[c], a0), s0[c]);
+                const __m512i p1 = _mm512_madd_epi16(_mm512_maddubs_epi16(hi[c], a1), s1[c]);
+                sumi = _mm512_add_epi32(sumi, _mm512_add_epi32(p0, p1));
+            }
+            const __m512 d = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(dw * x->d)),
+                                                                 _mm256_castps_pd(_mm256_set1_ps(dw * y->d)), 1));
+            acc[pr] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc[pr]);
+        }
+    }
+    for (int pr = 0; pr < 2; pr++) {
+        s[(2 * pr) * ss] = s_hsum_ps(_mm512_castps512_ps256(acc[pr])) - summs[2 * pr];
+        s[(2 * pr + 1) * ss] = s_hsum_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[pr]), 1))) -
+                               summs[2 * pr + 1];
+    }
+}
+
 AVX512VNNI static void s_dot_q8_0_vnni(int64_t n, float *s, const void *vw, const void *va)
 {
     const g4_block_q8_0 *w = vw, *a = va;
@@ -673,6 +726,7 @@ void g4_dot_fill_avx512(g4_dot_simd_t *t, int has_vnni, int has_bf16)
         t->dot4x2[G4_DTYPE_Q8_0] = s_dot4x2_q8_0_vnni;
         t->dot4x4[G4_DTYPE_Q8_0] = s_dot4x4_q8_0_vnni;
         t->dot8x4[G4_DTYPE_Q8_0] = s_dot8x4_q8_0_vnni;
+        t->dot4[G4_DTYPE_Q4_K] = s_dot4_q4_K_512;
         t->dot[G4_DTYPE_Q4_0] = s_dot_q4_0_vnni;
     }
 }
