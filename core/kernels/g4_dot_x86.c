@@ -366,6 +366,50 @@ AVX2 static void s_dot_q5_K(int64_t n, float *s, const void *vw, const void *va)
 
 /* Q6_K x Q8_K: q6 - 32 = u - 32 with u in [0, 63], so Σ sc·(u-32)·a =
  * Σ sc·u·a - 32 Σ_g sc_g·bsum_g. */
+/* four activation rows: the 6-bit weights unpacked once per super-block,
+ * each row then does exactly the operations of s_dot_q6_K */
+AVX2 static void s_dot4_q6_K(int64_t n, float *s, int64_t ss, const void *vw, const void *va, int64_t as)
+{
+    const g4_block_q6_K *w = vw;
+    const g4_block_q8_K *a[4];
+    for (int t = 0; t < 4; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
+    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / 256; i++) {
+        __m256i u[2][4], scv[2][4];
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = w[i].ql + 64 * h, *qhp = w[i].qh + 32 * h;
+            const int8_t *sc = w[i].scales + 8 * h;
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            u[h][0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
+            u[h][1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+            u[h][2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
+            u[h][3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+            for (int k = 0; k < 4; k++) scv[h][k] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+        }
+        const float dw = s_f16(w[i].d);
+        for (int t = 0; t < 4; t++) {
+            const g4_block_q8_K *at = &a[t][i];
+            __m256i sumi = _mm256_setzero_si256();
+            int corr = 0;
+            for (int g = 0; g < 16; g++) corr += w[i].scales[g] * at->bsums[g];
+            for (int h = 0; h < 2; h++)
+                for (int k = 0; k < 4; k++) {
+                    const __m256i y = _mm256_loadu_si256((const __m256i *)(at->qs + 128 * h + 32 * k));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(u[h][k], y), scv[h][k]));
+                }
+            const int total = s_hsum_i32(sumi) - 32 * corr;
+            acc[t] = _mm256_add_ps(acc[t], _mm256_set1_ps(dw * at->d * (float)total));
+        }
+    }
+    for (int t = 0; t < 4; t++) s[t * ss] = _mm256_cvtss_f32(acc[t]);
+}
+
 AVX2 static void s_dot_q6_K(int64_t n, float *s, const void *vw, const void *va)
 {
     const g4_block_q6_K *w = vw;
@@ -449,6 +493,7 @@ void g4_dot_fill_avx2(g4_dot_simd_t *t)
     t->dot[G4_DTYPE_Q8_0] = s_dot_q8_0;
     t->dot4[G4_DTYPE_Q8_0] = s_dot4_q8_0;
     t->dot4[G4_DTYPE_Q4_K] = s_dot4_q4_K;
+    t->dot4[G4_DTYPE_Q6_K] = s_dot4_q6_K;
     t->dot_f16_f32 = s_dot_f16_f32, t->dot_f32_f32 = s_dot_f32_f32;
     t->axpy_f16 = s_axpy_f16, t->axpy_f32 = s_axpy_f32;
     t->f16_scale = s_f16_scale, t->f16_mad = s_f16_mad;
