@@ -44,7 +44,7 @@ static void s_usage(FILE *out)
 {
     fprintf(out, "usage: g4 COMMAND [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof s_cmds / sizeof s_cmds[0]; i++)
-        fprintf(out, "  %-12s %s\n", s_cmds[i].name, s_cmds[i].help);
+        fprintf(out, "  %-14s %s\n", s_cmds[i].name, s_cmds[i].help);
     fprintf(out, "\n'g4 COMMAND --help' shows a command's options.\n");
 }
 
