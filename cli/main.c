@@ -26,6 +26,7 @@ static const cli_cmd_t s_cmds[] = {
     {"down", cli_down, "stop the persistent stack"},
     {"keygen", cli_keygen, "make a CURVE key pair for tcp:// endpoints"},
     {"swap", cli_swap, "replace a running daemon with a new process, without failing requests"},
+    {"encode", cli_encode, "run the vision / audio tower on media files, write the embeddings"},
     {"chat-template", cli_chat_template, "print the prompt a conversation renders to"},
     {"parse-output", cli_parse_output, "split generated text into thought, answer and tool calls"},
 };
