@@ -60,7 +60,7 @@ void shard_free(shard_t *s)
         for (int i = 0; i < s->n_slots; i++) g4_sampler_destroy(&s->slot_smp[i]);
     g4_free(s->slot_seq), g4_free(s->slot_smp), g4_free(s->slot_logprobs), g4_free(s->slot_sampled);
     g4_free(s->seq_buf), g4_free(s->want_buf);
-    g4_free(s->hidden), g4_free(s->ple), g4_free(s->logits);
+    g4_free(s->hidden), g4_free(s->ple), g4_free(s->logits), g4_free(s->embd);
     g4_ctx_destroy(&s->ctx);
     g4_model_destroy(&s->model);
 }
@@ -161,10 +161,32 @@ void shard_handle(shard_t *s, g4_msg_t *m)
             memcpy(s->ple, pl, len);
         }
     }
+    /* soft tokens (images, audio): flags per row, their embeddings in frame 0 */
+    const int8_t *flags = NULL;
+    const float *embd = NULL;
+    if (fb->row_flags.len) {
+        if (fb->row_flags.len != (size_t)n)
+            return s_fail(s, fb, G4_ERR_PROTO, "%zu row flags for %d rows", fb->row_flags.len, n);
+        flags = (const int8_t *)fb->row_flags.data;
+        int n_e = 0;
+        for (int i = 0; i < n; i++) n_e += (flags[i] & G4_ROW_EMBD) != 0;
+        if (s->first && n_e) {
+            size_t len;
+            const float *e = g4_msg_raw(m, 0, &len);
+            if (!fb->embd || !e || len != (size_t)n_e * H * sizeof(float))
+                return s_fail(s, fb, G4_ERR_PROTO, "soft-token frame of %zu bytes, want %zu", e ? len : 0,
+                              (size_t)n_e * H * sizeof(float));
+            if (!s->embd && !(s->embd = g4_malloc((size_t)s->n_ubatch * H * sizeof(float))))
+                return s_fail(s, fb, G4_ERR_NOMEM, "out of memory");
+            for (int i = 0, k = 0; i < n; i++)
+                if (flags[i] & G4_ROW_EMBD) memcpy(s->embd + (size_t)i * H, e + (size_t)(k++) * H, H * sizeof(float));
+            embd = s->embd;
+        }
+    }
     for (int i = 0; i < n; i++) {
         if (fb->slot[i] >= (uint32_t)s->n_slots)
             return s_fail(s, fb, G4_ERR_RANGE, "slot %u out of range (%d slots)", fb->slot[i], s->n_slots);
-        if (s->first && (fb->tokens[i] < 0 || fb->tokens[i] >= (int32_t)s->hp->n_vocab))
+        if (s->first && !(embd && (flags[i] & G4_ROW_EMBD)) && (fb->tokens[i] < 0 || fb->tokens[i] >= (int32_t)s->hp->n_vocab))
             return s_fail(s, fb, G4_ERR_RANGE, "token id %d outside the vocabulary (%u)", fb->tokens[i], s->hp->n_vocab);
         if (fb->pos[i] < 0) return s_fail(s, fb, G4_ERR_RANGE, "negative position");
     }
@@ -231,10 +253,10 @@ void shard_handle(shard_t *s, g4_msg_t *m)
                 p.temp = 0;
                 s->slot_smp[sl] = g4_sampler_new(&p, (int)s->hp->n_vocab, &err);
             }
-            if (s->slot_smp[sl]) g4_sampler_accept(s->slot_smp[sl], fb->tokens[i]);
+            if (s->slot_smp[sl] && !(flags && (flags[i] & G4_ROW_EMBD))) g4_sampler_accept(s->slot_smp[sl], fb->tokens[i]);
         }
     }
-    g4_batch_t b = {n, s->first ? fb->tokens : NULL, NULL, fb->pos, seq, want};
+    g4_batch_t b = {n, s->first ? fb->tokens : NULL, embd, fb->pos, seq, want, flags};
     /* K/V rows of source layers that run on earlier stages (E models) */
     const void *kv_in = NULL;
     size_t kv_in_len = 0;
@@ -260,6 +282,8 @@ void shard_handle(shard_t *s, g4_msg_t *m)
         if (!next) return s_fail(s, fb, err.code, "%s", err.msg);
         char **route = fb->route;
         G4__V1__TensorDesc *in_hidden = fb->hidden, *in_ple = fb->ple, *in_kv = fb->kv; /* owned by the message */
+        G4__V1__TensorDesc *in_embd = fb->embd;
+        fb->embd = NULL; /* the soft tokens stay here; later stages get hidden states */
         fb->route++, fb->n_route--;
         G4__V1__TensorDesc hd = G4__V1__TENSOR_DESC__INIT, pd = G4__V1__TENSOR_DESC__INIT;
         uint64_t hshape[2] = {(uint64_t)n, H}, pshape[2] = {(uint64_t)n, PW};
@@ -280,7 +304,7 @@ void shard_handle(shard_t *s, g4_msg_t *m)
             kv_out = g4_malloc(kv_in_len + kv_own);
             if (!kv_out) {
                 fb->route = route, fb->n_route++;
-                fb->hidden = in_hidden, fb->ple = in_ple, fb->kv = in_kv;
+                fb->hidden = in_hidden, fb->ple = in_ple, fb->kv = in_kv, fb->embd = in_embd;
                 return s_fail(s, fb, G4_ERR_NOMEM, "out of memory");
             }
             if (kv_in_len) memcpy(kv_out, kv_in, kv_in_len);
@@ -297,7 +321,7 @@ void shard_handle(shard_t *s, g4_msg_t *m)
         rc = g4_wire_send(next, NULL, 0, &env, raw, raw_len, n_raw, 0, &err);
         g4_free(kv_out);
         fb->route = route, fb->n_route++;
-        fb->hidden = in_hidden, fb->ple = in_ple, fb->kv = in_kv;
+        fb->hidden = in_hidden, fb->ple = in_ple, fb->kv = in_kv, fb->embd = in_embd;
         if (rc) return s_fail(s, fb, rc, "to %s: %s", fb->route[0], err.msg);
         return;
     }

@@ -100,6 +100,9 @@ int main(int argc, char **argv)
     reg.backend = "cpu";
     reg.n_vocab = tok_vocab_size(t.vocab);
     reg.host = host;
+    int32_t media_ids[6];
+    tokd_media_ids(t.vocab, media_ids);
+    reg.media_ids = media_ids, reg.n_media_ids = 6;
     g4_daemon_t d;
     if (g4_daemon_init(&d, zctx, sched, &reg, &err)) {
         g4_log_error("tokenizerd", "%s", err.msg);

@@ -144,6 +144,19 @@ static void s_parse(tokd_t *t, void *sock, g4_msg_t *m)
     cJSON_free(s);
 }
 
+void tokd_media_ids(const tok_vocab_t *v, int32_t out[6])
+{
+    static const char *const names[6] = {"<|image|>", "<|image>", "<image|>", "<|audio|>", "<|audio>", "<audio|>"};
+    for (int i = 0; i < 6; i++) {
+        int32_t *ids = NULL;
+        int n = 0;
+        g4_err_t err;
+        out[i] = -1;
+        if (!tok_vocab_tokenize(v, names[i], strlen(names[i]), 0, 1, &ids, &n, &err) && n == 1) out[i] = ids[0];
+        g4_free(ids);
+    }
+}
+
 static void s_info(tokd_t *t, void *sock, g4_msg_t *m)
 {
     G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
@@ -152,6 +165,10 @@ static void s_info(tokd_t *t, void *sock, g4_msg_t *m)
     rep.bos_id = tok_vocab_bos(t->vocab);
     rep.model_digest = t->digest;
     rep.has_chat_template = t->tmpl != NULL;
+    int32_t mi[6];
+    tokd_media_ids(t->vocab, mi);
+    rep.image_token_id = mi[0], rep.boi_id = mi[1], rep.eoi_id = mi[2];
+    rep.audio_token_id = mi[3], rep.boa_id = mi[4], rep.eoa_id = mi[5];
     env.body_case = G4__V1__ENVELOPE__BODY_INFO_REPLY;
     env.info_reply = &rep;
     s_reply(sock, m, &env);

@@ -20,6 +20,9 @@ typedef struct tokd {
     uint64_t n_requests, n_errors;
 } tokd_t;
 
+/* ids of <|image|> <|image> <image|> <|audio|> <|audio> <audio|> (-1 where the vocabulary lacks one) */
+void tokd_media_ids(const tok_vocab_t *v, int32_t out[6]);
+
 /* Answers one request on a ROUTER socket (malformed ones get an Error). */
 void tokd_handle(tokd_t *t, void *sock, g4_msg_t *m);
 

@@ -514,6 +514,7 @@ struct g4_ctx {
     uint8_t *attn_buf;
     size_t attn_buf_stride;
     float *rope_cs; /* [n_ubatch][hd_max] cos/sin cache */
+    int32_t *row_hi; /* [n_ubatch] last position a row sees on sliding layers */
 };
 
 static size_t s_kv_row(const g4_ctx_t *c, int l)
@@ -566,6 +567,7 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->ple = g4_malloc(T * (PW ? PW : 1) * 4);
     c->tok_ple = g4_malloc((PW ? PW : 1) * 4);
     c->rope_cs = g4_malloc(T * hd_max * 4);
+    c->row_hi = g4_malloc(T * sizeof *c->row_hi);
     if (hp->n_expert) {
         const size_t E = hp->n_expert, K = hp->n_expert_used, fe = hp->n_ff_exp;
         c->moe_in = g4_malloc(T * H * 4);
@@ -582,7 +584,7 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->attn_buf_stride = (hd_max * 8 + (size_t)c->n_ctx * 4 + 256 + 63) & ~(size_t)63;
     c->attn_buf = g4_malloc_aligned(c->attn_buf_stride * (size_t)c->n_thr, 64);
     if (!c->seqs || !c->seq_rows || !c->x || !c->a || !c->q || !c->k || !c->v || !c->o || !c->t1 || !c->fg || !c->fu || !c->ple ||
-        !c->tok_ple || !c->rope_cs || !c->mm_scratch || !c->attn_buf ||
+        !c->tok_ple || !c->rope_cs || !c->row_hi || !c->mm_scratch || !c->attn_buf ||
         (hp->n_expert && (!c->moe_in || !c->moe_acc || !c->moe_g || !c->moe_d || !c->moe_probs || !c->moe_sel ||
                           !c->moe_w))) {
         g4_err_set(err, G4_ERR_NOMEM, "out of memory allocating the context (%d rows)", c->p.n_ubatch);
@@ -616,6 +618,7 @@ void g4_ctx_destroy(g4_ctx_t **pc)
                      c->rope_cs, c->moe_in, c->moe_acc, c->moe_g, c->moe_d, c->moe_probs, c->moe_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) g4_free(bufs[i]);
     g4_free(c->moe_sel);
+    g4_free(c->row_hi);
     g4_free_aligned(c->mm_scratch);
     g4_free_aligned(c->attn_buf);
     g4_free(c);
@@ -904,15 +907,15 @@ static int s_layer(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
     for (int i = 0; i < T * nh; i++) {
         const int t = i / nh, h = i % nh, kh = h / grp;
         const s_seq_t *s = &c->seqs[b->seq[t]];
-        const int p1 = b->pos[t];
+        const int p1 = b->pos[t], hi = swa ? c->row_hi[t] : p1;
         const int lo = swa ? (p1 - (int)hp->n_swa + 1 > 0 ? p1 - (int)hp->n_swa + 1 : 0) : 0;
         const uint8_t *K = (const uint8_t *)s->k[src] + (size_t)kh * hd * c->kv_elem;
         const uint8_t *V = (const uint8_t *)s->v[src] + (size_t)kh * hd * c->kv_elem;
         uint8_t *buf = c->attn_buf + c->attn_buf_stride * (size_t)omp_get_thread_num();
         const float *qv = c->q + (size_t)t * nq + (size_t)h * hd;
         float *out = c->o + (size_t)t * nq + (size_t)h * hd;
-        if (c->kv_elem == 2 && c->seq_rows[b->seq[t]] < 64) s_attn_f16(qv, K, V, row_bytes, hd, lo, p1, cells, out, buf);
-        else s_attn_f32(qv, K, V, row_bytes, c->kv_elem == 2, hd, lo, p1, cells, out, buf);
+        if (c->kv_elem == 2 && c->seq_rows[b->seq[t]] < 64) s_attn_f16(qv, K, V, row_bytes, hd, lo, hi, cells, out, buf);
+        else s_attn_f32(qv, K, V, row_bytes, c->kv_elem == 2, hd, lo, hi, cells, out, buf);
     }
     s_mm(c, &L->wo, 0, -1, c->o, nq, T, c->t1, H);
     for (int t = 0; t < T; t++) {
@@ -970,7 +973,7 @@ static void s_embed(g4_ctx_t *c, const g4_batch_t *b, int T)
     const float scale = sqrtf((float)H);
     for (int t = 0; t < T; t++) {
         float *xt = c->x + (size_t)t * H;
-        if (b->embd) {
+        if (b->embd && (!b->flags || (b->flags[t] & G4_ROW_EMBD))) {
             memcpy(xt, b->embd + (size_t)t * H, (size_t)H * 4);
         } else {
             g4_dequant_row(m->tok_embd.dtype, g4_tensor_row(&m->tok_embd, b->tokens[t]), xt, H);
@@ -983,7 +986,7 @@ static void s_embed(g4_ctx_t *c, const g4_batch_t *b, int T)
     s_mm(c, &m->ple_proj, 0, -1, c->x, H, T, c->ple, PW);
     for (int t = 0; t < T; t++) {
         float *p = c->ple + (size_t)t * PW;
-        const int32_t id = b->embd ? 0 : b->tokens[t];
+        const int32_t id = b->embd && (!b->flags || (b->flags[t] & G4_ROW_EMBD)) ? 0 : b->tokens[t];
         g4_dequant_row(m->ple_tok_embd.dtype, g4_tensor_row(&m->ple_tok_embd, id), c->tok_ple, PW);
         for (int i = 0; i < PW; i++) p[i] *= inv_h;
         for (int l = 0; l < (int)hp->n_layer; l++) g4_rmsnorm(p + l * D, m->ple_proj_norm, p + l * D, D, hp->eps);
@@ -1004,7 +1007,8 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
         while (done < b->n) {
             const int n = b->n - done < c->p.n_ubatch ? b->n - done : c->p.n_ubatch;
             g4_batch_t sub = {n, b->tokens ? b->tokens + done : NULL, b->embd ? b->embd + (size_t)done * H : NULL,
-                              b->pos + done, b->seq + done, b->want_logits ? b->want_logits + done : NULL};
+                              b->pos + done, b->seq + done, b->want_logits ? b->want_logits + done : NULL,
+                              b->flags ? b->flags + done : NULL};
             int rc = g4_ctx_forward(c, &sub, hidden_in ? hidden_in + (size_t)done * H : NULL,
                                     ple_io ? ple_io + (size_t)done * PW : NULL,
                                     hidden_out ? hidden_out + (size_t)done * H : NULL,
@@ -1020,7 +1024,8 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
     for (int t = 0; t < T; t++) {
         s_seq_t *s = s_seq(c, b->seq[t]);
         if (!s) return g4_err_set(err, G4_ERR_RANGE, "row %d: no sequence %d", t, b->seq[t]);
-        if (!b->embd && m->begin == 0 && (b->tokens[t] < 0 || (uint32_t)b->tokens[t] >= hp->n_vocab))
+        const int is_embd = b->embd && (!b->flags || (b->flags[t] & G4_ROW_EMBD));
+        if (!is_embd && m->begin == 0 && (b->tokens[t] < 0 || (uint32_t)b->tokens[t] >= hp->n_vocab))
             return g4_err_set(err, G4_ERR_RANGE, "row %d: token id %d is outside the vocabulary (%u)", t, b->tokens[t],
                               hp->n_vocab);
         int expect = s->n_past;
@@ -1030,6 +1035,14 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
                               b->pos[t], b->seq[t], expect);
         if (b->pos[t] >= c->n_ctx)
             return g4_err_set(err, G4_ERR_RANGE, "sequence %d is full (%d positions)", b->seq[t], c->n_ctx);
+    }
+    /* last position each row sees: itself, or the end of its run of
+     * bidirectional rows (same sequence, consecutive positions) */
+    for (int t = T - 1; t >= 0; t--) {
+        c->row_hi[t] = b->pos[t];
+        if (b->flags && (b->flags[t] & G4_ROW_BIDIR) && t + 1 < T && (b->flags[t + 1] & G4_ROW_BIDIR) &&
+            b->seq[t + 1] == b->seq[t] && b->pos[t + 1] == b->pos[t] + 1)
+            c->row_hi[t] = c->row_hi[t + 1];
     }
     if (m->begin == 0) {
         s_embed(c, b, T);

@@ -107,7 +107,16 @@ typedef struct g4_batch {
     const int32_t *pos;
     const int32_t *seq;
     const int8_t *want_logits;
+    /* per-row flags (NULL: none; then embd != NULL means every row is an
+     * embedding row): bit 0 (G4_ROW_EMBD) the row's input is embd + t*H (a
+     * soft token: no sqrt(H) scale, per-layer input of token 0); bit 1
+     * (G4_ROW_BIDIR) on sliding-window layers the row also sees the later rows
+     * of the adjacent run of BIDIR rows of its sequence in this call */
+    const int8_t *flags;
 } g4_batch_t;
+
+#define G4_ROW_EMBD 1
+#define G4_ROW_BIDIR 2
 
 int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, float *ple_io, float *hidden_out,
                    float *logits, g4_err_t *err);

@@ -62,6 +62,15 @@ void g4_daemon_tick(g4_daemon_t *d)
     G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
     G4__V1__Heartbeat hb = G4__V1__HEARTBEAT__INIT;
     hb.name = d->reg.name;
+    G4__V1__Counter cs[16], *cp[16];
+    for (int i = 0; i < d->n_counters && i < 16; i++) {
+        g4__v1__counter__init(&cs[i]);
+        cs[i].name = (char *)d->counter_names[i];
+        cs[i].value = d->counter_values[i];
+        cp[i] = &cs[i];
+    }
+    hb.counters = cp;
+    hb.n_counters = (size_t)(d->n_counters < 16 ? d->n_counters : 16);
     env.body_case = G4__V1__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
     g4_err_t err;

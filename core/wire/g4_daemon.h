@@ -19,6 +19,10 @@ typedef struct g4_daemon {
     void *zctx, *ctl; /* ctl: DEALER to the scheduler (NULL: standalone) */
     G4__V1__Register reg;
     uint64_t last_hb_ms;
+    /* metrics sent with every heartbeat (names borrowed; values updated by the daemon) */
+    int n_counters;
+    const char *counter_names[16];
+    uint64_t counter_values[16];
 } g4_daemon_t;
 
 /* reg's strings are borrowed and must stay valid. sched_ep may be NULL. */
