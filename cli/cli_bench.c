@@ -96,14 +96,14 @@ static int s_in_process(const char *model, int np, int ng, int reps, int kv_f32,
             break;
         }
         for (int i = 0; i < np; i++) pos[i] = i, seqv[i] = seq, want[i] = i == np - 1;
-        g4_batch_t b = {np, ids, NULL, pos, seqv, want};
+        g4_batch_t b = {np, ids, NULL, pos, seqv, want, NULL};
         const uint64_t a = g4_clock_mono_ns();
         rc = g4_ctx_forward(c, &b, NULL, NULL, NULL, logits, &err);
         int32_t id = g4_sampler_sample(smp, logits);
         const uint64_t p1 = g4_clock_mono_ns();
         for (int k = 1; !rc && k < ng; k++) {
             int32_t p = g4_seq_n_past(c, seq);
-            g4_batch_t d = {1, &id, NULL, &p, &seq, NULL};
+            g4_batch_t d = {1, &id, NULL, &p, &seq, NULL, NULL};
             rc = g4_ctx_forward(c, &d, NULL, NULL, NULL, logits, &err);
             id = g4_sampler_sample(smp, logits);
         }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "enc_encode.h"
 #include "g4_alloc.h"
 #include "g4_clock.h"
 #include "g4_matmul.h"
@@ -21,6 +22,7 @@
 #include "g4_sampler.h"
 #include "cli_stack.h"
 #include "tok_chat.h"
+#include "tokd_service.h"
 #include "tok_stream.h"
 #include "tok_vocab.h"
 
@@ -97,7 +99,31 @@ static void s_print_json(const int32_t *prompt_ids, int n_prompt, const int32_t 
     cJSON_Delete(root);
 }
 
+/* media given on the command line, in order */
+typedef struct s_media {
+    int n;
+    int kind[64]; /* ENC_KIND_* */
+    const char *file[64];
+    enc_opts_t opts;
+    const char *mmproj;
+} s_media_t;
+static s_media_t s_med;
+
+/* A --raw prompt with media but no placeholders gets them in front. */
+static char *s_raw_prompt(const char *prompt)
+{
+    if (!s_med.n || strstr(prompt, "<|image|>") || strstr(prompt, "<|audio|>")) return g4_strdup(prompt);
+    size_t n = strlen(prompt) + (size_t)s_med.n * 10 + 1;
+    char *r = g4_malloc(n);
+    if (!r) return NULL;
+    r[0] = 0;
+    for (int i = 0; i < s_med.n; i++) strcat(r, s_med.kind[i] == ENC_KIND_IMAGE ? "<|image|>" : "<|audio|>");
+    strcat(r, prompt);
+    return r;
+}
+
 /* The conversation a plain prompt becomes without --raw. */
+
 static char *s_chat_json(const char *prompt, const char *system)
 {
     cJSON *c = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(c, "messages");
@@ -109,7 +135,20 @@ static char *s_chat_json(const char *prompt, const char *system)
     }
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "role", "user");
-    cJSON_AddStringToObject(m, "content", prompt);
+    if (s_med.n) { /* the media first, then the text: <|image|>…Describe. */
+        cJSON *parts = cJSON_AddArrayToObject(m, "content");
+        for (int i = 0; i < s_med.n; i++) {
+            cJSON *pt = cJSON_CreateObject();
+            cJSON_AddStringToObject(pt, "type", s_med.kind[i] == ENC_KIND_IMAGE ? "image" : "audio");
+            cJSON_AddItemToArray(parts, pt);
+        }
+        cJSON *pt = cJSON_CreateObject();
+        cJSON_AddStringToObject(pt, "type", "text");
+        cJSON_AddStringToObject(pt, "text", prompt);
+        cJSON_AddItemToArray(parts, pt);
+    } else {
+        cJSON_AddStringToObject(m, "content", prompt);
+    }
     cJSON_AddItemToArray(msgs, m);
     cJSON_AddBoolToObject(c, "add_generation_prompt", 1);
     cJSON_AddStringToObject(c, "bos_token", "<bos>");
@@ -122,6 +161,85 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
                        int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos,
                        const char *sched_ep, const char **stops, int n_stop, double timeout_s);
+
+/* In-process media: encode each file and put <|image> soft tokens <image|>
+ * (audio alike) where its placeholder is, as schedulerd does. Rows of soft
+ * tokens get id -1, a flag, and their embedding at the same row of *embd. */
+static int s_splice_media(const tok_vocab_t *vocab, int H, int32_t **ids, int *n, int8_t **flags, float **embd)
+{
+    int32_t mid[6];
+    tokd_media_ids(vocab, mid);
+    g4_err_t err;
+    enc_model_t *em = enc_model_load(s_med.mmproj, &err);
+    if (!em) {
+        cli_error("%s", err.msg);
+        return 1;
+    }
+    float *emb[64] = {0};
+    int nt[64] = {0}, total = *n, rc = 1, used[64] = {0};
+    for (int i = 0; i < s_med.n; i++) {
+        size_t len;
+        char *data = cli_read_file(s_med.file[i], &len);
+        int ne;
+        if (!data) {
+            cli_error("%s: %s", s_med.file[i], strerror(errno));
+            goto out;
+        }
+        int erc = enc_encode(em, s_med.kind[i], (const uint8_t *)data, len, &s_med.opts, &emb[i], &nt[i], &ne, &err);
+        g4_free(data);
+        if (erc) {
+            cli_error("%s: %s", s_med.file[i], err.msg);
+            goto out;
+        }
+        if (ne != H) {
+            cli_error("%s: the projector makes width %d, the model has %d", s_med.mmproj, ne, H);
+            goto out;
+        }
+        total += nt[i] + 1;
+    }
+    int32_t *t2 = g4_malloc((size_t)total * sizeof *t2);
+    int8_t *f2 = g4_calloc((size_t)total, 1);
+    float *e2 = g4_calloc((size_t)total * H, sizeof(float));
+    if (!t2 || !f2 || !e2) {
+        g4_free(t2), g4_free(f2), g4_free(e2);
+        cli_error("out of memory");
+        goto out;
+    }
+    const int bidir = H != 1536 && H != 2560; /* image tokens both ways on sliding layers, except E2B/E4B */
+    int k = 0;
+    for (int p = 0; p < *n; p++) {
+        const int is_img = (*ids)[p] == mid[0] && mid[0] >= 0, is_aud = (*ids)[p] == mid[3] && mid[3] >= 0;
+        int mi = -1;
+        for (int i = 0; (is_img || is_aud) && i < s_med.n && mi < 0; i++)
+            if (!used[i] && s_med.kind[i] == (is_img ? ENC_KIND_IMAGE : ENC_KIND_AUDIO)) mi = i;
+        if (mi < 0) {
+            t2[k++] = (*ids)[p];
+            continue;
+        }
+        used[mi] = 1;
+        t2[k++] = is_img ? mid[1] : mid[4];
+        for (int t = 0; t < nt[mi]; t++, k++) {
+            t2[k] = -1;
+            f2[k] = G4_ROW_EMBD | (is_img && bidir ? G4_ROW_BIDIR : 0);
+            memcpy(e2 + (size_t)k * H, emb[mi] + (size_t)t * H, (size_t)H * sizeof(float));
+        }
+        t2[k++] = is_img ? mid[2] : mid[5];
+    }
+    for (int i = 0; i < s_med.n; i++)
+        if (!used[i]) {
+            cli_error("%s has no %s placeholder in the prompt", s_med.file[i],
+                      s_med.kind[i] == ENC_KIND_IMAGE ? "<|image|>" : "<|audio|>");
+            g4_free(t2), g4_free(f2), g4_free(e2);
+            goto out;
+        }
+    g4_free(*ids);
+    *ids = t2, *n = k, *flags = f2, *embd = e2;
+    rc = 0;
+out:
+    for (int i = 0; i < s_med.n; i++) free(emb[i]);
+    enc_model_destroy(&em);
+    return rc;
+}
 
 int cli_run(int argc, char **argv)
 {
@@ -161,6 +279,16 @@ int cli_run(int argc, char **argv)
         else if (OPT("--logprobs")) logprobs = atoi(v);
         else if (OPT("--threads") || OPT("-t")) threads = atoi(v);
         else if (OPT("--ctx") || OPT("-c")) n_ctx = atoi(v);
+        else if (OPT("--mmproj")) s_med.mmproj = v;
+        else if (OPT("--image") || OPT("--audio")) {
+            if (s_med.n == 64) {
+                cli_error("at most 64 media");
+                return 2;
+            }
+            s_med.kind[s_med.n] = a[2] == 'i' ? ENC_KIND_IMAGE : ENC_KIND_AUDIO;
+            s_med.file[s_med.n++] = v;
+        } else if (OPT("--image-min-tokens")) s_med.opts.image_min_tokens = atoi(v);
+        else if (OPT("--image-max-tokens")) s_med.opts.image_max_tokens = atoi(v);
         else if (!strcmp(a, "--kv-f32")) kv_f32 = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--raw")) raw = 1;
@@ -172,6 +300,10 @@ int cli_run(int argc, char **argv)
                    "              [--logprobs K] [--threads N] [--ctx N] [--kv-f32] [--json]\n"
                    "              [--shards N | --in-process | --scheduler EP] [--template T.jinja] [--ignore-eos]\n"
                    "              [--stop STR]... [--timeout SECONDS]\n"
+                   "              [--mmproj MMPROJ.gguf (--image FILE | --audio FILE)... [--image-min-tokens N]\n"
+                   "               [--image-max-tokens N]]\n"
+                   "  Media go in front of the prompt text (with --raw: at <|image|> / <|audio|> in the\n"
+                   "  text, else in front); the projector's towers run in encoderd (or in this process).\n"
                    "  Without --raw the prompt is one user turn of the model's chat template.\n"
                    "  By default the request runs on the local stack of daemons (the one `g4 up`\n"
                    "  started, else one started for this run with --shards N shards);\n"
@@ -192,6 +324,10 @@ int cli_run(int argc, char **argv)
     }
     if ((!model && in_process) || (!prompt && !file && !ids_arg)) {
         cli_error("usage: g4 run -m MODEL.gguf (-p TEXT | -f FILE | --prompt-ids IDS) [-n N] [--json] (see --help)");
+        return 2;
+    }
+    if (s_med.n && !s_med.mmproj && !sched_ep) {
+        cli_error("--image / --audio need the projector: --mmproj MMPROJ.gguf");
         return 2;
     }
     if (logprobs < 0 || logprobs > 100 || n_predict < 0) {
@@ -238,6 +374,8 @@ int cli_run(int argc, char **argv)
     tok_stream_t stream;
     int n_prompt = 0, n_out = 0;
     const char *finish = "length";
+    int8_t *flags = NULL;
+    float *embd = NULL;
     if (!vocab) {
         cli_error("%s", err.msg);
         goto done;
@@ -260,6 +398,11 @@ int cli_run(int argc, char **argv)
         const char *ptext = prompt;
         size_t plen = strlen(prompt);
         char *rendered = NULL;
+        if (raw && s_med.n) {
+            rendered = s_raw_prompt(prompt);
+            ptext = rendered;
+            plen = rendered ? strlen(rendered) : 0;
+        }
         if (!raw) { /* one user turn of the chat template; the tokenizer adds BOS itself */
             tj_template_t *t = tmpl ? tok_chat_template_file(tmpl, &err) : tok_chat_template_gguf(g4_model_gguf(m), &err);
             char *cj = t ? s_chat_json(prompt, system) : NULL;
@@ -282,8 +425,9 @@ int cli_run(int argc, char **argv)
             goto done;
         }
     }
+    if (s_med.n && s_splice_media(vocab, (int)hp->n_embd, &prompt_ids, &n_prompt, &flags, &embd)) goto done;
     for (int i = 0; i < n_prompt; i++)
-        if (prompt_ids[i] < 0 || (uint32_t)prompt_ids[i] >= hp->n_vocab) {
+        if (!(flags && (flags[i] & G4_ROW_EMBD)) && (prompt_ids[i] < 0 || (uint32_t)prompt_ids[i] >= hp->n_vocab)) {
             cli_error("prompt id %d is outside the vocabulary (%u)", prompt_ids[i], hp->n_vocab);
             goto done;
         }
@@ -305,14 +449,23 @@ int cli_run(int argc, char **argv)
         cli_error("%s", err.msg);
         goto done;
     }
-    for (int i = 0; i < n_prompt; i++) pos[i] = i, seqv[i] = seq, g4_sampler_accept(smp, prompt_ids[i]);
-    /* prefill: logits of the last row only */
+    for (int i = 0; i < n_prompt; i++) {
+        pos[i] = i, seqv[i] = seq;
+        if (!(flags && (flags[i] & G4_ROW_EMBD))) g4_sampler_accept(smp, prompt_ids[i]);
+    }
+    /* prefill in the scheduler's chunks: logits of the last row only */
     int8_t *want = g4_calloc((size_t)n_prompt, 1);
     if (!want) goto done;
     want[n_prompt - 1] = 1;
-    g4_batch_t b = {n_prompt, prompt_ids, NULL, pos, seqv, want};
     const uint64_t t_start = g4_clock_mono_ns();
-    int frc = g4_ctx_forward(ctx, &b, NULL, NULL, NULL, logits, &err);
+    int frc = 0;
+    for (int off = 0; off < n_prompt && !frc;) {
+        const int nc = g4_prefill_chunk(flags, off, n_prompt, 512);
+        g4_batch_t b = {nc, prompt_ids + off, embd ? embd + (size_t)off * hp->n_embd : NULL, pos + off, seqv + off,
+                        want + off, flags ? flags + off : NULL};
+        frc = g4_ctx_forward(ctx, &b, NULL, NULL, NULL, logits, &err);
+        off += nc;
+    }
     g4_free(want);
     if (frc) {
         cli_error("%s", err.msg);
@@ -336,7 +489,7 @@ int cli_run(int argc, char **argv)
         }
         if (n_out == n_predict) break;
         int32_t p1 = g4_seq_n_past(ctx, seq);
-        g4_batch_t d = {1, &id, NULL, &p1, &seq, NULL};
+        g4_batch_t d = {1, &id, NULL, &p1, &seq, NULL, NULL};
         if (g4_ctx_forward(ctx, &d, NULL, NULL, NULL, logits, &err)) {
             cli_error("%s", err.msg);
             goto done;
@@ -359,6 +512,8 @@ int cli_run(int argc, char **argv)
         rc = 0;
     }
 done:
+    g4_free(flags);
+    g4_free(embd);
     g4_free(text_buf);
     g4_free(stream_buf);
     g4_free(file_text);
@@ -425,13 +580,30 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
     cli_stack_t st;
     int own = 0;
     cli_stack_opts_t o = {.model = model, .template_path = tmpl, .n_shards = n_shards, .threads = threads,
-                          .n_ctx = n_ctx, .n_slots = 4, .kv_f32 = kv_f32};
+                          .n_ctx = n_ctx, .n_slots = 4, .kv_f32 = kv_f32, .mmproj = s_med.mmproj};
     if (sched_ep) snprintf(ep, sizeof ep, "%s", sched_ep); /* a stack anywhere: tcp://host:port */
     else if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) return 1;
     G4__V1__GenerateRequest req = G4__V1__GENERATE_REQUEST__INIT;
     G4__V1__SamplingParams p = G4__V1__SAMPLING_PARAMS__INIT;
     G4__V1__PromptIds pi = G4__V1__PROMPT_IDS__INIT;
-    char *chat = NULL;
+    char *chat = NULL, *raw_text = NULL;
+    G4__V1__Media med[64], *medp[64];
+    char *mdata[64] = {0};
+    for (int i = 0; i < s_med.n; i++) {
+        size_t len = 0;
+        if (!(mdata[i] = cli_read_file(s_med.file[i], &len))) {
+            cli_error("%s: %s", s_med.file[i], strerror(errno));
+            for (int k = 0; k < i; k++) g4_free(mdata[k]);
+            if (own) cli_stack_stop(&st);
+            return 1;
+        }
+        g4__v1__media__init(&med[i]);
+        med[i].kind = s_med.kind[i] == ENC_KIND_IMAGE ? G4__V1__MEDIA_KIND__MEDIA_IMAGE : G4__V1__MEDIA_KIND__MEDIA_AUDIO;
+        med[i].data.data = (uint8_t *)mdata[i], med[i].data.len = len;
+        med[i].image_min_tokens = s_med.opts.image_min_tokens, med[i].image_max_tokens = s_med.opts.image_max_tokens;
+        medp[i] = &med[i];
+    }
+    req.media = medp, req.n_media = (size_t)s_med.n;
     p.temperature = sp->temp, p.top_k = sp->top_k, p.top_p = sp->top_p, p.min_p = sp->min_p;
     p.repeat_penalty = sp->repeat_penalty, p.repeat_last_n = sp->repeat_last_n;
     p.presence_penalty = sp->presence_penalty, p.frequency_penalty = sp->frequency_penalty;
@@ -447,8 +619,9 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
         req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_IDS;
         req.ids = &pi;
     } else if (raw) {
+        raw_text = s_raw_prompt(prompt);
         req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_TEXT;
-        req.text.data = (uint8_t *)prompt, req.text.len = strlen(prompt);
+        req.text.data = (uint8_t *)raw_text, req.text.len = raw_text ? strlen(raw_text) : 0;
     } else {
         chat = s_chat_json(prompt, system);
         req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_CHAT_JSON;
@@ -473,6 +646,8 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
         g4__v1__envelope__free_unpacked(done, NULL);
     }
     cJSON_free(chat);
+    g4_free(raw_text);
+    for (int i = 0; i < s_med.n; i++) g4_free(mdata[i]);
     g4_free(sc.prompt_ids);
     g4_free(sc.lps);
     if (own) cli_stack_stop(&st);

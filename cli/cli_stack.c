@@ -195,6 +195,15 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
                      o->template_path ? "--template" : NULL, (char *)o->template_path, NULL};
         if (cli_stack_spawn(st, "tokenizerd", "tokenizer", a, o->detach)) goto fail;
     }
+    if (o->mmproj) {
+        char enc_ep[256], threads[16];
+        snprintf(enc_ep, sizeof enc_ep, "ipc://%s/enc.sock", st->dir);
+        snprintf(threads, sizeof threads, "%d", o->threads);
+        char *a[] = {"--mmproj", (char *)o->mmproj, "--listen", enc_ep, "--scheduler", st->sched_ep, "--name", "encoder",
+                     o->threads > 0 ? "--threads" : NULL, threads, NULL};
+        if (cli_stack_spawn(st, "encoderd", "encoder", a, o->detach)) goto fail;
+        st->want_encoder = 1;
+    }
     for (int i = 0; i < n; i++) {
         char ep[256], layers[32], name[64], threads[16], ctx[16], slots[16], node[16];
         snprintf(ep, sizeof ep, "ipc://%s/shard-%d.sock", st->dir, i);
@@ -294,6 +303,13 @@ int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
         G4__V1__Envelope *owner;
         G4__V1__StatusReply *r = cli_sched_status(st->sched_ep, 200, &owner);
         int ready = r && r->ready;
+        if (ready && st->want_encoder) {
+            int enc = 0;
+            for (size_t k = 0; k < r->n_daemons; k++)
+                enc |= r->daemons[k]->role == G4__V1__ROLE__ROLE_ENCODER && r->daemons[k]->state &&
+                       !strcmp(r->daemons[k]->state, "ready");
+            ready = enc;
+        }
         if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
         if (ready) return 0;
         usleep(20000);
@@ -447,6 +463,13 @@ int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char
         char want[PATH_MAX];
         const char *m = o->model && realpath(o->model, want) ? want : o->model;
         int usable = r && r->ready && (!m || (r->model && !strcmp(r->model, m)));
+        if (usable && o->mmproj) {
+            int enc = 0;
+            for (size_t k = 0; k < r->n_daemons; k++)
+                enc |= r->daemons[k]->role == G4__V1__ROLE__ROLE_ENCODER && r->daemons[k]->state &&
+                       !strcmp(r->daemons[k]->state, "ready");
+            usable = enc;
+        }
         if (r && r->ready && !usable && m)
             fprintf(stderr, "note: the running stack serves %s; starting one for %s\n", r->model, m);
         if (owner) g4__v1__envelope__free_unpacked(owner, NULL);

@@ -19,6 +19,7 @@
 typedef struct cli_stack_opts {
     const char *model;
     const char *template_path; /* chat template override (NULL: the GGUF's) */
+    const char *mmproj;        /* vision / audio projector: also start encoderd */
     int n_shards;              /* 0: one per NUMA node (at least 1) */
     int threads;               /* per shard; 0: the shard's cores */
     int n_ctx, n_slots, kv_f32;
@@ -34,6 +35,7 @@ typedef struct cli_stack {
     char name[CLI_STACK_MAX][64];
     int n;
     int owned_dir;
+    int want_encoder; /* ready means an encoder has registered too */
 } cli_stack_t;
 
 /* Layer boundaries for n shards: bounds[0] = 0 < … < bounds[k] = n_layer.

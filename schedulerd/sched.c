@@ -8,6 +8,7 @@
 
 #include "g4_alloc.h"
 #include "g4_log.h"
+#include "g4_model.h"
 
 #define MAX_DAEMONS 64
 #define MAX_CHAIN 32
@@ -16,7 +17,10 @@
 #define CHAIN_WAIT_MS 30000 /* a queued request waits this long for a complete pipeline */
 
 enum { D_FREE, D_READY, D_DRAINING, D_GONE };
-enum { R_FREE, R_CHAT, R_TOKENIZE, R_QUEUED, R_RUNNING, R_FINISHING };
+enum { R_FREE, R_CHAT, R_TOKENIZE, R_QUEUED, R_RUNNING, R_FINISHING, R_ENCODING };
+#define MAX_MEDIA 63
+#define ROW_EMBD G4_ROW_EMBD
+#define ROW_BIDIR G4_ROW_BIDIR
 enum { CALL_RENDER = 1, CALL_TOKENIZE = 2, CALL_DETOK = 3 };
 
 typedef struct drec {
@@ -28,8 +32,22 @@ typedef struct drec {
     size_t route_len;
     uint64_t registered_ms, last_seen_ms;
     void *sock; /* PUSH (shard) or DEALER (tokenizer) */
-    int outstanding; /* tokenizer calls in flight */
+    int outstanding; /* tokenizer / encoder calls in flight */
+    int32_t media_ids[6]; /* tokenizer: <|image|> <|image> <image|> <|audio|> <|audio> <audio|> */
+    int n_embd, has_vision, has_audio; /* encoder */
+    int n_counters;
+    char counter_names[16][32];
+    uint64_t counter_values[16];
 } drec_t;
+
+typedef struct media {
+    int kind; /* G4__V1__MEDIA_KIND__* */
+    uint8_t *data;
+    size_t len;
+    int min_tokens, max_tokens;
+    float *emb; /* [n_tokens][n_embd] once encoded */
+    int n_tokens, n_embd;
+} media_t;
 
 typedef struct req {
     int state;
@@ -62,6 +80,11 @@ typedef struct req {
     const char *finish; /* decided finish reason, NULL while running */
     int stop_hit;       /* a stop string matched */
     uint64_t t_arrive, t_start, t_first, t_end, last_event_ms, deadline_ms;
+    media_t *media;  /* images / audio of the request, in placeholder order */
+    int n_media, n_encoded, enc_rec;
+    int8_t *rflag;   /* [n_prompt] ROW_* flags once the soft tokens are spliced in */
+    float *embd;     /* rows with ROW_EMBD, in prompt order, [n][n_embd] */
+    int n_embd;
 } req_t;
 
 typedef struct batch {
@@ -182,6 +205,10 @@ static void s_req_free(sched_t *s, req_t *q)
     for (int i = 0; i < q->n_stop; i++) g4_free(q->stop[i]);
     g4_free(q->stop), g4_free(q->stop_len), g4_free(q->chat_json), g4_free(q->text_prompt);
     g4_free(q->tok), g4_free(q->out), g4_free(q->held), g4_free(q->tops);
+    for (int i = 0; i < q->n_media; i++) g4_free(q->media[i].data), g4_free(q->media[i].emb);
+    g4_free(q->media), g4_free(q->rflag), g4_free(q->embd);
+    if (q->state == R_ENCODING && q->enc_rec >= 0 && s->d[q->enc_rec].outstanding > 0)
+        s->d[q->enc_rec].outstanding -= q->n_media - q->n_encoded;
     if (q->detok_tok >= 0 && s->d[q->detok_tok].outstanding > 0) s->d[q->detok_tok].outstanding--;
     memset(q, 0, sizeof *q);
     q->state = R_FREE;
@@ -316,6 +343,12 @@ static void s_daemon_gone(sched_t *s, int i, const char *why)
             }
         }
     }
+    if (d->role == G4__V1__ROLE__ROLE_ENCODER)
+        for (int k = 0; k < s->n_r; k++)
+            if (s->r[k].state == R_ENCODING && s->r[k].enc_rec == i) {
+                s->r[k].enc_rec = -1;
+                s_fail(s, &s->r[k], G4_ERR_UNAVAILABLE, "encoder %s %s", d->name, why);
+            }
     s_build_chain(s);
 }
 
@@ -377,6 +410,8 @@ static void s_register(sched_t *s, g4_msg_t *m)
     snprintf(d->digest, sizeof d->digest, "%s", r->model_digest ? r->model_digest : "");
     d->pid = r->pid, d->layer_begin = r->layer_begin, d->layer_end = r->layer_end, d->n_layer = r->n_layer;
     d->n_slots = r->n_slots, d->n_vocab = r->n_vocab, d->n_ctx = r->n_ctx;
+    for (int k = 0; k < 6; k++) d->media_ids[k] = k < (int)r->n_media_ids ? r->media_ids[k] : -1;
+    d->n_embd = r->n_embd, d->has_vision = r->has_vision, d->has_audio = r->has_audio;
     memcpy(d->route, m->route, m->route_len);
     d->route_len = m->route_len;
     d->last_seen_ms = s_now();
@@ -553,6 +588,155 @@ static void s_on_detok(sched_t *s, req_t *q, G4__V1__DetokenizeReply *r)
     s_send_detok(s, q);
 }
 
+static void s_started(sched_t *s, req_t *q)
+{
+    q->state = R_QUEUED;
+    G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
+    G4__V1__Started st = G4__V1__STARTED__INIT;
+    st.prompt_ids = q->tok, st.n_prompt_ids = (size_t)q->n_prompt;
+    ev.event_case = G4__V1__GENERATE_EVENT__EVENT_STARTED;
+    ev.started = &st;
+    s_send_event(s, q, &ev);
+}
+
+/* the newest ready encoder (a swapped-in one takes over) */
+static int s_encoder(sched_t *s)
+{
+    int best = -1;
+    for (int i = 0; i < MAX_DAEMONS; i++)
+        if (s->d[i].state == D_READY && s->d[i].role == G4__V1__ROLE__ROLE_ENCODER && s->d[i].sock &&
+            (best < 0 || s->d[i].registered_ms >= s->d[best].registered_ms))
+            best = i;
+    return best;
+}
+
+/* the prompt's ids are known: encode its media, or queue it */
+static void s_prompt_ready(sched_t *s, req_t *q)
+{
+    if (!q->n_media) return s_started(s, q);
+    const int ti = s_tokenizer(s);
+    const int32_t *mid = ti >= 0 ? s->d[ti].media_ids : NULL;
+    int n_img = 0, n_aud = 0, p_img = 0, p_aud = 0;
+    for (int i = 0; i < q->n_media; i++) {
+        n_img += q->media[i].kind == G4__V1__MEDIA_KIND__MEDIA_IMAGE;
+        n_aud += q->media[i].kind == G4__V1__MEDIA_KIND__MEDIA_AUDIO;
+    }
+    for (int p = 0; mid && p < q->n_prompt; p++) {
+        p_img += mid[0] >= 0 && q->tok[p] == mid[0];
+        p_aud += mid[3] >= 0 && q->tok[p] == mid[3];
+    }
+    if (!mid || p_img != n_img || p_aud != n_aud)
+        return s_fail(s, q, G4_ERR_RANGE,
+                      "the prompt has %d <|image|> and %d <|audio|> placeholders for %d image(s) and %d audio clip(s)",
+                      p_img, p_aud, n_img, n_aud);
+    const int e = s_encoder(s);
+    if (e < 0) return s_fail(s, q, G4_ERR_UNAVAILABLE, "the request has media but no encoderd is running");
+    if ((n_img && !s->d[e].has_vision) || (n_aud && !s->d[e].has_audio))
+        return s_fail(s, q, G4_ERR_RANGE, "encoder %s has no %s tower", s->d[e].name, n_img && !s->d[e].has_vision ? "vision" : "audio");
+    q->state = R_ENCODING;
+    q->enc_rec = e;
+    q->n_encoded = 0;
+    for (int i = 0; i < q->n_media; i++) {
+        G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+        G4__V1__Header h = G4__V1__HEADER__INIT;
+        G4__V1__EncodeRequest er = G4__V1__ENCODE_REQUEST__INIT;
+        h.request_id = q->id * 64 + (uint64_t)i;
+        env.header = &h;
+        er.kind = q->media[i].kind;
+        er.image_min_tokens = q->media[i].min_tokens, er.image_max_tokens = q->media[i].max_tokens;
+        env.body_case = G4__V1__ENVELOPE__BODY_ENCODE;
+        env.encode = &er;
+        const void *raw[1] = {q->media[i].data};
+        size_t raw_len[1] = {q->media[i].len};
+        g4_err_t err;
+        if (g4_wire_send(s->d[e].sock, NULL, 0, &env, raw, raw_len, 1, 1, &err))
+            return s_fail(s, q, G4_ERR_UNAVAILABLE, "encoder %s: %s", s->d[e].name, err.msg);
+        s->d[e].outstanding++;
+    }
+}
+
+/* every medium is encoded: replace each placeholder by <|image> N soft tokens <image|> */
+static void s_splice(sched_t *s, req_t *q)
+{
+    const int32_t *mid = s->d[s_tokenizer(s) >= 0 ? s_tokenizer(s) : 0].media_ids;
+    int n = q->n_prompt, H = 0, n_rows = 0;
+    for (int i = 0; i < q->n_media; i++) {
+        n += q->media[i].n_tokens + 1;
+        n_rows += q->media[i].n_tokens;
+        if (H && q->media[i].n_embd != H) return s_fail(s, q, G4_ERR_FORMAT, "media embeddings of different widths");
+        H = q->media[i].n_embd;
+    }
+    int32_t *tok = g4_malloc((size_t)(n + 64) * sizeof *tok);
+    int8_t *fl = g4_calloc((size_t)n, 1);
+    float *embd = g4_malloc((size_t)n_rows * H * sizeof(float) + 1);
+    if (!tok || !fl || !embd) {
+        g4_free(tok), g4_free(fl), g4_free(embd);
+        return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+    }
+    /* image tokens attend both ways on sliding layers except on E2B / E4B (width 1536 / 2560), as llama.cpp */
+    const int bidir = H != 1536 && H != 2560;
+    int k = 0, next_img = 0, next_aud = 0, r = 0;
+    for (int p = 0; p < q->n_prompt; p++) {
+        const int is_img = q->tok[p] == mid[0], is_aud = q->tok[p] == mid[3];
+        if (!is_img && !is_aud) {
+            tok[k++] = q->tok[p];
+            continue;
+        }
+        int want = is_img ? G4__V1__MEDIA_KIND__MEDIA_IMAGE : G4__V1__MEDIA_KIND__MEDIA_AUDIO, mi = -1;
+        int *next = is_img ? &next_img : &next_aud;
+        for (int i = *next; i < q->n_media; i++)
+            if (q->media[i].kind == want) {
+                mi = i;
+                break;
+            }
+        *next = mi + 1;
+        const media_t *mm = &q->media[mi];
+        tok[k++] = is_img ? mid[1] : mid[4];
+        for (int t = 0; t < mm->n_tokens; t++) {
+            fl[k] = ROW_EMBD | (is_img && bidir ? ROW_BIDIR : 0);
+            tok[k++] = -1;
+        }
+        memcpy(embd + (size_t)r * H, mm->emb, (size_t)mm->n_tokens * H * sizeof(float));
+        r += mm->n_tokens;
+        tok[k++] = is_img ? mid[2] : mid[5];
+    }
+    g4_free(q->tok);
+    q->tok = tok, q->n_tok = q->n_prompt = k, q->cap_tok = n + 64;
+    q->rflag = fl, q->embd = embd, q->n_embd = H;
+    for (int i = 0; i < q->n_media; i++) g4_free(q->media[i].data), g4_free(q->media[i].emb), q->media[i].data = NULL, q->media[i].emb = NULL;
+    s_started(s, q);
+}
+
+static void s_on_encoder_reply(sched_t *s, int ei, g4_msg_t *m)
+{
+    if (s->d[ei].outstanding > 0) s->d[ei].outstanding--;
+    const uint64_t cid = m->env->header ? m->env->header->request_id : 0;
+    req_t *q = NULL;
+    for (int i = 0; i < s->n_r; i++)
+        if (s->r[i].state == R_ENCODING && s->r[i].id == cid / 64) q = &s->r[i];
+    const int mi = (int)(cid % 64);
+    if (!q || mi >= q->n_media || q->media[mi].emb) return;
+    G4__V1__Envelope *e = m->env;
+    if (q->finish) {
+        q->n_encoded++;
+        if (q->n_encoded == q->n_media) s_done(s, q);
+        return;
+    }
+    if (e->body_case == G4__V1__ENVELOPE__BODY_ERROR)
+        return s_fail(s, q, g4_wire_g4code((int)e->error->code), "medium %d: %s", mi + 1, e->error->message);
+    size_t len = 0;
+    const void *raw = g4_msg_raw(m, 0, &len);
+    G4__V1__EncodeReply *r = e->encode_reply;
+    if (e->body_case != G4__V1__ENVELOPE__BODY_ENCODE_REPLY || !r || r->n_tokens <= 0 || r->n_embd <= 0 || !raw ||
+        len != (size_t)r->n_tokens * r->n_embd * sizeof(float))
+        return s_fail(s, q, G4_ERR_PROTO, "malformed reply from encoder %s", s->d[ei].name);
+    q->media[mi].emb = g4_malloc(len);
+    if (!q->media[mi].emb) return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+    memcpy(q->media[mi].emb, raw, len);
+    q->media[mi].n_tokens = r->n_tokens, q->media[mi].n_embd = r->n_embd;
+    if (++q->n_encoded == q->n_media) s_splice(s, q);
+}
+
 static void s_on_tokenizer_reply(sched_t *s, int ti, g4_msg_t *m)
 {
     if (s->d[ti].outstanding > 0) s->d[ti].outstanding--;
@@ -589,13 +773,7 @@ static void s_on_tokenizer_reply(sched_t *s, int ti, g4_msg_t *m)
         q->n_tok = q->n_prompt = (int)t->n_ids;
         q->cap_tok = (int)t->n_ids + 64;
         if (!q->n_tok) return s_fail(s, q, G4_ERR_RANGE, "the prompt is empty");
-        q->state = R_QUEUED;
-        G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
-        G4__V1__Started st = G4__V1__STARTED__INIT;
-        st.prompt_ids = q->tok, st.n_prompt_ids = (size_t)q->n_prompt;
-        ev.event_case = G4__V1__GENERATE_EVENT__EVENT_STARTED;
-        ev.started = &st;
-        s_send_event(s, q, &ev);
+        s_prompt_ready(s, q);
     } else if (kind == CALL_DETOK && e->body_case == G4__V1__ENVELOPE__BODY_DETOKENIZE_REPLY) {
         s_on_detok(s, q, e->detokenize_reply);
     } else {
@@ -674,6 +852,24 @@ static void s_generate(sched_t *s, g4_msg_t *m)
                 q->stop_len[q->n_stop++] = g->stop[i].len;
             }
     }
+    if (g->n_media > MAX_MEDIA) return s_fail(s, q, G4_ERR_RANGE, "more than %d media in one request", MAX_MEDIA);
+    if (g->n_media) {
+        q->media = g4_calloc(g->n_media, sizeof *q->media);
+        if (!q->media) return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; i < g->n_media; i++) {
+            G4__V1__Media *md = g->media[i];
+            media_t *mm = &q->media[q->n_media++];
+            mm->kind = md ? md->kind : 0;
+            if (!md || (md->kind != G4__V1__MEDIA_KIND__MEDIA_IMAGE && md->kind != G4__V1__MEDIA_KIND__MEDIA_AUDIO))
+                return s_fail(s, q, G4_ERR_RANGE, "medium %zu has no kind (image or audio)", i + 1);
+            if (!md->data.len) return s_fail(s, q, G4_ERR_FORMAT, "medium %zu is empty", i + 1);
+            mm->data = g4_malloc(md->data.len);
+            if (!mm->data) return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+            memcpy(mm->data, md->data.data, md->data.len);
+            mm->len = md->data.len;
+            mm->min_tokens = md->image_min_tokens, mm->max_tokens = md->image_max_tokens;
+        }
+    }
     switch (g->prompt_case) {
     case G4__V1__GENERATE_REQUEST__PROMPT_IDS: {
         G4__V1__PromptIds *p = g->ids;
@@ -683,13 +879,7 @@ static void s_generate(sched_t *s, g4_msg_t *m)
         memcpy(q->tok, p->ids, p->n_ids * sizeof *q->tok);
         q->n_tok = q->n_prompt = (int)p->n_ids;
         q->cap_tok = (int)p->n_ids + 64;
-        q->state = R_QUEUED;
-        G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
-        G4__V1__Started st = G4__V1__STARTED__INIT;
-        st.prompt_ids = q->tok, st.n_prompt_ids = (size_t)q->n_prompt;
-        ev.event_case = G4__V1__GENERATE_EVENT__EVENT_STARTED;
-        ev.started = &st;
-        s_send_event(s, q, &ev);
+        s_prompt_ready(s, q);
         break;
     }
     case G4__V1__GENERATE_REQUEST__PROMPT_TEXT:
@@ -732,6 +922,7 @@ static void s_status(sched_t *s, g4_msg_t *m)
     G4__V1__Header h = G4__V1__HEADER__INIT;
     G4__V1__StatusReply rep = G4__V1__STATUS_REPLY__INIT;
     G4__V1__DaemonStatus ds[MAX_DAEMONS], *dp[MAX_DAEMONS];
+    G4__V1__Counter cs[MAX_DAEMONS][16], *cp[MAX_DAEMONS][16];
     const uint64_t now = s_now();
     size_t n = 0;
     for (int i = 0; i < MAX_DAEMONS; i++) {
@@ -745,7 +936,13 @@ static void s_status(sched_t *s, g4_msg_t *m)
         for (int c = 0; c < s->n_chain; c++) in_chain |= s->chain[c] == i;
         uint32_t fl = 0;
         for (int b = 0; b < s->n_b; b++) fl += (s->b[b].stages >> i) & 1;
-        if (d->role == G4__V1__ROLE__ROLE_TOKENIZER) fl = (uint32_t)d->outstanding;
+        if (d->role != G4__V1__ROLE__ROLE_SHARD) fl = (uint32_t)d->outstanding;
+        for (int c = 0; c < d->n_counters; c++) {
+            g4__v1__counter__init(&cs[n][c]);
+            cs[n][c].name = d->counter_names[c], cs[n][c].value = d->counter_values[c];
+            cp[n][c] = &cs[n][c];
+        }
+        ds[n].counters = cp[n], ds[n].n_counters = (size_t)d->n_counters;
         ds[n].in_flight = fl;
         ds[n].state = d->state == D_GONE ? "gone"
                       : d->state == D_DRAINING ? "draining"
@@ -763,7 +960,8 @@ static void s_status(sched_t *s, g4_msg_t *m)
     int act = 0, que = 0;
     for (int i = 0; i < s->n_r; i++) {
         act += s->r[i].state == R_RUNNING;
-        que += s->r[i].state == R_QUEUED || s->r[i].state == R_CHAT || s->r[i].state == R_TOKENIZE;
+        que += s->r[i].state == R_QUEUED || s->r[i].state == R_CHAT || s->r[i].state == R_TOKENIZE ||
+               s->r[i].state == R_ENCODING;
     }
     rep.active_requests = act, rep.queued_requests = que;
     rep.model = s->model, rep.n_layer = s->n_layer;
@@ -800,6 +998,14 @@ static void s_on_router(sched_t *s)
             if (i >= 0 && s->d[i].state != D_GONE && s->d[i].route_len == m.route_len &&
                 !memcmp(s->d[i].route, m.route, m.route_len)) {
                 s->d[i].last_seen_ms = s_now();
+                G4__V1__Heartbeat *hb = m.env->heartbeat;
+                drec_t *d = &s->d[i];
+                d->n_counters = 0;
+                for (size_t c = 0; c < hb->n_counters && c < 16; c++)
+                    if (hb->counters[c] && hb->counters[c]->name) {
+                        snprintf(d->counter_names[d->n_counters], sizeof d->counter_names[0], "%s", hb->counters[c]->name);
+                        d->counter_values[d->n_counters++] = hb->counters[c]->value;
+                    }
             } else { /* we do not know it (we restarted, or declared it gone): ask it to register */
                 G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
                 G4__V1__RegisterReply rep = G4__V1__REGISTER_REPLY__INIT;
@@ -957,7 +1163,14 @@ static void s_schedule(sched_t *s)
             g4_free(fpos), g4_free(spos_v);
             return;
         }
-        int rows = 0, n_req = 0, n_s = 0, n_p = 0;
+        int rows = 0, n_req = 0, n_s = 0, n_p = 0, n_erows = 0, n_embd_h = 0, any_flag = 0;
+        int8_t *rflags = g4_calloc((size_t)s->p.n_ubatch, 1);
+        float *ebuf = NULL;
+        if (!rflags) {
+            g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(reqs), g4_free(fed), g4_free(sps), g4_free(spp);
+            g4_free(fpos), g4_free(spos_v);
+            return;
+        }
         for (int k = 0; k < s->n_r && n_req < max_seqs; k++) {
             const int i = (s->rr + k) % s->n_r;
             req_t *q = &s->r[i];
@@ -968,10 +1181,29 @@ static void s_schedule(sched_t *s)
              * when replayed (fewer than 64 rows of one sequence use the same
              * attention kernel as one row, so the numbers are the same) */
             int need;
-            if (q->n_fed < q->n_prompt) need = q->n_prompt - q->n_fed < s->p.n_ubatch ? q->n_prompt - q->n_fed : s->p.n_ubatch;
+            if (q->n_fed < q->n_prompt) need = g4_prefill_chunk(q->rflag, q->n_fed, q->n_prompt, s->p.n_ubatch);
             else need = q->n_tok - q->n_fed < 63 ? q->n_tok - q->n_fed : 63;
             if (rows + need > s->p.n_ubatch) continue;
             int spos = -1;
+            if (q->rflag && q->n_fed < q->n_prompt) {
+                /* soft-token rows: flags, and their embeddings (prompt order) into the frame */
+                int e0 = 0, ne = 0;
+                for (int p = 0; p < q->n_fed; p++) e0 += (q->rflag[p] & ROW_EMBD) != 0;
+                for (int j = 0; j < need && q->n_fed + j < q->n_prompt; j++) {
+                    rflags[rows + j] = q->rflag[q->n_fed + j];
+                    ne += (q->rflag[q->n_fed + j] & ROW_EMBD) != 0;
+                }
+                if (ne) {
+                    if (n_embd_h && n_embd_h != q->n_embd) continue; /* (one width per model) */
+                    float *ne_buf = g4_realloc(ebuf, (size_t)(n_erows + ne) * q->n_embd * sizeof(float));
+                    if (!ne_buf) continue;
+                    ebuf = ne_buf;
+                    memcpy(ebuf + (size_t)n_erows * q->n_embd, q->embd + (size_t)e0 * q->n_embd,
+                           (size_t)ne * q->n_embd * sizeof(float));
+                    n_erows += ne, n_embd_h = q->n_embd;
+                }
+                any_flag = 1;
+            }
             for (int j = 0; j < need; j++) {
                 const int p = q->n_fed + j;
                 tokens[rows + j] = q->tok[p];
@@ -998,7 +1230,7 @@ static void s_schedule(sched_t *s)
         if (n_req) s->rr = (s->rr + 1) % (s->n_r ? s->n_r : 1);
         if (!rows) {
             g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(reqs), g4_free(fed), g4_free(sps), g4_free(spp);
-            g4_free(fpos), g4_free(spos_v);
+            g4_free(fpos), g4_free(spos_v), g4_free(rflags), g4_free(ebuf);
             return;
         }
         const uint64_t bid = ++s->next_batch;
@@ -1016,11 +1248,24 @@ static void s_schedule(sched_t *s)
         fb.params = spp, fb.n_params = (size_t)n_p;
         /* a slot reused in this batch restarts at position 0 anyway; the rest are dropped */
         fb.release = s->release, fb.n_release = (size_t)s->n_release;
+        G4__V1__TensorDesc ed = G4__V1__TENSOR_DESC__INIT;
+        uint64_t eshape[2] = {(uint64_t)n_erows, (uint64_t)n_embd_h};
+        const void *eraw[1] = {ebuf};
+        size_t eraw_len[1] = {(size_t)n_erows * n_embd_h * sizeof(float)};
+        if (any_flag) {
+            fb.row_flags.data = (uint8_t *)rflags, fb.row_flags.len = (size_t)rows;
+            if (n_erows) {
+                ed.dtype = G4__V1__DTYPE__DTYPE_F32, ed.shape = eshape, ed.n_shape = 2;
+                fb.embd = &ed;
+            }
+        }
         env.body_case = G4__V1__ENVELOPE__BODY_FORWARD;
         env.forward = &fb;
         g4_err_t err;
-        int rc = g4_wire_send(s->d[s->chain[0]].sock, NULL, 0, &env, NULL, NULL, 0, 1, &err);
+        int rc = g4_wire_send(s->d[s->chain[0]].sock, NULL, 0, &env, n_erows ? eraw : NULL, n_erows ? eraw_len : NULL,
+                              n_erows ? 1 : 0, 1, &err);
         g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(sps), g4_free(spp);
+        g4_free(rflags), g4_free(ebuf);
         if (!rc) s->n_release = 0;
         if (rc) {
             for (int i = 0; i < n_req; i++) {
@@ -1118,7 +1363,7 @@ void sched_poll(sched_t *s, int timeout_ms)
     it[n] = (zmq_pollitem_t){s->router, 0, ZMQ_POLLIN, 0}, map[n++] = -1;
     it[n] = (zmq_pollitem_t){s->results, 0, ZMQ_POLLIN, 0}, map[n++] = -2;
     for (int i = 0; i < MAX_DAEMONS; i++)
-        if (s->d[i].sock && s->d[i].role == G4__V1__ROLE__ROLE_TOKENIZER && s->d[i].state != D_FREE)
+        if (s->d[i].sock && s->d[i].role != G4__V1__ROLE__ROLE_SHARD && s->d[i].state != D_FREE)
             it[n] = (zmq_pollitem_t){s->d[i].sock, 0, ZMQ_POLLIN, 0}, map[n++] = i;
     int r = zmq_poll(it, n, timeout_ms);
     if (r > 0) {
@@ -1142,7 +1387,8 @@ void sched_poll(sched_t *s, int timeout_ms)
                     g4_err_t err;
                     int rc = g4_wire_recv(s->d[map[k]].sock, 0, &m, -1, &err);
                     if (rc == G4_ERR_TIMEOUT) break;
-                    if (rc == G4_OK) s_on_tokenizer_reply(s, map[k], &m);
+                    if (rc == G4_OK && s->d[map[k]].role == G4__V1__ROLE__ROLE_ENCODER) s_on_encoder_reply(s, map[k], &m);
+                    else if (rc == G4_OK) s_on_tokenizer_reply(s, map[k], &m);
                     g4_msg_close(&m);
                 }
             }

@@ -118,6 +118,22 @@ typedef struct g4_batch {
 #define G4_ROW_EMBD 1
 #define G4_ROW_BIDIR 2
 
+/* Rows of the next prefill chunk of a prompt from row n_fed: n_ubatch at
+ * most, ending before a run of BIDIR rows that would be cut (a run longer
+ * than a chunk is cut, as llama.cpp cuts an image by its batch size). The
+ * scheduler and the in-process path chunk alike, so they compute the same. */
+static inline int g4_prefill_chunk(const int8_t *flags, int n_fed, int n_prompt, int n_ubatch)
+{
+    int need = n_prompt - n_fed < n_ubatch ? n_prompt - n_fed : n_ubatch;
+    if (flags && n_fed + need < n_prompt && (flags[n_fed + need - 1] & G4_ROW_BIDIR) &&
+        (flags[n_fed + need] & G4_ROW_BIDIR)) {
+        int a = n_fed + need - 1;
+        while (a > n_fed && (flags[a - 1] & G4_ROW_BIDIR)) a--;
+        if (a > n_fed) need = a - n_fed;
+    }
+    return need;
+}
+
 int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, float *ple_io, float *hidden_out,
                    float *logits, g4_err_t *err);
 
