@@ -81,6 +81,11 @@ int cli_status(int argc, char **argv)
             }
             cJSON_AddStringToObject(e, "state", d->state);
             cJSON_AddNumberToObject(e, "uptime_s", d->uptime_s);
+            if (d->n_counters) {
+                cJSON *c = cJSON_AddObjectToObject(e, "counters");
+                for (size_t k = 0; k < d->n_counters; k++)
+                    if (d->counters[k]->name) cJSON_AddNumberToObject(c, d->counters[k]->name, (double)d->counters[k]->value);
+            }
             cJSON_AddStringToObject(e, "backend", d->backend);
             cJSON_AddStringToObject(e, "host", d->host);
             cJSON_AddItemToArray(a, e);
@@ -117,10 +122,11 @@ int cli_up(int argc, char **argv)
         else if ((!strcmp(a, "--ctx") || !strcmp(a, "-c")) && v) o.n_ctx = atoi(v), i++;
         else if (!strcmp(a, "--slots") && v) o.n_slots = atoi(v), i++;
         else if (!strcmp(a, "--template") && v) o.template_path = v, i++;
+        else if (!strcmp(a, "--mmproj") && v) o.mmproj = v, i++;
         else if (!strcmp(a, "--kv-f32")) o.kv_f32 = 1;
         else {
             cli_error("usage: g4 up -m MODEL.gguf [--shards N] [--threads N] [--ctx N] [--slots N] [--kv-f32] "
-                      "[--template T.jinja]");
+                      "[--template T.jinja] [--mmproj MMPROJ.gguf]");
             return 2;
         }
     }
