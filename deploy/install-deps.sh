@@ -8,7 +8,7 @@ PKGS=(
   libhwloc-dev hwloc                            # topology, NUMA placement
   libcjson-dev                                  # JSON (CLI output, HTTP gateway)
   libmicrohttpd-dev                             # HTTP gateway
-  libpng-dev libjpeg-dev libmpg123-dev          # image and audio decoding (encoderd)
+  libstb-dev libmpg123-dev                      # image (stb_image) and MP3 decoding (encoderd)
   libclang-rt-14-dev                            # sanitizer runtimes for clang
   python3                                       # fixture scripts, integration tests
   curl iproute2 nodejs npm                      # tests: HTTP client, network namespaces, the openai npm client
