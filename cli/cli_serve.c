@@ -10,6 +10,7 @@
  * connection count, idle timeout). Errors use OpenAI's error shape. */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <sodium.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <microhttpd.h>
@@ -112,13 +113,73 @@ typedef struct gen_params {
     int max_tokens, stream, logprobs, top_logprobs, think, ignore_eos;
     char *stops[16];
     int n_stop;
+    /* images / audio of the messages, in order (decoded from base64) */
+    G4__V1__Media media[16], *mediap[16];
+    uint8_t *mbuf[16];
+    int n_media;
 } gen_params_t;
+
+/* base64 (standard alphabet, padding optional, whitespace ignored) -> bytes */
+static uint8_t *s_b64(const char *in, size_t *len)
+{
+    const size_t n = strlen(in), cap = n / 4 * 3 + 3;
+    uint8_t *out = g4_malloc(cap + 1);
+    if (!out) return NULL;
+    if (sodium_base642bin(out, cap, in, n, " \t\r\n", len, NULL, sodium_base64_VARIANT_ORIGINAL) &&
+        sodium_base642bin(out, cap, in, n, " \t\r\n", len, NULL, sodium_base64_VARIANT_ORIGINAL_NO_PADDING)) {
+        g4_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* An OpenAI image_url / input_audio part -> a Media of p; NULL or why not. */
+static const char *s_media_part(const cJSON *part, int image, gen_params_t *p)
+{
+    if (p->n_media == 16) return "at most 16 images / audio clips per request";
+    const char *b64 = NULL;
+    if (image) {
+        const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
+        const cJSON *url = cJSON_IsObject(iu) ? cJSON_GetObjectItemCaseSensitive(iu, "url") : iu;
+        if (!cJSON_IsString(url)) return "an image_url part needs image_url.url";
+        const char *u = url->valuestring, *comma = strchr(u, ',');
+        if (strncmp(u, "data:", 5) || !comma || !strstr(u, ";base64"))
+            return "images must be given inline as data:<type>;base64,... URLs (g4 fetches nothing)";
+        b64 = comma + 1;
+    } else {
+        const cJSON *ia = cJSON_GetObjectItemCaseSensitive(part, "input_audio");
+        const cJSON *d = cJSON_IsObject(ia) ? cJSON_GetObjectItemCaseSensitive(ia, "data") : NULL;
+        if (!cJSON_IsString(d)) return "an input_audio part needs input_audio.data (base64 WAV or MP3)";
+        b64 = d->valuestring;
+    }
+    size_t len = 0;
+    uint8_t *bytes = s_b64(b64, &len);
+    if (!bytes || !len) {
+        g4_free(bytes);
+        return "the media data is not valid base64";
+    }
+    G4__V1__Media *m = &p->media[p->n_media];
+    g4__v1__media__init(m);
+    m->kind = image ? G4__V1__MEDIA_KIND__MEDIA_IMAGE : G4__V1__MEDIA_KIND__MEDIA_AUDIO;
+    m->data.data = bytes, m->data.len = len;
+    p->mbuf[p->n_media] = bytes;
+    p->mediap[p->n_media] = m;
+    p->n_media++;
+    return NULL;
+}
+
+static void s_media_free(gen_params_t *p)
+{
+    for (int i = 0; i < p->n_media; i++) g4_free(p->mbuf[i]);
+    p->n_media = 0;
+}
 
 /* Fills params from the body; returns NULL or an error message (param name in *param). */
 static const char *s_params(const cJSON *b, gen_params_t *p, const char **param)
 {
     G4__V1__SamplingParams d = G4__V1__SAMPLING_PARAMS__INIT;
     p->sp = d;
+    p->n_media = 0;
     p->sp.temperature = 1.0f, p->sp.top_k = 40, p->sp.top_p = 1.0f, p->sp.min_p = 0.05f;
     p->sp.repeat_penalty = 1.0f, p->sp.repeat_last_n = 64;
     p->sp.seed = (uint64_t)time(NULL) ^ (uint64_t)rand();
@@ -187,7 +248,7 @@ static const char *s_params(const cJSON *b, gen_params_t *p, const char **param)
 }
 
 /* OpenAI messages -> the template's conversation (tool call arguments as objects) */
-static cJSON *s_conversation(const cJSON *body, const gen_params_t *p, const char **why, const char **param)
+static cJSON *s_conversation(const cJSON *body, gen_params_t *p, const char **why, const char **param)
 {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages");
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
@@ -223,9 +284,20 @@ static cJSON *s_conversation(const cJSON *body, const gen_params_t *p, const cha
                 if (!cJSON_IsString(type)) continue;
                 if (!strcmp(type->valuestring, "text")) {
                     cJSON_AddItemToArray(parts, cJSON_Duplicate(part, 1));
-                } else if (!strcmp(type->valuestring, "image_url") || !strcmp(type->valuestring, "input_audio") ||
-                           !strcmp(type->valuestring, "image") || !strcmp(type->valuestring, "audio")) {
-                    *param = "messages", *why = "image and audio parts need encoderd, which this stack does not run";
+                } else if (!strcmp(type->valuestring, "image_url") || !strcmp(type->valuestring, "input_audio")) {
+                    /* the template gets a bare {"type": "image"|"audio"}; the bytes go with the request */
+                    const int image = !strcmp(type->valuestring, "image_url");
+                    const char *w = s_media_part(part, image, p);
+                    if (w) {
+                        *param = "messages", *why = w;
+                        cJSON_Delete(parts), cJSON_Delete(c), cJSON_Delete(conv);
+                        return NULL;
+                    }
+                    cJSON *mp = cJSON_CreateObject();
+                    cJSON_AddStringToObject(mp, "type", image ? "image" : "audio");
+                    cJSON_AddItemToArray(parts, mp);
+                } else if (!strcmp(type->valuestring, "image") || !strcmp(type->valuestring, "audio")) {
+                    *param = "messages", *why = "give images as image_url (data: URL) and audio as input_audio parts";
                     cJSON_Delete(parts), cJSON_Delete(c), cJSON_Delete(conv);
                     return NULL;
                 }
@@ -645,9 +717,11 @@ static enum MHD_Result s_generate(serve_t *sv, struct MHD_Connection *c, const c
         cJSON *conv = s_conversation(b, &p, &why, &param);
         if (!conv) {
             enum MHD_Result r = s_error(sv, c, 400, "invalid_request_error", param, "%s", why);
+            s_media_free(&p);
             cJSON_Delete(b);
             return r;
         }
+        req.media = p.mediap, req.n_media = (size_t)p.n_media;
         chat_json = cJSON_PrintUnformatted(conv);
         cJSON_Delete(conv);
         req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_CHAT_JSON;
@@ -689,6 +763,7 @@ static enum MHD_Result s_generate(serve_t *sv, struct MHD_Connection *c, const c
     g->sv = sv, g->chat = chat, g->stream = p.stream, g->logprobs = p.logprobs, g->top_logprobs = p.top_logprobs;
     atomic_fetch_add(&sv->active, 1);
     int rc = s_gen_start(g, &req);
+    s_media_free(&p);
     cJSON_free(chat_json);
     g4_free(ids);
     cJSON_Delete(b);
@@ -886,9 +961,10 @@ int cli_serve(int argc, char **argv)
         else if ((!strcmp(a, "--ctx") || !strcmp(a, "-c")) && v) o.n_ctx = atoi(v), i++;
         else if (!strcmp(a, "--slots") && v) o.n_slots = atoi(v), i++;
         else if (!strcmp(a, "--template") && v) o.template_path = v, i++;
+        else if (!strcmp(a, "--mmproj") && v) o.mmproj = v, i++;
         else {
             cli_error("usage: g4 serve (-m MODEL.gguf | --connect EP) [--host 127.0.0.1] [--port 8080] [--api-key KEY]\n"
-                      "                [--shards N] [--threads N] [--ctx N] [--slots N] [--template T.jinja]");
+                      "                [--shards N] [--threads N] [--ctx N] [--slots N] [--template T.jinja] [--mmproj MMPROJ.gguf]");
             return 2;
         }
     }

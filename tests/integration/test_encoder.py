@@ -188,6 +188,39 @@ else:
                 got = json.loads(so)
                 check(got["ids"] == ref["ids"] and got["prompt_ids"] == ref["prompt_ids"],
                       "%s shards %s: %s != %s" % (margs, sh, got["ids"], ref["ids"]))
+    # the HTTP gateway: an image as a data: URL in an OpenAI chat request
+    import base64, socket, urllib.request
+    sk = socket.socket(); sk.bind(("127.0.0.1", 0)); port = sk.getsockname()[1]; sk.close()
+    srv = subprocess.Popen([g4, "serve", "-m", text_model, "--mmproj", f32, "--port", str(port), "--shards", "1"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(env, G4_RUN_DIR=os.path.join(tmp, "srv")))
+    try:
+        url = "http://127.0.0.1:%d/v1/chat/completions" % port
+        for _ in range(300):
+            try:
+                urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=2)
+                break
+            except Exception:
+                time.sleep(0.2)
+        data = base64.b64encode(open(img, "rb").read()).decode()
+        body = {"model": "g4", "max_tokens": 4, "temperature": 0, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + data}}, {"type": "text", "text": "Describe."}]}]}
+        rc, so, se = g4run("run", "-m", text_model, "--mmproj", f32, "--image", img, "-p", "Describe.", "-n", "1", "--json", "--in-process")
+        n_ref = len(json.loads(so)["prompt_ids"]) if rc == 0 else -1
+        try:
+            r = urllib.request.urlopen(urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}), timeout=120)
+            j = json.loads(r.read())
+            check(j["usage"]["prompt_tokens"] == n_ref, "gateway image prompt: %d tokens, in-process %d" % (j["usage"]["prompt_tokens"], n_ref))
+        except Exception as e:
+            check(False, "gateway image request: %s" % e)
+        body["messages"][0]["content"][0]["image_url"]["url"] = "https://example.com/a.jpg"
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}), timeout=60)
+            check(False, "a remote image URL was accepted")
+        except urllib.error.HTTPError as e:
+            check(e.code == 400, "remote image URL: HTTP %d" % e.code)
+    finally:
+        srv.terminate()
+        srv.wait(timeout=60)
     rc, so, se = g4run("run", "-m", text_model, "--mmproj", f32, "--image", img, "--image", img, "--raw", "-p", "<|image|>x", "-n", "2")
     check(rc == 1 and "placeholder" in se, "two images, one placeholder: %s" % se.strip())
 
