@@ -35,7 +35,7 @@ static int s_range_check(const char *td, const char *name, int split)
     uint8_t *kv = g4_malloc(g4_ctx_kv_export_bytes(ca, T) + 1);
     REQUIRE(l1 && l2 && hid && ple && kv);
     /* prefill 20 rows, then 3 single-row decodes */
-    g4_batch_t bw = {T, tok, NULL, pos, seqw, NULL}, ba = {T, tok, NULL, pos, seqa, NULL}, bb = {T, tok, NULL, pos, seqb, NULL};
+    g4_batch_t bw = {T, tok, NULL, pos, seqw, NULL, NULL}, ba = {T, tok, NULL, pos, seqa, NULL, NULL}, bb = {T, tok, NULL, pos, seqb, NULL, NULL};
     REQUIRE(g4_ctx_forward(cw, &bw, NULL, NULL, NULL, l1, &err) == 0);
     REQUIRE(g4_ctx_forward(ca, &ba, NULL, ple, hid, NULL, &err) == 0);
     /* K/V rows of source layers on the first range for KV-sharing layers on the second */
@@ -45,7 +45,7 @@ static int s_range_check(const char *td, const char *name, int split)
     CHECKF(memcmp(l1, l2, (size_t)T * hp->n_vocab * 4) == 0, "%s: split at %d differs in prefill", name, split);
     for (int s = 0; s < 3; s++) {
         int32_t t1 = 100 + s, p1 = T + s;
-        g4_batch_t dw = {1, &t1, NULL, &p1, &sw, NULL}, da = {1, &t1, NULL, &p1, &sa, NULL}, db = {1, &t1, NULL, &p1, &sb, NULL};
+        g4_batch_t dw = {1, &t1, NULL, &p1, &sw, NULL, NULL}, da = {1, &t1, NULL, &p1, &sa, NULL, NULL}, db = {1, &t1, NULL, &p1, &sb, NULL, NULL};
         REQUIRE(g4_ctx_forward(cw, &dw, NULL, NULL, NULL, l1, &err) == 0);
         REQUIRE(g4_ctx_forward(ca, &da, NULL, ple, hid, NULL, &err) == 0);
         kvn = g4_ctx_kv_export(ca, &da, kv);
@@ -58,7 +58,7 @@ static int s_range_check(const char *td, const char *name, int split)
     REQUIRE(f >= 0);
     CHECK(g4_seq_n_past(cw, f) == T + 3);
     int32_t t2 = 77, p2 = T + 3;
-    g4_batch_t d1 = {1, &t2, NULL, &p2, &sw, NULL}, d2 = {1, &t2, NULL, &p2, &f, NULL};
+    g4_batch_t d1 = {1, &t2, NULL, &p2, &sw, NULL, NULL}, d2 = {1, &t2, NULL, &p2, &f, NULL, NULL};
     REQUIRE(g4_ctx_forward(cw, &d1, NULL, NULL, NULL, l1, &err) == 0);
     REQUIRE(g4_ctx_forward(cw, &d2, NULL, NULL, NULL, l2, &err) == 0);
     CHECK(memcmp(l1, l2, hp->n_vocab * 4) == 0);
@@ -68,10 +68,10 @@ static int s_range_check(const char *td, const char *name, int split)
     CHECK(memcmp(l1, l2, hp->n_vocab * 4) == 0);
     /* a position that does not continue the sequence is refused */
     int32_t bad = 5;
-    g4_batch_t d3 = {1, &t2, NULL, &bad, &f, NULL};
+    g4_batch_t d3 = {1, &t2, NULL, &bad, &f, NULL, NULL};
     CHECK(g4_ctx_forward(cw, &d3, NULL, NULL, NULL, l2, &err) == G4_ERR_RANGE);
     int32_t badtok = 1 << 30, p3 = g4_seq_n_past(cw, f);
-    g4_batch_t d4 = {1, &badtok, NULL, &p3, &f, NULL};
+    g4_batch_t d4 = {1, &badtok, NULL, &p3, &f, NULL, NULL};
     CHECK(g4_ctx_forward(cw, &d4, NULL, NULL, NULL, l2, &err) == G4_ERR_RANGE && strstr(err.msg, "vocabulary"));
     g4_free(l1);
     g4_free(l2);
@@ -89,6 +89,59 @@ static int s_range_check(const char *td, const char *name, int split)
 }
 
 /* Rewrites src with one key or tensor changed; returns the load error. */
+/* Soft-token rows: an embedding row equal to the token's scaled embedding gives
+ * the token's numbers; BIDIR rows see the later rows of their run on sliding
+ * layers (rows before the run are unchanged, the run's first row changes). */
+static int s_softtoken_check(const char *td)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/dense-f32.gguf", td);
+    g4_err_t err;
+    g4_model_t *m = g4_model_load(path, 0, -1, &err);
+    REQUIRE(m);
+    const g4_hparams_t *hp = g4_model_hparams(m);
+    const int T = 14, H = (int)hp->n_embd, V = (int)hp->n_vocab;
+    g4_gguf_t *g = g4_model_gguf(m);
+    g4_tensor_t te;
+    g4_gguf_tensor(g, g4_gguf_find_tensor(g, "token_embd.weight"), &te);
+    REQUIRE(te.dtype == G4_DTYPE_F32);
+    g4_ctx_params_t cp = {.n_ctx = 64, .n_ubatch = 32};
+    g4_ctx_t *c = g4_ctx_new(m, &cp, &err);
+    REQUIRE(c);
+    int32_t tok[14], pos[14], sq[14];
+    int8_t fl[14];
+    float *embd = g4_malloc((size_t)T * H * 4), *l1 = g4_malloc((size_t)T * V * 4), *l2 = g4_malloc((size_t)T * V * 4);
+    REQUIRE(embd && l1 && l2);
+    for (int i = 0; i < T; i++) {
+        tok[i] = 2 + (i * 211) % 12000, pos[i] = i;
+        const float *r = (const float *)g4_tensor_row(&te, tok[i]);
+        for (int k = 0; k < H; k++) embd[(size_t)i * H + k] = r[k] * sqrtf((float)H);
+    }
+    for (int pass = 0; pass < 3; pass++) {
+        int s = g4_seq_new(c, &err);
+        REQUIRE(s >= 0);
+        for (int i = 0; i < T; i++) {
+            sq[i] = s;
+            fl[i] = (pass >= 1 && i >= 5 && i < 12) ? G4_ROW_EMBD : 0;
+            if (pass == 2 && fl[i]) fl[i] |= G4_ROW_BIDIR;
+        }
+        int32_t t2[14];
+        for (int i = 0; i < T; i++) t2[i] = fl[i] ? -1 : tok[i];
+        g4_batch_t b = {T, t2, pass ? embd : NULL, pos, sq, NULL, pass ? fl : NULL};
+        REQUIRE(g4_ctx_forward(c, &b, NULL, NULL, NULL, pass == 0 ? l1 : l2, &err) == 0);
+        if (pass == 1) CHECKF(memcmp(l1, l2, (size_t)T * V * 4) == 0, "soft-token rows differ from their tokens");
+        if (pass == 2) {
+            CHECK(memcmp(l1, l2, (size_t)5 * V * 4) == 0);
+            CHECK(memcmp(l1 + (size_t)5 * V, l2 + (size_t)5 * V, (size_t)V * 4) != 0);
+        }
+        g4_seq_release(c, s);
+    }
+    g4_free(embd), g4_free(l1), g4_free(l2);
+    g4_ctx_destroy(&c);
+    g4_model_destroy(&m);
+    return 0;
+}
+
 static int s_bad(const char *src, const char *drop_key, const char *drop_tensor, const char *arch, g4_err_t *err)
 {
     g4_err_t e2;
@@ -138,6 +191,7 @@ int test_model(void)
     s_range_check(td, "e-q8_0.gguf", 4); /* layers 4, 5 read the caches of 1, 2: rows shipped across */
     s_range_check(td, "e-f32.gguf", 2);
     s_range_check(td, "moe-q8_0.gguf", 3);
+    s_softtoken_check(td);
     char path[4096];
     snprintf(path, sizeof path, "%s/models/e-q8_0.gguf", td);
     g4_err_t err;
