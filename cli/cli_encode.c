@@ -37,7 +37,7 @@ int cli_encode(int argc, char **argv)
                 cli_error("at most %d media", MAX_MEDIA);
                 return 2;
             }
-            kinds[n_media] = argv[i][2] == 'i' ? ENC_KIND_IMAGE : ENC_KIND_AUDIO;
+            kinds[n_media] = argv[i][2] == 'i' ? G4_MEDIA_IMAGE : G4_MEDIA_AUDIO;
             files[n_media++] = argv[++i];
         } else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--image-min-tokens") && i + 1 < argc) o.image_min_tokens = atoi(argv[++i]);
@@ -105,13 +105,13 @@ int cli_encode(int argc, char **argv)
         if (json) {
             cJSON *e = cJSON_CreateObject();
             cJSON_AddStringToObject(e, "file", files[i]);
-            cJSON_AddStringToObject(e, "kind", kinds[i] == ENC_KIND_IMAGE ? "image" : "audio");
+            cJSON_AddStringToObject(e, "kind", kinds[i] == G4_MEDIA_IMAGE ? "image" : "audio");
             cJSON_AddNumberToObject(e, "n_tokens", nt);
             cJSON_AddNumberToObject(e, "n_embd", ne);
             cJSON_AddNumberToObject(e, "ms", ms);
             cJSON_AddItemToArray(arr, e);
         } else {
-            printf("%s: %s, %d soft tokens x %d (%.0f ms)\n", files[i], kinds[i] == ENC_KIND_IMAGE ? "image" : "audio",
+            printf("%s: %s, %d soft tokens x %d (%.0f ms)\n", files[i], kinds[i] == G4_MEDIA_IMAGE ? "image" : "audio",
                    nt, ne, ms);
         }
     }

@@ -117,7 +117,7 @@ static char *s_raw_prompt(const char *prompt)
     char *r = g4_malloc(n);
     if (!r) return NULL;
     r[0] = 0;
-    for (int i = 0; i < s_med.n; i++) strcat(r, s_med.kind[i] == ENC_KIND_IMAGE ? "<|image|>" : "<|audio|>");
+    for (int i = 0; i < s_med.n; i++) strcat(r, s_med.kind[i] == G4_MEDIA_IMAGE ? "<|image|>" : "<|audio|>");
     strcat(r, prompt);
     return r;
 }
@@ -139,7 +139,7 @@ static char *s_chat_json(const char *prompt, const char *system)
         cJSON *parts = cJSON_AddArrayToObject(m, "content");
         for (int i = 0; i < s_med.n; i++) {
             cJSON *pt = cJSON_CreateObject();
-            cJSON_AddStringToObject(pt, "type", s_med.kind[i] == ENC_KIND_IMAGE ? "image" : "audio");
+            cJSON_AddStringToObject(pt, "type", s_med.kind[i] == G4_MEDIA_IMAGE ? "image" : "audio");
             cJSON_AddItemToArray(parts, pt);
         }
         cJSON *pt = cJSON_CreateObject();
@@ -162,21 +162,25 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
                        int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos,
                        const char *sched_ep, const char **stops, int n_stop, double timeout_s);
 
-/* In-process media: encode each file and put <|image> soft tokens <image|>
- * (audio alike) where its placeholder is, as schedulerd does. Rows of soft
- * tokens get id -1, a flag, and their embedding at the same row of *embd. */
+/* In-process media: encode each file and splice its soft tokens in where its
+ * placeholder is (g4_media_splice, as schedulerd does). *embd gets the
+ * soft-token rows in prompt order. */
 static int s_splice_media(const tok_vocab_t *vocab, int H, int32_t **ids, int *n, int8_t **flags, float **embd)
 {
     int32_t mid[6];
     tokd_media_ids(vocab, mid);
     g4_err_t err;
+    if (g4_media_check(*ids, *n, mid, s_med.kind, s_med.n, &err)) { /* before encoding anything */
+        cli_error("%s", err.msg);
+        return 1;
+    }
     enc_model_t *em = enc_model_load(s_med.mmproj, &err);
     if (!em) {
         cli_error("%s", err.msg);
         return 1;
     }
     float *emb[64] = {0};
-    int nt[64] = {0}, total = *n, rc = 1, used[64] = {0};
+    int nt[64] = {0}, order[64], total = *n, rows = 0, rc = 1;
     for (int i = 0; i < s_med.n; i++) {
         size_t len;
         char *data = cli_read_file(s_med.file[i], &len);
@@ -195,43 +199,21 @@ static int s_splice_media(const tok_vocab_t *vocab, int H, int32_t **ids, int *n
             cli_error("%s: the projector makes width %d, the model has %d", s_med.mmproj, ne, H);
             goto out;
         }
-        total += nt[i] + 1;
+        total += nt[i] + 1, rows += nt[i];
     }
     int32_t *t2 = g4_malloc((size_t)total * sizeof *t2);
-    int8_t *f2 = g4_calloc((size_t)total, 1);
-    float *e2 = g4_calloc((size_t)total * H, sizeof(float));
-    if (!t2 || !f2 || !e2) {
+    int8_t *f2 = g4_malloc((size_t)total);
+    float *e2 = g4_malloc((size_t)rows * H * sizeof(float) + 1);
+    const int k = t2 && f2 && e2 ? g4_media_splice(*ids, *n, mid, s_med.kind, nt, s_med.n, g4_media_bidir(H), t2, f2,
+                                                   order, &err)
+                                 : g4_err_set(&err, G4_ERR_NOMEM, "out of memory");
+    if (k < 0) {
+        cli_error("%s", err.msg);
         g4_free(t2), g4_free(f2), g4_free(e2);
-        cli_error("out of memory");
         goto out;
     }
-    const int bidir = H != 1536 && H != 2560; /* image tokens both ways on sliding layers, except E2B/E4B */
-    int k = 0;
-    for (int p = 0; p < *n; p++) {
-        const int is_img = (*ids)[p] == mid[0] && mid[0] >= 0, is_aud = (*ids)[p] == mid[3] && mid[3] >= 0;
-        int mi = -1;
-        for (int i = 0; (is_img || is_aud) && i < s_med.n && mi < 0; i++)
-            if (!used[i] && s_med.kind[i] == (is_img ? ENC_KIND_IMAGE : ENC_KIND_AUDIO)) mi = i;
-        if (mi < 0) {
-            t2[k++] = (*ids)[p];
-            continue;
-        }
-        used[mi] = 1;
-        t2[k++] = is_img ? mid[1] : mid[4];
-        for (int t = 0; t < nt[mi]; t++, k++) {
-            t2[k] = -1;
-            f2[k] = G4_ROW_EMBD | (is_img && bidir ? G4_ROW_BIDIR : 0);
-            memcpy(e2 + (size_t)k * H, emb[mi] + (size_t)t * H, (size_t)H * sizeof(float));
-        }
-        t2[k++] = is_img ? mid[2] : mid[5];
-    }
-    for (int i = 0; i < s_med.n; i++)
-        if (!used[i]) {
-            cli_error("%s has no %s placeholder in the prompt", s_med.file[i],
-                      s_med.kind[i] == ENC_KIND_IMAGE ? "<|image|>" : "<|audio|>");
-            g4_free(t2), g4_free(f2), g4_free(e2);
-            goto out;
-        }
+    for (int j = 0, r = 0; j < s_med.n; r += nt[order[j]], j++)
+        memcpy(e2 + (size_t)r * H, emb[order[j]], (size_t)nt[order[j]] * H * sizeof(float));
     g4_free(*ids);
     *ids = t2, *n = k, *flags = f2, *embd = e2;
     rc = 0;
@@ -285,7 +267,7 @@ int cli_run(int argc, char **argv)
                 cli_error("at most 64 media");
                 return 2;
             }
-            s_med.kind[s_med.n] = a[2] == 'i' ? ENC_KIND_IMAGE : ENC_KIND_AUDIO;
+            s_med.kind[s_med.n] = a[2] == 'i' ? G4_MEDIA_IMAGE : G4_MEDIA_AUDIO;
             s_med.file[s_med.n++] = v;
         } else if (OPT("--image-min-tokens")) s_med.opts.image_min_tokens = atoi(v);
         else if (OPT("--image-max-tokens")) s_med.opts.image_max_tokens = atoi(v);
@@ -459,11 +441,12 @@ int cli_run(int argc, char **argv)
     want[n_prompt - 1] = 1;
     const uint64_t t_start = g4_clock_mono_ns();
     int frc = 0;
-    for (int off = 0; off < n_prompt && !frc;) {
+    for (int off = 0, e_off = 0; off < n_prompt && !frc;) {
         const int nc = g4_prefill_chunk(flags, off, n_prompt, 512);
-        g4_batch_t b = {nc, prompt_ids + off, embd ? embd + (size_t)off * hp->n_embd : NULL, pos + off, seqv + off,
+        g4_batch_t b = {nc, prompt_ids + off, embd ? embd + (size_t)e_off * hp->n_embd : NULL, pos + off, seqv + off,
                         want + off, flags ? flags + off : NULL};
         frc = g4_ctx_forward(ctx, &b, NULL, NULL, NULL, logits, &err);
+        for (int i = off; flags && i < off + nc; i++) e_off += (flags[i] & G4_ROW_EMBD) != 0;
         off += nc;
     }
     g4_free(want);
@@ -598,7 +581,7 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
             return 1;
         }
         g4__v1__media__init(&med[i]);
-        med[i].kind = s_med.kind[i] == ENC_KIND_IMAGE ? G4__V1__MEDIA_KIND__MEDIA_IMAGE : G4__V1__MEDIA_KIND__MEDIA_AUDIO;
+        med[i].kind = s_med.kind[i] == G4_MEDIA_IMAGE ? G4__V1__MEDIA_KIND__MEDIA_IMAGE : G4__V1__MEDIA_KIND__MEDIA_AUDIO;
         med[i].data.data = (uint8_t *)mdata[i], med[i].data.len = len;
         med[i].image_min_tokens = s_med.opts.image_min_tokens, med[i].image_max_tokens = s_med.opts.image_max_tokens;
         medp[i] = &med[i];

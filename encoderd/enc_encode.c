@@ -13,16 +13,6 @@ static void s_limits(const enc_opts_t *o, int *lo, int *hi)
     if (*hi < *lo) *hi = *lo;
 }
 
-int enc_image_tokens(const enc_model_t *m, int w, int h, const enc_opts_t *o)
-{
-    const enc_info_t *in = enc_model_info(m);
-    int lo, hi, tw, th;
-    const int align = in->v_patch * in->v_merge;
-    s_limits(o, &lo, &hi);
-    enc_image_target(w, h, align, lo, hi, &tw, &th);
-    return (tw / align) * (th / align);
-}
-
 int enc_encode(const enc_model_t *m, int kind, const uint8_t *data, size_t len, const enc_opts_t *o, float **emb,
                int *n_tokens, int *n_embd, g4_err_t *err)
 {
@@ -31,7 +21,7 @@ int enc_encode(const enc_model_t *m, int kind, const uint8_t *data, size_t len, 
     *emb = NULL;
     *n_tokens = 0;
     *n_embd = 0;
-    if (kind == ENC_KIND_IMAGE) {
+    if (kind == G4_MEDIA_IMAGE) {
         if (!in->has_vision) return g4_err_set(err, G4_ERR_RANGE, "the projector has no vision tower");
         uint8_t *rgb, *pre;
         int w, h, tw, th, lo, hi;
@@ -40,14 +30,14 @@ int enc_encode(const enc_model_t *m, int kind, const uint8_t *data, size_t len, 
         const int align = in->v_patch * in->v_merge;
         enc_image_target(w, h, align, lo, hi, &tw, &th);
         rc = enc_image_letterbox(rgb, w, h, tw, th, &pre, err);
-        free(rgb);
+        enc_image_free(rgb);
         if (rc) return rc;
         rc = enc_vision_encode(m, pre, tw, th, emb, n_tokens, err);
         free(pre);
         if (!rc) *n_embd = in->v_proj_dim;
         return rc;
     }
-    if (kind != ENC_KIND_AUDIO) return g4_err_set(err, G4_ERR_RANGE, "unknown media kind %d", kind);
+    if (kind != G4_MEDIA_AUDIO) return g4_err_set(err, G4_ERR_RANGE, "unknown media kind %d", kind);
     if (!in->has_audio) return g4_err_set(err, G4_ERR_RANGE, "the projector has no audio tower");
     float *pcm;
     size_t n;

@@ -7,8 +7,7 @@
 #include <stdint.h>
 
 #include "enc_model.h"
-
-enum { ENC_KIND_IMAGE = 1, ENC_KIND_AUDIO = 2 };
+#include "g4_model.h" /* G4_MEDIA_IMAGE, G4_MEDIA_AUDIO */
 
 typedef struct enc_opts {
     int image_min_tokens; /* 0: 70   */
@@ -18,8 +17,5 @@ typedef struct enc_opts {
 /* Returns [n_tokens][n_embd] f32 (malloc'd). */
 int enc_encode(const enc_model_t *m, int kind, const uint8_t *data, size_t len, const enc_opts_t *o, float **emb,
                int *n_tokens, int *n_embd, g4_err_t *err);
-
-/* The soft tokens an image of w×h becomes (after the resize rule). */
-int enc_image_tokens(const enc_model_t *m, int w, int h, const enc_opts_t *o);
 
 #endif

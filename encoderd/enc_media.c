@@ -24,19 +24,13 @@ int enc_image_decode(const uint8_t *data, size_t len, uint8_t **rgb, int *w, int
         return g4_err_set(err, G4_ERR_RANGE, "image %dx%d is larger than %lld pixels", x, y, ENC_MAX_IMAGE_PIXELS);
     uint8_t *p = stbi_load_from_memory(data, (int)len, &x, &y, &c, 3);
     if (!p) return g4_err_set(err, G4_ERR_FORMAT, "cannot decode image (%s)", stbi_failure_reason());
-    /* hand back memory the caller frees with free() */
-    uint8_t *q = malloc((size_t)x * y * 3);
-    if (!q) {
-        stbi_image_free(p);
-        return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
-    }
-    memcpy(q, p, (size_t)x * y * 3);
-    stbi_image_free(p);
-    *rgb = q;
+    *rgb = p;
     *w = x;
     *h = y;
     return G4_OK;
 }
+
+void enc_image_free(uint8_t *rgb) { stbi_image_free(rgb); }
 
 void enc_image_target(int w, int h, int align, int min_tokens, int max_tokens, int *tw, int *th)
 {

@@ -23,6 +23,8 @@
 
 /* ---- images ---------------------------------------------------------------- */
 int enc_image_decode(const uint8_t *data, size_t len, uint8_t **rgb, int *w, int *h, g4_err_t *err);
+/* Releases what enc_image_decode returned. */
+void enc_image_free(uint8_t *rgb);
 /* Target size for an image of w×h: multiples of align, within
  * [min_tokens, max_tokens] soft tokens of align² pixels each. */
 void enc_image_target(int w, int h, int align, int min_tokens, int max_tokens, int *tw, int *th);

@@ -220,6 +220,18 @@ static void s_f32_arr(enc_model_t *m, const char *key, float *out, int n)
     }
 }
 
+/* per-block tensors "<pfx>.blk.<l>.<nm>" into block B (pfx "v" or "a") */
+#define LIN(field, nm, K, N)                                                                                           \
+    do {                                                                                                               \
+        snprintf(b, sizeof b, "%s.blk.%d.%s", pfx, l, nm);                                                            \
+        if ((rc = s_lin_load(m, b, K, N, 1, &B->field, err))) return rc;                                              \
+    } while (0)
+#define VEC(field, nm, len, req)                                                                                       \
+    do {                                                                                                               \
+        snprintf(n, sizeof n, "%s.blk.%d.%s.weight", pfx, l, nm);                                                     \
+        if ((rc = s_vec(m, n, len, req, &B->field, err))) return rc;                                                  \
+    } while (0)
+
 static int s_load_vision(enc_model_t *m, g4_err_t *err)
 {
     enc_info_t *in = &m->info;
@@ -261,18 +273,9 @@ static int s_load_vision(enc_model_t *m, g4_err_t *err)
     m->vb = s_own(m, sizeof(vblk_t) * (size_t)L);
     if (!m->vb) return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
     char b[128], n[160];
+    const char *pfx = "v";
     for (int l = 0; l < L; l++) {
         vblk_t *B = &m->vb[l];
-#define LIN(field, nm, K, N)                                                                                           \
-    do {                                                                                                               \
-        snprintf(b, sizeof b, "v.blk.%d.%s", l, nm);                                                                  \
-        if ((rc = s_lin_load(m, b, K, N, 1, &B->field, err))) return rc;                                              \
-    } while (0)
-#define VEC(field, nm, len, req)                                                                                       \
-    do {                                                                                                               \
-        snprintf(n, sizeof n, "v.blk.%d.%s.weight", l, nm);                                                           \
-        if ((rc = s_vec(m, n, len, req, &B->field, err))) return rc;                                                  \
-    } while (0)
         LIN(q, "attn_q", H, H);
         LIN(k, "attn_k", H, H);
         LIN(v, "attn_v", H, H);
@@ -288,16 +291,9 @@ static int s_load_vision(enc_model_t *m, g4_err_t *err)
         VEC(ffn_post, "ffn_post_norm", H, 0);
         snprintf(n, sizeof n, "v.blk.%d.out_scale.weight", l);
         B->has_out_scale = s_scalar(m, n, &B->out_scale);
-#undef LIN
-#undef VEC
     }
     if ((rc = s_vec(m, "v.std_bias", H, 0, &m->v_std_bias, err))) return rc;
     if ((rc = s_vec(m, "v.std_scale", H, 0, &m->v_std_scale, err))) return rc;
-    if (!m->v_std_bias || !m->v_std_scale) {
-        /* both or neither, as llama.cpp applies them */
-        if ((rc = s_vec(m, "v.std_bias.weight", H, 0, &m->v_std_bias, err))) return rc;
-        if ((rc = s_vec(m, "v.std_scale.weight", H, 0, &m->v_std_scale, err))) return rc;
-    }
     g4_tensor_t pw;
     if (!s_find(m, "mm.input_projection.weight", &pw))
         return g4_err_set(err, G4_ERR_FORMAT, "%s: missing tensor 'mm.input_projection.weight'", g4_gguf_path(m->g));
@@ -343,18 +339,9 @@ static int s_load_audio(enc_model_t *m, g4_err_t *err)
     m->ab = s_own(m, sizeof(ablk_t) * (size_t)in->a_n_layer);
     if (!m->ab) return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
     char b[128], n[160];
+    const char *pfx = "a";
     for (int l = 0; l < in->a_n_layer; l++) {
         ablk_t *B = &m->ab[l];
-#define LIN(field, nm, K, N)                                                                                           \
-    do {                                                                                                               \
-        snprintf(b, sizeof b, "a.blk.%d.%s", l, nm);                                                                  \
-        if ((rc = s_lin_load(m, b, K, N, 1, &B->field, err))) return rc;                                              \
-    } while (0)
-#define VEC(field, nm, len, req)                                                                                       \
-    do {                                                                                                               \
-        snprintf(n, sizeof n, "a.blk.%d.%s.weight", l, nm);                                                           \
-        if ((rc = s_vec(m, n, len, req, &B->field, err))) return rc;                                                  \
-    } while (0)
         LIN(ffn_up, "ffn_up", H, FF);
         LIN(ffn_down, "ffn_down", FF, H);
         LIN(q, "attn_q", H, H);
@@ -378,8 +365,6 @@ static int s_load_audio(enc_model_t *m, g4_err_t *err)
         VEC(ffn_norm_1, "ffn_norm_1", H, 1);
         VEC(ffn_post_1, "ffn_post_norm_1", H, 0);
         VEC(ln2, "ln2", H, 0);
-#undef LIN
-#undef VEC
     }
     if (!s_find(m, "a.pre_encode.out.weight", &t))
         return g4_err_set(err, G4_ERR_FORMAT, "%s: missing tensor 'a.pre_encode.out.weight'", g4_gguf_path(m->g));
@@ -393,6 +378,9 @@ static int s_load_audio(enc_model_t *m, g4_err_t *err)
     if ((rc = s_lin_load(m, "mm.a.input_projection", O, in->a_proj_dim, 1, &m->a_proj, err))) return rc;
     return G4_OK;
 }
+
+#undef LIN
+#undef VEC
 
 static int s_proj_type(enc_model_t *m, const char *key, char *out, size_t cap)
 {
@@ -431,7 +419,6 @@ enc_model_t *enc_model_load(const char *path, g4_err_t *err)
             g4_err_set(err, G4_ERR_FORMAT, "%s: vision projector type '%s' is not supported (g4 runs 'gemma4v')", path, pt);
             goto fail;
         }
-        snprintf(m->info.v_type, sizeof m->info.v_type, "%s", pt);
         m->info.has_vision = 1;
     }
     if (s_proj_type(m, "clip.audio.projector_type", pt, sizeof pt)) {
@@ -439,7 +426,6 @@ enc_model_t *enc_model_load(const char *path, g4_err_t *err)
             g4_err_set(err, G4_ERR_FORMAT, "%s: audio projector type '%s' is not supported (g4 runs 'gemma4a')", path, pt);
             goto fail;
         }
-        snprintf(m->info.a_type, sizeof m->info.a_type, "%s", pt);
         m->info.has_audio = 1;
     }
     if (!m->info.has_vision && !m->info.has_audio) {
@@ -714,13 +700,6 @@ done:
 
 /* ---- audio --------------------------------------------------------------------- */
 
-int enc_audio_n_tokens(int n_frames)
-{
-    int t = n_frames;
-    for (int i = 0; i < 2; i++) t = (t - 1) / 2 + 1;
-    return t;
-}
-
 /* conv2d k3 s2 p1 over an input [cin][ht][wf] (time, freq), F16 im2col;
  * returns [cout][ho][wo] after LayerNorm over channels and ReLU */
 static int s_sscp(const enc_model_t *m, int i, const float *src, int cin, int ht, int wf, float **dst, int *ho,
@@ -789,7 +768,7 @@ static int s_sscp(const enc_model_t *m, int i, const float *src, int cin, int ht
 }
 
 /* x += scale * postnorm(down(silu(up(norm(x))))) */
-static int s_half_ffn(const enc_model_t *m, const float *nw, const lin_t *up, const lin_t *down, const float *post,
+static int s_half_ffn(const float *nw, const lin_t *up, const lin_t *down, const float *post,
                       float *x, int64_t T, int H, float *a, float *f)
 {
     int rc;
@@ -802,7 +781,6 @@ static int s_half_ffn(const enc_model_t *m, const float *nw, const lin_t *up, co
     if ((rc = s_lin(down, f, T, a))) return rc;
     if (post) s_rms_rows(a, post, T, H, ENC_EPS);
     for (int64_t i = 0; i < T * H; i++) x[i] = x[i] + a[i] * 0.5f;
-    (void)m;
     return G4_OK;
 }
 
@@ -858,7 +836,7 @@ int enc_audio_encode(const enc_model_t *m, const float *mel, int n_frames, float
     const float k_scale = logf(1.0f + expf(1.0f)) / logf(2.0f);
     for (int l = 0; l < in->a_n_layer; l++) {
         const ablk_t *B = &m->ab[l];
-        if ((rc = s_half_ffn(m, B->ffn_norm, &B->ffn_up, &B->ffn_down, B->ffn_post, x, T, H, a, f))) goto done;
+        if ((rc = s_half_ffn(B->ffn_norm, &B->ffn_up, &B->ffn_down, B->ffn_post, x, T, H, a, f))) goto done;
         /* chunked local attention: query t sees keys t-11 .. t */
         memcpy(a, x, (size_t)T * H * 4);
         if (B->attn_pre) s_rms_rows(a, B->attn_pre, T, H, ENC_EPS);
@@ -926,7 +904,7 @@ int enc_audio_encode(const enc_model_t *m, const float *mel, int n_frames, float
         for (int64_t i = 0; i < (int64_t)T * H; i++) o[i] = s_silu(o[i]);
         if ((rc = s_lin(&B->pw2, o, T, a))) goto done;
         for (int64_t i = 0; i < (int64_t)T * H; i++) x[i] = x[i] + a[i];
-        if ((rc = s_half_ffn(m, B->ffn_norm_1, &B->ffn_up_1, &B->ffn_down_1, B->ffn_post_1, x, T, H, a, f))) goto done;
+        if ((rc = s_half_ffn(B->ffn_norm_1, &B->ffn_up_1, &B->ffn_down_1, B->ffn_post_1, x, T, H, a, f))) goto done;
         if (B->ln2) s_rms_rows(x, B->ln2, T, H, ENC_EPS);
     }
     {

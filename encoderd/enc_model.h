@@ -23,7 +23,6 @@ typedef struct enc_info {
     int has_vision, has_audio;
     int v_n_embd, v_n_layer, v_n_head, v_patch, v_merge, v_proj_dim;
     int a_n_embd, a_n_layer, a_n_head, a_n_mel, a_proj_dim;
-    char v_type[16], a_type[16];
 } enc_info_t;
 
 /* Loads an mmproj GGUF (general.architecture "clip"); refuses projector types
@@ -42,7 +41,5 @@ int enc_vision_encode(const enc_model_t *m, const uint8_t *rgb, int w, int h, fl
  * Returns a malloc'd [n_tokens][proj_dim]. */
 int enc_audio_encode(const enc_model_t *m, const float *mel, int n_frames, float **out, int *n_tokens,
                      g4_err_t *err);
-/* Tokens the audio tower makes from n_frames mel frames. */
-int enc_audio_n_tokens(int n_frames);
 
 #endif

@@ -113,7 +113,6 @@ void enc_service_free(enc_service_t **sp)
 }
 
 void *enc_service_results(enc_service_t *s) { return s->pair_main; }
-int enc_service_busy(const enc_service_t *s) { return s->jobs; }
 
 void enc_service_counters(const enc_service_t *s, uint64_t out[ENC_C_COUNT])
 {
@@ -193,13 +192,8 @@ void enc_service_handle(enc_service_t *s, g4_msg_t *m)
     G4__V1__EncodeRequest *r = m->env->encode;
     size_t len = 0;
     const uint8_t *data = g4_msg_raw(m, 0, &len);
-    const enc_info_t *in = enc_model_info(s->m);
     if (r->kind != G4__V1__MEDIA_KIND__MEDIA_IMAGE && r->kind != G4__V1__MEDIA_KIND__MEDIA_AUDIO)
         return s_error(s, m->route, m->route_len, rid, G4_ERR_RANGE, "unknown media kind");
-    if (r->kind == G4__V1__MEDIA_KIND__MEDIA_IMAGE && !in->has_vision)
-        return s_error(s, m->route, m->route_len, rid, G4_ERR_RANGE, "this projector has no vision tower");
-    if (r->kind == G4__V1__MEDIA_KIND__MEDIA_AUDIO && !in->has_audio)
-        return s_error(s, m->route, m->route_len, rid, G4_ERR_RANGE, "this projector has no audio tower");
     if (!data || !len) return s_error(s, m->route, m->route_len, rid, G4_ERR_FORMAT, "no media bytes");
     if (len > ENC_MAX_MEDIA_BYTES)
         return s_error(s, m->route, m->route_len, rid, G4_ERR_RANGE, "media larger than 64 MiB");
@@ -233,7 +227,7 @@ void enc_service_handle(enc_service_t *s, g4_msg_t *m)
     memcpy(j->route, m->route, m->route_len);
     j->route_len = m->route_len;
     j->request_id = rid;
-    j->kind = r->kind == G4__V1__MEDIA_KIND__MEDIA_IMAGE ? ENC_KIND_IMAGE : ENC_KIND_AUDIO;
+    j->kind = r->kind; /* G4__V1__MEDIA_KIND__MEDIA_* == G4_MEDIA_* */
     j->opts.image_min_tokens = r->image_min_tokens;
     j->opts.image_max_tokens = r->image_max_tokens;
     j->data = copy, j->len = len;

@@ -30,6 +30,5 @@ void *enc_service_results(enc_service_t *s);
 void enc_service_handle(enc_service_t *s, g4_msg_t *m);
 void enc_service_on_results(enc_service_t *s);
 void enc_service_counters(const enc_service_t *s, uint64_t out[ENC_C_COUNT]);
-int enc_service_busy(const enc_service_t *s); /* jobs in flight */
 
 #endif

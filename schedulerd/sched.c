@@ -81,7 +81,8 @@ typedef struct req {
     int stop_hit;       /* a stop string matched */
     uint64_t t_arrive, t_start, t_first, t_end, last_event_ms, deadline_ms;
     media_t *media;  /* images / audio of the request, in placeholder order */
-    int n_media, n_encoded, enc_rec;
+    int n_media, n_enc_sent, n_encoded, enc_rec;
+    int32_t mid[6];  /* placeholder / bracket ids (see g4_media_check) */
     int8_t *rflag;   /* [n_prompt] ROW_* flags once the soft tokens are spliced in */
     float *embd;     /* rows with ROW_EMBD, in prompt order, [n][n_embd] */
     int n_embd;
@@ -208,7 +209,7 @@ static void s_req_free(sched_t *s, req_t *q)
     for (int i = 0; i < q->n_media; i++) g4_free(q->media[i].data), g4_free(q->media[i].emb);
     g4_free(q->media), g4_free(q->rflag), g4_free(q->embd);
     if (q->state == R_ENCODING && q->enc_rec >= 0 && s->d[q->enc_rec].outstanding > 0)
-        s->d[q->enc_rec].outstanding -= q->n_media - q->n_encoded;
+        s->d[q->enc_rec].outstanding -= q->n_enc_sent - q->n_encoded;
     if (q->detok_tok >= 0 && s->d[q->detok_tok].outstanding > 0) s->d[q->detok_tok].outstanding--;
     memset(q, 0, sizeof *q);
     q->state = R_FREE;
@@ -614,28 +615,24 @@ static int s_encoder(sched_t *s)
 static void s_prompt_ready(sched_t *s, req_t *q)
 {
     if (!q->n_media) return s_started(s, q);
+    /* the placeholder ids of the tokenizer that made these ids */
     const int ti = s_tokenizer(s);
-    const int32_t *mid = ti >= 0 ? s->d[ti].media_ids : NULL;
-    int n_img = 0, n_aud = 0, p_img = 0, p_aud = 0;
+    if (ti < 0) return s_fail(s, q, G4_ERR_UNAVAILABLE, "no tokenizer is running");
+    memcpy(q->mid, s->d[ti].media_ids, sizeof q->mid);
+    int kind[MAX_MEDIA], n_img = 0, n_aud = 0;
     for (int i = 0; i < q->n_media; i++) {
-        n_img += q->media[i].kind == G4__V1__MEDIA_KIND__MEDIA_IMAGE;
-        n_aud += q->media[i].kind == G4__V1__MEDIA_KIND__MEDIA_AUDIO;
+        kind[i] = q->media[i].kind; /* G4__V1__MEDIA_KIND__MEDIA_* == G4_MEDIA_* */
+        n_img += kind[i] == G4_MEDIA_IMAGE, n_aud += kind[i] == G4_MEDIA_AUDIO;
     }
-    for (int p = 0; mid && p < q->n_prompt; p++) {
-        p_img += mid[0] >= 0 && q->tok[p] == mid[0];
-        p_aud += mid[3] >= 0 && q->tok[p] == mid[3];
-    }
-    if (!mid || p_img != n_img || p_aud != n_aud)
-        return s_fail(s, q, G4_ERR_RANGE,
-                      "the prompt has %d <|image|> and %d <|audio|> placeholders for %d image(s) and %d audio clip(s)",
-                      p_img, p_aud, n_img, n_aud);
+    g4_err_t err;
+    if (g4_media_check(q->tok, q->n_prompt, q->mid, kind, q->n_media, &err)) return s_fail(s, q, err.code, "%s", err.msg);
     const int e = s_encoder(s);
     if (e < 0) return s_fail(s, q, G4_ERR_UNAVAILABLE, "the request has media but no encoderd is running");
     if ((n_img && !s->d[e].has_vision) || (n_aud && !s->d[e].has_audio))
         return s_fail(s, q, G4_ERR_RANGE, "encoder %s has no %s tower", s->d[e].name, n_img && !s->d[e].has_vision ? "vision" : "audio");
     q->state = R_ENCODING;
     q->enc_rec = e;
-    q->n_encoded = 0;
+    q->n_encoded = q->n_enc_sent = 0;
     for (int i = 0; i < q->n_media; i++) {
         G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
         G4__V1__Header h = G4__V1__HEADER__INIT;
@@ -648,62 +645,44 @@ static void s_prompt_ready(sched_t *s, req_t *q)
         env.encode = &er;
         const void *raw[1] = {q->media[i].data};
         size_t raw_len[1] = {q->media[i].len};
-        g4_err_t err;
         if (g4_wire_send(s->d[e].sock, NULL, 0, &env, raw, raw_len, 1, 1, &err))
             return s_fail(s, q, G4_ERR_UNAVAILABLE, "encoder %s: %s", s->d[e].name, err.msg);
         s->d[e].outstanding++;
+        q->n_enc_sent++;
     }
 }
 
 /* every medium is encoded: replace each placeholder by <|image> N soft tokens <image|> */
 static void s_splice(sched_t *s, req_t *q)
 {
-    const int32_t *mid = s->d[s_tokenizer(s) >= 0 ? s_tokenizer(s) : 0].media_ids;
-    int n = q->n_prompt, H = 0, n_rows = 0;
+    int kind[MAX_MEDIA], n_tok[MAX_MEDIA], order[MAX_MEDIA], n = q->n_prompt, n_rows = 0;
+    const int H = q->media[0].n_embd;
     for (int i = 0; i < q->n_media; i++) {
-        n += q->media[i].n_tokens + 1;
-        n_rows += q->media[i].n_tokens;
-        if (H && q->media[i].n_embd != H) return s_fail(s, q, G4_ERR_FORMAT, "media embeddings of different widths");
-        H = q->media[i].n_embd;
+        if (q->media[i].n_embd != H) return s_fail(s, q, G4_ERR_FORMAT, "media embeddings of different widths");
+        kind[i] = q->media[i].kind, n_tok[i] = q->media[i].n_tokens;
+        n += n_tok[i] + 1, n_rows += n_tok[i];
     }
     int32_t *tok = g4_malloc((size_t)(n + 64) * sizeof *tok);
-    int8_t *fl = g4_calloc((size_t)n, 1);
-    float *embd = g4_malloc((size_t)n_rows * H * sizeof(float) + 1);
-    if (!tok || !fl || !embd) {
+    int8_t *fl = g4_malloc((size_t)n);
+    float *embd = g4_malloc((size_t)n_rows * H * sizeof(float));
+    g4_err_t err;
+    const int k = tok && fl && embd ? g4_media_splice(q->tok, q->n_prompt, q->mid, kind, n_tok, q->n_media,
+                                                      g4_media_bidir(H), tok, fl, order, &err)
+                                    : g4_err_set(&err, G4_ERR_NOMEM, "out of memory");
+    if (k < 0) {
         g4_free(tok), g4_free(fl), g4_free(embd);
-        return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+        return s_fail(s, q, err.code, "%s", err.msg);
     }
-    /* image tokens attend both ways on sliding layers except on E2B / E4B (width 1536 / 2560), as llama.cpp */
-    const int bidir = H != 1536 && H != 2560;
-    int k = 0, next_img = 0, next_aud = 0, r = 0;
-    for (int p = 0; p < q->n_prompt; p++) {
-        const int is_img = q->tok[p] == mid[0], is_aud = q->tok[p] == mid[3];
-        if (!is_img && !is_aud) {
-            tok[k++] = q->tok[p];
-            continue;
-        }
-        int want = is_img ? G4__V1__MEDIA_KIND__MEDIA_IMAGE : G4__V1__MEDIA_KIND__MEDIA_AUDIO, mi = -1;
-        int *next = is_img ? &next_img : &next_aud;
-        for (int i = *next; i < q->n_media; i++)
-            if (q->media[i].kind == want) {
-                mi = i;
-                break;
-            }
-        *next = mi + 1;
-        const media_t *mm = &q->media[mi];
-        tok[k++] = is_img ? mid[1] : mid[4];
-        for (int t = 0; t < mm->n_tokens; t++) {
-            fl[k] = ROW_EMBD | (is_img && bidir ? ROW_BIDIR : 0);
-            tok[k++] = -1;
-        }
-        memcpy(embd + (size_t)r * H, mm->emb, (size_t)mm->n_tokens * H * sizeof(float));
-        r += mm->n_tokens;
-        tok[k++] = is_img ? mid[2] : mid[5];
-    }
+    /* soft-token rows in prompt order: the media in placeholder order */
+    for (int j = 0, r = 0; j < q->n_media; r += q->media[order[j]].n_tokens, j++)
+        memcpy(embd + (size_t)r * H, q->media[order[j]].emb, (size_t)q->media[order[j]].n_tokens * H * sizeof(float));
     g4_free(q->tok);
     q->tok = tok, q->n_tok = q->n_prompt = k, q->cap_tok = n + 64;
     q->rflag = fl, q->embd = embd, q->n_embd = H;
-    for (int i = 0; i < q->n_media; i++) g4_free(q->media[i].data), g4_free(q->media[i].emb), q->media[i].data = NULL, q->media[i].emb = NULL;
+    for (int i = 0; i < q->n_media; i++) {
+        g4_free(q->media[i].data), g4_free(q->media[i].emb);
+        q->media[i].data = NULL, q->media[i].emb = NULL;
+    }
     s_started(s, q);
 }
 
@@ -717,11 +696,6 @@ static void s_on_encoder_reply(sched_t *s, int ei, g4_msg_t *m)
     const int mi = (int)(cid % 64);
     if (!q || mi >= q->n_media || q->media[mi].emb) return;
     G4__V1__Envelope *e = m->env;
-    if (q->finish) {
-        q->n_encoded++;
-        if (q->n_encoded == q->n_media) s_done(s, q);
-        return;
-    }
     if (e->body_case == G4__V1__ENVELOPE__BODY_ERROR)
         return s_fail(s, q, g4_wire_g4code((int)e->error->code), "medium %d: %s", mi + 1, e->error->message);
     size_t len = 0;
@@ -1189,10 +1163,7 @@ static void s_schedule(sched_t *s)
                 /* soft-token rows: flags, and their embeddings (prompt order) into the frame */
                 int e0 = 0, ne = 0;
                 for (int p = 0; p < q->n_fed; p++) e0 += (q->rflag[p] & ROW_EMBD) != 0;
-                for (int j = 0; j < need && q->n_fed + j < q->n_prompt; j++) {
-                    rflags[rows + j] = q->rflag[q->n_fed + j];
-                    ne += (q->rflag[q->n_fed + j] & ROW_EMBD) != 0;
-                }
+                for (int j = 0; j < need && q->n_fed + j < q->n_prompt; j++) ne += (q->rflag[q->n_fed + j] & ROW_EMBD) != 0;
                 if (ne) {
                     if (n_embd_h && n_embd_h != q->n_embd) continue; /* (one width per model) */
                     float *ne_buf = g4_realloc(ebuf, (size_t)(n_erows + ne) * q->n_embd * sizeof(float));
@@ -1202,6 +1173,7 @@ static void s_schedule(sched_t *s)
                            (size_t)ne * q->n_embd * sizeof(float));
                     n_erows += ne, n_embd_h = q->n_embd;
                 }
+                for (int j = 0; j < need && q->n_fed + j < q->n_prompt; j++) rflags[rows + j] = q->rflag[q->n_fed + j];
                 any_flag = 1;
             }
             for (int j = 0; j < need; j++) {

@@ -60,7 +60,7 @@ void shard_free(shard_t *s)
         for (int i = 0; i < s->n_slots; i++) g4_sampler_destroy(&s->slot_smp[i]);
     g4_free(s->slot_seq), g4_free(s->slot_smp), g4_free(s->slot_logprobs), g4_free(s->slot_sampled);
     g4_free(s->seq_buf), g4_free(s->want_buf);
-    g4_free(s->hidden), g4_free(s->ple), g4_free(s->logits), g4_free(s->embd);
+    g4_free(s->hidden), g4_free(s->ple), g4_free(s->logits);
     g4_ctx_destroy(&s->ctx);
     g4_model_destroy(&s->model);
 }
@@ -176,11 +176,7 @@ void shard_handle(shard_t *s, g4_msg_t *m)
             if (!fb->embd || !e || len != (size_t)n_e * H * sizeof(float))
                 return s_fail(s, fb, G4_ERR_PROTO, "soft-token frame of %zu bytes, want %zu", e ? len : 0,
                               (size_t)n_e * H * sizeof(float));
-            if (!s->embd && !(s->embd = g4_malloc((size_t)s->n_ubatch * H * sizeof(float))))
-                return s_fail(s, fb, G4_ERR_NOMEM, "out of memory");
-            for (int i = 0, k = 0; i < n; i++)
-                if (flags[i] & G4_ROW_EMBD) memcpy(s->embd + (size_t)i * H, e + (size_t)(k++) * H, H * sizeof(float));
-            embd = s->embd;
+            embd = e; /* the model reads the soft-token rows in order, straight from the frame */
         }
     }
     for (int i = 0; i < n; i++) {

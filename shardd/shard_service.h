@@ -32,7 +32,6 @@ typedef struct shard {
     shard_peer_t peers[SHARD_MAX_PEERS];
     int n_peers;
     float *hidden, *ple, *logits;
-    float *embd; /* first shard: soft-token rows spread to their batch rows (lazily allocated) */
     uint64_t busy_us, n_batches, n_errors;
 } shard_t;
 

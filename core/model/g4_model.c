@@ -971,10 +971,10 @@ static void s_embed(g4_ctx_t *c, const g4_batch_t *b, int T)
     const g4_hparams_t *hp = &m->hp;
     const int H = (int)hp->n_embd;
     const float scale = sqrtf((float)H);
-    for (int t = 0; t < T; t++) {
+    for (int t = 0, k = 0; t < T; t++) {
         float *xt = c->x + (size_t)t * H;
         if (b->embd && (!b->flags || (b->flags[t] & G4_ROW_EMBD))) {
-            memcpy(xt, b->embd + (size_t)t * H, (size_t)H * 4);
+            memcpy(xt, b->embd + (size_t)(k++) * H, (size_t)H * 4); /* soft-token rows in order */
         } else {
             g4_dequant_row(m->tok_embd.dtype, g4_tensor_row(&m->tok_embd, b->tokens[t]), xt, H);
             for (int i = 0; i < H; i++) xt[i] *= scale;
@@ -1006,7 +1006,12 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
         int done = 0, n_out = 0;
         while (done < b->n) {
             const int n = b->n - done < c->p.n_ubatch ? b->n - done : c->p.n_ubatch;
-            g4_batch_t sub = {n, b->tokens ? b->tokens + done : NULL, b->embd ? b->embd + (size_t)done * H : NULL,
+            int e_done = done; /* soft-token rows before this piece */
+            if (b->flags) {
+                e_done = 0;
+                for (int i = 0; i < done; i++) e_done += (b->flags[i] & G4_ROW_EMBD) != 0;
+            }
+            g4_batch_t sub = {n, b->tokens ? b->tokens + done : NULL, b->embd ? b->embd + (size_t)e_done * H : NULL,
                               b->pos + done, b->seq + done, b->want_logits ? b->want_logits + done : NULL,
                               b->flags ? b->flags + done : NULL};
             int rc = g4_ctx_forward(c, &sub, hidden_in ? hidden_in + (size_t)done * H : NULL,
@@ -1141,4 +1146,50 @@ int g4_ctx_kv_import(g4_ctx_t *c, const g4_batch_t *b, const void *in, size_t le
     }
     if (got < needed) return g4_err_set(err, G4_ERR_PROTO, "%d K/V source layer(s) from earlier stages missing", needed - got);
     return G4_OK;
+}
+
+/* ---- media placeholders ------------------------------------------------------ */
+
+int g4_media_check(const int32_t *ids, int n, const int32_t mid[6], const int *kind, int n_media, g4_err_t *err)
+{
+    int n_img = 0, n_aud = 0, p_img = 0, p_aud = 0;
+    for (int i = 0; i < n_media; i++) n_img += kind[i] == G4_MEDIA_IMAGE, n_aud += kind[i] == G4_MEDIA_AUDIO;
+    for (int p = 0; p < n; p++) {
+        p_img += mid[0] >= 0 && ids[p] == mid[0];
+        p_aud += mid[3] >= 0 && ids[p] == mid[3];
+    }
+    if ((n_img && (mid[1] < 0 || mid[2] < 0)) || (n_aud && (mid[4] < 0 || mid[5] < 0)))
+        return g4_err_set(err, G4_ERR_RANGE, "the vocabulary has no <|image> / <|audio> brackets for media");
+    if (p_img != n_img || p_aud != n_aud || n_img + n_aud != n_media)
+        return g4_err_set(err, G4_ERR_RANGE,
+                          "the prompt has %d <|image|> and %d <|audio|> placeholders for %d image(s) and %d audio clip(s)",
+                          p_img, p_aud, n_img, n_aud);
+    return G4_OK;
+}
+
+int g4_media_splice(const int32_t *ids, int n, const int32_t mid[6], const int *kind, const int *n_tok, int n_media,
+                    int bidir, int32_t *out, int8_t *flags, int *order, g4_err_t *err)
+{
+    int rc = g4_media_check(ids, n, mid, kind, n_media, err);
+    if (rc) return rc;
+    int k = 0, j = 0, next[3] = {0, 0, 0};
+    for (int p = 0; p < n; p++) {
+        const int kd = mid[0] >= 0 && ids[p] == mid[0] ? G4_MEDIA_IMAGE : mid[3] >= 0 && ids[p] == mid[3] ? G4_MEDIA_AUDIO : 0;
+        if (!kd) {
+            flags[k] = 0;
+            out[k++] = ids[p];
+            continue;
+        }
+        int mi = next[kd];
+        while (kind[mi] != kd) mi++; /* exists: the counts matched */
+        next[kd] = mi + 1;
+        order[j++] = mi;
+        const int8_t f = G4_ROW_EMBD | (kd == G4_MEDIA_IMAGE && bidir ? G4_ROW_BIDIR : 0);
+        flags[k] = 0;
+        out[k++] = kd == G4_MEDIA_IMAGE ? mid[1] : mid[4];
+        for (int t = 0; t < n_tok[mi]; t++) flags[k] = f, out[k++] = -1;
+        flags[k] = 0;
+        out[k++] = kd == G4_MEDIA_IMAGE ? mid[2] : mid[5];
+    }
+    return k;
 }

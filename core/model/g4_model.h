@@ -108,8 +108,9 @@ typedef struct g4_batch {
     const int32_t *seq;
     const int8_t *want_logits;
     /* per-row flags (NULL: none; then embd != NULL means every row is an
-     * embedding row): bit 0 (G4_ROW_EMBD) the row's input is embd + t*H (a
-     * soft token: no sqrt(H) scale, per-layer input of token 0); bit 1
+     * embedding row): bit 0 (G4_ROW_EMBD) the row is a soft token: its input
+     * is the next row of embd (embd holds the soft-token rows only, in row
+     * order; no sqrt(H) scale, per-layer input of token 0); bit 1
      * (G4_ROW_BIDIR) on sliding-window layers the row also sees the later rows
      * of the adjacent run of BIDIR rows of its sequence in this call */
     const int8_t *flags;
@@ -122,6 +123,26 @@ typedef struct g4_batch {
  * most, ending before a run of BIDIR rows that would be cut (a run longer
  * than a chunk is cut, as llama.cpp cuts an image by its batch size). The
  * scheduler and the in-process path chunk alike, so they compute the same. */
+/* ---- media placeholders ---------------------------------------------------
+ * The k-th <|image|> (<|audio|>) of a prompt stands for the k-th image
+ * (audio clip) of the request and becomes <|image> + its soft tokens +
+ * <image|>. mid: ids of <|image|> <|image> <image|> <|audio|> <|audio> <audio|>
+ * (-1 where the vocabulary has none); kind[i]: G4_MEDIA_*. */
+enum { G4_MEDIA_IMAGE = 1, G4_MEDIA_AUDIO = 2 };
+
+/* Image soft tokens see each other both ways on sliding layers except on
+ * E2B / E4B (text width 1536 / 2560), as llama.cpp's mtmd decides it. */
+static inline int g4_media_bidir(int n_embd) { return n_embd != 1536 && n_embd != 2560; }
+
+/* G4_OK when the prompt has one placeholder per medium of each kind. */
+int g4_media_check(const int32_t *ids, int n, const int32_t mid[6], const int *kind, int n_media, g4_err_t *err);
+/* Writes the spliced prompt (n + sum(n_tok[i] + 1) rows: soft-token rows get
+ * id -1 and G4_ROW_EMBD, image rows also G4_ROW_BIDIR when bidir) and
+ * order[j] = the medium whose soft tokens come j-th (their embeddings go in
+ * that order). Returns the new length, or a negative G4_ERR_*. */
+int g4_media_splice(const int32_t *ids, int n, const int32_t mid[6], const int *kind, const int *n_tok, int n_media,
+                    int bidir, int32_t *out, int8_t *flags, int *order, g4_err_t *err);
+
 static inline int g4_prefill_chunk(const int8_t *flags, int n_fed, int n_prompt, int n_ubatch)
 {
     int need = n_prompt - n_fed < n_ubatch ? n_prompt - n_fed : n_ubatch;

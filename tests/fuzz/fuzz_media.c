@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!enc_image_decode(data, size, &rgb, &w, &h, &err)) {
         enc_image_target(w, h, 48, 70, 1120, &tw, &th);
         if ((long long)tw * th <= 4LL * 1024 * 1024 && !enc_image_letterbox(rgb, w, h, tw, th, &pre, &err)) free(pre);
-        free(rgb);
+        enc_image_free(rgb);
     }
     float *pcm = NULL;
     size_t n = 0;

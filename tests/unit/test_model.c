@@ -127,7 +127,7 @@ static int s_softtoken_check(const char *td)
         }
         int32_t t2[14];
         for (int i = 0; i < T; i++) t2[i] = fl[i] ? -1 : tok[i];
-        g4_batch_t b = {T, t2, pass ? embd : NULL, pos, sq, NULL, pass ? fl : NULL};
+        g4_batch_t b = {T, t2, pass ? embd + (size_t)5 * H : NULL, pos, sq, NULL, pass ? fl : NULL}; /* rows 5..11, in order */
         REQUIRE(g4_ctx_forward(c, &b, NULL, NULL, NULL, pass == 0 ? l1 : l2, &err) == 0);
         if (pass == 1) CHECKF(memcmp(l1, l2, (size_t)T * V * 4) == 0, "soft-token rows differ from their tokens");
         if (pass == 2) {
@@ -136,6 +136,19 @@ static int s_softtoken_check(const char *td)
         }
         g4_seq_release(c, s);
     }
+    /* the same soft-token batch through a context of 8-row ubatches: the
+     * pieces find their soft-token rows (5..7, then 8..11) */
+    g4_ctx_params_t cp8 = {.n_ctx = 64, .n_ubatch = 8};
+    g4_ctx_t *c8 = g4_ctx_new(m, &cp8, &err);
+    REQUIRE(c8);
+    int s8 = g4_seq_new(c8, &err);
+    REQUIRE(s8 >= 0);
+    int32_t t8[14];
+    for (int i = 0; i < T; i++) sq[i] = s8, fl[i] = (i >= 5 && i < 12) ? G4_ROW_EMBD : 0, t8[i] = fl[i] ? -1 : tok[i];
+    g4_batch_t b8 = {T, t8, embd + (size_t)5 * H, pos, sq, NULL, fl};
+    REQUIRE(g4_ctx_forward(c8, &b8, NULL, NULL, NULL, l2, &err) == 0);
+    CHECKF(memcmp(l1, l2, (size_t)T * V * 4) == 0, "soft-token rows split over ubatches differ from their tokens");
+    g4_ctx_destroy(&c8);
     g4_free(embd), g4_free(l1), g4_free(l2);
     g4_ctx_destroy(&c);
     g4_model_destroy(&m);
