@@ -5,20 +5,11 @@ through -m, and g4 parse-output on model-style outputs.
 Usage: test_chat.py G4_BINARY TESTDATA_DIR"""
 import json, os, subprocess, sys, tempfile
 
-g4, td = sys.argv[1], os.environ.get("G4_TESTDATA") or sys.argv[2]
-cases_path = os.path.join(td, "chat", "cases.json")
-if not os.path.exists(cases_path):
-    print("SKIP: reference data not found at %s (set G4_TESTDATA)" % td)
-    sys.exit(77)
-fails = passes = 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from g4test import check, finish, start  # noqa: E402
 
-def check(ok, msg):
-    global fails, passes
-    if ok:
-        passes += 1
-    else:
-        fails += 1
-        print("FAIL:", msg)
+g4, td = start("chat/cases.json")
+cases_path = os.path.join(td, "chat", "cases.json")
 
 cases = json.load(open(cases_path))
 tdir = os.path.join(td, "templates")
@@ -88,5 +79,4 @@ check(got.get("content") == "Sure." and got["tool_calls"][0]["function"]["argume
       "parse quoted delimiters: %r" % got)
 got = parse('<|tool_call>call:f{s:<|"|>unterminated}<tool_call|>')
 check("error" in got, "malformed call must be an error: %r" % got)
-print("%d passed, %d failed" % (passes, fails))
-sys.exit(1 if fails else 0)
+finish()

@@ -17,17 +17,11 @@ And the tokenizer reproduces llama.cpp's 46 test vectors and the prompt ids.
 Usage: test_decoder.py G4_BINARY TESTDATA_DIR"""
 import json, os, subprocess, sys
 
-g4, td = sys.argv[1], os.environ.get("G4_TESTDATA") or sys.argv[2]
-mdir = os.path.join(td, "models")
-if not os.path.isdir(mdir):
-    print("SKIP: reference data not found at %s (set G4_TESTDATA)" % td)
-    sys.exit(77)
-fails = passes = 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from g4test import check, fail, finish, start  # noqa: E402
 
-def fail(msg):
-    global fails
-    fails += 1
-    print("FAIL:", msg)
+g4, td = start("models")
+mdir = os.path.join(td, "models")
 
 # tokenizer test vectors (no BOS, no special parsing), like test-tokenizer-0
 vocab = os.path.join(td, "vocab", "ggml-vocab-gemma-4.gguf")
@@ -39,7 +33,7 @@ for text, want in zip(inp, out):
     if got != want.strip():
         fail("tokenize %r: want %s got %s" % (text, want, got))
     else:
-        passes += 1
+        check(True, "")
 
 for name in sorted(os.listdir(mdir)):
     if not name.endswith(".json") or name.endswith(".make.json"):
@@ -86,8 +80,7 @@ for name in sorted(os.listdir(mdir)):
         fail("%s: top-8 log-probs differ by %.3g over %d positions (min %d ids in common)" %
              (name, worst, last, common_min))
         continue
-    passes += 1
+    check(True, "")
     print("ok %-26s identical for %s ids, top-8 logprob diff %.1e" %
           (name, "all 32" if first is None else "%d (then margin %.4f)" % (first, pos[n - 1 + first]["margin"]), worst))
-print("%d passed, %d failed" % (passes, fails))
-sys.exit(1 if fails else 0)
+finish()

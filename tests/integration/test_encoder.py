@@ -13,31 +13,18 @@ Usage: test_encoder.py G4_BINARY TESTDATA_DIR"""
 import json, math, os, random, struct, subprocess, sys, tempfile, time
 import zlib
 
-g4, td = sys.argv[1], os.environ.get("G4_TESTDATA") or sys.argv[2]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from g4test import check, finish, runner, start  # noqa: E402
+
+g4, td = start("mm")
 mm = os.path.join(td, "mm")
-if not os.path.isdir(mm):
-    print("SKIP: reference data not found at %s (set G4_TESTDATA)" % mm)
-    sys.exit(77)
 here = os.path.dirname(os.path.abspath(__file__))
 text_model = os.path.join(here, "..", "data", "mm-text96.gguf")
 f32 = os.path.join(mm, "mmproj-gemma4-e2b-tiny-f32.gguf")
 f16 = os.path.join(mm, "mmproj-gemma4-vision-tiny-f16.gguf")
 tmp = tempfile.mkdtemp(prefix="g4-enc-")
 env = dict(os.environ, G4_RUN_DIR=os.path.join(tmp, "run"))
-fails = passes = 0
-
-def check(ok, msg):
-    global fails, passes
-    if ok:
-        passes += 1
-    else:
-        fails += 1
-        print("FAIL:", msg)
-    sys.stdout.flush()
-
-def g4run(*args, timeout=600):
-    r = subprocess.run([g4] + list(args), capture_output=True, text=True, timeout=timeout, env=env)
-    return r.returncode, r.stdout, r.stderr
+g4run = runner(g4, env)
 
 def readbin(p):
     b = open(p, "rb").read()
@@ -252,5 +239,4 @@ else:
         print("encoderd counters after two identical images:", c2)
         g4run("down")
 
-print("%d passed, %d failed" % (passes, fails))
-sys.exit(1 if fails else 0)
+finish()

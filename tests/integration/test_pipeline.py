@@ -11,27 +11,14 @@
 Usage: test_pipeline.py G4_BINARY TESTDATA_DIR"""
 import json, os, signal, subprocess, sys, tempfile, threading, time
 
-g4, td = sys.argv[1], os.environ.get("G4_TESTDATA") or sys.argv[2]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from g4test import check, finish, passed, runner, start  # noqa: E402
+
+g4, td = start("models")
 mdir = os.path.join(td, "models")
-if not os.path.isdir(mdir):
-    print("SKIP: reference data not found at %s (set G4_TESTDATA)" % td)
-    sys.exit(77)
-fails = passes = 0
 run_dir = tempfile.mkdtemp(prefix="g4-test-")
 env = dict(os.environ, G4_RUN_DIR=run_dir)
-
-def check(ok, msg):
-    global fails, passes
-    if ok:
-        passes += 1
-    else:
-        fails += 1
-        print("FAIL:", msg)
-    sys.stdout.flush()
-
-def g4run(*args, timeout=300):
-    r = subprocess.run([g4] + list(args), capture_output=True, text=True, timeout=timeout, env=env)
-    return r.returncode, r.stdout, r.stderr
+g4run = runner(g4, env)
 
 # 1. shards 1, 2, 3 == in-process, every model
 models = sorted(f[:-5] for f in os.listdir(mdir) if f.endswith(".gguf") and os.path.exists(os.path.join(mdir, f[:-5] + ".long.json")))
@@ -49,7 +36,7 @@ for name in ([] if os.environ.get("G4_SKIP_SHARDS") else models):
                              "--shards", str(shards))
         got = json.loads(out)["ids"] if rc == 0 else err.strip()
         check(got == want, "%s --shards %d: %s, in-process %s" % (name, shards, got, want))
-print("pipeline == in-process: %d checks" % passes)
+print("pipeline == in-process: %d checks" % passed())
 
 # 2. a persistent stack
 model = os.path.join(mdir, "dense-q8_0.gguf")
@@ -183,5 +170,4 @@ for d in st["daemons"]:
         except OSError:
             break
         time.sleep(0.1)
-print("%d passed, %d failed" % (passes, fails))
-sys.exit(1 if fails else 0)
+finish()

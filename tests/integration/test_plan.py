@@ -6,16 +6,11 @@ a KV cache kept together, and a clear "does not fit" when memory is short.
 Usage: test_plan.py G4_BINARY TESTDATA_DIR"""
 import json, os, subprocess, sys
 
-g4, td = sys.argv[1], os.environ.get("G4_TESTDATA") or sys.argv[2]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from g4test import check, finish, start  # noqa: E402
+
+g4, td = start("models")
 mdir = os.path.join(td, "models")
-if not os.path.isdir(mdir):
-    print("SKIP: reference data not found at %s (set G4_TESTDATA)" % td)
-    sys.exit(77)
-fails = passes = 0
-def check(ok, msg):
-    global fails, passes
-    if ok: passes += 1
-    else: fails += 1; print("FAIL:", msg)
 
 def plan(model, *args):
     r = subprocess.run([g4, "plan", "-m", os.path.join(mdir, model), "--json"] + list(args), capture_output=True, text=True)
@@ -50,5 +45,4 @@ for mode in (["--in-process"], ["--shards", "2"]):
     b = json.loads(r.stdout) if r.returncode == 0 else {}
     check(all(b.get(k, 0) > 0 for k in ("prefill_tps", "decode_tps", "ttft_ms", "ready_ms", "peak_rss_mb")) and
           len(b.get("processes", [])) == (1 if mode[0] == "--in-process" else 4), "g4 bench %s: %s %s" % (mode, r.stdout, r.stderr))
-print("%d passed, %d failed" % (passes, fails))
-sys.exit(1 if fails else 0)
+finish()

@@ -12,18 +12,12 @@
 Usage: test_serve.py G4_BINARY TESTDATA_DIR"""
 import json, os, resource, socket, subprocess, sys, tempfile, threading, time, urllib.request, urllib.error
 
-g4, td = sys.argv[1], os.environ.get("G4_TESTDATA") or sys.argv[2]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from g4test import check, finish, start  # noqa: E402
+
+g4, td = start("models/dense-q8_0.gguf")
 model = os.path.join(td, "models", "dense-q8_0.gguf")
-if not os.path.exists(model):
-    print("SKIP: reference data not found at %s (set G4_TESTDATA)" % td)
-    sys.exit(77)
 sanitized = os.environ.get("G4_SANITIZED") == "1"
-fails = passes = 0
-def check(ok, msg):
-    global fails, passes
-    if ok: passes += 1
-    else: fails += 1; print("FAIL:", msg)
-    sys.stdout.flush()
 
 run_dir = tempfile.mkdtemp(prefix="g4-serve-")
 env = dict(os.environ, G4_RUN_DIR=run_dir)
@@ -216,5 +210,4 @@ except subprocess.TimeoutExpired:
     srv.kill()
     check(False, "g4 serve did not stop on SIGTERM")
 subprocess.run([g4, "down"], env=env, capture_output=True)
-print("%d passed, %d failed" % (passes, fails))
-sys.exit(1 if fails else 0)
+finish()

@@ -8,20 +8,11 @@
 Usage: test_tokenizer.py G4_BINARY TESTDATA_DIR"""
 import json, os, random, subprocess, sys, tempfile, time
 
-g4, td = sys.argv[1], os.environ.get("G4_TESTDATA") or sys.argv[2]
-vocab = os.path.join(td, "vocab", "ggml-vocab-gemma-4.gguf")
-if not os.path.exists(vocab):
-    print("SKIP: reference data not found at %s (set G4_TESTDATA)" % td)
-    sys.exit(77)
-fails = passes = 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from g4test import check, finish, start  # noqa: E402
 
-def check(ok, msg):
-    global fails, passes
-    if ok:
-        passes += 1
-    else:
-        fails += 1
-        print("FAIL:", msg)
+g4, td = start("vocab/ggml-vocab-gemma-4.gguf")
+vocab = os.path.join(td, "vocab", "ggml-vocab-gemma-4.gguf")
 
 def run(*args):
     r = subprocess.run([g4] + list(args), capture_output=True)
@@ -73,5 +64,4 @@ os.unlink(path)
 n_ids = len(json.loads(out)) if rc == 0 else 0
 print("1 MiB text: %d ids in %.2f s (g4 tokenize, vocabulary load included)" % (n_ids, dt))
 check(rc == 0 and dt < (15.0 if sanitized else 2.0), "1 MiB tokenize took %.2f s" % dt)
-print("%d passed, %d failed" % (passes, fails))
-sys.exit(1 if fails else 0)
+finish()
