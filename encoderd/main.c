@@ -18,6 +18,12 @@ static const char s_usage[] =
     "                [--cache-mb N] [--threads N] [--log-level L]\n"
     "  EP: ipc://PATH or tcp://HOST:PORT; --cache-mb 0 turns the embedding cache off (default 512)\n";
 
+static void s_handle(void *svc, void *sock, g4_msg_t *m)
+{
+    (void)sock;
+    enc_service_handle(svc, m);
+}
+
 int main(int argc, char **argv)
 {
     g4_log_set_level(G4_LOG_INFO);
@@ -33,11 +39,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--name") && v) name = v, i++;
         else if (!strcmp(a, "--cache-mb") && v) cache_mb = atol(v), i++;
         else if ((!strcmp(a, "--threads") || !strcmp(a, "-t")) && v) threads = atoi(v), i++;
-        else if (!strcmp(a, "--log-level") && v) {
-            g4_log_level_t l;
-            if (!g4_log_parse_level(v, &l)) g4_log_set_level(l);
-            i++;
-        } else {
+        else if (g4_daemon_log_opt(a, v)) i++;
+        else {
             fputs(s_usage, strcmp(a, "--help") ? stderr : stdout);
             return strcmp(a, "--help") ? 2 : 0;
         }
@@ -57,12 +60,8 @@ int main(int argc, char **argv)
     }
     const enc_info_t *in = enc_model_info(m);
     void *zctx = zmq_ctx_new();
-    if (g4_wire_security_init(zctx, 1, &err)) {
-        g4_log_error("encoderd", "%s", err.msg);
-        return 1;
-    }
-    void *sock = g4_wire_socket(zctx, ZMQ_ROUTER, &err);
-    if (!sock || g4_wire_bind(sock, listen, &err)) {
+    void *sock = g4_daemon_listen(zctx, ZMQ_ROUTER, listen, &err);
+    if (!sock) {
         g4_log_error("encoderd", "%s", err.msg);
         return 1;
     }
@@ -100,23 +99,8 @@ int main(int argc, char **argv)
                                 {d.ctl, 0, ZMQ_POLLIN, 0}};
         int n = zmq_poll(it, d.ctl ? 3 : 2, G4_HEARTBEAT_MS / 2);
         if (n > 0 && (it[1].revents & ZMQ_POLLIN)) enc_service_on_results(svc);
-        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) {
-            for (int k = 0; k < 64; k++) {
-                g4_msg_t msg;
-                int rc = g4_wire_recv(sock, 1, &msg, -1, &err);
-                if (rc == G4_ERR_TIMEOUT) break;
-                if (rc == G4_OK) enc_service_handle(svc, &msg);
-                else if (msg.route_len)
-                    g4_wire_send_error(sock, msg.route, msg.route_len,
-                                       msg.env && msg.env->header ? msg.env->header->request_id : 0, rc, "%s", err.msg);
-                g4_msg_close(&msg);
-            }
-        }
-        if (n > 0 && d.ctl && (it[2].revents & ZMQ_POLLIN)) {
-            g4_msg_t msg;
-            if (g4_wire_recv(d.ctl, 0, &msg, -1, &err) == G4_OK) g4_daemon_handle(&d, &msg);
-            g4_msg_close(&msg);
-        }
+        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) g4_daemon_serve_burst(sock, 64, s_handle, svc, NULL);
+        if (n > 0 && d.ctl && (it[2].revents & ZMQ_POLLIN)) g4_daemon_poll_ctl(&d);
         enc_service_counters(svc, d.counter_values);
         g4_daemon_tick(&d);
     }

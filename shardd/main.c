@@ -84,11 +84,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--ubatch") && v) p.n_ubatch = atoi(v), i++;
         else if (!strcmp(a, "--kv-f32")) p.kv_f32 = 1;
         else if (!strcmp(a, "--name") && v) name = v, i++;
-        else if (!strcmp(a, "--log-level") && v) {
-            g4_log_level_t l;
-            if (!g4_log_parse_level(v, &l)) g4_log_set_level(l);
-            i++;
-        } else {
+        else if (g4_daemon_log_opt(a, v)) i++;
+        else {
             fputs(s_usage, strcmp(a, "--help") ? stderr : stdout);
             return strcmp(a, "--help") ? 2 : 0;
         }

@@ -14,6 +14,8 @@ static const char s_usage[] =
     "usage: tokenizerd --model M.gguf --listen EP [--template T.jinja] [--scheduler EP] [--name NAME]\n"
     "  EP: ipc://PATH or tcp://HOST:PORT\n";
 
+static void s_handle(void *t, void *sock, g4_msg_t *m) { tokd_handle(t, sock, m); }
+
 int main(int argc, char **argv)
 {
     g4_log_set_level(G4_LOG_INFO); /* daemons say what they do; --log-level changes it */
@@ -26,11 +28,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--scheduler") && v) sched = v, i++;
         else if (!strcmp(a, "--advertise") && v) advertise = v, i++;
         else if (!strcmp(a, "--name") && v) name = v, i++;
-        else if (!strcmp(a, "--log-level") && v) {
-            g4_log_level_t l;
-            if (!g4_log_parse_level(v, &l)) g4_log_set_level(l);
-            i++;
-        } else {
+        else if (g4_daemon_log_opt(a, v)) i++;
+        else {
             fputs(s_usage, strcmp(a, "--help") ? stderr : stdout);
             return strcmp(a, "--help") ? 2 : 0;
         }
@@ -79,12 +78,8 @@ int main(int argc, char **argv)
     }
     snprintf(t.digest, sizeof t.digest, "%016llx", (unsigned long long)g4_gguf_digest(g));
     void *zctx = zmq_ctx_new();
-    if (g4_wire_security_init(zctx, 1, &err)) {
-        g4_log_error("tokenizerd", "%s", err.msg);
-        return 1;
-    }
-    void *sock = g4_wire_socket(zctx, ZMQ_ROUTER, &err);
-    if (!sock || g4_wire_bind(sock, listen, &err)) {
+    void *sock = g4_daemon_listen(zctx, ZMQ_ROUTER, listen, &err);
+    if (!sock) {
         g4_log_error("tokenizerd", "%s", err.msg);
         return 1;
     }
@@ -113,25 +108,8 @@ int main(int argc, char **argv)
     while (!g4_daemon_stop) {
         zmq_pollitem_t it[2] = {{sock, 0, ZMQ_POLLIN, 0}, {d.ctl, 0, ZMQ_POLLIN, 0}};
         int n = zmq_poll(it, d.ctl ? 2 : 1, G4_HEARTBEAT_MS / 2);
-        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) {
-            for (int k = 0; k < 256; k++) { /* a burst, then heartbeats get their turn */
-                g4_msg_t m;
-                int rc = g4_wire_recv(sock, 1, &m, -1, &err);
-                if (rc == G4_ERR_TIMEOUT) break;
-                if (rc == G4_OK) tokd_handle(&t, sock, &m);
-                else if (m.route_len) {
-                    t.n_errors++;
-                    g4_wire_send_error(sock, m.route, m.route_len, m.env && m.env->header ? m.env->header->request_id : 0,
-                                       rc, "%s", err.msg);
-                }
-                g4_msg_close(&m);
-            }
-        }
-        if (n > 0 && d.ctl && (it[1].revents & ZMQ_POLLIN)) {
-            g4_msg_t m;
-            if (g4_wire_recv(d.ctl, 0, &m, -1, &err) == G4_OK) g4_daemon_handle(&d, &m);
-            g4_msg_close(&m);
-        }
+        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) g4_daemon_serve_burst(sock, 256, s_handle, &t, &t.n_errors);
+        if (n > 0 && d.ctl && (it[1].revents & ZMQ_POLLIN)) g4_daemon_poll_ctl(&d);
         g4_daemon_tick(&d);
     }
     g4_log_info("tokenizerd", "stopping after %llu requests (%llu errors)", (unsigned long long)t.n_requests,

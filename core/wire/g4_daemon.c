@@ -106,3 +106,49 @@ void g4_daemon_close(g4_daemon_t *d)
     if (d->ctl) zmq_close(d->ctl);
     d->ctl = NULL;
 }
+
+void g4_daemon_poll_ctl(g4_daemon_t *d)
+{
+    g4_msg_t m;
+    g4_err_t err;
+    if (d->ctl && g4_wire_recv(d->ctl, 0, &m, -1, &err) == G4_OK) g4_daemon_handle(d, &m);
+    g4_msg_close(&m);
+}
+
+void *g4_daemon_listen(void *zctx, int type, const char *ep, g4_err_t *err)
+{
+    if (g4_wire_security_init(zctx, 1, err)) return NULL;
+    void *sock = g4_wire_socket(zctx, type, err);
+    if (sock && g4_wire_bind(sock, ep, err)) {
+        zmq_close(sock);
+        return NULL;
+    }
+    return sock;
+}
+
+void g4_daemon_serve_burst(void *sock, int max, void (*fn)(void *user, void *sock, g4_msg_t *m), void *user,
+                           uint64_t *n_errors)
+{
+    for (int k = 0; k < max; k++) {
+        g4_msg_t m;
+        g4_err_t err;
+        int rc = g4_wire_recv(sock, 1, &m, -1, &err);
+        if (rc == G4_ERR_TIMEOUT) break;
+        if (rc == G4_OK) {
+            fn(user, sock, &m);
+        } else if (m.route_len) {
+            if (n_errors) (*n_errors)++;
+            g4_wire_send_error(sock, m.route, m.route_len, m.env && m.env->header ? m.env->header->request_id : 0, rc,
+                               "%s", err.msg);
+        }
+        g4_msg_close(&m);
+    }
+}
+
+int g4_daemon_log_opt(const char *a, const char *v)
+{
+    if (strcmp(a, "--log-level") || !v) return 0;
+    g4_log_level_t l;
+    if (!g4_log_parse_level(v, &l)) g4_log_set_level(l);
+    return 1;
+}

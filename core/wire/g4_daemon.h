@@ -33,6 +33,19 @@ void g4_daemon_tick(g4_daemon_t *d);
  * control message handled here (register reply, shutdown), else 0. */
 int g4_daemon_handle(g4_daemon_t *d, g4_msg_t *m);
 void g4_daemon_close(g4_daemon_t *d);
+/* Receives and handles one message from the control socket (when readable). */
+void g4_daemon_poll_ctl(g4_daemon_t *d);
+
+/* A socket of `type` bound to ep, on a context whose security (CURVE) is set
+ * up for serving. */
+void *g4_daemon_listen(void *zctx, int type, const char *ep, g4_err_t *err);
+/* Up to `max` waiting requests of a ROUTER socket to fn (a burst, then the
+ * caller's heartbeats get their turn); a malformed one is counted in
+ * *n_errors (may be NULL) and answered with an error where it can be. */
+void g4_daemon_serve_burst(void *sock, int max, void (*fn)(void *user, void *sock, g4_msg_t *m), void *user,
+                           uint64_t *n_errors);
+/* "--log-level LEVEL": applies it and returns 1 (the caller skips v). */
+int g4_daemon_log_opt(const char *a, const char *v);
 
 
 #endif
