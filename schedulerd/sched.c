@@ -119,6 +119,15 @@ struct sched {
     uint64_t n_done, n_failed;
     char model[512];
     uint64_t chain_lost_ms;
+    /* the rows of the batch being formed (n_ubatch each; no allocation per step) */
+    int32_t *bt_tok, *bt_pos;
+    uint32_t *bt_slot, *bt_srows;
+    int8_t *bt_flags;
+    float *bt_embd;
+    size_t bt_embd_cap;         /* floats */
+    G4__V1__SeqParams *bt_sps;  /* params of slots starting in the batch */
+    G4__V1__SeqParams **bt_spp;
+    int bt_cap_r;
 };
 
 static uint64_t s_now(void) { return g4_wire_now_ms(); }
@@ -1124,27 +1133,27 @@ static void s_schedule(sched_t *s)
     for (int i = 0; i < s->n_r; i++) n_running += s->r[i].state == R_RUNNING && !s->r[i].finish;
     const int max_seqs = n_running ? (n_running + s->n_chain - 1) / s->n_chain : 1;
     while (s->n_b < s->n_chain && s->n_b < MAX_BATCHES) {
-        int32_t *tokens = g4_malloc((size_t)s->p.n_ubatch * sizeof *tokens);
-        int32_t *pos = g4_malloc((size_t)s->p.n_ubatch * sizeof *pos);
-        uint32_t *slot = g4_malloc((size_t)s->p.n_ubatch * sizeof *slot);
-        uint32_t *srows = g4_malloc((size_t)s->p.n_ubatch * sizeof *srows);
+        if (s->bt_cap_r < s->n_r + 1) {
+            G4__V1__SeqParams *nsp = g4_realloc(s->bt_sps, (size_t)(s->n_r + 1) * sizeof *nsp);
+            if (nsp) s->bt_sps = nsp;
+            G4__V1__SeqParams **npp = g4_realloc(s->bt_spp, (size_t)(s->n_r + 1) * sizeof *npp);
+            if (npp) s->bt_spp = npp;
+            if (!nsp || !npp) return;
+            s->bt_cap_r = s->n_r + 1;
+        }
+        int32_t *tokens = s->bt_tok, *pos = s->bt_pos;
+        uint32_t *slot = s->bt_slot, *srows = s->bt_srows;
+        int8_t *rflags = s->bt_flags;
+        G4__V1__SeqParams *sps = s->bt_sps, **spp = s->bt_spp;
+        /* the batch record keeps these until its result comes back */
         int *reqs = g4_malloc((size_t)(s->n_r + 1) * sizeof *reqs), *fed = g4_malloc((size_t)(s->n_r + 1) * sizeof *fed);
         int *fpos = g4_malloc((size_t)(s->n_r + 1) * sizeof *fpos), *spos_v = g4_malloc((size_t)(s->n_r + 1) * sizeof *spos_v);
-        G4__V1__SeqParams *sps = g4_calloc((size_t)s->n_r + 1, sizeof *sps);
-        G4__V1__SeqParams **spp = g4_calloc((size_t)s->n_r + 1, sizeof *spp);
-        if (!tokens || !pos || !slot || !srows || !reqs || !fed || !sps || !spp || !fpos || !spos_v) {
-            g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(reqs), g4_free(fed), g4_free(sps), g4_free(spp);
-            g4_free(fpos), g4_free(spos_v);
+        if (!reqs || !fed || !fpos || !spos_v) {
+            g4_free(reqs), g4_free(fed), g4_free(fpos), g4_free(spos_v);
             return;
         }
         int rows = 0, n_req = 0, n_s = 0, n_p = 0, n_erows = 0, n_embd_h = 0, any_flag = 0;
-        int8_t *rflags = g4_calloc((size_t)s->p.n_ubatch, 1);
-        float *ebuf = NULL;
-        if (!rflags) {
-            g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(reqs), g4_free(fed), g4_free(sps), g4_free(spp);
-            g4_free(fpos), g4_free(spos_v);
-            return;
-        }
+        memset(rflags, 0, (size_t)s->p.n_ubatch);
         for (int k = 0; k < s->n_r && n_req < max_seqs; k++) {
             const int i = (s->rr + k) % s->n_r;
             req_t *q = &s->r[i];
@@ -1166,10 +1175,13 @@ static void s_schedule(sched_t *s)
                 for (int j = 0; j < need && q->n_fed + j < q->n_prompt; j++) ne += (q->rflag[q->n_fed + j] & ROW_EMBD) != 0;
                 if (ne) {
                     if (n_embd_h && n_embd_h != q->n_embd) continue; /* (one width per model) */
-                    float *ne_buf = g4_realloc(ebuf, (size_t)(n_erows + ne) * q->n_embd * sizeof(float));
-                    if (!ne_buf) continue;
-                    ebuf = ne_buf;
-                    memcpy(ebuf + (size_t)n_erows * q->n_embd, q->embd + (size_t)e0 * q->n_embd,
+                    const size_t want_f = (size_t)(n_erows + ne) * q->n_embd;
+                    if (want_f > s->bt_embd_cap) {
+                        float *nb = g4_realloc(s->bt_embd, want_f * sizeof(float));
+                        if (!nb) continue;
+                        s->bt_embd = nb, s->bt_embd_cap = want_f;
+                    }
+                    memcpy(s->bt_embd + (size_t)n_erows * q->n_embd, q->embd + (size_t)e0 * q->n_embd,
                            (size_t)ne * q->n_embd * sizeof(float));
                     n_erows += ne, n_embd_h = q->n_embd;
                 }
@@ -1201,8 +1213,7 @@ static void s_schedule(sched_t *s)
         }
         if (n_req) s->rr = (s->rr + 1) % (s->n_r ? s->n_r : 1);
         if (!rows) {
-            g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(reqs), g4_free(fed), g4_free(sps), g4_free(spp);
-            g4_free(fpos), g4_free(spos_v), g4_free(rflags), g4_free(ebuf);
+            g4_free(reqs), g4_free(fed), g4_free(fpos), g4_free(spos_v);
             return;
         }
         const uint64_t bid = ++s->next_batch;
@@ -1222,7 +1233,7 @@ static void s_schedule(sched_t *s)
         fb.release = s->release, fb.n_release = (size_t)s->n_release;
         G4__V1__TensorDesc ed = G4__V1__TENSOR_DESC__INIT;
         uint64_t eshape[2] = {(uint64_t)n_erows, (uint64_t)n_embd_h};
-        const void *eraw[1] = {ebuf};
+        const void *eraw[1] = {s->bt_embd};
         size_t eraw_len[1] = {(size_t)n_erows * n_embd_h * sizeof(float)};
         if (any_flag) {
             fb.row_flags.data = (uint8_t *)rflags, fb.row_flags.len = (size_t)rows;
@@ -1236,8 +1247,6 @@ static void s_schedule(sched_t *s)
         g4_err_t err;
         int rc = g4_wire_send(s->d[s->chain[0]].sock, NULL, 0, &env, n_erows ? eraw : NULL, n_erows ? eraw_len : NULL,
                               n_erows ? 1 : 0, 1, &err);
-        g4_free(tokens), g4_free(pos), g4_free(slot), g4_free(srows), g4_free(sps), g4_free(spp);
-        g4_free(rflags), g4_free(ebuf);
         if (!rc) s->n_release = 0;
         if (rc) {
             for (int i = 0; i < n_req; i++) {
@@ -1302,6 +1311,15 @@ sched_t *sched_new(void *zctx, const sched_params_t *p, g4_err_t *err)
     if (s->p.max_queue <= 0) s->p.max_queue = 1024;
     if (s->p.heartbeat_timeout_ms <= 0) s->p.heartbeat_timeout_ms = 1500;
     s->zctx = zctx;
+    const size_t U = (size_t)s->p.n_ubatch;
+    s->bt_tok = g4_malloc(U * sizeof *s->bt_tok), s->bt_pos = g4_malloc(U * sizeof *s->bt_pos);
+    s->bt_slot = g4_malloc(U * sizeof *s->bt_slot), s->bt_srows = g4_malloc(U * sizeof *s->bt_srows);
+    s->bt_flags = g4_malloc(U);
+    if (!s->bt_tok || !s->bt_pos || !s->bt_slot || !s->bt_srows || !s->bt_flags) {
+        g4_err_set(err, G4_ERR_NOMEM, "out of memory");
+        sched_free(&s);
+        return NULL;
+    }
     snprintf(s->results_ep, sizeof s->results_ep, "%s", p->results);
     s->router = g4_wire_socket(zctx, ZMQ_ROUTER, err);
     s->results = g4_wire_socket(zctx, ZMQ_PULL, err);
@@ -1324,6 +1342,8 @@ void sched_free(sched_t **sp)
     if (s->router) zmq_close(s->router);
     if (s->results) zmq_close(s->results);
     g4_free(s->r), g4_free(s->slot_used), g4_free(s->release);
+    g4_free(s->bt_tok), g4_free(s->bt_pos), g4_free(s->bt_slot), g4_free(s->bt_srows), g4_free(s->bt_flags);
+    g4_free(s->bt_embd), g4_free(s->bt_sps), g4_free(s->bt_spp);
     g4_free(s);
     *sp = NULL;
 }
