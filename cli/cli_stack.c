@@ -286,6 +286,16 @@ G4__V1__StatusReply *cli_sched_status(const char *sched_ep, int timeout_ms, G4__
     return rep;
 }
 
+/* an encoderd has registered and is ready */
+static int s_encoder_ready(const G4__V1__StatusReply *r)
+{
+    for (size_t k = 0; k < r->n_daemons; k++)
+        if (r->daemons[k]->role == G4__V1__ROLE__ROLE_ENCODER && r->daemons[k]->state &&
+            !strcmp(r->daemons[k]->state, "ready"))
+            return 1;
+    return 0;
+}
+
 int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
 {
     const uint64_t t0 = g4_wire_now_ms();
@@ -304,11 +314,7 @@ int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
         G4__V1__StatusReply *r = cli_sched_status(st->sched_ep, 200, &owner);
         int ready = r && r->ready;
         if (ready && st->want_encoder) {
-            int enc = 0;
-            for (size_t k = 0; k < r->n_daemons; k++)
-                enc |= r->daemons[k]->role == G4__V1__ROLE__ROLE_ENCODER && r->daemons[k]->state &&
-                       !strcmp(r->daemons[k]->state, "ready");
-            ready = enc;
+            ready = s_encoder_ready(r);
         }
         if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
         if (ready) return 0;
@@ -464,11 +470,7 @@ int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char
         const char *m = o->model && realpath(o->model, want) ? want : o->model;
         int usable = r && r->ready && (!m || (r->model && !strcmp(r->model, m)));
         if (usable && o->mmproj) {
-            int enc = 0;
-            for (size_t k = 0; k < r->n_daemons; k++)
-                enc |= r->daemons[k]->role == G4__V1__ROLE__ROLE_ENCODER && r->daemons[k]->state &&
-                       !strcmp(r->daemons[k]->state, "ready");
-            usable = enc;
+            usable = s_encoder_ready(r);
         }
         if (r && r->ready && !usable && m)
             fprintf(stderr, "note: the running stack serves %s; starting one for %s\n", r->model, m);

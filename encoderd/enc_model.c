@@ -168,7 +168,7 @@ static int s_conv16(enc_model_t *m, const char *name, int kw, int kh, int cin, i
     }
     free(row);
     memset(out, 0, sizeof *out);
-    out->name = name;
+    out->name = NULL; /* name is the caller's buffer */
     out->data = d;
     out->dtype = G4_DTYPE_F16;
     out->n_dims = 2;
