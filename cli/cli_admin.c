@@ -116,14 +116,9 @@ int cli_up(int argc, char **argv)
     cli_stack_opts_t o = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int took;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) o.model = v, i++;
-        else if (!strcmp(a, "--shards") && v) o.n_shards = atoi(v), i++;
-        else if ((!strcmp(a, "--threads") || !strcmp(a, "-t")) && v) o.threads = atoi(v), i++;
-        else if ((!strcmp(a, "--ctx") || !strcmp(a, "-c")) && v) o.n_ctx = atoi(v), i++;
-        else if (!strcmp(a, "--slots") && v) o.n_slots = atoi(v), i++;
-        else if (!strcmp(a, "--template") && v) o.template_path = v, i++;
-        else if (!strcmp(a, "--mmproj") && v) o.mmproj = v, i++;
-        else if (!strcmp(a, "--kv-f32")) o.kv_f32 = 1;
+        else if ((took = cli_stack_opt(&o, a, v))) i += took - 1;
         else {
             cli_error("usage: g4 up -m MODEL.gguf [--shards N] [--threads N] [--ctx N] [--slots N] [--kv-f32] "
                       "[--template T.jinja] [--mmproj MMPROJ.gguf]");

@@ -951,20 +951,16 @@ int cli_serve(int argc, char **argv)
     int port = 8080;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int took;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) o.model = v, i++;
         else if (!strcmp(a, "--host") && v) host = v, i++;
         else if (!strcmp(a, "--port") && v) port = atoi(v), i++;
         else if (!strcmp(a, "--api-key") && v) api_key = v, i++;
         else if (!strcmp(a, "--connect") && v) connect_ep = v, i++;
-        else if (!strcmp(a, "--shards") && v) o.n_shards = atoi(v), i++;
-        else if ((!strcmp(a, "--threads") || !strcmp(a, "-t")) && v) o.threads = atoi(v), i++;
-        else if ((!strcmp(a, "--ctx") || !strcmp(a, "-c")) && v) o.n_ctx = atoi(v), i++;
-        else if (!strcmp(a, "--slots") && v) o.n_slots = atoi(v), i++;
-        else if (!strcmp(a, "--template") && v) o.template_path = v, i++;
-        else if (!strcmp(a, "--mmproj") && v) o.mmproj = v, i++;
+        else if ((took = cli_stack_opt(&o, a, v))) i += took - 1;
         else {
             cli_error("usage: g4 serve (-m MODEL.gguf | --connect EP) [--host 127.0.0.1] [--port 8080] [--api-key KEY]\n"
-                      "                [--shards N] [--threads N] [--ctx N] [--slots N] [--template T.jinja] [--mmproj MMPROJ.gguf]");
+                      "                [--shards N] [--threads N] [--ctx N] [--slots N] [--template T.jinja] [--mmproj MMPROJ.gguf] [--kv-f32]");
             return 2;
         }
     }

@@ -492,3 +492,17 @@ int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char
     snprintf(ep, ep_size, "%s", st->sched_ep);
     return 0;
 }
+
+int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v)
+{
+    if (!strcmp(a, "--kv-f32")) return o->kv_f32 = 1, 1;
+    if (!v) return 0;
+    if (!strcmp(a, "--shards")) o->n_shards = atoi(v);
+    else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) o->threads = atoi(v);
+    else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) o->n_ctx = atoi(v);
+    else if (!strcmp(a, "--slots")) o->n_slots = atoi(v);
+    else if (!strcmp(a, "--template")) o->template_path = v;
+    else if (!strcmp(a, "--mmproj")) o->mmproj = v;
+    else return 0;
+    return 2;
+}

@@ -38,6 +38,11 @@ typedef struct cli_stack {
     int want_encoder; /* ready means an encoder has registered too */
 } cli_stack_t;
 
+/* The options that shape a stack (--shards --threads/-t --ctx/-c --slots
+ * --template --mmproj --kv-f32) for g4 up / serve: returns how many
+ * arguments it took (2 with a value, 1 for a flag), 0 when `a` is none of them. */
+int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v);
+
 /* Layer boundaries for n shards: bounds[0] = 0 < … < bounds[k] = n_layer.
  * Layers that reuse another layer's KV cache stay with that layer, which can
  * lower the count; returns the number of shards (k), or -1 with err. */
