@@ -264,8 +264,7 @@ AVX2 static void s_dot4_q4_K(int64_t n, float *s, int64_t ss, const void *vw, co
     const g4_block_q8_K *a[4];
     for (int t = 0; t < 4; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    float summs[4] = {0, 0, 0, 0};
+    float sumf[4] = {0, 0, 0, 0};
     for (int64_t i = 0; i < n / 256; i++) {
         uint8_t sc[8], m[8];
         for (int j = 0; j < 8; j++) g4_kq_scale_min(j, w[i].scales, &sc[j], &m[j]);
@@ -282,7 +281,6 @@ AVX2 static void s_dot4_q4_K(int64_t n, float *s, int64_t ss, const void *vw, co
             const g4_block_q8_K *at = &a[t][i];
             int mins = 0;
             for (int g = 0; g < 16; g++) mins += at->bsums[g] * m[g / 2];
-            summs[t] += dmin * at->d * (float)mins;
             __m256i sumi = _mm256_setzero_si256();
             for (int c = 0; c < 4; c++) {
                 const __m256i a0 = _mm256_loadu_si256((const __m256i *)(at->qs + 64 * c));
@@ -291,11 +289,10 @@ AVX2 static void s_dot4_q4_K(int64_t n, float *s, int64_t ss, const void *vw, co
                 const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[c], a1), s1[c]);
                 sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
             }
-            const __m256 d = _mm256_set1_ps(dw * at->d);
-            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+            sumf[t] += dw * at->d * (float)s_hsum_i32(sumi) - dmin * at->d * (float)mins;
         }
     }
-    for (int t = 0; t < 4; t++) s[t * ss] = s_hsum_ps(acc[t]) - summs[t];
+    for (int t = 0; t < 4; t++) s[t * ss] = sumf[t];
 }
 
 AVX2 static void s_dot_q4_K(int64_t n, float *s, const void *vw, const void *va)
@@ -303,14 +300,12 @@ AVX2 static void s_dot_q4_K(int64_t n, float *s, const void *vw, const void *va)
     const g4_block_q4_K *w = vw;
     const g4_block_q8_K *a = va;
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    __m256 acc = _mm256_setzero_ps();
-    float summs = 0;
+    float sumf = 0;
     for (int64_t i = 0; i < n / 256; i++) {
         uint8_t sc[8], m[8];
         for (int j = 0; j < 8; j++) g4_kq_scale_min(j, w[i].scales, &sc[j], &m[j]);
         int mins = 0;
         for (int g = 0; g < 16; g++) mins += a[i].bsums[g] * m[g / 2];
-        summs += s_f16(w[i].dmin) * a[i].d * (float)mins;
         __m256i sumi = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             const __m256i q4 = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * c));
@@ -322,10 +317,9 @@ AVX2 static void s_dot_q4_K(int64_t n, float *s, const void *vw, const void *va)
             const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), _mm256_set1_epi16(sc[2 * c + 1]));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
         }
-        const __m256 d = _mm256_set1_ps(s_f16(w[i].d) * a[i].d);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+        sumf += s_f16(w[i].d) * a[i].d * (float)s_hsum_i32(sumi) - s_f16(w[i].dmin) * a[i].d * (float)mins;
     }
-    *s = s_hsum_ps(acc) - summs;
+    *s = sumf;
 }
 
 /* Q5_K x Q8_K */
@@ -646,57 +640,171 @@ AVX512VNNI static void s_dot8x4_q8_0_vnni(int64_t n, float *s, int64_t ss, const
         }
 }
 
-/* Q4_K, four activation rows, two per 512-bit register (lanes 0-7 one row,
- * 8-15 the next): per lane the same integer sums and float operations as
- * s_dot_q4_K (maddubs cannot saturate: 15 * 127 * 2 < 32768) */
+/* ---- K-quants, AVX-512 VNNI ------------------------------------------ */
+/* Every K-quant kernel (scalar, AVX2, AVX-512) computes per super-block the
+ * exact integer sums, then sumf += (d·d_a)·sumi [- (dmin·d_a)·mins] in that
+ * float order: all of them give the same bits, in any batch. */
+
+/* the eight 6-bit scales and mins of a Q4_K/Q5_K super-block, bytes 0-7 and 8-15 */
+static inline __m128i s_kq_scales_mins(const uint8_t *q)
+{
+    uint32_t u[4];
+    memcpy(u, q, 12);
+    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    u[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4); /* mins 4-7   */
+    const uint32_t mins03 = u[1] & m6;                     /* mins 0-3   */
+    u[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);        /* scales 4-7 */
+    u[2] = mins03;
+    u[0] &= m6; /* scales 0-3 */
+    return _mm_loadu_si128((const __m128i *)u);
+}
+
+/* Σ of the 16 int32 lanes */
+AVX512 static inline int s_hsum512_i32(__m512i x)
+{
+    const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64(x, 1));
+    return s_hsum_i32(h);
+}
+
+/* int16 lane j of the scale vector for 64 elements starting at element 64v
+ * holds the scale of element 64v + 2j (Q6_K: 16 elements per scale) */
+static const int16_t s_q6_scale_idx[4][32] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15,
+     15, 15, 15}};
+
+/* Q6_K super-block: u[v] = the unsigned 6-bit values (q + 32) of elements
+ * 64v .. 64v+63 in order, scv[v] their scales per int16 pair, and the
+ * correction Σ_g sc_g·bsum_g is left to the caller (needs the activation) */
+AVX512VNNI static inline void s_q6_K_unpack512(const g4_block_q6_K *b, __m512i u[4], __m512i scv[4], __m256i *sc16)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    /* qh bits (0,1) / (2,3) of the low / high 256 bits to bits (4,5), then (4,5) / (6,7) */
+    const __m512i shl_a = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr_b = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    for (int h = 0; h < 2; h++) {
+        const __m512i l = _mm512_loadu_si512((const void *)(b->ql + 64 * h));
+        const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+        const __m512i ha = _mm512_and_si512(_mm512_sllv_epi16(q, shl_a), m30);
+        const __m512i hb = _mm512_and_si512(_mm512_srlv_epi16(q, shr_b), m30);
+        u[2 * h] = _mm512_ternarylogic_epi64(m4, l, ha, 0xCA); /* m4 ? l : ha, bit by bit */
+        u[2 * h + 1] = _mm512_ternarylogic_epi64(m4, _mm512_srli_epi16(l, 4), hb, 0xCA);
+    }
+    *sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+    const __m512i s = _mm512_castsi256_si512(*sc16);
+    for (int v = 0; v < 4; v++) scv[v] = _mm512_permutexvar_epi16(_mm512_loadu_si512((const void *)s_q6_scale_idx[v]), s);
+}
+
+/* Σ sc·(u - 32)·a over one super-block, exact */
+AVX512VNNI static inline int s_q6_K_sum512(const __m512i u[4], const __m512i scv[4], __m256i sc16, const g4_block_q8_K *a)
+{
+    __m512i sumi = _mm512_setzero_si512();
+    for (int v = 0; v < 4; v++) {
+        const __m512i y = _mm512_loadu_si512((const void *)(a->qs + 64 * v));
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u[v], y), scv[v]);
+    }
+    const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)a->bsums));
+    return s_hsum512_i32(sumi) - 32 * s_hsum_i32(corr);
+}
+
+AVX512VNNI static void s_dot_q6_K_512(int64_t n, float *s, const void *vw, const void *va)
+{
+    const g4_block_q6_K *w = vw;
+    const g4_block_q8_K *a = va;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / 256; i++) {
+        __m512i u[4], scv[4];
+        __m256i sc16;
+        s_q6_K_unpack512(&w[i], u, scv, &sc16);
+        const int sumi = s_q6_K_sum512(u, scv, sc16, &a[i]);
+        sumf += s_f16(w[i].d) * a[i].d * (float)sumi;
+    }
+    *s = sumf;
+}
+
+AVX512VNNI static void s_dot4_q6_K_512(int64_t n, float *s, int64_t ss, const void *vw, const void *va, int64_t as)
+{
+    const g4_block_q6_K *w = vw;
+    const g4_block_q8_K *a[4];
+    for (int t = 0; t < 4; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
+    float sumf[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < n / 256; i++) {
+        __m512i u[4], scv[4];
+        __m256i sc16;
+        s_q6_K_unpack512(&w[i], u, scv, &sc16);
+        const float dw = s_f16(w[i].d);
+        for (int t = 0; t < 4; t++) {
+            const int sumi = s_q6_K_sum512(u, scv, sc16, &a[t][i]);
+            sumf[t] += dw * a[t][i].d * (float)sumi;
+        }
+    }
+    for (int t = 0; t < 4; t++) s[t * ss] = sumf[t];
+}
+
+/* Q4_K super-block: u[v] = the 4-bit values of elements 64v .. 64v+63 in
+ * order (sub-blocks 2v, 2v+1), scv[v] their scales per int16 pair, mn the
+ * mins per 16-element group (for the activation's bsums) */
+AVX512VNNI static inline void s_q4_K_unpack512(const g4_block_q4_K *b, __m512i u[4], __m512i scv[4], __m256i *mn)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+    for (int v = 0; v < 4; v++) {
+        const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * v)));
+        u[v] = _mm512_and_si512(_mm512_srlv_epi16(q, shr), m4);
+    }
+    const __m128i sm = s_kq_scales_mins(b->scales);
+    const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm)); /* int16 0-7 scales, 8-15 mins */
+    for (int v = 0; v < 4; v++)
+        scv[v] = _mm512_permutexvar_epi16(_mm512_inserti64x4(_mm512_set1_epi16((short)(2 * v)), _mm256_set1_epi16((short)(2 * v + 1)), 1), sc);
+    *mn = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* m0 m0 m1 m1 ... m7 m7 */
+}
+
+AVX512VNNI static inline __m512i s_q4_K_sum512(const __m512i u[4], const __m512i scv[4], const g4_block_q8_K *a)
+{
+    __m512i sumi = _mm512_setzero_si512();
+    for (int v = 0; v < 4; v++) {
+        const __m512i y = _mm512_loadu_si512((const void *)(a->qs + 64 * v));
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u[v], y), scv[v]);
+    }
+    return sumi;
+}
+
+AVX512VNNI static void s_dot_q4_K_512(int64_t n, float *s, const void *vw, const void *va)
+{
+    const g4_block_q4_K *w = vw;
+    const g4_block_q8_K *a = va;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / 256; i++) {
+        __m512i u[4], scv[4];
+        __m256i mn;
+        s_q4_K_unpack512(&w[i], u, scv, &mn);
+        const int sumi = s_hsum512_i32(s_q4_K_sum512(u, scv, &a[i]));
+        const int mins = s_hsum_i32(_mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)a[i].bsums)));
+        sumf += s_f16(w[i].d) * a[i].d * (float)sumi - s_f16(w[i].dmin) * a[i].d * (float)mins;
+    }
+    *s = sumf;
+}
+
 AVX512VNNI static void s_dot4_q4_K_512(int64_t n, float *s, int64_t ss, const void *vw, const void *va, int64_t as)
 {
     const g4_block_q4_K *w = vw;
     const g4_block_q8_K *a[4];
     for (int t = 0; t < 4; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    float summs[4] = {0, 0, 0, 0};
+    float sumf[4] = {0, 0, 0, 0};
     for (int64_t i = 0; i < n / 256; i++) {
-        uint8_t sc[8], m[8];
-        for (int j = 0; j < 8; j++) g4_kq_scale_min(j, w[i].scales, &sc[j], &m[j]);
-        __m512i lo[4], hi[4], s0[4], s1[4];
-        for (int c = 0; c < 4; c++) {
-            const __m256i q4 = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * c));
-            lo[c] = _mm512_broadcast_i64x4(_mm256_and_si256(q4, m4));
-            hi[c] = _mm512_broadcast_i64x4(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4));
-            s0[c] = _mm512_set1_epi16(sc[2 * c]);
-            s1[c] = _mm512_set1_epi16(sc[2 * c + 1]);
-        }
-        const float dmin = s_f16(w[i].dmin), dw = s_f16(w[i].d);
+        __m512i u[4], scv[4];
+        __m256i mn;
+        s_q4_K_unpack512(&w[i], u, scv, &mn);
+        const float dw = s_f16(w[i].d), dmin = s_f16(w[i].dmin);
         for (int t = 0; t < 4; t++) {
-            int mins = 0;
-            for (int g = 0; g < 16; g++) mins += a[t][i].bsums[g] * m[g / 2];
-            summs[t] += dmin * a[t][i].d * (float)mins;
-        }
-        for (int pr = 0; pr < 2; pr++) {
-            const g4_block_q8_K *x = &a[2 * pr][i], *y = &a[2 * pr + 1][i];
-            __m512i sumi = _mm512_setzero_si512();
-            for (int c = 0; c < 4; c++) {
-                const __m512i a0 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x->qs + 64 * c))),
-                                                      _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)), 1);
-                const __m512i a1 = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x->qs + 64 * c + 32))),
-                    _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)), 1);
-                const __m512i p0 = _mm512_madd_epi16(_mm512_maddubs_epi16(lo[c], a0), s0[c]);
-                const __m512i p1 = _mm512_madd_epi16(_mm512_maddubs_epi16(hi[c], a1), s1[c]);
-                sumi = _mm512_add_epi32(sumi, _mm512_add_epi32(p0, p1));
-            }
-            const __m512 d = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(dw * x->d)),
-                                                                 _mm256_castps_pd(_mm256_set1_ps(dw * y->d)), 1));
-            acc[pr] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc[pr]);
+            const int sumi = s_hsum512_i32(s_q4_K_sum512(u, scv, &a[t][i]));
+            const int mins = s_hsum_i32(_mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)a[t][i].bsums)));
+            sumf[t] += dw * a[t][i].d * (float)sumi - dmin * a[t][i].d * (float)mins;
         }
     }
-    for (int pr = 0; pr < 2; pr++) {
-        s[(2 * pr) * ss] = s_hsum_ps(_mm512_castps512_ps256(acc[pr])) - summs[2 * pr];
-        s[(2 * pr + 1) * ss] = s_hsum_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[pr]), 1))) -
-                               summs[2 * pr + 1];
-    }
+    for (int t = 0; t < 4; t++) s[t * ss] = sumf[t];
 }
 
 AVX512VNNI static void s_dot_q8_0_vnni(int64_t n, float *s, const void *vw, const void *va)
@@ -771,7 +879,10 @@ void g4_dot_fill_avx512(g4_dot_simd_t *t, int has_vnni, int has_bf16)
         t->dot4x2[G4_DTYPE_Q8_0] = s_dot4x2_q8_0_vnni;
         t->dot4x4[G4_DTYPE_Q8_0] = s_dot4x4_q8_0_vnni;
         t->dot8x4[G4_DTYPE_Q8_0] = s_dot8x4_q8_0_vnni;
+        t->dot[G4_DTYPE_Q4_K] = s_dot_q4_K_512;
         t->dot4[G4_DTYPE_Q4_K] = s_dot4_q4_K_512;
+        t->dot[G4_DTYPE_Q6_K] = s_dot_q6_K_512;
+        t->dot4[G4_DTYPE_Q6_K] = s_dot4_q6_K_512;
         t->dot[G4_DTYPE_Q4_0] = s_dot_q4_0_vnni;
     }
 }

@@ -54,6 +54,11 @@ int test_kernels(void)
                 for (int64_t i = 0; i < K; i++) mag += fabs((double)x[i] * wf[i]);
                 const double e = fabs((double)s_fast - s_ref) / (mag + 1e-30);
                 if (e > worst) worst = e;
+                /* Q4_K and Q6_K: exact integer sums per super-block, then the
+                 * ref's float order: the same bits on every ISA */
+                if (t == G4_DTYPE_Q4_K || t == G4_DTYPE_Q6_K)
+                    CHECKF(s_fast == s_ref, "%s: fast %.9g != ref %.9g (K=%lld rep=%d)", g4_dtype_name(t), s_fast,
+                           s_ref, (long long)K, rep);
             }
         }
         printf("  dot %-5s max rel diff fast vs ref %.2e\n", g4_dtype_name(t), worst);
