@@ -295,7 +295,7 @@ static void (*s_p_axpy_f32)(float *, float, const float *, int64_t) = s_axpy_f32
 
 static void s_set(g4_dtype_t w, g4_dtype_t act, g4_from_float_fn ff, g4_vec_dot_fn dot)
 {
-    s_ops[w] = (g4_type_ops_t){act, ff, ff, dot, dot, NULL, NULL, NULL, NULL};
+    s_ops[w] = (g4_type_ops_t){.act_type = act, .from_float = ff, .from_float_ref = ff, .vec_dot = dot, .vec_dot_ref = dot};
 }
 
 static void s_init(void)
@@ -343,6 +343,7 @@ static void s_init(void)
         s_ops[w].vec_dot4x2 = t.dot4x2[w];
         s_ops[w].vec_dot4x4 = t.dot4x4[w];
         s_ops[w].vec_dot8x4 = t.dot8x4[w];
+        s_ops[w].vec_dot1x4 = t.dot1x4[w];
         if (t.from_float[s_ops[w].act_type]) s_ops[w].from_float = t.from_float[s_ops[w].act_type];
     }
 #endif

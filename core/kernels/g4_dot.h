@@ -40,6 +40,7 @@ typedef struct g4_type_ops {
     g4_vec_dot4x2_fn vec_dot4x2;    /* NULL: use vec_dot4 twice                      */
     g4_vec_dot4x2_fn vec_dot4x4;    /* four weight rows (same signature, 4 rows)     */
     g4_vec_dot4x2_fn vec_dot8x4;    /* four weight rows x eight activation rows      */
+    g4_vec_dot4x2_fn vec_dot1x4;    /* four weight rows x one activation row (s[j])  */
 } g4_type_ops_t;
 
 /* Ops for weights of type t, or NULL if g4 cannot multiply with it. */

@@ -11,6 +11,7 @@ typedef struct g4_dot_simd {
     g4_vec_dot4x2_fn dot4x2[G4_DTYPE_COUNT];
     g4_vec_dot4x2_fn dot4x4[G4_DTYPE_COUNT];
     g4_vec_dot4x2_fn dot8x4[G4_DTYPE_COUNT];
+    g4_vec_dot4x2_fn dot1x4[G4_DTYPE_COUNT];
     float (*dot_f16_f32)(const uint16_t *x, const float *y, int64_t n);
     float (*dot_f32_f32)(const float *x, const float *y, int64_t n);
     void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);

@@ -52,6 +52,7 @@ static int s_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const flo
     const g4_vec_dot4x2_fn dot4x2 = ref ? NULL : ops->vec_dot4x2;
     const g4_vec_dot4x2_fn dot4x4 = ref ? NULL : ops->vec_dot4x4;
     const g4_vec_dot4x2_fn dot8x4 = ref || !ops->vec_dot4 ? NULL : ops->vec_dot8x4;
+    const g4_vec_dot4x2_fn dot1x4 = ref ? NULL : ops->vec_dot1x4;
     const uint8_t *wbase = (const uint8_t *)W->data + (uint64_t)row0 * W->nb[1];
     const uint64_t wstride = W->nb[1];
     const int nth = ref ? 1 : (T * nrows * K < 4096 ? 1 : g4_kernels_threads());
@@ -99,7 +100,10 @@ static int s_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const flo
             for (; t < T; t++) {
                 const uint8_t *a = A + (uint64_t)t * astride;
                 float *y = Y + t * ldy;
-                for (int64_t r = r0; r < r1; r++) dot(K, &y[r], wbase + (uint64_t)r * wstride, a);
+                int64_t r = r0;
+                if (dot1x4) /* four weight rows per pass (decode) */
+                    for (; r + 4 <= r1; r += 4) dot1x4(K, &y[r], 1, wbase + (uint64_t)r * wstride, (int64_t)wstride, a, 0);
+                for (; r < r1; r++) dot(K, &y[r], wbase + (uint64_t)r * wstride, a);
             }
         }
     }
