@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "g4_dtype.h"
+#include "g4_matmul.h"
 
 static g4_fp16_t s_gelu_table[1 << 16];
 static pthread_once_t s_once = PTHREAD_ONCE_INIT;
@@ -94,5 +95,7 @@ void g4_softmax(float *x, int64_t n) { g4_softmax_ref(x, n); }
 void g4_softcap(float *x, int64_t n, float cap)
 {
     const float inv = 1.0f / cap;
+    /* the vocabulary's logits (262144 tanhf per token): worth the threads */
+#pragma omp parallel for num_threads(g4_kernels_threads()) schedule(static) if (n >= 32768)
     for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] * inv);
 }
