@@ -724,25 +724,6 @@ AVX512VNNI static void s_dot_q6_K_512(int64_t n, float *s, const void *vw, const
     *s = sumf;
 }
 
-AVX512VNNI static void s_dot4_q6_K_512(int64_t n, float *s, int64_t ss, const void *vw, const void *va, int64_t as)
-{
-    const g4_block_q6_K *w = vw;
-    const g4_block_q8_K *a[4];
-    for (int t = 0; t < 4; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
-    float sumf[4] = {0, 0, 0, 0};
-    for (int64_t i = 0; i < n / 256; i++) {
-        __m512i u[4], scv[4];
-        __m256i sc16;
-        s_q6_K_unpack512(&w[i], u, scv, &sc16);
-        const float dw = s_f16(w[i].d);
-        for (int t = 0; t < 4; t++) {
-            const int sumi = s_q6_K_sum512(u, scv, sc16, &a[t][i]);
-            sumf[t] += dw * a[t][i].d * (float)sumi;
-        }
-    }
-    for (int t = 0; t < 4; t++) s[t * ss] = sumf[t];
-}
-
 /* Q4_K super-block: u[v] = the 4-bit values of elements 64v .. 64v+63 in
  * order (sub-blocks 2v, 2v+1), scv[v] their scales per int16 pair, mn the
  * mins per 16-element group (for the activation's bsums) */
@@ -785,26 +766,6 @@ AVX512VNNI static void s_dot_q4_K_512(int64_t n, float *s, const void *vw, const
         sumf += s_f16(w[i].d) * a[i].d * (float)sumi - s_f16(w[i].dmin) * a[i].d * (float)mins;
     }
     *s = sumf;
-}
-
-AVX512VNNI static void s_dot4_q4_K_512(int64_t n, float *s, int64_t ss, const void *vw, const void *va, int64_t as)
-{
-    const g4_block_q4_K *w = vw;
-    const g4_block_q8_K *a[4];
-    for (int t = 0; t < 4; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
-    float sumf[4] = {0, 0, 0, 0};
-    for (int64_t i = 0; i < n / 256; i++) {
-        __m512i u[4], scv[4];
-        __m256i mn;
-        s_q4_K_unpack512(&w[i], u, scv, &mn);
-        const float dw = s_f16(w[i].d), dmin = s_f16(w[i].dmin);
-        for (int t = 0; t < 4; t++) {
-            const int sumi = s_hsum512_i32(s_q4_K_sum512(u, scv, &a[t][i]));
-            const int mins = s_hsum_i32(_mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)a[t][i].bsums)));
-            sumf[t] += dw * a[t][i].d * (float)sumi - dmin * a[t][i].d * (float)mins;
-        }
-    }
-    for (int t = 0; t < 4; t++) s[t * ss] = sumf[t];
 }
 
 /* ---- four weight rows x one activation row (decode) ------------------- */
@@ -939,6 +900,64 @@ AVX512VNNI static void s_dot1x4_q8_0_vnni(int64_t n, float *s, int64_t ss, const
     s[1] = s_hsum_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c0), 1)));
     s[2] = s_hsum_ps(_mm512_castps512_ps256(c1));
     s[3] = s_hsum_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c1), 1)));
+}
+
+
+/* ---- one weight row x four activation rows (prefill) ------------------- */
+
+/* Q6_K: the weight unpacked once, the four rows' sums reduced together; per
+ * row the integer sums and float operations of s_dot_q6_K_512 */
+AVX512VNNI static void s_dot4_q6_K_512(int64_t n, float *s, int64_t ss, const void *vw, const void *va, int64_t as)
+{
+    const g4_block_q6_K *w = vw;
+    const g4_block_q8_K *a[4];
+    for (int t = 0; t < 4; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
+    __m128 sumf = _mm_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        __m512i u[4], scv[4], sumi[4];
+        __m256i sc16, corr[4];
+        s_q6_K_unpack512(&w[i], u, scv, &sc16);
+        for (int t = 0; t < 4; t++) {
+            sumi[t] = _mm512_setzero_si512();
+            for (int v = 0; v < 4; v++)
+                sumi[t] = _mm512_dpwssd_epi32(
+                    sumi[t], _mm512_maddubs_epi16(u[v], _mm512_loadu_si512((const void *)(a[t][i].qs + 64 * v))), scv[v]);
+            corr[t] = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)a[t][i].bsums));
+        }
+        const __m128i tot = _mm_sub_epi32(s_hsum4x512_i32(sumi),
+                                          _mm_slli_epi32(s_hsum4x256_i32(corr[0], corr[1], corr[2], corr[3]), 5));
+        const __m128 d = _mm_mul_ps(_mm_set1_ps(s_f16(w[i].d)), _mm_setr_ps(a[0][i].d, a[1][i].d, a[2][i].d, a[3][i].d));
+        sumf = _mm_add_ps(sumf, _mm_mul_ps(d, _mm_cvtepi32_ps(tot)));
+    }
+    float r[4];
+    _mm_storeu_ps(r, sumf);
+    for (int t = 0; t < 4; t++) s[t * ss] = r[t];
+}
+
+/* Q4_K: the same scheme, per row the operations of s_dot_q4_K_512 */
+AVX512VNNI static void s_dot4_q4_K_512(int64_t n, float *s, int64_t ss, const void *vw, const void *va, int64_t as)
+{
+    const g4_block_q4_K *w = vw;
+    const g4_block_q8_K *a[4];
+    for (int t = 0; t < 4; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
+    __m128 sumf = _mm_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++) {
+        __m512i u[4], scv[4], sumi[4];
+        __m256i mn, mins[4];
+        s_q4_K_unpack512(&w[i], u, scv, &mn);
+        for (int t = 0; t < 4; t++) {
+            sumi[t] = s_q4_K_sum512(u, scv, &a[t][i]);
+            mins[t] = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)a[t][i].bsums));
+        }
+        const __m128 ad = _mm_setr_ps(a[0][i].d, a[1][i].d, a[2][i].d, a[3][i].d);
+        const __m128 d = _mm_mul_ps(_mm_set1_ps(s_f16(w[i].d)), ad), dm = _mm_mul_ps(_mm_set1_ps(s_f16(w[i].dmin)), ad);
+        const __m128 p = _mm_mul_ps(d, _mm_cvtepi32_ps(s_hsum4x512_i32(sumi)));
+        const __m128 q = _mm_mul_ps(dm, _mm_cvtepi32_ps(s_hsum4x256_i32(mins[0], mins[1], mins[2], mins[3])));
+        sumf = _mm_add_ps(sumf, _mm_sub_ps(p, q));
+    }
+    float r[4];
+    _mm_storeu_ps(r, sumf);
+    for (int t = 0; t < 4; t++) s[t * ss] = r[t];
 }
 
 AVX512VNNI static void s_dot_q8_0_vnni(int64_t n, float *s, const void *vw, const void *va)
