@@ -960,6 +960,39 @@ AVX512VNNI static void s_dot4_q4_K_512(int64_t n, float *s, int64_t ss, const vo
     for (int t = 0; t < 4; t++) s[t * ss] = r[t];
 }
 
+/* Q4_K, four weight rows x eight activation rows: each weight super-block
+ * unpacked once for eight rows; per row the operations of s_dot_q4_K_512 */
+AVX512VNNI static void s_dot8x4_q4_K_512(int64_t n, float *s, int64_t ss, const void *vw, int64_t ws, const void *va,
+                                         int64_t as)
+{
+    const g4_block_q8_K *a[8];
+    for (int t = 0; t < 8; t++) a[t] = (const void *)((const uint8_t *)va + t * as);
+    for (int r = 0; r < 4; r++) {
+        const g4_block_q4_K *w = (const void *)((const uint8_t *)vw + r * ws);
+        __m128 sumf[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+        for (int64_t i = 0; i < n / 256; i++) {
+            __m512i u[4], scv[4], sumi[8];
+            __m256i mn, mins[8];
+            s_q4_K_unpack512(&w[i], u, scv, &mn);
+            for (int t = 0; t < 8; t++) {
+                sumi[t] = s_q4_K_sum512(u, scv, &a[t][i]);
+                mins[t] = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)a[t][i].bsums));
+            }
+            const __m128 dw = _mm_set1_ps(s_f16(w[i].d)), dmw = _mm_set1_ps(s_f16(w[i].dmin));
+            for (int h = 0; h < 2; h++) {
+                const __m128 ad = _mm_setr_ps(a[4 * h][i].d, a[4 * h + 1][i].d, a[4 * h + 2][i].d, a[4 * h + 3][i].d);
+                const __m128 p = _mm_mul_ps(_mm_mul_ps(dw, ad), _mm_cvtepi32_ps(s_hsum4x512_i32(sumi + 4 * h)));
+                const __m128 q = _mm_mul_ps(_mm_mul_ps(dmw, ad), _mm_cvtepi32_ps(s_hsum4x256_i32(
+                                                                     mins[4 * h], mins[4 * h + 1], mins[4 * h + 2], mins[4 * h + 3])));
+                sumf[h] = _mm_add_ps(sumf[h], _mm_sub_ps(p, q));
+            }
+        }
+        float out[8];
+        _mm_storeu_ps(out, sumf[0]), _mm_storeu_ps(out + 4, sumf[1]);
+        for (int t = 0; t < 8; t++) s[t * ss + r] = out[t];
+    }
+}
+
 AVX512VNNI static void s_dot_q8_0_vnni(int64_t n, float *s, const void *vw, const void *va)
 {
     const g4_block_q8_0 *w = vw, *a = va;
@@ -1034,6 +1067,7 @@ void g4_dot_fill_avx512(g4_dot_simd_t *t, int has_vnni, int has_bf16)
         t->dot8x4[G4_DTYPE_Q8_0] = s_dot8x4_q8_0_vnni;
         t->dot1x4[G4_DTYPE_Q8_0] = s_dot1x4_q8_0_vnni;
         t->dot1x4[G4_DTYPE_Q4_K] = s_dot1x4_q4_K_512;
+        t->dot8x4[G4_DTYPE_Q4_K] = s_dot8x4_q4_K_512;
         t->dot1x4[G4_DTYPE_Q6_K] = s_dot1x4_q6_K_512;
         t->dot[G4_DTYPE_Q4_K] = s_dot_q4_K_512;
         t->dot4[G4_DTYPE_Q4_K] = s_dot4_q4_K_512;
