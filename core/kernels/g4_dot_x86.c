@@ -645,18 +645,22 @@ AVX512VNNI static void s_dot8x4_q8_0_vnni(int64_t n, float *s, int64_t ss, const
  * exact integer sums, then sumf += (d·d_a)·sumi [- (dmin·d_a)·mins] in that
  * float order: all of them give the same bits, in any batch. */
 
-/* the eight 6-bit scales and mins of a Q4_K/Q5_K super-block, bytes 0-7 and 8-15 */
-static inline __m128i s_kq_scales_mins(const uint8_t *q)
+/* the eight 6-bit scales and mins of a Q4_K/Q5_K super-block, bytes 0-7 and
+ * 8-15, from one 16-byte load of the 12 packed bytes (the block goes on
+ * past them). As 32-bit words u0 u1 u2 of the packed bytes:
+ *   scales 0-3 = u0 & 0x3f..,  scales 4-7 = (u2 & 0x0f..) | (u0 >> 6 & 3..) << 4
+ *   mins 0-3   = u1 & 0x3f..,  mins 4-7   = (u2 >> 4 & 0x0f..) | (u1 >> 6 & 3..) << 4
+ * (vector code: assembling the words in memory and reloading them stalls
+ * the store forwarding) */
+AVX2 static inline __m128i s_kq_scales_mins(const uint8_t *q)
 {
-    uint32_t u[4];
-    memcpy(u, q, 12);
-    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
-    u[3] = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4); /* mins 4-7   */
-    const uint32_t mins03 = u[1] & m6;                     /* mins 0-3   */
-    u[1] = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);        /* scales 4-7 */
-    u[2] = mins03;
-    u[0] &= m6; /* scales 0-3 */
-    return _mm_loadu_si128((const __m128i *)u);
+    const __m128i v = _mm_loadu_si128((const __m128i *)q);
+    const __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)); /* u0 u2 u1 u2 */
+    const __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)); /* u0 u0 u1 u1 */
+    const __m128i lo = _mm_and_si128(a, _mm_set1_epi8(0x3f));
+    const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)), _mm_set1_epi8(0x0f)),
+                                    _mm_and_si128(_mm_srli_epi32(b, 2), _mm_set1_epi8(0x30)));
+    return _mm_blend_epi32(lo, hi, 0xA);
 }
 
 /* Σ of the 16 int32 lanes */
