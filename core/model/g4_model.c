@@ -6,6 +6,12 @@
 
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -210,7 +216,57 @@ struct g4_model {
     s_layer_t *layers; /* [n_layer], only [begin, end) filled */
     float **owned;     /* f32 copies of small vectors */
     int n_owned, cap_owned;
+    /* weight ranges this model multiplies with, mapped into the page tables
+     * by a background thread after loading (s_prefault) */
+    struct s_range {
+        const uint8_t *p;
+        size_t n;
+    } *pf;
+    int n_pf, cap_pf;
+    pthread_t pf_thread;
+    int pf_running;
+    atomic_int pf_stop;
 };
+
+/* A matrix is read whole on every forward pass: note it for prefaulting. */
+static void s_note_weights(g4_model_t *m, const g4_tensor_t *t)
+{
+    if (!t->data || t->n_dims < 2) return;
+    if (m->n_pf == m->cap_pf) {
+        const int cap = m->cap_pf ? 2 * m->cap_pf : 32;
+        struct s_range *r = g4_realloc(m->pf, (size_t)cap * sizeof *r);
+        if (!r) return; /* prefaulting is an optimisation only */
+        m->pf = r, m->cap_pf = cap;
+    }
+    m->pf[m->n_pf++] = (struct s_range){t->data, (size_t)(t->nb[3] * (uint64_t)t->ne[3])};
+}
+
+/* The first forward pass over an mmap'ed file takes a page fault per 4 KiB
+ * of weights (measured: ~8 % of a 512-token prefill of a 1.8 GB model). A
+ * thread started at load maps them in (MADV_POPULATE_READ, or one read per
+ * page on kernels without it) while the process gets ready; it never delays
+ * readiness, and g4_model_destroy stops and joins it. */
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+static void *s_prefault(void *arg)
+{
+    g4_model_t *m = arg;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), chunk = (uintptr_t)64 << 20;
+    int have_madv = 1;
+    for (int i = 0; i < m->n_pf && !atomic_load(&m->pf_stop); i++) {
+        const uintptr_t p = (uintptr_t)m->pf[i].p, e = p + m->pf[i].n;
+        for (uintptr_t b = p & ~(page - 1); b < e && !atomic_load(&m->pf_stop); b += chunk) {
+            const uintptr_t n = e - b < chunk ? e - b : chunk;
+            if (have_madv && madvise((void *)b, n, MADV_POPULATE_READ) == 0) continue;
+            have_madv = 0; /* kernel without it: one read per page, inside the range */
+            volatile uint8_t sink = 0;
+            for (uintptr_t q = b; q < b + n; q += page) sink ^= *(const volatile uint8_t *)(q < p ? p : q);
+            (void)sink;
+        }
+    }
+    return NULL;
+}
 
 static int g4_type_ops_ok(g4_dtype_t t) { return g4_type_ops(t) != NULL; }
 
@@ -235,6 +291,8 @@ static int s_tensor(g4_model_t *m, const char *name, int required, int n_dims, c
     if (n_dims >= 2 && !g4_type_ops_ok(out->dtype))
         return g4_err_set(err, G4_ERR_FORMAT, "%s: tensor '%s' has type %s, which g4 cannot compute with",
                           g4_gguf_path(m->gguf), name, g4_dtype_name(out->dtype));
+    /* the LM head goes last (used last); per-layer embeddings are looked up by row */
+    if (n_dims >= 2 && strcmp(name, "per_layer_token_embd.weight") && strcmp(name, "output.weight")) s_note_weights(m, out);
     return G4_OK;
 }
 
@@ -416,6 +474,8 @@ g4_model_t *g4_model_load_gguf(g4_gguf_t *gguf, int begin, int end, g4_err_t *er
                     hp->eog_ids[hp->n_eog++] = (int32_t)i;
         }
     }
+    if (m->end == (int)hp->n_layer) s_note_weights(m, &m->output);
+    if (m->n_pf && !getenv("G4_NO_PREFAULT")) m->pf_running = pthread_create(&m->pf_thread, NULL, s_prefault, m) == 0;
     return m;
 fail:
     g4_model_destroy(&m);
@@ -439,6 +499,11 @@ void g4_model_destroy(g4_model_t **pm)
 {
     g4_model_t *m = pm ? *pm : NULL;
     if (!m) return;
+    if (m->pf_running) {
+        atomic_store(&m->pf_stop, 1);
+        pthread_join(m->pf_thread, NULL);
+    }
+    g4_free(m->pf);
     for (int i = 0; i < m->n_owned; i++) g4_free(m->owned[i]);
     g4_free(m->owned);
     g4_free(m->layers);
