@@ -21,7 +21,8 @@ static const char s_usage[] =
     "  --cpuset LIST  run on these cores (e.g. 0-7,16-23)\n";
 
 /* Pins the process (and so its OpenMP threads) with hwloc; returns the
- * number of cores in the set, 0 when not pinned. */
+ * number of cores in the set, 0 when not pinned, -1 when the node or the
+ * core list asked for does not exist. */
 static int s_pin(int numa_node, const char *cpuset)
 {
     if (numa_node < 0 && !cpuset) return 0;
@@ -45,7 +46,7 @@ static int s_pin(int numa_node, const char *cpuset)
     } else {
         g4_log_error("shardd", "bad --cpuset '%s'", cpuset);
     }
-    int n = 0;
+    int n = ok ? 0 : -1;
     if (ok && hwloc_set_cpubind(topo, set, HWLOC_CPUBIND_PROCESS) == 0) {
         n = hwloc_bitmap_weight(set);
         char *str;
@@ -58,6 +59,38 @@ static int s_pin(int numa_node, const char *cpuset)
     hwloc_bitmap_free(set);
     hwloc_topology_destroy(topo);
     return n;
+}
+
+/* Moves the weights the shard multiplies with onto its NUMA node's memory
+ * (the file's pages sit wherever the page cache put them; the KV cache and
+ * buffers allocated later follow the process binding set by s_pin). */
+static void s_bind_weights(int numa_node, const g4_model_t *m)
+{
+    hwloc_topology_t topo;
+    if (numa_node < 0 || hwloc_topology_init(&topo)) return;
+    if (hwloc_topology_load(topo)) {
+        hwloc_topology_destroy(topo);
+        return;
+    }
+    hwloc_obj_t node = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, (unsigned)numa_node);
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uint64_t bound = 0, failed = 0;
+    const void *p;
+    size_t n;
+    for (int i = 0; node && g4_model_weights(m, i, &p, &n); i++) {
+        const uintptr_t b = (uintptr_t)p & ~(page - 1), e = ((uintptr_t)p + n + page - 1) & ~(page - 1);
+        if (hwloc_set_area_membind(topo, (const void *)b, e - b, node->nodeset, HWLOC_MEMBIND_BIND,
+                                   HWLOC_MEMBIND_MIGRATE | HWLOC_MEMBIND_BYNODESET) == 0)
+            bound += n;
+        else
+            failed += n;
+    }
+    if (failed)
+        g4_log_warn("shardd", "could not move %.1f MB of weights to NUMA node %d (%.1f MB moved)", failed / 1e6,
+                    numa_node, bound / 1e6);
+    else if (node)
+        g4_log_info("shardd", "weights bound to NUMA node %d: %.1f MB", numa_node, bound / 1e6);
+    hwloc_topology_destroy(topo);
 }
 
 int main(int argc, char **argv)
@@ -106,6 +139,7 @@ int main(int argc, char **argv)
     g4_log_set_ident("shardd");
     g4_daemon_signals();
     const int pinned = s_pin(numa, cpuset);
+    if (pinned < 0) return 1;
     if (threads <= 0) threads = pinned > 0 ? pinned : omp_get_num_procs();
     g4_kernels_set_threads(threads);
     if (!name) {
@@ -125,6 +159,7 @@ int main(int argc, char **argv)
         g4_log_error("shardd", "%s", err.msg);
         return 1;
     }
+    s_bind_weights(numa, s.model);
     void *data = g4_wire_socket(zctx, ZMQ_PULL, &err);
     if (!data || g4_wire_bind(data, listen, &err)) {
         g4_log_error("shardd", "%s", err.msg);

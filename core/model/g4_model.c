@@ -513,6 +513,13 @@ void g4_model_destroy(g4_model_t **pm)
 }
 
 const g4_hparams_t *g4_model_hparams(const g4_model_t *m) { return &m->hp; }
+
+int g4_model_weights(const g4_model_t *m, int i, const void **p, size_t *n)
+{
+    if (i < 0 || i >= m->n_pf) return 0;
+    *p = m->pf[i].p, *n = m->pf[i].n;
+    return 1;
+}
 g4_gguf_t *g4_model_gguf(const g4_model_t *m) { return m->gguf; }
 void g4_model_range(const g4_model_t *m, int *b, int *e)
 {

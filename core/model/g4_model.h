@@ -57,6 +57,10 @@ g4_model_t *g4_model_load(const char *path, int layer_begin, int layer_end, g4_e
 /* Same on an already-open file (borrowed: must outlive the model). */
 g4_model_t *g4_model_load_gguf(g4_gguf_t *gguf, int layer_begin, int layer_end, g4_err_t *err);
 void g4_model_destroy(g4_model_t **m);
+/* The i-th range of weights the model multiplies with (each matrix of its
+ * layers, the LM head on the last stage): 1 and *p, *n, or 0 past the end.
+ * shardd binds them to its NUMA node. */
+int g4_model_weights(const g4_model_t *m, int i, const void **p, size_t *n);
 const g4_hparams_t *g4_model_hparams(const g4_model_t *m);
 g4_gguf_t *g4_model_gguf(const g4_model_t *m);
 void g4_model_range(const g4_model_t *m, int *begin, int *end);

@@ -45,4 +45,22 @@ for mode in (["--in-process"], ["--shards", "2"]):
     b = json.loads(r.stdout) if r.returncode == 0 else {}
     check(all(b.get(k, 0) > 0 for k in ("prefill_tps", "decode_tps", "ttft_ms", "ready_ms", "peak_rss_mb")) and
           len(b.get("processes", [])) == (1 if mode[0] == "--in-process" else 4), "g4 bench %s: %s %s" % (mode, r.stdout, r.stderr))
+# shardd --numa-node: the process pinned, the weights it multiplies with moved to the node
+shardd = os.path.join(os.path.dirname(g4), "shardd")
+ipc = "ipc:///tmp/g4-plan-test-%d" % os.getpid()
+sh = subprocess.Popen([shardd, "-m", os.path.join(mdir, "dense-f32.gguf"), "--listen", ipc, "--numa-node", "0"],
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+log = ""
+for line in sh.stdout:
+    log += line
+    if " on ipc://" in line or "error" in line.lower():
+        break
+sh.terminate()
+sh.wait(timeout=20)
+m = [l for l in log.splitlines() if "weights bound to NUMA node 0:" in l]
+check(m and float(m[0].split(":")[-1].split()[0]) > 0.5 * os.path.getsize(os.path.join(mdir, "dense-f32.gguf")) / 1e6,
+      "shardd --numa-node 0 must bind its weights: %s" % log)
+r = subprocess.run([shardd, "-m", os.path.join(mdir, "dense-f32.gguf"), "--listen", ipc, "--numa-node", "63"],
+                   capture_output=True, text=True, timeout=30)
+check(r.returncode == 1 and "does not exist" in r.stderr, "a NUMA node that does not exist is said: %s" % r.stderr)
 finish()
