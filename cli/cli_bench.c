@@ -1,7 +1,8 @@
-/* g4 bench -m MODEL.gguf [-p 512] [-n 128] [-t THREADS] [--reps 3] [--shards N | --in-process] [--json]
+/* g4 bench -m MODEL.gguf [-p 512] [-n 128] [-t THREADS] [--reps 3] [--warmup 1] [--shards N | --in-process] [--json]
  *
  * Prefill and decode tokens/s (medians of --reps runs of a random prompt of -p
- * tokens and -n greedy tokens, end-of-generation ignored), time to first token,
+ * tokens and -n greedy tokens, end-of-generation ignored, after --warmup
+ * untimed runs — as llama.cpp's benchmark does), time to first token,
  * time to ready (model mapped and context made, or the whole stack registered),
  * and peak RSS per process. By default the request goes through the daemons
  * (an embedded stack with --shards N, or the one `g4 up` started); --in-process
@@ -64,7 +65,8 @@ static int32_t *s_prompt(int n, int n_vocab, uint64_t seed)
     return ids;
 }
 
-static int s_in_process(const char *model, int np, int ng, int reps, int kv_f32, bench_run_t *runs, double *ready_ms)
+static int s_in_process(const char *model, int np, int ng, int warmup, int reps, int kv_f32, bench_run_t *runs,
+                        double *ready_ms)
 {
     const uint64_t t0 = g4_clock_mono_ns();
     g4_err_t err;
@@ -85,8 +87,9 @@ static int s_in_process(const char *model, int np, int ng, int reps, int kv_f32,
     sp.temp = 0;
     int rc = !c || !logits || !pos || !seqv || !want;
     if (rc) cli_error("%s", c ? "out of memory" : err.msg);
-    for (int r = 0; !rc && r < reps; r++) {
-        int32_t *ids = s_prompt(np, (int)hp->n_vocab, (uint64_t)r + 1);
+    for (int k = 0; !rc && k < warmup + reps; k++) {
+        const int r = k - warmup; /* < 0: an untimed warm-up run */
+        int32_t *ids = s_prompt(np, (int)hp->n_vocab, (uint64_t)k + 1);
         int seq = g4_seq_new(c, &err);
         g4_sampler_t *smp = g4_sampler_new(&sp, (int)hp->n_vocab, &err);
         if (!ids || seq < 0 || !smp) {
@@ -101,7 +104,7 @@ static int s_in_process(const char *model, int np, int ng, int reps, int kv_f32,
         rc = g4_ctx_forward(c, &b, NULL, NULL, NULL, logits, &err);
         int32_t id = g4_sampler_sample(smp, logits);
         const uint64_t p1 = g4_clock_mono_ns();
-        for (int k = 1; !rc && k < ng; k++) {
+        for (int g = 1; !rc && g < ng; g++) {
             int32_t p = g4_seq_n_past(c, seq);
             g4_batch_t d = {1, &id, NULL, &p, &seq, NULL, NULL};
             rc = g4_ctx_forward(c, &d, NULL, NULL, NULL, logits, &err);
@@ -109,9 +112,11 @@ static int s_in_process(const char *model, int np, int ng, int reps, int kv_f32,
         }
         const uint64_t e = g4_clock_mono_ns();
         if (rc) cli_error("%s", err.msg);
-        runs[r].prefill_tps = np / ((double)(p1 - a) / 1e9);
-        runs[r].ttft_ms = (double)(p1 - a) / 1e6;
-        runs[r].decode_tps = ng > 1 ? (ng - 1) / ((double)(e - p1) / 1e9) : 0;
+        if (r >= 0) {
+            runs[r].prefill_tps = np / ((double)(p1 - a) / 1e9);
+            runs[r].ttft_ms = (double)(p1 - a) / 1e6;
+            runs[r].decode_tps = ng > 1 ? (ng - 1) / ((double)(e - p1) / 1e9) : 0;
+        }
         g4_seq_release(c, seq);
         g4_sampler_destroy(&smp);
         g4_free(ids);
@@ -136,7 +141,7 @@ static void s_first(void *user, const G4__V1__TokenEvent *t)
 int cli_bench(int argc, char **argv)
 {
     const char *model = NULL;
-    int np = 512, ng = 128, threads = 0, reps = 3, shards = 0, in_process = 0, json = 0, kv_f32 = 0;
+    int np = 512, ng = 128, threads = 0, reps = 3, warmup = 1, shards = 0, in_process = 0, json = 0, kv_f32 = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = v, i++;
@@ -144,17 +149,18 @@ int cli_bench(int argc, char **argv)
         else if ((!strcmp(a, "-n") || !strcmp(a, "--n-gen")) && v) ng = atoi(v), i++;
         else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) threads = atoi(v), i++;
         else if (!strcmp(a, "--reps") && v) reps = atoi(v), i++;
+        else if (!strcmp(a, "--warmup") && v) warmup = atoi(v), i++;
         else if (!strcmp(a, "--shards") && v) shards = atoi(v), i++;
         else if (!strcmp(a, "--in-process")) in_process = 1;
         else if (!strcmp(a, "--kv-f32")) kv_f32 = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else {
-            cli_error("usage: g4 bench -m MODEL.gguf [-p 512] [-n 128] [-t THREADS] [--reps 3] [--shards N | --in-process] "
+            cli_error("usage: g4 bench -m MODEL.gguf [-p 512] [-n 128] [-t THREADS] [--reps 3] [--warmup 1] [--shards N | --in-process] "
                       "[--json]");
             return 2;
         }
     }
-    if (!model || np < 1 || np > 512 * 64 || ng < 1 || reps < 1 || reps > 100) {
+    if (!model || np < 1 || np > 512 * 64 || ng < 1 || reps < 1 || reps > 100 || warmup < 0 || warmup > 100) {
         cli_error("usage: g4 bench -m MODEL.gguf [-p 512] [-n 128] ... (-p 1..32768, -n >= 1, --reps 1..100)");
         return 2;
     }
@@ -164,7 +170,7 @@ int cli_bench(int argc, char **argv)
     cJSON *procs = cJSON_CreateArray();
     if (in_process) {
         if (threads > 0) g4_kernels_set_threads(threads);
-        rc = s_in_process(model, np, ng, reps, kv_f32, runs, &ready_ms);
+        rc = s_in_process(model, np, ng, warmup, reps, kv_f32, runs, &ready_ms);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         cJSON *p = cJSON_CreateObject();
@@ -192,8 +198,9 @@ int cli_bench(int argc, char **argv)
             if (!g4_gguf_get_arr(g, "tokenizer.ggml.tokens", &v, &err)) n_vocab = (uint32_t)v.arr_n;
             g4_gguf_destroy(&g);
         }
-        for (int r = 0; !rc && r < reps; r++) {
-            int32_t *ids = s_prompt(np, n_vocab ? (int)n_vocab : 262144, (uint64_t)r + 1);
+        for (int k = 0; !rc && k < warmup + reps; k++) {
+            const int r = k - warmup; /* < 0: an untimed warm-up run */
+            int32_t *ids = s_prompt(np, n_vocab ? (int)n_vocab : 262144, (uint64_t)k + 1);
             G4__V1__GenerateRequest req = G4__V1__GENERATE_REQUEST__INIT;
             G4__V1__SamplingParams sp = G4__V1__SAMPLING_PARAMS__INIT;
             G4__V1__PromptIds pi = G4__V1__PROMPT_IDS__INIT;
@@ -207,7 +214,9 @@ int cli_bench(int argc, char **argv)
             cli_gen_cb_t cb = {NULL, s_first, &tt};
             G4__V1__Envelope *done = NULL;
             rc = cli_generate(ep, &req, &cb, &done);
-            if (!rc) {
+            if (!rc && r < 0) {
+                g4__v1__envelope__free_unpacked(done, NULL);
+            } else if (!rc) {
                 G4__V1__Usage *u = done->event->done->usage;
                 runs[r].prefill_tps = u && u->prefill_ms > 0 ? np / (u->prefill_ms / 1e3) : 0;
                 runs[r].decode_tps = u && u->decode_ms > 0 ? (ng - 1) / (u->decode_ms / 1e3) : 0;
@@ -252,6 +261,7 @@ int cli_bench(int argc, char **argv)
         cJSON_AddNumberToObject(j, "n_gen", ng);
         cJSON_AddNumberToObject(j, "threads", threads > 0 ? threads : g4_kernels_threads());
         cJSON_AddNumberToObject(j, "reps", reps);
+        cJSON_AddNumberToObject(j, "warmup", warmup);
         cJSON_AddNumberToObject(j, "prefill_tps", med[0]);
         cJSON_AddNumberToObject(j, "decode_tps", med[1]);
         cJSON_AddNumberToObject(j, "ttft_ms", med[2]);

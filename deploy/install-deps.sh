@@ -11,6 +11,7 @@ PKGS=(
   libstb-dev libmpg123-dev                      # image (stb_image) and MP3 decoding (encoderd)
   libclang-rt-14-dev                            # sanitizer runtimes for clang
   python3                                       # fixture scripts, integration tests
+  python3-matplotlib                            # bench/plot-prefill.sh: the tokens/s plot (PNG)
   curl iproute2 nodejs npm                      # tests: HTTP client, network namespaces, the openai npm client
 )
 missing=()
