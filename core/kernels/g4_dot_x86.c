@@ -701,16 +701,28 @@ AVX512VNNI static inline void s_q6_K_unpack512(const g4_block_q6_K *b, __m512i u
     for (int v = 0; v < 4; v++) scv[v] = _mm512_permutexvar_epi16(_mm512_loadu_si512((const void *)s_q6_scale_idx[v]), s);
 }
 
-/* Σ sc·(u - 32)·a over one super-block, exact */
-AVX512VNNI static inline int s_q6_K_sum512(const __m512i u[4], const __m512i scv[4], __m256i sc16, const g4_block_q8_K *a)
+/* Σ sc·u·a over one super-block as int32 lanes; the caller subtracts
+ * 32·Σ sc·bsum (s_q6_K_corr) */
+AVX512VNNI static inline __m512i s_q6_K_sumv512(const __m512i u[4], const __m512i scv[4], const g4_block_q8_K *a)
 {
     __m512i sumi = _mm512_setzero_si512();
     for (int v = 0; v < 4; v++) {
         const __m512i y = _mm512_loadu_si512((const void *)(a->qs + 64 * v));
         sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(u[v], y), scv[v]);
     }
-    const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)a->bsums));
-    return s_hsum512_i32(sumi) - 32 * s_hsum_i32(corr);
+    return sumi;
+}
+
+/* Σ_g sc_g·bsum_g as int32 lanes */
+AVX512VNNI static inline __m256i s_q6_K_corr(__m256i sc16, const g4_block_q8_K *a)
+{
+    return _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)a->bsums));
+}
+
+/* Σ sc·(u - 32)·a over one super-block, exact */
+AVX512VNNI static inline int s_q6_K_sum512(const __m512i u[4], const __m512i scv[4], __m256i sc16, const g4_block_q8_K *a)
+{
+    return s_hsum512_i32(s_q6_K_sumv512(u, scv, a)) - 32 * s_hsum_i32(s_q6_K_corr(sc16, a));
 }
 
 AVX512VNNI static void s_dot_q6_K_512(int64_t n, float *s, const void *vw, const void *va)
@@ -803,10 +815,26 @@ AVX512 static inline __m128i s_hsum4x512_i32(const __m512i x[4])
 }
 
 /* the same for 8-lane vectors */
-AVX2 static inline __m128i s_hsum4x256_i32(__m256i a, __m256i b, __m256i c, __m256i d)
+AVX2 static inline __m128i s_hsum4x256_i32(const __m256i x[4])
 {
-    const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(x[0], x[1]), _mm256_hadd_epi32(x[2], x[3]));
     return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+/* Four rows' Q6_K super-block in lane r: sumf + d·(Σsumi - 32·Σcorr), the
+ * scalar kernel's float operations */
+AVX512 static inline __m128 s_q6_K_fold4(__m128 sumf, __m128 d, const __m512i sumi[4], const __m256i corr[4])
+{
+    const __m128i tot = _mm_sub_epi32(s_hsum4x512_i32(sumi), _mm_slli_epi32(s_hsum4x256_i32(corr), 5));
+    return _mm_add_ps(sumf, _mm_mul_ps(d, _mm_cvtepi32_ps(tot)));
+}
+
+/* Four rows' Q4_K super-block in lane r: sumf + (d·Σsumi - dm·Σmins) */
+AVX512 static inline __m128 s_q4_K_fold4(__m128 sumf, __m128 d, __m128 dm, const __m512i sumi[4], const __m256i mins[4])
+{
+    const __m128 p = _mm_mul_ps(d, _mm_cvtepi32_ps(s_hsum4x512_i32(sumi)));
+    const __m128 q = _mm_mul_ps(dm, _mm_cvtepi32_ps(s_hsum4x256_i32(mins)));
+    return _mm_add_ps(sumf, _mm_sub_ps(p, q));
 }
 
 /* Q6_K: per row the integer sums and float operations of s_dot_q6_K_512 */
@@ -819,7 +847,6 @@ AVX512VNNI static void s_dot1x4_q6_K_512(int64_t n, float *s, int64_t ss, const 
     const g4_block_q8_K *a = va;
     __m128 sumf = _mm_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++) {
-        const __m256i bs = _mm256_loadu_si256((const __m256i *)a[i].bsums);
         s_prefetch_next4(vw, ws, i, sizeof w[0][0]);
         __m512i sumi[4];
         __m256i corr[4];
@@ -827,16 +854,11 @@ AVX512VNNI static void s_dot1x4_q6_K_512(int64_t n, float *s, int64_t ss, const 
             __m512i u[4], scv[4];
             __m256i sc16;
             s_q6_K_unpack512(&w[r][i], u, scv, &sc16);
-            sumi[r] = _mm512_setzero_si512();
-            for (int v = 0; v < 4; v++)
-                sumi[r] = _mm512_dpwssd_epi32(sumi[r], _mm512_maddubs_epi16(u[v], _mm512_loadu_si512((const void *)(a[i].qs + 64 * v))),
-                                              scv[v]);
-            corr[r] = _mm256_madd_epi16(sc16, bs);
+            sumi[r] = s_q6_K_sumv512(u, scv, &a[i]);
+            corr[r] = s_q6_K_corr(sc16, &a[i]);
         }
-        const __m128i tot = _mm_sub_epi32(s_hsum4x512_i32(sumi),
-                                          _mm_slli_epi32(s_hsum4x256_i32(corr[0], corr[1], corr[2], corr[3]), 5));
         const __m128 d = _mm_mul_ps(s_f16x4(&w[0][i].d, &w[1][i].d, &w[2][i].d, &w[3][i].d), _mm_set1_ps(a[i].d));
-        sumf = _mm_add_ps(sumf, _mm_mul_ps(d, _mm_cvtepi32_ps(tot)));
+        sumf = s_q6_K_fold4(sumf, d, sumi, corr);
     }
     _mm_storeu_ps(s, sumf);
 }
@@ -865,9 +887,7 @@ AVX512VNNI static void s_dot1x4_q4_K_512(int64_t n, float *s, int64_t ss, const 
         const __m128 ad = _mm_set1_ps(a[i].d);
         const __m128 d = _mm_mul_ps(s_f16x4(&w[0][i].d, &w[1][i].d, &w[2][i].d, &w[3][i].d), ad);
         const __m128 dm = _mm_mul_ps(s_f16x4(&w[0][i].dmin, &w[1][i].dmin, &w[2][i].dmin, &w[3][i].dmin), ad);
-        const __m128 p = _mm_mul_ps(d, _mm_cvtepi32_ps(s_hsum4x512_i32(sumi)));
-        const __m128 q = _mm_mul_ps(dm, _mm_cvtepi32_ps(s_hsum4x256_i32(mins[0], mins[1], mins[2], mins[3])));
-        sumf = _mm_add_ps(sumf, _mm_sub_ps(p, q));
+        sumf = s_q4_K_fold4(sumf, d, dm, sumi, mins);
     }
     _mm_storeu_ps(s, sumf);
 }
@@ -922,16 +942,11 @@ AVX512VNNI static void s_dot4_q6_K_512(int64_t n, float *s, int64_t ss, const vo
         __m256i sc16, corr[4];
         s_q6_K_unpack512(&w[i], u, scv, &sc16);
         for (int t = 0; t < 4; t++) {
-            sumi[t] = _mm512_setzero_si512();
-            for (int v = 0; v < 4; v++)
-                sumi[t] = _mm512_dpwssd_epi32(
-                    sumi[t], _mm512_maddubs_epi16(u[v], _mm512_loadu_si512((const void *)(a[t][i].qs + 64 * v))), scv[v]);
-            corr[t] = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)a[t][i].bsums));
+            sumi[t] = s_q6_K_sumv512(u, scv, &a[t][i]);
+            corr[t] = s_q6_K_corr(sc16, &a[t][i]);
         }
-        const __m128i tot = _mm_sub_epi32(s_hsum4x512_i32(sumi),
-                                          _mm_slli_epi32(s_hsum4x256_i32(corr[0], corr[1], corr[2], corr[3]), 5));
         const __m128 d = _mm_mul_ps(_mm_set1_ps(s_f16(w[i].d)), _mm_setr_ps(a[0][i].d, a[1][i].d, a[2][i].d, a[3][i].d));
-        sumf = _mm_add_ps(sumf, _mm_mul_ps(d, _mm_cvtepi32_ps(tot)));
+        sumf = s_q6_K_fold4(sumf, d, sumi, corr);
     }
     float r[4];
     _mm_storeu_ps(r, sumf);
@@ -955,9 +970,7 @@ AVX512VNNI static void s_dot4_q4_K_512(int64_t n, float *s, int64_t ss, const vo
         }
         const __m128 ad = _mm_setr_ps(a[0][i].d, a[1][i].d, a[2][i].d, a[3][i].d);
         const __m128 d = _mm_mul_ps(_mm_set1_ps(s_f16(w[i].d)), ad), dm = _mm_mul_ps(_mm_set1_ps(s_f16(w[i].dmin)), ad);
-        const __m128 p = _mm_mul_ps(d, _mm_cvtepi32_ps(s_hsum4x512_i32(sumi)));
-        const __m128 q = _mm_mul_ps(dm, _mm_cvtepi32_ps(s_hsum4x256_i32(mins[0], mins[1], mins[2], mins[3])));
-        sumf = _mm_add_ps(sumf, _mm_sub_ps(p, q));
+        sumf = s_q4_K_fold4(sumf, d, dm, sumi, mins);
     }
     float r[4];
     _mm_storeu_ps(r, sumf);
@@ -985,10 +998,7 @@ AVX512VNNI static void s_dot8x4_q4_K_512(int64_t n, float *s, int64_t ss, const 
             const __m128 dw = _mm_set1_ps(s_f16(w[i].d)), dmw = _mm_set1_ps(s_f16(w[i].dmin));
             for (int h = 0; h < 2; h++) {
                 const __m128 ad = _mm_setr_ps(a[4 * h][i].d, a[4 * h + 1][i].d, a[4 * h + 2][i].d, a[4 * h + 3][i].d);
-                const __m128 p = _mm_mul_ps(_mm_mul_ps(dw, ad), _mm_cvtepi32_ps(s_hsum4x512_i32(sumi + 4 * h)));
-                const __m128 q = _mm_mul_ps(_mm_mul_ps(dmw, ad), _mm_cvtepi32_ps(s_hsum4x256_i32(
-                                                                     mins[4 * h], mins[4 * h + 1], mins[4 * h + 2], mins[4 * h + 3])));
-                sumf[h] = _mm_add_ps(sumf[h], _mm_sub_ps(p, q));
+                sumf[h] = s_q4_K_fold4(sumf[h], _mm_mul_ps(dw, ad), _mm_mul_ps(dmw, ad), sumi + 4 * h, mins + 4 * h);
             }
         }
         float out[8];
