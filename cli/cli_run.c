@@ -1,6 +1,6 @@
 /* g4 run --in-process -m MODEL.gguf (-p TEXT | -f FILE | --prompt-ids 2,9259,…) [-n N]
  *        [--raw] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S]
- *        [--repeat-penalty R] [--logprobs K] [--threads N] [--ctx N] [--kv-f32] [--json]
+ *        [--repeat-penalty R] [--logprobs K] [--threads N] [--ctx N] [--kv-f32] [--mmap] [--json]
  *
  * Runs the decoder in this process (no daemons): prefill the prompt, then
  * sample one token at a time until N tokens or an end-of-generation id.
@@ -272,6 +272,7 @@ int cli_run(int argc, char **argv)
         } else if (OPT("--image-min-tokens")) s_med.opts.image_min_tokens = atoi(v);
         else if (OPT("--image-max-tokens")) s_med.opts.image_max_tokens = atoi(v);
         else if (!strcmp(a, "--kv-f32")) kv_f32 = 1;
+        else if (!strcmp(a, "--mmap")) setenv("G4_WEIGHTS", "map", 1); /* shards inherit it */
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--raw")) raw = 1;
         else if (!strcmp(a, "--in-process")) in_process = 1;
@@ -279,7 +280,7 @@ int cli_run(int argc, char **argv)
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: g4 run -m MODEL.gguf (-p TEXT | -f FILE | --prompt-ids IDS) [-n N] [--raw] [--system TEXT]\n"
                    "              [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] [--repeat-penalty R]\n"
-                   "              [--logprobs K] [--threads N] [--ctx N] [--kv-f32] [--json]\n"
+                   "              [--logprobs K] [--threads N] [--ctx N] [--kv-f32] [--mmap] [--json]\n"
                    "              [--shards N | --in-process | --scheduler EP] [--template T.jinja] [--ignore-eos]\n"
                    "              [--stop STR]... [--timeout SECONDS]\n"
                    "              [--mmproj MMPROJ.gguf (--image FILE | --audio FILE)... [--image-min-tokens N]\n"
@@ -287,6 +288,8 @@ int cli_run(int argc, char **argv)
                    "  Media go in front of the prompt text (with --raw: at <|image|> / <|audio|> in the\n"
                    "  text, else in front); the projector's towers run in encoderd (or in this process).\n"
                    "  Without --raw the prompt is one user turn of the model's chat template.\n"
+                   "  Weights are copied to huge pages in the background once loaded (faster decode);\n"
+                   "  --mmap computes from the file's mapping instead (less memory while copying).\n"
                    "  By default the request runs on the local stack of daemons (the one `g4 up`\n"
                    "  started, else one started for this run with --shards N shards);\n"
                    "  --in-process runs the decoder in this process instead.\n");
@@ -343,6 +346,7 @@ int cli_run(int argc, char **argv)
         cli_error("%s", err.msg);
         return 1;
     }
+    g4_model_warm(m, G4_WEIGHTS_DEFAULT);
     const g4_hparams_t *hp = g4_model_hparams(m);
     tok_vocab_t *vocab = tok_vocab_load(g4_model_gguf(m), &err);
     g4_ctx_t *ctx = NULL;

@@ -496,6 +496,8 @@ int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char
 int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v)
 {
     if (!strcmp(a, "--kv-f32")) return o->kv_f32 = 1, 1;
+    /* shards compute from the file's mapping: they inherit it from the environment */
+    if (!strcmp(a, "--mmap")) return setenv("G4_WEIGHTS", "map", 1), 1;
     if (!v) return 0;
     if (!strcmp(a, "--shards")) o->n_shards = atoi(v);
     else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) o->threads = atoi(v);

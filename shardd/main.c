@@ -1,5 +1,5 @@
 /* shardd --model M.gguf --layers A-B --listen EP [--scheduler EP] [--advertise EP] [--threads N]
- *        [--numa-node K | --cpuset LIST] [--slots N] [--ctx N] [--ubatch N] [--kv-f32] [--name NAME]
+ *        [--numa-node K | --cpuset LIST] [--slots N] [--ctx N] [--ubatch N] [--kv-f32] [--mmap] [--name NAME]
  * One stage of the forward chain: layers [A, B) of the model. */
 #include <hwloc.h>
 #include <omp.h>
@@ -15,10 +15,11 @@
 
 static const char s_usage[] =
     "usage: shardd --model M.gguf --layers A-B --listen EP [--scheduler EP] [--threads N]\n"
-    "              [--numa-node K | --cpuset LIST] [--slots N] [--ctx N] [--ubatch N] [--kv-f32] [--name NAME]\n"
+    "              [--numa-node K | --cpuset LIST] [--slots N] [--ctx N] [--ubatch N] [--kv-f32] [--mmap] [--name NAME]\n"
     "  --layers A-B   layers [A, B) (B may be 'end')\n"
     "  --numa-node K  run on NUMA node K's cores and bind memory there\n"
-    "  --cpuset LIST  run on these cores (e.g. 0-7,16-23)\n";
+    "  --cpuset LIST  run on these cores (e.g. 0-7,16-23)\n"
+    "  --mmap         compute from the file's mapping (default: copy the weights to huge pages in the background)\n";
 
 /* Pins the process (and so its OpenMP threads) with hwloc; returns the
  * number of cores in the set, 0 when not pinned, -1 when the node or the
@@ -61,9 +62,10 @@ static int s_pin(int numa_node, const char *cpuset)
     return n;
 }
 
-/* Moves the weights the shard multiplies with onto its NUMA node's memory
- * (the file's pages sit wherever the page cache put them; the KV cache and
- * buffers allocated later follow the process binding set by s_pin). */
+/* Moves the weights the shard multiplies with onto its NUMA node's memory:
+ * their copy (g4_model_warm, COPY), or the file's pages, which sit wherever
+ * the page cache put them (MAP). The KV cache and buffers allocated later
+ * follow the process binding set by s_pin. */
 static void s_bind_weights(int numa_node, const g4_model_t *m)
 {
     hwloc_topology_t topo;
@@ -77,7 +79,8 @@ static void s_bind_weights(int numa_node, const g4_model_t *m)
     uint64_t bound = 0, failed = 0;
     const void *p;
     size_t n;
-    for (int i = 0; node && g4_model_weights(m, i, &p, &n); i++) {
+    const int copy = g4_model_weights_copy(m, &p, &n);
+    for (int i = 0; node && (copy ? i == 0 : g4_model_weights(m, i, &p, &n)); i++) {
         const uintptr_t b = (uintptr_t)p & ~(page - 1), e = ((uintptr_t)p + n + page - 1) & ~(page - 1);
         if (hwloc_set_area_membind(topo, (const void *)b, e - b, node->nodeset, HWLOC_MEMBIND_BIND,
                                    HWLOC_MEMBIND_MIGRATE | HWLOC_MEMBIND_BYNODESET) == 0)
@@ -99,7 +102,7 @@ int main(int argc, char **argv)
     const char *model = NULL, *layers = NULL, *listen = NULL, *sched = NULL, *advertise = NULL, *cpuset = NULL;
     char name_buf[64];
     const char *name = NULL;
-    int threads = 0, numa = -1;
+    int threads = 0, numa = -1, mmap_only = 0;
     shard_params_t p = {0};
     p.end = -1;
     for (int i = 1; i < argc; i++) {
@@ -116,6 +119,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--ctx") && v) p.n_ctx = atoi(v), i++;
         else if (!strcmp(a, "--ubatch") && v) p.n_ubatch = atoi(v), i++;
         else if (!strcmp(a, "--kv-f32")) p.kv_f32 = 1;
+        else if (!strcmp(a, "--mmap")) mmap_only = 1;
         else if (!strcmp(a, "--name") && v) name = v, i++;
         else if (g4_daemon_log_opt(a, v)) i++;
         else {
@@ -159,6 +163,7 @@ int main(int argc, char **argv)
         g4_log_error("shardd", "%s", err.msg);
         return 1;
     }
+    const g4_weights_mode_t wmode = g4_model_warm(s.model, mmap_only ? G4_WEIGHTS_MAP : G4_WEIGHTS_DEFAULT);
     s_bind_weights(numa, s.model);
     void *data = g4_wire_socket(zctx, ZMQ_PULL, &err);
     if (!data || g4_wire_bind(data, listen, &err)) {
@@ -187,8 +192,14 @@ int main(int argc, char **argv)
         g4_log_error("shardd", "%s", err.msg);
         return 1;
     }
-    g4_log_info("shardd", "%s: layers %d-%d of %u on %s, %d threads, %d slots", model, s.begin, s.end, s.hp->n_layer,
-                listen, threads, s.n_slots);
+    g4_log_info("shardd", "%s: layers %d-%d of %u on %s, %d threads, %d slots, weights %s", model, s.begin, s.end,
+                s.hp->n_layer, listen, threads, s.n_slots, wmode == G4_WEIGHTS_COPY ? "being copied" : "mapped");
+    /* heartbeat counters: batches, and when the weights are ready (g4 bench waits for it) */
+    enum { C_BATCHES, C_ERRORS, C_WEIGHTS_READY, C_WEIGHTS_MS, C_N };
+    static const char *const cnames[C_N] = {"batches", "errors", "weights_ready", "weights_ready_ms"};
+    d.n_counters = C_N;
+    for (int i = 0; i < C_N; i++) d.counter_names[i] = cnames[i];
+    int warm_logged = 0;
     while (!g4_daemon_stop) {
         zmq_pollitem_t it[2] = {{data, 0, ZMQ_POLLIN, 0}, {d.ctl, 0, ZMQ_POLLIN, 0}};
         int n = zmq_poll(it, d.ctl ? 2 : 1, G4_HEARTBEAT_MS / 2);
@@ -209,6 +220,16 @@ int main(int argc, char **argv)
             }
             g4_msg_close(&m);
         }
+        double warm_ms = 0;
+        if (!warm_logged && g4_model_warmed(s.model, 0, &warm_ms)) {
+            warm_logged = 1;
+            g4_log_info("shardd", "weights %s in %.0f ms", wmode == G4_WEIGHTS_COPY ? "copied to huge pages" : "mapped in",
+                        warm_ms);
+            d.counter_values[C_WEIGHTS_READY] = 1;
+            d.counter_values[C_WEIGHTS_MS] = (uint64_t)warm_ms;
+        }
+        d.counter_values[C_BATCHES] = s.n_batches;
+        d.counter_values[C_ERRORS] = s.n_errors;
         g4_daemon_tick(&d);
     }
     g4_log_info("shardd", "stopping after %llu batches (%llu errors)", (unsigned long long)s.n_batches,

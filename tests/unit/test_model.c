@@ -194,6 +194,54 @@ static int s_bad(const char *src, const char *drop_key, const char *drop_tensor,
     return rc;
 }
 
+/* Weights copied to anonymous memory (g4_model_warm COPY): every matrix ends
+ * up in the copy, the file's pages leave the process, and the logits are the
+ * bits of the mapped model — before, while and after the copy is taken. */
+static int s_weights_check(const char *td, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/%s", td, name);
+    g4_err_t err;
+    g4_model_t *a = g4_model_load(path, 0, -1, &err), *b = g4_model_load(path, 0, -1, &err);
+    REQUIRE(a && b);
+    const int T = 9, V = (int)g4_model_hparams(a)->n_vocab;
+    g4_ctx_params_t cp = {.n_ctx = 32, .n_ubatch = 16};
+    g4_ctx_t *ca = g4_ctx_new(a, &cp, &err), *cb = g4_ctx_new(b, &cp, &err);
+    float *la = g4_malloc((size_t)T * V * 4), *lb = g4_malloc((size_t)T * V * 4);
+    REQUIRE(ca && cb && la && lb);
+    CHECK(g4_model_warm(a, G4_WEIGHTS_MAP) == G4_WEIGHTS_MAP);
+    CHECK(g4_model_warm(b, G4_WEIGHTS_COPY) == G4_WEIGHTS_COPY);
+    int32_t tok[9], pos[9], sq[9];
+    for (int pass = 0; pass < 3; pass++) {
+        if (pass == 2) {
+            double ms = -1;
+            CHECK(g4_model_warmed(b, 1, &ms) == 1 && ms >= 0);
+            const void *base, *p;
+            size_t len, n;
+            REQUIRE(g4_model_weights_copy(b, &base, &len));
+            int inside = 0, total = 0;
+            for (int i = 0; g4_model_weights(b, i, &p, &n); i++, total++)
+                inside += (const char *)p >= (const char *)base && (const char *)p + n <= (const char *)base + len;
+            CHECKF(total > 0 && inside == total, "%s: %d of %d weight ranges in the copy", name, inside, total);
+        }
+        int sa = g4_seq_new(ca, &err), sb = g4_seq_new(cb, &err);
+        REQUIRE(sa >= 0 && sb >= 0);
+        for (int i = 0; i < T; i++) tok[i] = 2 + (i * 389 + pass * 17) % 9000, pos[i] = i, sq[i] = sa;
+        g4_batch_t ba = {T, tok, NULL, pos, sq, NULL, NULL};
+        REQUIRE(g4_ctx_forward(ca, &ba, NULL, NULL, NULL, la, &err) == 0);
+        for (int i = 0; i < T; i++) sq[i] = sb;
+        g4_batch_t bb = {T, tok, NULL, pos, sq, NULL, NULL};
+        REQUIRE(g4_ctx_forward(cb, &bb, NULL, NULL, NULL, lb, &err) == 0);
+        CHECKF(memcmp(la, lb, (size_t)T * V * 4) == 0, "%s pass %d: logits from the copied weights differ", name, pass);
+        g4_seq_release(ca, sa);
+        g4_seq_release(cb, sb);
+    }
+    g4_free(la), g4_free(lb);
+    g4_ctx_destroy(&ca), g4_ctx_destroy(&cb);
+    g4_model_destroy(&a), g4_model_destroy(&b);
+    return 0;
+}
+
 int test_model(void)
 {
     const char *td = g4_test_testdata();
@@ -205,6 +253,9 @@ int test_model(void)
     s_range_check(td, "e-f32.gguf", 2);
     s_range_check(td, "moe-q8_0.gguf", 3);
     s_softtoken_check(td);
+    s_weights_check(td, "dense256-q4_k_m.gguf");
+    s_weights_check(td, "moe-q8_0.gguf");
+    s_weights_check(td, "e-q8_0.gguf");
     char path[4096];
     snprintf(path, sizeof path, "%s/models/e-q8_0.gguf", td);
     g4_err_t err;
