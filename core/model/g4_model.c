@@ -859,7 +859,12 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->mm_scratch_bytes = T * (kmax * 4 + 1024) + 4096;
     c->mm_scratch = g4_malloc_aligned(c->mm_scratch_bytes, 64);
     c->n_thr = omp_get_max_threads();
-    c->attn_buf_stride = (hd_max * 8 + (size_t)c->n_ctx * 4 + 256 + 63) & ~(size_t)63;
+    /* scores of the query heads sharing a KV head (s_attn_f32_grp) */
+    uint32_t nkv_min = hp->n_head;
+    for (uint32_t l = 0; l < hp->n_layer; l++)
+        if (hp->n_head_kv[l] && hp->n_head_kv[l] < nkv_min) nkv_min = hp->n_head_kv[l];
+    const size_t grp_max = nkv_min ? hp->n_head / nkv_min : 1;
+    c->attn_buf_stride = (hd_max * 8 + (size_t)c->n_ctx * 4 * grp_max + 256 + 63) & ~(size_t)63;
     c->attn_buf = g4_malloc_aligned(c->attn_buf_stride * (size_t)c->n_thr, 64);
     if (!c->seqs || !c->seq_rows || !c->x || !c->a || !c->q || !c->k || !c->v || !c->o || !c->t1 || !c->fg || !c->fu || !c->ple ||
         !c->tok_ple || !c->rope_cs || !c->row_hi || !c->mm_scratch || !c->attn_buf ||
@@ -1050,6 +1055,41 @@ static void s_attn_f32(const float *q, const uint8_t *K, const uint8_t *V, size_
     for (int d = 0; d < hd; d++) out[d] *= inv;
 }
 
+/* s_attn_f32 over an F16 cache for the G query heads of one KV head: each K
+ * and V row read once for all of them, the same bits per head. buf holds
+ * G * (hi - lo + 1) scores. */
+static void s_attn_f32_grp(const float *q, int G, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo,
+                           int hi, int cells, float *out, uint8_t *buf)
+{
+    enum { GMAX = 64 };
+    const int np = hi - lo + 1;
+    float *sc = (float *)buf, M[GMAX], S[GMAX], w[GMAX];
+    for (int g = 0; g < G; g++) M[g] = -INFINITY, S[g] = 0;
+    for (int p = lo; p <= hi; p++) {
+        g4_dot_f16_f32_g((const uint16_t *)(K + (size_t)(p % cells) * row_bytes), q, hd, G, w, hd);
+        for (int g = 0; g < G; g++) {
+            sc[(size_t)g * np + (p - lo)] = w[g];
+            if (w[g] > M[g]) M[g] = w[g];
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        float *sg = sc + (size_t)g * np;
+        for (int p = 0; p < np; p++) {
+            sg[p] = expf(sg[p] - M[g]);
+            S[g] += sg[p];
+        }
+    }
+    memset(out, 0, (size_t)G * hd * sizeof *out);
+    for (int p = lo; p <= hi; p++) {
+        for (int g = 0; g < G; g++) w[g] = sc[(size_t)g * np + (p - lo)];
+        g4_axpy_f16_g(out, hd, w, G, (const uint16_t *)(V + (size_t)(p % cells) * row_bytes), hd);
+    }
+    for (int g = 0; g < G; g++) {
+        const float inv = S[g] == 0.0f ? 0.0f : 1.0f / S[g];
+        for (int d = 0; d < hd; d++) out[(size_t)g * hd + d] *= inv;
+    }
+}
+
 /* ====================================================================== */
 /* forward                                                                */
 /* ====================================================================== */
@@ -1181,6 +1221,25 @@ static int s_layer(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
     for (int t = 0; t < T; t++) c->seq_rows[b->seq[t]]++;
     const size_t row_bytes = s_kv_row(c, src);
     const int grp = nh / nkv;
+    /* a long run of rows (prefill) over an F16 cache: the query heads of a KV
+     * head together, so each K/V row is converted once per group and the dot
+     * products run side by side (same bits as one head at a time) */
+    int grouped = c->kv_elem == 2 && grp > 1 && grp <= 64;
+    for (int t = 0; t < T && grouped; t++) grouped = c->seq_rows[b->seq[t]] >= 64;
+    if (grouped) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(g4_kernels_threads())
+        for (int i = 0; i < T * nkv; i++) {
+            const int t = i / nkv, kh = i % nkv;
+            const s_seq_t *s = &c->seqs[b->seq[t]];
+            const int p1 = b->pos[t], hi = swa ? c->row_hi[t] : p1;
+            const int lo = swa ? (p1 - (int)hp->n_swa + 1 > 0 ? p1 - (int)hp->n_swa + 1 : 0) : 0;
+            const uint8_t *K = (const uint8_t *)s->k[src] + (size_t)kh * hd * c->kv_elem;
+            const uint8_t *V = (const uint8_t *)s->v[src] + (size_t)kh * hd * c->kv_elem;
+            uint8_t *buf = c->attn_buf + c->attn_buf_stride * (size_t)omp_get_thread_num();
+            const size_t off = (size_t)t * nq + (size_t)kh * grp * hd;
+            s_attn_f32_grp(c->q + off, grp, K, V, row_bytes, hd, lo, hi, cells, c->o + off, buf);
+        }
+    } else
 #pragma omp parallel for schedule(dynamic, 1) num_threads(T * nh > 1 ? g4_kernels_threads() : 1)
     for (int i = 0; i < T * nh; i++) {
         const int t = i / nh, h = i % nh, kh = h / grp;
