@@ -18,7 +18,7 @@ g = json.loads(sys.argv[1])
 l = json.loads(sys.argv[2])
 lp = l["pp_tok_s"]["median"]; lt = l["tg_tok_s"]["median"]
 print(json.dumps({"model": sys.argv[3].rsplit("/", 1)[-1], "n_prompt": int(sys.argv[4]), "n_gen": int(sys.argv[5]), "threads": int(sys.argv[6]),
-                  "g4": {"prefill_tps": g["prefill_tps"], "decode_tps": g["decode_tps"], "ready_ms": g["ready_ms"],
+                  "g4": {"prefill_tps": g["prefill_tps"], "decode_tps": g["decode_tps"], "ready_ms": g["ready_ms"], "weights_ready_ms": g.get("weights_ready_ms"),
                          "peak_rss_mb": g["peak_rss_mb"]},
                   "llama_cpp": {"prefill_tps": lp, "decode_tps": lt},
                   "ratio_decode": g["decode_tps"] / lt if lt else None,

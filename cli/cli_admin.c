@@ -1,4 +1,4 @@
-/* g4 up -m MODEL.gguf [--shards N] [--threads N] [--ctx N] [--slots N] [--kv-f32] [--template T]
+/* g4 up -m MODEL.gguf [--shards N] [--threads N] [--ctx N] [--slots N] [--kv-f32] [--mmap] [--template T]
  * g4 status [--json] [--scheduler EP]
  * g4 down
  * A persistent local stack: `up` starts the daemons detached and records them
@@ -121,7 +121,7 @@ int cli_up(int argc, char **argv)
         else if ((took = cli_stack_opt(&o, a, v))) i += took - 1;
         else {
             cli_error("usage: g4 up -m MODEL.gguf [--shards N] [--threads N] [--ctx N] [--slots N] [--kv-f32] "
-                      "[--template T.jinja] [--mmproj MMPROJ.gguf]");
+                      "[--mmap] [--template T.jinja] [--mmproj MMPROJ.gguf]");
             return 2;
         }
     }

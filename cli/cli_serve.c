@@ -960,7 +960,7 @@ int cli_serve(int argc, char **argv)
         else if ((took = cli_stack_opt(&o, a, v))) i += took - 1;
         else {
             cli_error("usage: g4 serve (-m MODEL.gguf | --connect EP) [--host 127.0.0.1] [--port 8080] [--api-key KEY]\n"
-                      "                [--shards N] [--threads N] [--ctx N] [--slots N] [--template T.jinja] [--mmproj MMPROJ.gguf] [--kv-f32]");
+                      "                [--shards N] [--threads N] [--ctx N] [--slots N] [--template T.jinja] [--mmproj MMPROJ.gguf] [--kv-f32] [--mmap]");
             return 2;
         }
     }
