@@ -1,7 +1,8 @@
 /* g4 plan -m MODEL.gguf [--topology FILE.xml | --topology "SYNTHETIC"] [--shards N] [--ctx N] [--slots N] [--json]
  *
  * Where each shard of the model goes: one shard per NUMA node (or --shards),
- * layers in proportion to each node's memory, layers that share a KV cache
+ * layers in proportion to each node's memory bandwidth when hwloc knows it
+ * (else to its memory), layers that share a KV cache
  * kept together; for each shard the weights it maps, its KV cache (F16, every
  * slot at full context; sliding layers hold window + ubatch cells; a
  * KV-sharing layer's shard also holds its source layer's cache) and
@@ -23,6 +24,7 @@
 typedef struct plan_node {
     int os_index, cores;
     uint64_t memory;
+    uint64_t bandwidth; /* MiB/s from the node's own cores (hwloc memory attribute), 0: unknown */
 } plan_node_t;
 
 static int s_topology(const char *topo_arg, plan_node_t *nodes, int max, char *why, size_t why_size)
@@ -54,6 +56,9 @@ static int s_topology(const char *topo_arg, plan_node_t *nodes, int max, char *w
         nodes[k].os_index = (int)o->os_index;
         nodes[k].memory = o->attr ? o->attr->numanode.local_memory : 0;
         nodes[k].cores = hwloc_get_nbobjs_inside_cpuset_by_type(t, o->cpuset, HWLOC_OBJ_CORE);
+        struct hwloc_location from = {.type = HWLOC_LOCATION_TYPE_CPUSET, .location.cpuset = o->cpuset};
+        hwloc_uint64_t bw = 0;
+        nodes[k].bandwidth = hwloc_memattr_get_value(t, HWLOC_MEMATTR_ID_BANDWIDTH, o, &from, 0, &bw) == 0 ? bw : 0;
         k++;
     }
     if (k == 0) { /* no NUMA information: the whole machine is one node */
@@ -61,6 +66,7 @@ static int s_topology(const char *topo_arg, plan_node_t *nodes, int max, char *w
         nodes[0].os_index = 0;
         nodes[0].memory = root->total_memory;
         nodes[0].cores = hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_CORE);
+        nodes[0].bandwidth = 0;
         k = 1;
     }
     hwloc_topology_destroy(t);
@@ -150,10 +156,21 @@ int cli_plan(int argc, char **argv)
         g4_free(layer_w), g4_free(layer_kv), g4_free(kv_src);
         return 1;
     }
-    if (k > 1 && n_nodes > 1) {
-        /* move the boundaries toward each node's share of the total memory */
+    /* Each stage streams its weights once per decoded token: with every node's
+     * memory bandwidth known (hwloc's Bandwidth attribute: firmware HMAT, or an
+     * XML topology) the layers go in proportion to it, so the stages take
+     * equal time; else in proportion to memory. A bandwidth split that does
+     * not fit a node's memory falls back to the memory split. */
+    int by_bw = k > 1 && n_nodes > 1;
+    for (int i = 0; i < k && by_bw; i++) by_bw = nodes[i % n_nodes].bandwidth > 0;
+    int orig[PLAN_MAX + 1];
+    memcpy(orig, bounds, sizeof(int) * (size_t)(k + 1));
+    for (int pass = by_bw ? 0 : 1; pass < 2 && k > 1 && n_nodes > 1; pass++) {
+        const int use_bw = pass == 0;
+        memcpy(bounds, orig, sizeof(int) * (size_t)(k + 1));
+        /* move the boundaries toward each node's share of the total */
         uint64_t mem_total = 0, cost_total = 0;
-        for (int i = 0; i < k; i++) mem_total += nodes[i % n_nodes].memory;
+        for (int i = 0; i < k; i++) mem_total += use_bw ? nodes[i % n_nodes].bandwidth : nodes[i % n_nodes].memory;
         for (int l = 0; l < L; l++) cost_total += layer_w[l] + layer_kv[l];
         if (mem_total > 0) {
             int kk = 0;
@@ -162,13 +179,14 @@ int cli_plan(int argc, char **argv)
             uint64_t acc = 0, target = 0;
             int l = 0;
             for (int i = 0; i < k - 1; i++) {
-                target += (uint64_t)((double)cost_total * (double)nodes[i % n_nodes].memory / (double)mem_total);
+                const uint64_t share = use_bw ? nodes[i % n_nodes].bandwidth : nodes[i % n_nodes].memory;
+                target += (uint64_t)((double)cost_total * (double)share / (double)mem_total);
                 while (l < L && acc + (layer_w[l] + layer_kv[l]) / 2 < target) acc += layer_w[l] + layer_kv[l], l++;
-                /* the nearest allowed boundary from the even split */
-                int best = bounds[i + 1];
-                for (int j = 1; j < k; j++)
-                    if (abs(bounds[j] - l) < abs(best - l)) best = bounds[j];
+                /* any layer may start a stage (a KV-sharing layer gets its source
+                 * layer's rows from the earlier stage); every stage keeps a layer */
+                int best = l;
                 if (best <= nb[kk - 1]) best = nb[kk - 1] + 1;
+                if (best > L - (k - 1 - i)) best = L - (k - 1 - i);
                 if (best >= L) break;
                 nb[kk++] = best;
             }
@@ -178,6 +196,15 @@ int cli_plan(int argc, char **argv)
             for (int i = 1; ok && i < kk; i++) ok = nb[i] > nb[i - 1];
             if (ok) memcpy(bounds, nb, sizeof(int) * (size_t)(kk + 1));
         }
+        if (!use_bw) break;
+        int fit = 1; /* weights alone; the KV cache is checked below */
+        for (int i = 0; i < k && fit; i++) {
+            uint64_t w = 0;
+            for (int l = bounds[i]; l < bounds[i + 1]; l++) w += layer_w[l] + layer_kv[l];
+            fit = nodes[i % n_nodes].memory == 0 || w <= nodes[i % n_nodes].memory;
+        }
+        if (fit) break;
+        by_bw = 0; /* the memory split next */
     }
     cJSON *root = cJSON_CreateObject(), *arr = NULL;
     if (json) {
@@ -186,10 +213,13 @@ int cli_plan(int argc, char **argv)
         cJSON_AddNumberToObject(root, "ctx", n_ctx);
         cJSON_AddNumberToObject(root, "slots", n_slots);
         cJSON_AddNumberToObject(root, "numa_nodes", n_nodes);
+        cJSON_AddStringToObject(root, "split", k < 2 || n_nodes < 2 ? "single" : by_bw ? "bandwidth" : "memory");
         arr = cJSON_AddArrayToObject(root, "shards");
     } else {
         printf("model %s: %d layers; %d NUMA node(s); KV cache F16 for %d slot(s) x %d positions\n", model, L, n_nodes,
                n_slots, n_ctx);
+        if (k > 1 && n_nodes > 1)
+            printf("layers split in proportion to each node's %s\n", by_bw ? "memory bandwidth" : "memory");
         printf("%-6s %-5s %-6s %-8s %12s %12s %12s %12s  %s\n", "SHARD", "NODE", "CORES", "LAYERS", "WEIGHTS", "KV",
                "TOTAL", "NODE MEM", "FITS");
     }
@@ -221,6 +251,7 @@ int cli_plan(int argc, char **argv)
             cJSON_AddNumberToObject(e, "kv_bytes", (double)kv);
             cJSON_AddNumberToObject(e, "total_bytes", (double)total);
             cJSON_AddNumberToObject(e, "node_memory_bytes", (double)nd->memory);
+            cJSON_AddNumberToObject(e, "node_bandwidth_mbs", (double)nd->bandwidth);
             cJSON_AddBoolToObject(e, "fits", fits);
             cJSON_AddItemToArray(arr, e);
         } else {
