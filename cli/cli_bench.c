@@ -67,7 +67,7 @@ static int32_t *s_prompt(int n, int n_vocab, uint64_t seed)
     return ids;
 }
 
-static int s_in_process(const char *model, int np, int ng, int warmup, int reps, int kv_f32, bench_run_t *runs,
+static int s_in_process(const char *model, int np, int ng, int warmup, int reps, int kv_f32, int mmap_only, bench_run_t *runs,
                         double *ready_ms, double *weights_ms)
 {
     const uint64_t t0 = g4_clock_mono_ns();
@@ -82,7 +82,7 @@ static int s_in_process(const char *model, int np, int ng, int warmup, int reps,
     g4_ctx_t *c = g4_ctx_new(m, &cp, &err);
     *ready_ms = (double)(g4_clock_mono_ns() - t0) / 1e6;
     /* timed runs start once the weights sit where they stay (g4_model_warm) */
-    g4_model_warm(m, G4_WEIGHTS_DEFAULT);
+    g4_model_warm(m, mmap_only ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY);
     g4_model_warmed(m, 1, NULL);
     *weights_ms = (double)(g4_clock_mono_ns() - t0) / 1e6;
     float *logits = g4_malloc((size_t)hp->n_vocab * sizeof *logits);
@@ -171,7 +171,7 @@ static void s_first(void *user, const G4__V1__TokenEvent *t)
 int cli_bench(int argc, char **argv)
 {
     const char *model = NULL;
-    int np = 512, ng = 128, threads = 0, reps = 3, warmup = 1, shards = 0, in_process = 0, json = 0, kv_f32 = 0;
+    int np = 512, ng = 128, threads = 0, reps = 3, warmup = 1, shards = 0, in_process = 0, json = 0, kv_f32 = 0, mmap_only = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = v, i++;
@@ -183,7 +183,7 @@ int cli_bench(int argc, char **argv)
         else if (!strcmp(a, "--shards") && v) shards = atoi(v), i++;
         else if (!strcmp(a, "--in-process")) in_process = 1;
         else if (!strcmp(a, "--kv-f32")) kv_f32 = 1;
-        else if (!strcmp(a, "--mmap")) setenv("G4_WEIGHTS", "map", 1); /* shards inherit it */
+        else if (!strcmp(a, "--mmap")) mmap_only = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else {
             cli_error("usage: g4 bench -m MODEL.gguf [-p 512] [-n 128] [-t THREADS] [--reps 3] [--warmup 1] [--shards N | --in-process] "
@@ -201,7 +201,7 @@ int cli_bench(int argc, char **argv)
     cJSON *procs = cJSON_CreateArray();
     if (in_process) {
         if (threads > 0) g4_kernels_set_threads(threads);
-        rc = s_in_process(model, np, ng, warmup, reps, kv_f32, runs, &ready_ms, &weights_ms);
+        rc = s_in_process(model, np, ng, warmup, reps, kv_f32, mmap_only, runs, &ready_ms, &weights_ms);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         cJSON *p = cJSON_CreateObject();
@@ -212,7 +212,7 @@ int cli_bench(int argc, char **argv)
         cli_stack_t st;
         int own = 0;
         char ep[300];
-        cli_stack_opts_t o = {.model = model, .n_shards = shards, .threads = threads, .n_slots = 2, .kv_f32 = kv_f32,
+        cli_stack_opts_t o = {.model = model, .n_shards = shards, .threads = threads, .n_slots = 2, .kv_f32 = kv_f32, .mmap = mmap_only,
                               .n_ctx = np + ng + 8};
         const uint64_t t0 = g4_clock_mono_ns();
         if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) {

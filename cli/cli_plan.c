@@ -169,10 +169,10 @@ int cli_plan(int argc, char **argv)
         const int use_bw = pass == 0;
         memcpy(bounds, orig, sizeof(int) * (size_t)(k + 1));
         /* move the boundaries toward each node's share of the total */
-        uint64_t mem_total = 0, cost_total = 0;
-        for (int i = 0; i < k; i++) mem_total += use_bw ? nodes[i % n_nodes].bandwidth : nodes[i % n_nodes].memory;
+        uint64_t share_total = 0, cost_total = 0;
+        for (int i = 0; i < k; i++) share_total += use_bw ? nodes[i % n_nodes].bandwidth : nodes[i % n_nodes].memory;
         for (int l = 0; l < L; l++) cost_total += layer_w[l] + layer_kv[l];
-        if (mem_total > 0) {
+        if (share_total > 0) {
             int kk = 0;
             int nb[PLAN_MAX + 1];
             nb[kk++] = 0;
@@ -180,7 +180,7 @@ int cli_plan(int argc, char **argv)
             int l = 0;
             for (int i = 0; i < k - 1; i++) {
                 const uint64_t share = use_bw ? nodes[i % n_nodes].bandwidth : nodes[i % n_nodes].memory;
-                target += (uint64_t)((double)cost_total * (double)share / (double)mem_total);
+                target += (uint64_t)((double)cost_total * (double)share / (double)share_total);
                 while (l < L && acc + (layer_w[l] + layer_kv[l]) / 2 < target) acc += layer_w[l] + layer_kv[l], l++;
                 /* any layer may start a stage (a KV-sharing layer gets its source
                  * layer's rows from the earlier stage); every stage keeps a layer */
@@ -197,7 +197,7 @@ int cli_plan(int argc, char **argv)
             if (ok) memcpy(bounds, nb, sizeof(int) * (size_t)(kk + 1));
         }
         if (!use_bw) break;
-        int fit = 1; /* weights alone; the KV cache is checked below */
+        int fit = 1; /* the layers' weights and caches (embedding and head: checked below) */
         for (int i = 0; i < k && fit; i++) {
             uint64_t w = 0;
             for (int l = bounds[i]; l < bounds[i + 1]; l++) w += layer_w[l] + layer_kv[l];

@@ -159,7 +159,7 @@ static char *s_chat_json(const char *prompt, const char *system)
 
 static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
-                       int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos,
+                       int threads, int n_ctx, int kv_f32, int mmap_only, const char *tmpl, int ignore_eos,
                        const char *sched_ep, const char **stops, int n_stop, double timeout_s);
 
 /* In-process media: encode each file and splice its soft tokens in where its
@@ -230,7 +230,7 @@ int cli_run(int argc, char **argv)
     const char *sched_ep = NULL, *stops[16];
     int n_stop = 0;
     double timeout_s = 0;
-    int n_predict = 32, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_f32 = 0, in_process = 0;
+    int n_predict = 32, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_f32 = 0, mmap_only = 0, in_process = 0;
     g4_sampler_params_t sp;
     g4_sampler_params_default(&sp);
     for (int i = 1; i < argc; i++) {
@@ -272,7 +272,7 @@ int cli_run(int argc, char **argv)
         } else if (OPT("--image-min-tokens")) s_med.opts.image_min_tokens = atoi(v);
         else if (OPT("--image-max-tokens")) s_med.opts.image_max_tokens = atoi(v);
         else if (!strcmp(a, "--kv-f32")) kv_f32 = 1;
-        else if (!strcmp(a, "--mmap")) setenv("G4_WEIGHTS", "map", 1); /* shards inherit it */
+        else if (!strcmp(a, "--mmap")) mmap_only = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--raw")) raw = 1;
         else if (!strcmp(a, "--in-process")) in_process = 1;
@@ -333,7 +333,7 @@ int cli_run(int argc, char **argv)
             return 2;
         }
         int r = s_run_stack(model, ftext ? ftext : prompt, raw, system, ids, n_ids, &sp, n_predict, logprobs, json,
-                            n_shards, threads, n_ctx, kv_f32, tmpl, ignore_eos, sched_ep, stops, n_stop, timeout_s);
+                            n_shards, threads, n_ctx, kv_f32, mmap_only, tmpl, ignore_eos, sched_ep, stops, n_stop, timeout_s);
         g4_free(ftext);
         g4_free(ids);
         return r;
@@ -346,7 +346,7 @@ int cli_run(int argc, char **argv)
         cli_error("%s", err.msg);
         return 1;
     }
-    g4_model_warm(m, G4_WEIGHTS_DEFAULT);
+    g4_model_warm(m, mmap_only ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY);
     const g4_hparams_t *hp = g4_model_hparams(m);
     tok_vocab_t *vocab = tok_vocab_load(g4_model_gguf(m), &err);
     g4_ctx_t *ctx = NULL;
@@ -560,14 +560,15 @@ static void s_on_token(void *user, const G4__V1__TokenEvent *t)
 
 static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
-                       int threads, int n_ctx, int kv_f32, const char *tmpl, int ignore_eos,
+                       int threads, int n_ctx, int kv_f32, int mmap_only, const char *tmpl, int ignore_eos,
                        const char *sched_ep, const char **stops, int n_stop, double timeout_s)
 {
     char ep[300];
     cli_stack_t st;
     int own = 0;
     cli_stack_opts_t o = {.model = model, .template_path = tmpl, .n_shards = n_shards, .threads = threads,
-                          .n_ctx = n_ctx, .n_slots = 4, .kv_f32 = kv_f32, .mmproj = s_med.mmproj};
+                          .n_ctx = n_ctx, .n_slots = 4, .kv_f32 = kv_f32, .mmap = mmap_only,
+                          .mmproj = s_med.mmproj};
     if (sched_ep) snprintf(ep, sizeof ep, "%s", sched_ep); /* a stack anywhere: tcp://host:port */
     else if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) return 1;
     G4__V1__GenerateRequest req = G4__V1__GENERATE_REQUEST__INIT;

@@ -220,6 +220,7 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
         if (o->threads > 0) a[k++] = "--threads", a[k++] = threads;
         if (o->n_ctx > 0) a[k++] = "--ctx", a[k++] = ctx;
         if (o->kv_f32) a[k++] = "--kv-f32";
+        if (o->mmap) a[k++] = "--mmap";
         if (n_numa > 1 && n == n_numa) { /* one shard per NUMA node, pinned there (g4 plan) */
             snprintf(node, sizeof node, "%d", i);
             a[k++] = "--numa-node", a[k++] = node;
@@ -496,8 +497,7 @@ int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char
 int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v)
 {
     if (!strcmp(a, "--kv-f32")) return o->kv_f32 = 1, 1;
-    /* shards compute from the file's mapping: they inherit it from the environment */
-    if (!strcmp(a, "--mmap")) return setenv("G4_WEIGHTS", "map", 1), 1;
+    if (!strcmp(a, "--mmap")) return o->mmap = 1, 1;
     if (!v) return 0;
     if (!strcmp(a, "--shards")) o->n_shards = atoi(v);
     else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) o->threads = atoi(v);

@@ -163,7 +163,7 @@ int main(int argc, char **argv)
         g4_log_error("shardd", "%s", err.msg);
         return 1;
     }
-    const g4_weights_mode_t wmode = g4_model_warm(s.model, mmap_only ? G4_WEIGHTS_MAP : G4_WEIGHTS_DEFAULT);
+    const g4_weights_mode_t wmode = g4_model_warm(s.model, mmap_only ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY);
     s_bind_weights(numa, s.model);
     void *data = g4_wire_socket(zctx, ZMQ_PULL, &err);
     if (!data || g4_wire_bind(data, listen, &err)) {

@@ -240,7 +240,7 @@ struct g4_model {
     uint64_t warm_ns;       /* from g4_model_warm to the thread's end       */
 };
 
-/* A matrix is read whole on every forward pass: note it for prefaulting. */
+/* A matrix is read whole on every forward pass: note it for g4_model_warm. */
 static void s_note_weights(g4_model_t *m, const g4_tensor_t *t)
 {
     if (!t->data || t->n_dims < 2) return;
@@ -265,8 +265,8 @@ static void s_note_weights(g4_model_t *m, const g4_tensor_t *t)
  * COPY: the page cache holds a file in whatever folios it read it with, so
  * the mapping is a mix of 2 MiB and 4 KiB pages, and a decode that streams
  * every weight once per token loses to TLB misses and to prefetchers that
- * stop at 4 KiB boundaries (measured on a 1.8 GB Q4_K_M model: 21 tok/s from
- * the mapping, 27-29 from a copy). The thread copies each range into
+ * stop at 4 KiB boundaries (measured on a 1.8 GB Q4_K_M model, decode: 8 %
+ * faster in one alternated set, 21 vs 27-29 tok/s in another). The thread copies each range into
  * anonymous memory asking for transparent huge pages (allocated under the
  * process's memory binding, so a NUMA-bound shard gets node-local weights),
  * layers first and the LM head last, on cores the computation leaves idle
@@ -416,8 +416,6 @@ static uint64_t s_mem_available(void)
 g4_weights_mode_t g4_model_warm(g4_model_t *m, g4_weights_mode_t mode)
 {
     if (m->pf_running || m->n_pf == 0) return m->mode;
-    const char *env = getenv("G4_WEIGHTS");
-    if (mode == G4_WEIGHTS_DEFAULT) mode = env && !strcmp(env, "map") ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY;
     if (mode == G4_WEIGHTS_COPY) {
         size_t total = 0;
         for (int i = 0; i < m->n_pf; i++) total += (m->pf[i].n + 63) & ~(size_t)63;
@@ -451,17 +449,13 @@ g4_weights_mode_t g4_model_warm(g4_model_t *m, g4_weights_mode_t mode)
 
 int g4_model_warmed(g4_model_t *m, int wait, double *ms)
 {
-    if (!m->pf_running) {
-        if (ms) *ms = 0;
-        return 1;
-    }
-    if (wait) {
+    if (m->pf_running && wait) {
         pthread_join(m->pf_thread, NULL);
         m->pf_running = 0;
         s_adopt(m);
     }
     const int done = !m->pf_running || atomic_load(&m->pf_done);
-    if (ms) *ms = done ? (double)m->warm_ns / 1e6 : 0;
+    if (ms) *ms = done ? (double)m->warm_ns / 1e6 : 0; /* 0: never started */
     return done;
 }
 
@@ -859,7 +853,7 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->mm_scratch_bytes = T * (kmax * 4 + 1024) + 4096;
     c->mm_scratch = g4_malloc_aligned(c->mm_scratch_bytes, 64);
     c->n_thr = omp_get_max_threads();
-    /* scores of the query heads sharing a KV head (s_attn_f32_grp) */
+    /* scores of the query heads sharing a KV head (s_attn_f32) */
     uint32_t nkv_min = hp->n_head;
     for (uint32_t l = 0; l < hp->n_layer; l++)
         if (hp->n_head_kv[l] && hp->n_head_kv[l] < nkv_min) nkv_min = hp->n_head_kv[l];
@@ -1028,45 +1022,22 @@ static void s_attn_f16(const float *q, const uint8_t *K, const uint8_t *V, size_
 }
 
 /* f32 attention: the tiled kernel's arithmetic (used for ubatches of >= 64
- * rows and for an F32 cache). */
-static void s_attn_f32(const float *q, const uint8_t *K, const uint8_t *V, size_t row_bytes, int is_f16, int hd,
+ * rows and for an F32 cache), for the G query heads that share a KV head (q,
+ * out: G rows of hd): each K and V row is read once for all of them (F16:
+ * converted once, the dot products side by side), and every head gets the
+ * bits it gets alone. buf holds G * (hi - lo + 1) scores. */
+#define S_ATTN_GMAX 64
+static void s_attn_f32(const float *q, int G, const uint8_t *K, const uint8_t *V, size_t row_bytes, int is_f16, int hd,
                        int lo, int hi, int cells, float *out, uint8_t *buf)
 {
-    float *sc = (float *)buf;
-    float M = -INFINITY;
-    for (int p = lo; p <= hi; p++) {
-        const uint8_t *kr = K + (size_t)(p % cells) * row_bytes;
-        const float s = is_f16 ? g4_dot_f16_f32((const uint16_t *)kr, q, hd) : g4_dot_f32_f32((const float *)kr, q, hd);
-        sc[p - lo] = s;
-        if (s > M) M = s;
-    }
-    float S = 0;
-    for (int p = lo; p <= hi; p++) {
-        sc[p - lo] = expf(sc[p - lo] - M);
-        S += sc[p - lo];
-    }
-    for (int d = 0; d < hd; d++) out[d] = 0;
-    for (int p = lo; p <= hi; p++) {
-        const uint8_t *vr = V + (size_t)(p % cells) * row_bytes;
-        if (is_f16) g4_axpy_f16(out, sc[p - lo], (const uint16_t *)vr, hd);
-        else g4_axpy_f32(out, sc[p - lo], (const float *)vr, hd);
-    }
-    const float inv = S == 0.0f ? 0.0f : 1.0f / S;
-    for (int d = 0; d < hd; d++) out[d] *= inv;
-}
-
-/* s_attn_f32 over an F16 cache for the G query heads of one KV head: each K
- * and V row read once for all of them, the same bits per head. buf holds
- * G * (hi - lo + 1) scores. */
-static void s_attn_f32_grp(const float *q, int G, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo,
-                           int hi, int cells, float *out, uint8_t *buf)
-{
-    enum { GMAX = 64 };
     const int np = hi - lo + 1;
-    float *sc = (float *)buf, M[GMAX], S[GMAX], w[GMAX];
+    float *sc = (float *)buf, M[S_ATTN_GMAX], S[S_ATTN_GMAX], w[S_ATTN_GMAX];
     for (int g = 0; g < G; g++) M[g] = -INFINITY, S[g] = 0;
     for (int p = lo; p <= hi; p++) {
-        g4_dot_f16_f32_g((const uint16_t *)(K + (size_t)(p % cells) * row_bytes), q, hd, G, w, hd);
+        const uint8_t *kr = K + (size_t)(p % cells) * row_bytes;
+        if (is_f16) g4_dot_f16_f32_g((const uint16_t *)kr, q, hd, G, w, hd);
+        else
+            for (int g = 0; g < G; g++) w[g] = g4_dot_f32_f32((const float *)kr, q + (size_t)g * hd, hd);
         for (int g = 0; g < G; g++) {
             sc[(size_t)g * np + (p - lo)] = w[g];
             if (w[g] > M[g]) M[g] = w[g];
@@ -1081,8 +1052,11 @@ static void s_attn_f32_grp(const float *q, int G, const uint8_t *K, const uint8_
     }
     memset(out, 0, (size_t)G * hd * sizeof *out);
     for (int p = lo; p <= hi; p++) {
+        const uint8_t *vr = V + (size_t)(p % cells) * row_bytes;
         for (int g = 0; g < G; g++) w[g] = sc[(size_t)g * np + (p - lo)];
-        g4_axpy_f16_g(out, hd, w, G, (const uint16_t *)(V + (size_t)(p % cells) * row_bytes), hd);
+        if (is_f16) g4_axpy_f16_g(out, hd, w, G, (const uint16_t *)vr, hd);
+        else
+            for (int g = 0; g < G; g++) g4_axpy_f32(out + (size_t)g * hd, w[g], (const float *)vr, hd);
     }
     for (int g = 0; g < G; g++) {
         const float inv = S[g] == 0.0f ? 0.0f : 1.0f / S[g];
@@ -1221,28 +1195,16 @@ static int s_layer(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
     for (int t = 0; t < T; t++) c->seq_rows[b->seq[t]]++;
     const size_t row_bytes = s_kv_row(c, src);
     const int grp = nh / nkv;
-    /* a long run of rows (prefill) over an F16 cache: the query heads of a KV
-     * head together, so each K/V row is converted once per group and the dot
-     * products run side by side (same bits as one head at a time) */
-    int grouped = c->kv_elem == 2 && grp > 1 && grp <= 64;
-    for (int t = 0; t < T && grouped; t++) grouped = c->seq_rows[b->seq[t]] >= 64;
-    if (grouped) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(g4_kernels_threads())
-        for (int i = 0; i < T * nkv; i++) {
-            const int t = i / nkv, kh = i % nkv;
-            const s_seq_t *s = &c->seqs[b->seq[t]];
-            const int p1 = b->pos[t], hi = swa ? c->row_hi[t] : p1;
-            const int lo = swa ? (p1 - (int)hp->n_swa + 1 > 0 ? p1 - (int)hp->n_swa + 1 : 0) : 0;
-            const uint8_t *K = (const uint8_t *)s->k[src] + (size_t)kh * hd * c->kv_elem;
-            const uint8_t *V = (const uint8_t *)s->v[src] + (size_t)kh * hd * c->kv_elem;
-            uint8_t *buf = c->attn_buf + c->attn_buf_stride * (size_t)omp_get_thread_num();
-            const size_t off = (size_t)t * nq + (size_t)kh * grp * hd;
-            s_attn_f32_grp(c->q + off, grp, K, V, row_bytes, hd, lo, hi, cells, c->o + off, buf);
-        }
-    } else
-#pragma omp parallel for schedule(dynamic, 1) num_threads(T * nh > 1 ? g4_kernels_threads() : 1)
-    for (int i = 0; i < T * nh; i++) {
-        const int t = i / nh, h = i % nh, kh = h / grp;
+    /* when every row takes the f32 path (long runs of a sequence, or an F32
+     * cache) an item is the G query heads of one KV head; otherwise (decode)
+     * one head, so the items spread over more threads */
+    int G = grp <= S_ATTN_GMAX ? grp : 1;
+    for (int t = 0; t < T && G > 1; t++)
+        if (c->kv_elem == 2 && c->seq_rows[b->seq[t]] < 64) G = 1;
+    const int nhg = nh / G;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(T * nhg > 1 ? g4_kernels_threads() : 1)
+    for (int i = 0; i < T * nhg; i++) {
+        const int t = i / nhg, h = (i % nhg) * G, kh = h / grp;
         const s_seq_t *s = &c->seqs[b->seq[t]];
         const int p1 = b->pos[t], hi = swa ? c->row_hi[t] : p1;
         const int lo = swa ? (p1 - (int)hp->n_swa + 1 > 0 ? p1 - (int)hp->n_swa + 1 : 0) : 0;
@@ -1252,7 +1214,7 @@ static int s_layer(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
         const float *qv = c->q + (size_t)t * nq + (size_t)h * hd;
         float *out = c->o + (size_t)t * nq + (size_t)h * hd;
         if (c->kv_elem == 2 && c->seq_rows[b->seq[t]] < 64) s_attn_f16(qv, K, V, row_bytes, hd, lo, hi, cells, out, buf);
-        else s_attn_f32(qv, K, V, row_bytes, c->kv_elem == 2, hd, lo, hi, cells, out, buf);
+        else s_attn_f32(qv, G, K, V, row_bytes, c->kv_elem == 2, hd, lo, hi, cells, out, buf);
     }
     s_mm(c, &L->wo, 0, -1, c->o, nq, T, c->t1, H);
     for (int t = 0; t < T; t++) {

@@ -59,9 +59,8 @@ g4_model_t *g4_model_load_gguf(g4_gguf_t *gguf, int layer_begin, int layer_end, 
 void g4_model_destroy(g4_model_t **m);
 /* Where the weights are read from while computing (g4_model_warm). */
 typedef enum {
-    G4_WEIGHTS_DEFAULT = 0, /* COPY, or MAP when the environment has G4_WEIGHTS=map */
-    G4_WEIGHTS_MAP,         /* the file's mapping, its pages faulted in up front   */
-    G4_WEIGHTS_COPY,        /* anonymous huge-page memory, the file pages dropped  */
+    G4_WEIGHTS_MAP,  /* the file's mapping, its pages faulted in up front  */
+    G4_WEIGHTS_COPY, /* anonymous huge-page memory, the file pages dropped */
 } g4_weights_mode_t;
 /* Starts a background thread that readies the weights (once per model) and
  * returns the mode it runs in. MAP faults the mapped pages in. COPY copies
@@ -72,7 +71,8 @@ typedef enum {
  * the start either way: the results are the same bits. */
 g4_weights_mode_t g4_model_warm(g4_model_t *m, g4_weights_mode_t mode);
 /* 1 when the thread has finished (wait: blocks until it has, then switches
- * to the copies); *ms (may be NULL): its time, 0 while it runs. */
+ * to the copies); *ms (may be NULL): its time, 0 while it runs or when it
+ * never started. */
 int g4_model_warmed(g4_model_t *m, int wait, double *ms);
 /* The anonymous memory of the copies (COPY mode): 1 and *p, *n, else 0. */
 int g4_model_weights_copy(const g4_model_t *m, const void **p, size_t *n);
