@@ -19,7 +19,9 @@ static const char s_usage[] =
     "  --layers A-B   layers [A, B) (B may be 'end')\n"
     "  --numa-node K  run on NUMA node K's cores and bind memory there\n"
     "  --cpuset LIST  run on these cores (e.g. 0-7,16-23)\n"
-    "  --mmap         compute from the file's mapping (default: copy the weights to huge pages in the background)\n";
+    "  --mmap         compute from the file's mapping (default: copy the weights to huge pages in the background)\n"
+    "  --min-forward-ms N  fault injection for tests: every forward pass lasts at least N ms\n"
+    "                 (default: $G4_SHARD_MIN_FORWARD_MS)\n";
 
 /* Pins the process (and so its OpenMP threads) with hwloc; returns the
  * number of cores in the set, 0 when not pinned, -1 when the node or the
@@ -105,6 +107,8 @@ int main(int argc, char **argv)
     int threads = 0, numa = -1, mmap_only = 0;
     shard_params_t p = {0};
     p.end = -1;
+    const char *stretch = getenv("G4_SHARD_MIN_FORWARD_MS"); /* reaches shards a g4 command starts */
+    if (stretch) p.min_forward_ms = atoi(stretch);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "--model") || !strcmp(a, "-m")) && v) model = v, i++;
@@ -120,6 +124,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--ubatch") && v) p.n_ubatch = atoi(v), i++;
         else if (!strcmp(a, "--kv-f32")) p.kv_f32 = 1;
         else if (!strcmp(a, "--mmap")) mmap_only = 1;
+        else if (!strcmp(a, "--min-forward-ms") && v) p.min_forward_ms = atoi(v), i++;
         else if (!strcmp(a, "--name") && v) name = v, i++;
         else if (g4_daemon_log_opt(a, v)) i++;
         else {
@@ -199,39 +204,36 @@ int main(int argc, char **argv)
     static const char *const cnames[C_N] = {"batches", "errors", "weights_ready", "weights_ready_ms"};
     d.n_counters = C_N;
     for (int i = 0; i < C_N; i++) d.counter_names[i] = cnames[i];
+    s.work = &d.work; /* the worker publishes its batch and layer progress there */
+    if (shard_worker_start(&s, data, &err)) {
+        g4_log_error("shardd", "%s", err.msg);
+        return 1;
+    }
+    /* this thread only heartbeats and takes control messages: a forward pass
+     * of any length never silences the shard */
     int warm_logged = 0;
     while (!g4_daemon_stop) {
-        zmq_pollitem_t it[2] = {{data, 0, ZMQ_POLLIN, 0}, {d.ctl, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(it, d.ctl ? 2 : 1, G4_HEARTBEAT_MS / 2);
-        if (n > 0 && d.ctl && (it[1].revents & ZMQ_POLLIN)) {
+        zmq_pollitem_t it[1] = {{d.ctl, 0, ZMQ_POLLIN, 0}};
+        int n = d.ctl ? zmq_poll(it, 1, G4_HEARTBEAT_MS / 2) : (usleep(G4_HEARTBEAT_MS * 500), 0);
+        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) {
             g4_msg_t m;
             if (g4_wire_recv(d.ctl, 0, &m, -1, &err) == G4_OK && !g4_daemon_handle(&d, &m) &&
                 m.env->body_case == G4__V1__ENVELOPE__BODY_RELEASE)
-                shard_release(&s, m.env->release->slots, m.env->release->n_slots);
+                shard_worker_release(&s, m.env->release->slots, m.env->release->n_slots);
             g4_msg_close(&m);
         }
-        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) {
-            g4_msg_t m;
-            int rc = g4_wire_recv(data, 0, &m, -1, &err);
-            if (rc == G4_OK && m.env->body_case == G4__V1__ENVELOPE__BODY_FORWARD) shard_handle(&s, &m);
-            else if (rc != G4_ERR_TIMEOUT) {
-                s.n_errors++;
-                g4_log_warn("shardd", "dropped a message: %s", rc ? err.msg : "not a ForwardBatch");
-            }
-            g4_msg_close(&m);
-        }
-        double warm_ms = 0;
-        if (!warm_logged && g4_model_warmed(s.model, 0, &warm_ms)) {
+        if (!warm_logged && atomic_load(&s.weights_ready)) {
             warm_logged = 1;
-            g4_log_info("shardd", "weights %s in %.0f ms", wmode == G4_WEIGHTS_COPY ? "copied to huge pages" : "mapped in",
-                        warm_ms);
+            g4_log_info("shardd", "weights %s in %llu ms", wmode == G4_WEIGHTS_COPY ? "copied to huge pages" : "mapped in",
+                        (unsigned long long)atomic_load(&s.weights_ready_ms));
             d.counter_values[C_WEIGHTS_READY] = 1;
-            d.counter_values[C_WEIGHTS_MS] = (uint64_t)warm_ms;
+            d.counter_values[C_WEIGHTS_MS] = atomic_load(&s.weights_ready_ms);
         }
-        d.counter_values[C_BATCHES] = s.n_batches;
-        d.counter_values[C_ERRORS] = s.n_errors;
+        d.counter_values[C_BATCHES] = atomic_load(&s.batches_pub);
+        d.counter_values[C_ERRORS] = atomic_load(&s.errors_pub);
         g4_daemon_tick(&d);
     }
+    shard_worker_stop(&s);
     g4_log_info("shardd", "stopping after %llu batches (%llu errors)", (unsigned long long)s.n_batches,
                 (unsigned long long)s.n_errors);
     g4_daemon_close(&d);

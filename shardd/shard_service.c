@@ -1,6 +1,7 @@
 /* shard_service — see shard_service.h. */
 #include "shard_service.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +23,7 @@ int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err)
     s->last = s->end == (int)s->hp->n_layer;
     s->n_slots = p->n_slots > 0 ? p->n_slots : 16;
     s->n_ubatch = p->n_ubatch > 0 ? p->n_ubatch : 512;
+    s->min_forward_ms = p->min_forward_ms;
     g4_ctx_params_t cp = {.n_ctx = p->n_ctx, .n_ubatch = s->n_ubatch, .n_seq_max = s->n_slots, .kv_f32 = p->kv_f32};
     s->ctx = g4_ctx_new(s->model, &cp, err);
     if (!s->ctx) return err->code;
@@ -130,7 +132,34 @@ static uint64_t s_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+static void s_on_layer(void *user) { g4_daemon_work_step(user); }
+
+/* Fault injection (tests): the forward pass lasts at least min_forward_ms. */
+static void s_stretch(const shard_t *s, uint64_t t0_us)
+{
+    if (s->min_forward_ms <= 0) return;
+    const uint64_t until = t0_us + (uint64_t)s->min_forward_ms * 1000u;
+    for (uint64_t now = s_now_us(); now < until; now = s_now_us()) {
+        const uint64_t d = until - now;
+        struct timespec ts = {(time_t)(d / 1000000u), (long)(d % 1000000u) * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void s_handle(shard_t *s, g4_msg_t *m);
+
 void shard_handle(shard_t *s, g4_msg_t *m)
+{
+    G4__V1__ForwardBatch *fb = m->env->forward;
+    if (s->work) {
+        g4_daemon_work_begin(s->work, fb->batch_id, (uint32_t)fb->n_pos, (uint32_t)(s->end - s->begin));
+        g4_ctx_on_layer(s->ctx, s_on_layer, s->work);
+    }
+    s_handle(s, m);
+    if (s->work) g4_daemon_work_end(s->work);
+}
+
+static void s_handle(shard_t *s, g4_msg_t *m)
 {
     G4__V1__ForwardBatch *fb = m->env->forward;
     const uint64_t t0 = s_now_us();
@@ -265,6 +294,7 @@ void shard_handle(shard_t *s, g4_msg_t *m)
     int rc = g4_ctx_forward(s->ctx, &b, hidden_in, PW ? s->ple : NULL, s->last ? NULL : s->hidden,
                             s->last ? s->logits : NULL, &err);
     if (rc) return s_fail(s, fb, rc, "%s", err.msg);
+    s_stretch(s, t0);
     s->n_batches++;
     const uint64_t dt = s_now_us() - t0;
     s->busy_us += dt;
@@ -382,4 +412,88 @@ void shard_handle(shard_t *s, g4_msg_t *m)
     if (!sink || g4_wire_send(sink, NULL, 0, &env, NULL, NULL, 0, 0, &err))
         g4_log_warn("shard", "result of batch %llu: %s", (unsigned long long)fb->batch_id, err.msg);
     g4_free(toks), g4_free(tokp), g4_free(tops), g4_free(topp);
+}
+
+/* ---- the worker thread ----------------------------------------------------------
+ * It owns the data socket, the model context and the peers; the control
+ * thread (main.c) keeps heartbeating and hands it releases and the stop
+ * through an inproc pipe: [] = stop, [uint32 slots...] = release. */
+
+static void s_check_warm(shard_t *s)
+{
+    double ms = 0;
+    if (atomic_load(&s->weights_ready) || !g4_model_warmed(s->model, 0, &ms)) return;
+    atomic_store(&s->weights_ready_ms, (uint64_t)ms);
+    atomic_store(&s->weights_ready, 1);
+}
+
+static void *s_worker(void *arg)
+{
+    shard_t *s = arg;
+    g4_err_t err;
+    void *pipe = zmq_socket(s->zctx, ZMQ_PAIR);
+    if (!pipe || zmq_connect(pipe, s->pipe_ep)) {
+        g4_log_error("shard", "worker: cannot open its pipe: %s", zmq_strerror(zmq_errno()));
+        if (pipe) zmq_close(pipe);
+        return NULL;
+    }
+    for (;;) {
+        zmq_pollitem_t it[2] = {{s->data, 0, ZMQ_POLLIN, 0}, {pipe, 0, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(it, 2, 250);
+        if (n > 0 && (it[1].revents & ZMQ_POLLIN)) {
+            zmq_msg_t msg;
+            zmq_msg_init(&msg);
+            int len = zmq_msg_recv(&msg, pipe, 0);
+            if (len == 0) {
+                zmq_msg_close(&msg);
+                break;
+            }
+            if (len > 0) shard_release(s, zmq_msg_data(&msg), (size_t)len / sizeof(uint32_t));
+            zmq_msg_close(&msg);
+        }
+        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) {
+            g4_msg_t m;
+            int rc = g4_wire_recv(s->data, 0, &m, -1, &err);
+            if (rc == G4_OK && m.env->body_case == G4__V1__ENVELOPE__BODY_FORWARD) shard_handle(s, &m);
+            else if (rc != G4_ERR_TIMEOUT) {
+                s->n_errors++;
+                g4_log_warn("shard", "dropped a message: %s", rc ? err.msg : "not a ForwardBatch");
+            }
+            g4_msg_close(&m);
+        }
+        s_check_warm(s);
+        atomic_store(&s->batches_pub, s->n_batches);
+        atomic_store(&s->errors_pub, s->n_errors);
+    }
+    zmq_close(pipe);
+    return NULL;
+}
+
+int shard_worker_start(shard_t *s, void *data, g4_err_t *err)
+{
+    static atomic_int s_seq;
+    snprintf(s->pipe_ep, sizeof s->pipe_ep, "inproc://shard-worker-%d", atomic_fetch_add(&s_seq, 1));
+    s->data = data;
+    s->pipe = zmq_socket(s->zctx, ZMQ_PAIR);
+    if (!s->pipe || zmq_bind(s->pipe, s->pipe_ep))
+        return g4_err_set(err, G4_ERR_IO, "shard: worker pipe: %s", zmq_strerror(zmq_errno()));
+    if (pthread_create(&s->worker, NULL, s_worker, s)) return g4_err_set(err, G4_ERR_NOMEM, "shard: no worker thread");
+    s->worker_running = 1;
+    return G4_OK;
+}
+
+void shard_worker_release(shard_t *s, const uint32_t *slots, size_t n)
+{
+    if (n && s->pipe) zmq_send(s->pipe, slots, n * sizeof *slots, 0);
+}
+
+void shard_worker_stop(shard_t *s)
+{
+    if (s->worker_running) {
+        zmq_send(s->pipe, "", 0, 0);
+        pthread_join(s->worker, NULL);
+        s->worker_running = 0;
+    }
+    if (s->pipe) zmq_close(s->pipe);
+    s->pipe = NULL;
 }

@@ -4,6 +4,10 @@
 #ifndef SHARD_SERVICE_H
 #define SHARD_SERVICE_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "g4_daemon.h"
 #include "g4_model.h"
 #include "g4_sampler.h"
 #include "g4_wire.h"
@@ -33,19 +37,38 @@ typedef struct shard {
     int n_peers;
     float *hidden, *ple, *logits;
     uint64_t busy_us, n_batches, n_errors;
+    g4_daemon_work_t *work;   /* where shard_handle publishes its progress (NULL: nowhere) */
+    int min_forward_ms;       /* fault injection: every forward pass lasts at least this long */
+    /* the worker thread (shard_worker_start) and what it publishes for heartbeats */
+    void *data, *pipe;
+    char pipe_ep[64];
+    pthread_t worker;
+    int worker_running;
+    _Atomic uint64_t batches_pub, errors_pub, weights_ready, weights_ready_ms;
 } shard_t;
 
 typedef struct shard_params {
     const char *model_path, *name;
     int begin, end;       /* end = -1: to the last layer */
     int n_slots, n_ctx, n_ubatch, kv_f32;
+    int min_forward_ms;   /* fault injection (tests): stretch every forward pass to this */
 } shard_params_t;
 
 int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err);
 void shard_free(shard_t *s);
-/* Runs one ForwardBatch and pushes the result on along its route. */
+/* Runs one ForwardBatch and pushes the result on along its route (on the
+ * thread that owns the shard: its worker, never the heartbeat loop). */
 void shard_handle(shard_t *s, g4_msg_t *m);
-/* Drops the given slots (control message). */
+/* Drops the given slots (on the shard's thread). */
 void shard_release(shard_t *s, const uint32_t *slots, size_t n);
+
+/* Starts the worker thread: it takes `data` (the bound PULL socket; the
+ * caller no longer touches it) and runs every ForwardBatch, so the caller's
+ * thread stays free to heartbeat whatever the batch costs. */
+int shard_worker_start(shard_t *s, void *data, g4_err_t *err);
+/* From the control thread: the worker drops these slots (in order with its work). */
+void shard_worker_release(shard_t *s, const uint32_t *slots, size_t n);
+/* Asks the worker to stop after its current batch and joins it. */
+void shard_worker_stop(shard_t *s);
 
 #endif

@@ -787,7 +787,15 @@ struct g4_ctx {
     size_t attn_buf_stride;
     float *rope_cs; /* [n_ubatch][hd_max] cos/sin cache */
     int32_t *row_hi; /* [n_ubatch] last position a row sees on sliding layers */
+    void (*on_layer)(void *user); /* g4_ctx_on_layer */
+    void *on_layer_user;
 };
+
+void g4_ctx_on_layer(g4_ctx_t *c, void (*fn)(void *user), void *user)
+{
+    c->on_layer = fn;
+    c->on_layer_user = user;
+}
 
 static size_t s_kv_row(const g4_ctx_t *c, int l)
 {
@@ -1360,7 +1368,10 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
             memcpy(c->ple, ple_io, (size_t)T * PW * 4);
         }
     }
-    for (int l = m->begin; l < m->end; l++) s_layer(c, l, b, T);
+    for (int l = m->begin; l < m->end; l++) {
+        s_layer(c, l, b, T);
+        if (c->on_layer) c->on_layer(c->on_layer_user);
+    }
     for (int t = 0; t < T; t++) {
         s_seq_t *s = &c->seqs[b->seq[t]];
         if (b->pos[t] + 1 > s->n_past) s->n_past = b->pos[t] + 1;

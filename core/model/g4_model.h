@@ -178,6 +178,10 @@ static inline int g4_prefill_chunk(const int8_t *flags, int n_fed, int n_prompt,
     return need;
 }
 
+/* fn(user) is called on the calling thread after each layer of every forward
+ * call (a daemon's progress for its heartbeats); NULL: none. */
+void g4_ctx_on_layer(g4_ctx_t *c, void (*fn)(void *user), void *user);
+
 int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, float *ple_io, float *hidden_out,
                    float *logits, g4_err_t *err);
 

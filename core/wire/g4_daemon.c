@@ -71,10 +71,53 @@ void g4_daemon_tick(g4_daemon_t *d)
     }
     hb.counters = cp;
     hb.n_counters = (size_t)(d->n_counters < 16 ? d->n_counters : 16);
+    G4__V1__Work w;
+    g4_daemon_work_read(&d->work, now, &w);
+    hb.work = &w;
     env.body_case = G4__V1__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
     g4_err_t err;
     g4_wire_send(d->ctl, NULL, 0, &env, NULL, NULL, 0, 1, &err);
+}
+
+void g4_daemon_work_begin(g4_daemon_work_t *w, uint64_t id, uint32_t rows, uint32_t steps_total)
+{
+    atomic_store(&w->steps_done, 0);
+    atomic_store(&w->steps_total, steps_total);
+    atomic_store(&w->rows, rows);
+    atomic_store(&w->start_ms, g4_wire_now_ms());
+    atomic_store(&w->batch_id, id ? id : 1);
+    atomic_fetch_add(&w->progress, 1); /* taking a batch is progress too */
+}
+
+void g4_daemon_work_step(g4_daemon_work_t *w)
+{
+    atomic_fetch_add(&w->steps_done, 1);
+    atomic_fetch_add(&w->progress, 1);
+}
+
+void g4_daemon_work_end(g4_daemon_work_t *w)
+{
+    if (!atomic_load(&w->batch_id)) return;
+    atomic_store(&w->last_batch_ms, g4_wire_now_ms() - atomic_load(&w->start_ms));
+    atomic_fetch_add(&w->batches, 1);
+    atomic_fetch_add(&w->progress, 1);
+    atomic_store(&w->batch_id, 0);
+}
+
+void g4_daemon_work_read(g4_daemon_work_t *w, uint64_t now_ms, G4__V1__Work *out)
+{
+    g4__v1__work__init(out);
+    out->batch_id = atomic_load(&w->batch_id);
+    out->progress = atomic_load(&w->progress);
+    out->last_batch_ms = atomic_load(&w->last_batch_ms);
+    out->batches = atomic_load(&w->batches);
+    if (!out->batch_id) return;
+    out->rows = atomic_load(&w->rows);
+    const uint64_t t0 = atomic_load(&w->start_ms);
+    out->elapsed_ms = now_ms > t0 ? now_ms - t0 : 0;
+    out->steps_done = atomic_load(&w->steps_done);
+    out->steps_total = atomic_load(&w->steps_total);
 }
 
 int g4_daemon_handle(g4_daemon_t *d, g4_msg_t *m)

@@ -1,11 +1,19 @@
 /* g4_daemon — what every daemon does besides its service: stop on SIGTERM /
  * SIGINT, register with schedulerd and heartbeat every 500 ms over a DEALER
  * on the scheduler's control endpoint (re-registering when the scheduler
- * does not know it, e.g. after the scheduler restarted). */
+ * does not know it, e.g. after the scheduler restarted).
+ *
+ * Liveness is kept apart from work: the thread that heartbeats never
+ * computes. A daemon whose requests can take long (a shard's forward pass)
+ * computes on a worker thread and publishes what it is doing in a
+ * g4_daemon_work_t, which every heartbeat carries (batch, rows, layers done,
+ * time in the batch, a progress count), so the scheduler can tell a long
+ * batch from a dead or stuck daemon. */
 #ifndef G4_DAEMON_H
 #define G4_DAEMON_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "g4_wire.h"
@@ -15,8 +23,29 @@
 extern volatile sig_atomic_t g4_daemon_stop; /* set by SIGTERM / SIGINT */
 void g4_daemon_signals(void);
 
+/* What the worker computes; written by the worker, read by the heartbeat
+ * (atomics, no lock). All zero: idle, nothing done yet. */
+typedef struct g4_daemon_work {
+    _Atomic uint64_t batch_id;      /* 0: idle */
+    _Atomic uint32_t rows;
+    _Atomic uint64_t start_ms;      /* g4_wire_now_ms() when the batch began */
+    _Atomic uint32_t steps_done, steps_total;
+    _Atomic uint64_t progress;      /* +1 per step, never reset */
+    _Atomic uint64_t last_batch_ms, batches;
+} g4_daemon_work_t;
+
+/* The worker starts batch `id` (non-zero) of `rows` rows in `steps_total` steps. */
+void g4_daemon_work_begin(g4_daemon_work_t *w, uint64_t id, uint32_t rows, uint32_t steps_total);
+/* One step done (callable from the computing thread, e.g. after each layer). */
+void g4_daemon_work_step(g4_daemon_work_t *w);
+/* The batch is over (done or failed): idle again. */
+void g4_daemon_work_end(g4_daemon_work_t *w);
+/* Fills hb-ready fields from w as of now_ms. */
+void g4_daemon_work_read(g4_daemon_work_t *w, uint64_t now_ms, G4__V1__Work *out);
+
 typedef struct g4_daemon {
     void *zctx, *ctl; /* ctl: DEALER to the scheduler (NULL: standalone) */
+    g4_daemon_work_t work; /* published by the worker thread, sent with each heartbeat */
     G4__V1__Register reg;
     uint64_t last_hb_ms;
     /* metrics sent with every heartbeat (names borrowed; values updated by the daemon) */
