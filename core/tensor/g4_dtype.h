@@ -157,8 +157,9 @@ typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } g4_block_q8_K;   
 int g4_dequant_row(uint32_t t, const void *src, float *dst, int64_t n);
 
 /* Quantizes n floats into type t (F32, F16, BF16, Q8_0, Q8_1, Q4_0, Q4_1,
- * Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, Q8_K). Q8_0/Q8_1 use the C reference
- * rounding (1/d, ties away from zero), as llama.cpp's quantize_row_*_ref.
+ * Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, Q8_K): the same bytes as llama.cpp's
+ * quantize_row_*_ref (Q8_0/Q8_1 with the C reference rounding: 1/d, ties away
+ * from zero). Defined in g4_quant.c, which also has the mixes.
  * Returns 0, or -1 if unsupported / not whole blocks. */
 int g4_quant_row(uint32_t t, const float *src, void *dst, int64_t n);
 

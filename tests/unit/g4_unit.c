@@ -16,6 +16,7 @@ int g4_test_failures;
 #define G4_TESTS(X) \
     X(dtype)        \
     X(quant)        \
+    X(quant_llama)  \
     X(gguf)         \
     X(gguf_hostile) \
     X(gguf_testdata) \
