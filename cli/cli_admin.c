@@ -29,6 +29,21 @@ static const char *s_role(G4__V1__Role r)
     }
 }
 
+/* "busy: batch 7, 512 rows, layer 3/8, 41.2 s", "idle", "stuck: ...". */
+static void s_activity(const G4__V1__DaemonStatus *d, char *buf, size_t size)
+{
+    const char *a = d->activity && *d->activity ? d->activity : "-";
+    const G4__V1__Work *w = d->work;
+    if (!w || !w->batch_id) {
+        snprintf(buf, size, "%s", a);
+    } else if (w->steps_total) {
+        snprintf(buf, size, "%s: %u rows, layer %u/%u, %.1fs", a, w->rows, w->steps_done, w->steps_total,
+                 w->elapsed_ms / 1000.0);
+    } else {
+        snprintf(buf, size, "%s: %u rows, %.1fs", a, w->rows, w->elapsed_ms / 1000.0);
+    }
+}
+
 int cli_status(int argc, char **argv)
 {
     int json = 0;
@@ -43,7 +58,7 @@ int cli_status(int argc, char **argv)
     }
     char dir[256], ep[300];
     if (ep_arg) snprintf(ep, sizeof ep, "%s", ep_arg);
-    else if (cli_stack_find(dir, sizeof dir, ep, sizeof ep)) {
+    else if (cli_stack_find(dir, sizeof dir, ep, sizeof ep) && cli_stack_find_embedded(ep, sizeof ep)) {
         if (json) puts("{\"up\":false,\"daemons\":[]}");
         else printf("no stack is up (run directory %s)\n", cli_run_dir(dir, sizeof dir));
         return 1;
@@ -80,7 +95,20 @@ int cli_status(int argc, char **argv)
                 cJSON_AddItemToArray(l, cJSON_CreateNumber(d->layer_end));
             }
             cJSON_AddStringToObject(e, "state", d->state);
+            cJSON_AddStringToObject(e, "activity", d->activity ? d->activity : "");
             cJSON_AddNumberToObject(e, "uptime_s", d->uptime_s);
+            cJSON_AddNumberToObject(e, "last_seen_ms", d->last_seen_ms);
+            if (d->work) {
+                const G4__V1__Work *w = d->work;
+                cJSON *o = cJSON_AddObjectToObject(e, "work");
+                cJSON_AddNumberToObject(o, "batch_id", (double)w->batch_id);
+                cJSON_AddNumberToObject(o, "rows", w->rows);
+                cJSON_AddNumberToObject(o, "elapsed_ms", (double)w->elapsed_ms);
+                cJSON_AddNumberToObject(o, "steps_done", w->steps_done);
+                cJSON_AddNumberToObject(o, "steps_total", w->steps_total);
+                cJSON_AddNumberToObject(o, "last_batch_ms", (double)w->last_batch_ms);
+                cJSON_AddNumberToObject(o, "batches", (double)w->batches);
+            }
             if (d->n_counters) {
                 cJSON *c = cJSON_AddObjectToObject(e, "counters");
                 for (size_t k = 0; k < d->n_counters; k++)
@@ -98,13 +126,15 @@ int cli_status(int argc, char **argv)
         printf("scheduler %s: %s, model %s (%d layers), %d running, %d queued, %llu done, %llu failed\n", ep,
                r->ready ? "ready" : "not ready", r->model, r->n_layer, r->active_requests, r->queued_requests,
                (unsigned long long)r->requests_done, (unsigned long long)r->requests_failed);
-        printf("%-10s %-24s %8s %-9s %-9s %9s  %s\n", "ROLE", "NAME", "PID", "LAYERS", "STATE", "UPTIME", "ENDPOINT");
+        printf("%-10s %-24s %8s %-9s %-9s %9s  %-34s %s\n", "ROLE", "NAME", "PID", "LAYERS", "STATE", "UPTIME",
+               "ACTIVITY", "ENDPOINT");
         for (size_t i = 0; i < r->n_daemons; i++) {
             G4__V1__DaemonStatus *d = r->daemons[i];
-            char layers[32] = "-";
+            char layers[32] = "-", act[96];
             if (d->role == G4__V1__ROLE__ROLE_SHARD) snprintf(layers, sizeof layers, "%d-%d", d->layer_begin, d->layer_end);
-            printf("%-10s %-24s %8d %-9s %-9s %8.1fs  %s\n", s_role(d->role), d->name, d->pid, layers, d->state,
-                   d->uptime_s, d->endpoint);
+            s_activity(d, act, sizeof act);
+            printf("%-10s %-24s %8d %-9s %-9s %8.1fs  %-34s %s\n", s_role(d->role), d->name, d->pid, layers, d->state,
+                   d->uptime_s, act, d->endpoint);
         }
     }
     g4__v1__envelope__free_unpacked(owner, NULL);

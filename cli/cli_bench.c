@@ -244,7 +244,7 @@ int cli_bench(int argc, char **argv)
             req.max_tokens = ng;
             req.ignore_eos = 1;
             s_tt_t tt = {g4_clock_mono_ns(), 0};
-            cli_gen_cb_t cb = {NULL, s_first, &tt};
+            cli_gen_cb_t cb = {.on_token = s_first, .user = &tt};
             G4__V1__Envelope *done = NULL;
             rc = cli_generate(ep, &req, &cb, &done);
             if (!rc && r < 0) {

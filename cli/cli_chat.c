@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_progress.h"
 #include "g4_alloc.h"
 #include "g4_gguf.h"
 #include "tok_chat.h"
@@ -140,11 +141,19 @@ int cli_parse_output(int argc, char **argv)
 typedef struct s_chat_stream {
     char *text;
     size_t len;
+    cli_progress_t prog;
 } s_chat_stream_t;
+
+static void s_chat_progress(void *user, const G4__V1__Progress *p)
+{
+    s_chat_stream_t *c = user;
+    cli_progress_update(&c->prog, p->prompt_done, p->prompt_total);
+}
 
 static void s_chat_token(void *user, const G4__V1__TokenEvent *t)
 {
     s_chat_stream_t *c = user;
+    cli_progress_clear(&c->prog);
     if (!t->text.len) return;
     fwrite(t->text.data, 1, t->text.len, stdout);
     fflush(stdout);
@@ -235,9 +244,11 @@ int cli_chat(int argc, char **argv)
         req.sampling = &sp;
         req.max_tokens = n_predict;
         s_chat_stream_t cs = {0};
-        cli_gen_cb_t cb = {NULL, s_chat_token, &cs};
+        cli_progress_init(&cs.prog, "prefill", "tokens", 1);
+        cli_gen_cb_t cb = {NULL, s_chat_token, &cs, s_chat_progress};
         G4__V1__Envelope *done = NULL;
         int r = cli_generate(ep, &req, &cb, &done);
+        cli_progress_clear(&cs.prog);
         cJSON_free(js);
         fputc('\n', stdout);
         if (r) {

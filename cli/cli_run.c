@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_progress.h"
 #include "enc_encode.h"
 #include "g4_alloc.h"
 #include "g4_clock.h"
@@ -165,6 +166,20 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
 /* In-process media: encode each file and splice its soft tokens in where its
  * placeholder is (g4_media_splice, as schedulerd does). *embd gets the
  * soft-token rows in prompt order. */
+/* In-process prefill progress: rows of the chunks done plus the share of
+ * the current chunk's layers (the model calls s_prefill_layer after each). */
+typedef struct s_prefill_prog {
+    cli_progress_t prog;
+    int n_prompt, n_layer, off, nc, layers;
+} s_prefill_prog_t;
+
+static void s_prefill_layer(void *user)
+{
+    s_prefill_prog_t *p = user;
+    p->layers++;
+    cli_progress_update(&p->prog, p->off + (double)p->nc * p->layers / (p->n_layer ? p->n_layer : 1), p->n_prompt);
+}
+
 static int s_splice_media(const tok_vocab_t *vocab, int H, int32_t **ids, int *n, int8_t **flags, float **embd)
 {
     int32_t mid[6];
@@ -445,8 +460,12 @@ int cli_run(int argc, char **argv)
     want[n_prompt - 1] = 1;
     const uint64_t t_start = g4_clock_mono_ns();
     int frc = 0;
+    s_prefill_prog_t pp = {.n_prompt = n_prompt, .n_layer = (int)hp->n_layer};
+    cli_progress_init(&pp.prog, "prefill", "tokens", !json);
+    g4_ctx_on_layer(ctx, s_prefill_layer, &pp);
     for (int off = 0, e_off = 0; off < n_prompt && !frc;) {
         const int nc = g4_prefill_chunk(flags, off, n_prompt, 512);
+        pp.off = off, pp.nc = nc, pp.layers = 0;
         g4_batch_t b = {nc, prompt_ids + off, embd ? embd + (size_t)e_off * hp->n_embd : NULL, pos + off, seqv + off,
                         want + off, flags ? flags + off : NULL};
         frc = g4_ctx_forward(ctx, &b, NULL, NULL, NULL, logits, &err);
@@ -454,6 +473,8 @@ int cli_run(int argc, char **argv)
         off += nc;
     }
     g4_free(want);
+    g4_ctx_on_layer(ctx, NULL, NULL);
+    cli_progress_clear(&pp.prog);
     if (frc) {
         cli_error("%s", err.msg);
         goto done;
@@ -520,6 +541,7 @@ done:
 /* ---- the request through the daemons ---------------------------------------------- */
 
 typedef struct s_stream_ctx {
+    cli_progress_t prog;
     int json, logprobs;
     int32_t *prompt_ids;
     int n_prompt;
@@ -535,9 +557,16 @@ static void s_on_started(void *user, const int32_t *ids, size_t n)
     if (c->prompt_ids) memcpy(c->prompt_ids, ids, n * sizeof *ids), c->n_prompt = (int)n;
 }
 
+static void s_on_progress(void *user, const G4__V1__Progress *p)
+{
+    s_stream_ctx_t *c = user;
+    cli_progress_update(&c->prog, p->prompt_done, p->prompt_total);
+}
+
 static void s_on_token(void *user, const G4__V1__TokenEvent *t)
 {
     s_stream_ctx_t *c = user;
+    cli_progress_clear(&c->prog);
     if (!c->json && t->text.len) {
         fwrite(t->text.data, 1, t->text.len, stdout);
         fflush(stdout);
@@ -617,9 +646,11 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
     }
     int rc = 0;
     s_stream_ctx_t sc = {.json = json, .logprobs = logprobs};
-    cli_gen_cb_t cb = {s_on_started, s_on_token, &sc};
+    cli_progress_init(&sc.prog, "prefill", "tokens", !json);
+    cli_gen_cb_t cb = {s_on_started, s_on_token, &sc, s_on_progress};
     G4__V1__Envelope *done = NULL;
     rc = cli_generate_deadline(ep, &req, &cb, &done, timeout_s > 0 ? (uint64_t)(timeout_s * 1000) : 0);
+    cli_progress_clear(&sc.prog);
     if (rc == 0) {
         G4__V1__Done *d = done->event->done;
         if (!json) {

@@ -882,6 +882,26 @@ static enum MHD_Result s_metrics(serve_t *sv, struct MHD_Connection *c)
         OUT("# HELP g4_stage_in_flight Batches or calls a daemon has not answered yet.\n# TYPE g4_stage_in_flight gauge\n");
         for (size_t i = 0; i < r->n_daemons; i++)
             OUT("g4_stage_in_flight{name=\"%s\"} %u\n", r->daemons[i]->name, r->daemons[i]->in_flight);
+        OUT("# HELP g4_stage_busy A daemon is computing a batch (1), idle (0).\n# TYPE g4_stage_busy gauge\n");
+        for (size_t i = 0; i < r->n_daemons; i++)
+            OUT("g4_stage_busy{name=\"%s\"} %d\n", r->daemons[i]->name, r->daemons[i]->work && r->daemons[i]->work->batch_id != 0);
+        OUT("# HELP g4_stage_stuck A daemon is busy without progress for longer than the stuck threshold.\n"
+            "# TYPE g4_stage_stuck gauge\n");
+        for (size_t i = 0; i < r->n_daemons; i++)
+            OUT("g4_stage_stuck{name=\"%s\"} %d\n", r->daemons[i]->name,
+                r->daemons[i]->activity && !strcmp(r->daemons[i]->activity, "stuck"));
+        OUT("# HELP g4_stage_batch_seconds Time spent so far on the batch a daemon computes (0 when idle).\n"
+            "# TYPE g4_stage_batch_seconds gauge\n");
+        for (size_t i = 0; i < r->n_daemons; i++)
+            OUT("g4_stage_batch_seconds{name=\"%s\"} %.3f\n", r->daemons[i]->name,
+                r->daemons[i]->work ? r->daemons[i]->work->elapsed_ms / 1000.0 : 0.0);
+        OUT("# HELP g4_stage_batch_rows Rows of the batch a daemon computes (0 when idle).\n# TYPE g4_stage_batch_rows gauge\n");
+        for (size_t i = 0; i < r->n_daemons; i++)
+            OUT("g4_stage_batch_rows{name=\"%s\"} %u\n", r->daemons[i]->name, r->daemons[i]->work ? r->daemons[i]->work->rows : 0);
+        OUT("# HELP g4_stage_batches_total Batches a daemon has computed.\n# TYPE g4_stage_batches_total counter\n");
+        for (size_t i = 0; i < r->n_daemons; i++)
+            OUT("g4_stage_batches_total{name=\"%s\"} %llu\n", r->daemons[i]->name,
+                (unsigned long long)(r->daemons[i]->work ? r->daemons[i]->work->batches : 0));
     }
 #undef OUT
     if (owner) g4__v1__envelope__free_unpacked(owner, NULL);

@@ -1,8 +1,11 @@
 /* cli_stack — see cli_stack.h. */
 #include "cli_stack.h"
+#include "cli_progress.h"
+
 
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,6 +14,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -300,6 +304,8 @@ static int s_encoder_ready(const G4__V1__StatusReply *r)
 int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
 {
     const uint64_t t0 = g4_wire_now_ms();
+    cli_progress_t prog;
+    cli_progress_init(&prog, "starting", "", 1);
     while (g4_wire_now_ms() - t0 < (uint64_t)timeout_ms) {
         for (int i = 0; i < st->n; i++) {
             int status;
@@ -317,8 +323,14 @@ int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
         if (ready && st->want_encoder) {
             ready = s_encoder_ready(r);
         }
+        char line[96];
+        snprintf(line, sizeof line, "%zu of %d daemons loaded and registered", r ? r->n_daemons : 0, st->n - 1);
+        cli_progress_text(&prog, line);
         if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
-        if (ready) return 0;
+        if (ready) {
+            cli_progress_clear(&prog);
+            return 0;
+        }
         usleep(20000);
     }
     cli_error("the stack did not become ready within %d s:", timeout_ms / 1000);
@@ -375,6 +387,25 @@ int cli_stack_find(char *dir, size_t dir_size, char *ep, size_t ep_size)
     }
     cJSON_Delete(j);
     return rc;
+}
+
+int cli_stack_find_embedded(char *ep, size_t ep_size)
+{
+    const char *tmp = getenv("TMPDIR");
+    char pat[300];
+    snprintf(pat, sizeof pat, "%s/g4-run-*/sched.ctl", tmp && strlen(tmp) < 100 ? tmp : "/tmp");
+    glob_t g;
+    if (glob(pat, 0, NULL, &g)) return -1;
+    time_t best_t = 0;
+    int best = -1;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        struct stat sb;
+        if (stat(g.gl_pathv[i], &sb) || sb.st_uid != getuid() || !S_ISSOCK(sb.st_mode)) continue;
+        if (best < 0 || sb.st_mtime > best_t) best = (int)i, best_t = sb.st_mtime;
+    }
+    if (best >= 0) snprintf(ep, ep_size, "ipc://%s", g.gl_pathv[best]);
+    globfree(&g);
+    return best >= 0 ? 0 : -1;
 }
 
 int cli_generate(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_gen_cb_t *cb, G4__V1__Envelope **done_env)
@@ -439,6 +470,8 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
             if (cb && cb->on_started) cb->on_started(cb->user, ev->started->prompt_ids, ev->started->n_prompt_ids);
         } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_TOKEN) {
             if (cb && cb->on_token) cb->on_token(cb->user, ev->token);
+        } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_PROGRESS) {
+            if (cb && cb->on_progress) cb->on_progress(cb->user, ev->progress);
         } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_ERROR) {
             cli_error("%s", ev->error->message);
             g4_msg_close(&m);

@@ -65,12 +65,17 @@ G4__V1__StatusReply *cli_sched_status(const char *sched_ep, int timeout_ms, G4__
 /* The persistent stack's run directory and scheduler endpoint, if one is up. */
 int cli_stack_find(char *dir, size_t dir_size, char *ep, size_t ep_size);
 const char *cli_run_dir(char *buf, size_t size);
+/* The scheduler of the newest embedded stack of this user (a `g4 run` in
+ * progress, in $TMPDIR/g4-run-*), if any. */
+int cli_stack_find_embedded(char *ep, size_t ep_size);
 
 /* Streams one request through a scheduler. Callbacks may be NULL. */
 typedef struct cli_gen_cb {
     void (*on_started)(void *user, const int32_t *ids, size_t n);
     void (*on_token)(void *user, const G4__V1__TokenEvent *t);
     void *user;
+    /* prompt tokens computed so far, about twice a second during a prefill */
+    void (*on_progress)(void *user, const G4__V1__Progress *p);
 } cli_gen_cb_t;
 /* Returns 0 with *done set (caller frees owner with g4__v1__envelope__free_unpacked),
  * or 1 with the error printed. */

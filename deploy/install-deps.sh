@@ -12,8 +12,12 @@ PKGS=(
   libclang-rt-14-dev                            # sanitizer runtimes for clang
   python3                                       # fixture scripts, integration tests
   python3-matplotlib                            # bench/plot-prefill.sh: the tokens/s plot (PNG)
-  curl iproute2 nodejs npm                      # tests: HTTP client, network namespaces, the openai npm client
+  curl iproute2                                 # tests: HTTP client, network namespaces
 )
+# Node.js and npm (the openai npm client in the gateway test, the llama.cpp oracle) may come
+# from elsewhere (NodeSource, nvm): check for the commands, install Debian's only when absent.
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -11,6 +11,9 @@
 
 static const char s_usage[] =
     "usage: schedulerd --listen EP --results EP [--ubatch N] [--max-queue N] [--heartbeat-timeout MS]\n"
+    "                  [--stuck-after MS]\n"
+    "  --heartbeat-timeout MS  a daemon silent this long is gone (default 1500)\n"
+    "  --stuck-after MS  report a stage busy without progress this long (and 20x its last batch) (default 120000)\n"
     "  --listen EP    clients and daemons connect here (ROUTER)\n"
     "  --results EP   the last shard pushes sampled tokens here\n";
 
@@ -25,6 +28,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--ubatch") && v) p.n_ubatch = atoi(v), i++;
         else if (!strcmp(a, "--max-queue") && v) p.max_queue = atoi(v), i++;
         else if (!strcmp(a, "--heartbeat-timeout") && v) p.heartbeat_timeout_ms = atoi(v), i++;
+        else if (!strcmp(a, "--stuck-after") && v) p.stuck_after_ms = atoi(v), i++;
         else if (g4_daemon_log_opt(a, v)) i++;
         else {
             fputs(s_usage, strcmp(a, "--help") ? stderr : stdout);

@@ -14,6 +14,7 @@
 #define MAX_CHAIN 32
 #define MAX_BATCHES 64
 #define KEEPALIVE_MS 1000
+#define PROGRESS_MS 500 /* a prefilling request hears how far it is this often */
 #define CHAIN_WAIT_MS 30000 /* a queued request waits this long for a complete pipeline */
 
 enum { D_FREE, D_READY, D_DRAINING, D_GONE };
@@ -38,6 +39,11 @@ typedef struct drec {
     int n_counters;
     char counter_names[16][32];
     uint64_t counter_values[16];
+    /* what it computes, from its heartbeats: a busy stage is alive as long as
+     * it heartbeats; one busy without progress for stuck_after is "stuck" */
+    G4__V1__Work work;
+    uint64_t progress_ms; /* when work.progress last changed */
+    int stuck;
 } drec_t;
 
 typedef struct media {
@@ -97,6 +103,7 @@ typedef struct batch {
     int *sample_pos; /* position of each request's first sampled row */
     uint64_t stages; /* daemons (bit per record) the batch goes through */
     uint64_t sent_ms;
+    double frac;     /* share of the layers it has been through (stages' heartbeats) */
 } batch_t;
 
 struct sched {
@@ -905,6 +912,7 @@ static void s_status(sched_t *s, g4_msg_t *m)
     G4__V1__Header h = G4__V1__HEADER__INIT;
     G4__V1__StatusReply rep = G4__V1__STATUS_REPLY__INIT;
     G4__V1__DaemonStatus ds[MAX_DAEMONS], *dp[MAX_DAEMONS];
+    G4__V1__Work wk[MAX_DAEMONS];
     G4__V1__Counter cs[MAX_DAEMONS][16], *cp[MAX_DAEMONS][16];
     const uint64_t now = s_now();
     size_t n = 0;
@@ -934,6 +942,12 @@ static void s_status(sched_t *s, g4_msg_t *m)
                           ? "standby"
                           : "ready";
         ds[n].uptime_s = (double)(now - d->registered_ms) / 1000.0;
+        g4__v1__work__init(&wk[n]);
+        if (d->work.base.descriptor) wk[n] = d->work; /* (zero until the first heartbeat) */
+        if (wk[n].batch_id) wk[n].elapsed_ms += now - d->last_seen_ms;
+        ds[n].work = &wk[n];
+        ds[n].activity = d->state == D_GONE ? "" : d->stuck ? "stuck" : d->work.batch_id ? "busy" : "idle";
+        ds[n].last_seen_ms = (double)(now - d->last_seen_ms);
         ds[n].model = d->model, ds[n].backend = d->backend, ds[n].host = d->host;
         dp[n] = &ds[n];
         n++;
@@ -955,6 +969,44 @@ static void s_status(sched_t *s, g4_msg_t *m)
     env.status_reply = &rep;
     g4_err_t err;
     g4_wire_send(s->router, m->route, m->route_len, &env, NULL, NULL, 0, 1, &err);
+}
+
+/* The stuck threshold of a stage: long above any batch it has run. */
+static uint64_t s_stuck_after(const sched_t *s, const drec_t *d)
+{
+    const uint64_t k = 20 * d->work.last_batch_ms;
+    return k > (uint64_t)s->p.stuck_after_ms ? k : (uint64_t)s->p.stuck_after_ms;
+}
+
+static void s_heartbeat(sched_t *s, drec_t *d, const G4__V1__Heartbeat *hb)
+{
+    const uint64_t now = s_now();
+    d->last_seen_ms = now;
+    d->n_counters = 0;
+    for (size_t c = 0; c < hb->n_counters && c < 16; c++)
+        if (hb->counters[c] && hb->counters[c]->name) {
+            snprintf(d->counter_names[d->n_counters], sizeof d->counter_names[0], "%s", hb->counters[c]->name);
+            d->counter_values[d->n_counters++] = hb->counters[c]->value;
+        }
+    G4__V1__Work w = G4__V1__WORK__INIT;
+    if (hb->work) w = *hb->work;
+    if (w.progress != d->work.progress || !w.batch_id || !d->progress_ms) d->progress_ms = now;
+    d->work = w;
+    if (d->stuck && now - d->progress_ms < s_stuck_after(s, d)) {
+        d->stuck = 0;
+        g4_log_info("sched", "%s makes progress again", d->name);
+    }
+}
+
+/* Stages busy without progress for their stuck threshold are reported (not
+ * failed: a slow stage is not a dead one; a dead one stops heartbeating). */
+static void s_check_stuck(sched_t *s, drec_t *d, uint64_t now)
+{
+    if (d->stuck || !d->work.batch_id || now - d->progress_ms < s_stuck_after(s, d)) return;
+    d->stuck = 1;
+    g4_log_warn("sched", "%s is stuck: batch %llu (%u rows) has made no progress for %.0f s (layer %u of %u)", d->name,
+                (unsigned long long)d->work.batch_id, d->work.rows, (now - d->progress_ms) / 1000.0, d->work.steps_done,
+                d->work.steps_total);
 }
 
 static void s_on_router(sched_t *s)
@@ -980,15 +1032,7 @@ static void s_on_router(sched_t *s)
             int i = m.env->heartbeat->name ? s_find_daemon(s, m.env->heartbeat->name) : -1;
             if (i >= 0 && s->d[i].state != D_GONE && s->d[i].route_len == m.route_len &&
                 !memcmp(s->d[i].route, m.route, m.route_len)) {
-                s->d[i].last_seen_ms = s_now();
-                G4__V1__Heartbeat *hb = m.env->heartbeat;
-                drec_t *d = &s->d[i];
-                d->n_counters = 0;
-                for (size_t c = 0; c < hb->n_counters && c < 16; c++)
-                    if (hb->counters[c] && hb->counters[c]->name) {
-                        snprintf(d->counter_names[d->n_counters], sizeof d->counter_names[0], "%s", hb->counters[c]->name);
-                        d->counter_values[d->n_counters++] = hb->counters[c]->value;
-                    }
+                s_heartbeat(s, &s->d[i], m.env->heartbeat);
             } else { /* we do not know it (we restarted, or declared it gone): ask it to register */
                 G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
                 G4__V1__RegisterReply rep = G4__V1__REGISTER_REPLY__INIT;
@@ -1257,7 +1301,7 @@ static void s_schedule(sched_t *s)
             return;
         }
         batch_t *b = &s->b[s->n_b++];
-        b->id = bid, b->n_req = n_req, b->reqs = reqs, b->rows_fed = fed, b->sent_ms = s_now();
+        b->id = bid, b->n_req = n_req, b->reqs = reqs, b->rows_fed = fed, b->sent_ms = s_now(), b->frac = 0;
         b->first_pos = fpos, b->sample_pos = spos_v;
         b->stages = 0;
         for (int c = 0; c < s->n_chain; c++) b->stages |= 1ull << s->chain[c];
@@ -1266,6 +1310,42 @@ static void s_schedule(sched_t *s)
 
 /* ---- housekeeping -------------------------------------------------------------------------- */
 
+/* How far batch b is through the layers, from what the stages of the chain
+ * said they compute (monotonic: a batch between stages keeps its share). */
+static double s_batch_frac(sched_t *s, batch_t *b)
+{
+    for (int c = 0; c < s->n_chain && s->n_layer > 0; c++) {
+        const drec_t *d = &s->d[s->chain[c]];
+        if (d->work.batch_id != b->id) continue;
+        double in = d->work.steps_total ? (double)d->work.steps_done / d->work.steps_total : 0;
+        double f = (d->layer_begin + in * (d->layer_end - d->layer_begin)) / s->n_layer;
+        if (f > b->frac) b->frac = f;
+    }
+    return b->frac;
+}
+
+/* Prompt rows computed so far: whole chunks, plus the share of the chunk in flight. */
+static void s_send_progress(sched_t *s, req_t *q, uint64_t now)
+{
+    double done = q->n_fed;
+    for (int i = 0; i < s->n_b; i++) {
+        if (s->b[i].id != q->in_flight) continue;
+        for (int k = 0; k < s->b[i].n_req; k++)
+            if (&s->r[s->b[i].reqs[k]] == q) done += s->b[i].rows_fed[k] * s_batch_frac(s, &s->b[i]);
+    }
+    G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
+    G4__V1__Progress pr = G4__V1__PROGRESS__INIT;
+    pr.prompt_done = (int32_t)done;
+    pr.prompt_total = q->n_prompt;
+    pr.elapsed_ms = q->t_start && now > q->t_start ? (double)(now - q->t_start) : 0;
+    ev.event_case = G4__V1__GENERATE_EVENT__EVENT_PROGRESS;
+    ev.progress = &pr;
+    if (s_send_event(s, q, &ev) && q->client_len) {
+        q->finish = "cancelled";
+        s_req_free(s, q);
+    }
+}
+
 static void s_timers(sched_t *s)
 {
     const uint64_t now = s_now();
@@ -1273,6 +1353,8 @@ static void s_timers(sched_t *s)
         drec_t *d = &s->d[i];
         if ((d->state == D_READY || d->state == D_DRAINING) && now - d->last_seen_ms > (uint64_t)s->p.heartbeat_timeout_ms)
             s_daemon_gone(s, i, "stopped sending heartbeats");
+        else if (d->state == D_READY || d->state == D_DRAINING)
+            s_check_stuck(s, d, now);
     }
     for (int i = 0; i < s->n_r; i++) {
         req_t *q = &s->r[i];
@@ -1286,7 +1368,9 @@ static void s_timers(sched_t *s)
             s_fail(s, q, G4_ERR_UNAVAILABLE, "no complete pipeline of shards for %d s", CHAIN_WAIT_MS / 1000);
             continue;
         }
-        if (now - q->last_event_ms >= KEEPALIVE_MS) {
+        if (q->state == R_RUNNING && q->n_fed < q->n_prompt && !q->finish && now - q->last_event_ms >= PROGRESS_MS) {
+            s_send_progress(s, q, now);
+        } else if (now - q->last_event_ms >= KEEPALIVE_MS) {
             G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
             G4__V1__Keepalive ka = G4__V1__KEEPALIVE__INIT;
             ev.event_case = G4__V1__GENERATE_EVENT__EVENT_KEEPALIVE;
@@ -1310,6 +1394,7 @@ sched_t *sched_new(void *zctx, const sched_params_t *p, g4_err_t *err)
     if (s->p.n_ubatch <= 0) s->p.n_ubatch = 512;
     if (s->p.max_queue <= 0) s->p.max_queue = 1024;
     if (s->p.heartbeat_timeout_ms <= 0) s->p.heartbeat_timeout_ms = 1500;
+    if (s->p.stuck_after_ms <= 0) s->p.stuck_after_ms = 120000;
     s->zctx = zctx;
     const size_t U = (size_t)s->p.n_ubatch;
     s->bt_tok = g4_malloc(U * sizeof *s->bt_tok), s->bt_pos = g4_malloc(U * sizeof *s->bt_pos);

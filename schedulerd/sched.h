@@ -26,7 +26,9 @@ typedef struct sched_params {
     const char *results;    /* PULL endpoint for results from the last shard */
     int n_ubatch;           /* rows per micro-batch (default 512) */
     int max_queue;          /* queued requests before refusing (default 1024) */
-    int heartbeat_timeout_ms; /* default 1500 */
+    int heartbeat_timeout_ms; /* silence that makes a daemon gone (default 1500) */
+    int stuck_after_ms;     /* a busy stage without progress this long (and 20x its last
+                               batch time) is reported stuck (default 120000) */
 } sched_params_t;
 
 sched_t *sched_new(void *zctx, const sched_params_t *p, g4_err_t *err);
