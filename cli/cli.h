@@ -23,6 +23,7 @@ int cli_swap(int argc, char **argv);
 int cli_keygen(int argc, char **argv);
 int cli_parse_output(int argc, char **argv);
 int cli_encode(int argc, char **argv);
+int cli_quantize(int argc, char **argv);
 
 /* Prints "error: <msg>" on stderr (one line). */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

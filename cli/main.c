@@ -15,6 +15,7 @@ typedef struct cli_cmd {
 
 static const cli_cmd_t s_cmds[] = {
     {"inspect", cli_inspect, "print a GGUF file's metadata and tensor table"},
+    {"quantize", cli_quantize, "convert an F32/F16/BF16 GGUF to Q4_K_M, Q8_0, ... as llama-quantize does"},
     {"run", cli_run, "generate text from a prompt (--in-process: without daemons)"},
     {"tokenize", cli_tokenize, "print the token ids of a text"},
     {"detokenize", cli_detokenize, "print the text of token ids"},

@@ -242,6 +242,20 @@ int g4_gguf_writer_write_mem(g4_gguf_writer_t *w, uint8_t **out, size_t *size, g
     return G4_OK;
 }
 
+int g4_gguf_writer_write_header(g4_gguf_writer_t *w, FILE *f, g4_err_t *err)
+{
+    s_buf_t b = {0};
+    s_header(w, &b);
+    if (b.failed || w->kv.failed) {
+        g4_free(b.p);
+        return g4_err_set(err, G4_ERR_NOMEM, "gguf writer: out of memory");
+    }
+    const int ok = fwrite(b.p, 1, b.n, f) == b.n;
+    g4_free(b.p);
+    if (!ok) return g4_err_set(err, G4_ERR_IO, "gguf writer: header write failed: %s", strerror(errno));
+    return G4_OK;
+}
+
 int g4_gguf_writer_write(g4_gguf_writer_t *w, const char *path, g4_err_t *err)
 {
     static const uint8_t zeros[256] = {0};

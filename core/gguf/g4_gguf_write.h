@@ -8,6 +8,7 @@
 #define G4_GGUF_WRITE_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "g4_err.h"
@@ -43,6 +44,12 @@ int g4_gguf_writer_add_tensor(g4_gguf_writer_t *w, const char *name, g4_dtype_t 
 
 /* Writes the file. */
 int g4_gguf_writer_write(g4_gguf_writer_t *w, const char *path, g4_err_t *err);
+/* Streaming: writes everything before the tensor data (header, metadata,
+ * tensor infos, padding) to f; tensor data pointers are not read and may be
+ * NULL. The caller then writes each tensor's bytes in add order, each
+ * followed by zeros up to a multiple of the alignment (what g4_gguf_writer_write
+ * does), so files of any size need no memory for their data. */
+int g4_gguf_writer_write_header(g4_gguf_writer_t *w, FILE *f, g4_err_t *err);
 /* Returns the file image in a new buffer (caller g4_free()s *out). */
 int g4_gguf_writer_write_mem(g4_gguf_writer_t *w, uint8_t **out, size_t *size, g4_err_t *err);
 
