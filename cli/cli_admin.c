@@ -227,8 +227,11 @@ int cli_down(int argc, char **argv)
         while (kill(pids[i], 0) == 0 && g4_wire_now_ms() - t0 < 10000) usleep(20000);
     for (int i = 0; i < n; i++)
         if (kill(pids[i], 0) == 0) kill(pids[i], SIGKILL);
+    /* daemons the stack file does not list (swapped in, restarted by hand)
+     * that still serve on this run directory's sockets */
+    const int strays = cli_stack_stop_strays(dir);
     unlink(path);
-    printf("stack down (%d daemons stopped)\n", n);
+    printf("stack down (%d daemons stopped)\n", n + strays);
     return 0;
 }
 

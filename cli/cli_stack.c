@@ -3,6 +3,7 @@
 #include "cli_progress.h"
 
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
@@ -360,12 +361,17 @@ void cli_stack_stop(cli_stack_t *st)
         }
     }
     if (st->owned_dir) {
-        char cmd[300];
-        for (int i = 0; i < st->n; i++) {
-            snprintf(cmd, sizeof cmd, "%s/%s.log", st->dir, st->name[i]);
-            unlink(cmd);
+        /* the daemons are gone: their logs and any socket a daemon killed
+         * (or not closing its listener) left behind go with the directory */
+        DIR *dir = opendir(st->dir);
+        for (struct dirent *e; dir && (e = readdir(dir));) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char path[512];
+            snprintf(path, sizeof path, "%s/%s", st->dir, e->d_name);
+            unlink(path);
         }
-        rmdir(st->dir); /* ipc sockets are removed by their owners */
+        if (dir) closedir(dir);
+        rmdir(st->dir);
     }
 }
 
@@ -387,6 +393,48 @@ int cli_stack_find(char *dir, size_t dir_size, char *ep, size_t ep_size)
     }
     cJSON_Delete(j);
     return rc;
+}
+
+/* pids of g4 daemons whose command line names dir (their sockets are there) */
+static int s_daemons_in(const char *dir, pid_t *pids, int max)
+{
+    char pat[300]; /* a path inside dir */
+    snprintf(pat, sizeof pat, "%s/", dir);
+    DIR *proc = opendir("/proc");
+    int n = 0;
+    for (struct dirent *e; proc && n < max && (e = readdir(proc));) {
+        const pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 0 || pid == getpid()) continue;
+        char path[64], cmd[4096];
+        snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) continue;
+        const ssize_t len = read(fd, cmd, sizeof cmd - 1);
+        close(fd);
+        if (len <= 0) continue;
+        cmd[len] = 0;
+        const char *base = strrchr(cmd, '/') ? strrchr(cmd, '/') + 1 : cmd;
+        if (strcmp(base, "shardd") && strcmp(base, "tokenizerd") && strcmp(base, "schedulerd") && strcmp(base, "encoderd"))
+            continue;
+        int hit = 0;
+        for (ssize_t i = 0; i < len && !hit; i += (ssize_t)strlen(cmd + i) + 1) hit = strstr(cmd + i, pat) != NULL;
+        if (hit) pids[n++] = pid;
+    }
+    if (proc) closedir(proc);
+    return n;
+}
+
+int cli_stack_stop_strays(const char *dir)
+{
+    pid_t pids[CLI_STACK_MAX];
+    const int n = s_daemons_in(dir, pids, CLI_STACK_MAX);
+    for (int i = 0; i < n; i++) kill(pids[i], SIGTERM);
+    const uint64_t t0 = g4_wire_now_ms();
+    for (int i = 0; i < n; i++)
+        while (kill(pids[i], 0) == 0 && g4_wire_now_ms() - t0 < 5000) usleep(20000);
+    for (int i = 0; i < n; i++)
+        if (kill(pids[i], 0) == 0) kill(pids[i], SIGKILL);
+    return n;
 }
 
 int cli_stack_find_embedded(char *ep, size_t ep_size)

@@ -65,6 +65,10 @@ G4__V1__StatusReply *cli_sched_status(const char *sched_ep, int timeout_ms, G4__
 /* The persistent stack's run directory and scheduler endpoint, if one is up. */
 int cli_stack_find(char *dir, size_t dir_size, char *ep, size_t ep_size);
 const char *cli_run_dir(char *buf, size_t size);
+/* Stops (SIGTERM, then SIGKILL after 5 s) every g4 daemon whose command line
+ * names dir (its run directory) — ones a stack file does not list; returns
+ * how many there were. */
+int cli_stack_stop_strays(const char *dir);
 /* The scheduler of the newest embedded stack of this user (a `g4 run` in
  * progress, in $TMPDIR/g4-run-*), if any. */
 int cli_stack_find_embedded(char *ep, size_t ep_size);

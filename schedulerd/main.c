@@ -13,7 +13,8 @@ static const char s_usage[] =
     "usage: schedulerd --listen EP --results EP [--ubatch N] [--max-queue N] [--heartbeat-timeout MS]\n"
     "                  [--stuck-after MS]\n"
     "  --heartbeat-timeout MS  a daemon silent this long is gone (default 1500)\n"
-    "  --stuck-after MS  report a stage busy without progress this long (and 20x its last batch) (default 120000)\n"
+    "  --stuck-after MS  report a stage busy without progress this long (and 20x its last batch)\n"
+    "                   (default $G4_STUCK_AFTER_MS or 120000)\n"
     "  --listen EP    clients and daemons connect here (ROUTER)\n"
     "  --results EP   the last shard pushes sampled tokens here\n";
 
@@ -21,6 +22,8 @@ int main(int argc, char **argv)
 {
     g4_log_set_level(G4_LOG_INFO); /* daemons say what they do; --log-level changes it */
     sched_params_t p = {0};
+    const char *stuck = getenv("G4_STUCK_AFTER_MS"); /* reaches a scheduler a g4 command starts */
+    if (stuck) p.stuck_after_ms = atoi(stuck);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--listen") && v) p.listen = v, i++;

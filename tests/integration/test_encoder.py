@@ -10,11 +10,11 @@
   * a persistent stack: the second identical image is served from encoderd's cache
     (counters in g4 status --json) and text-only requests never reach encoderd.
 Usage: test_encoder.py G4_BINARY TESTDATA_DIR"""
-import json, math, os, random, struct, subprocess, sys, tempfile, time
+import json, math, os, random, struct, subprocess, sys, time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from g4test import check, finish, runner, start  # noqa: E402
+from g4test import Scratch, check, finish, runner, start  # noqa: E402
 
 g4, td = start("mm")
 mm = os.path.join(td, "mm")
@@ -22,7 +22,8 @@ here = os.path.dirname(os.path.abspath(__file__))
 text_model = os.path.join(here, "..", "data", "mm-text96.gguf")
 f32 = os.path.join(mm, "mmproj-gemma4-e2b-tiny-f32.gguf")
 f16 = os.path.join(mm, "mmproj-gemma4-vision-tiny-f16.gguf")
-tmp = tempfile.mkdtemp(prefix="g4-enc-")
+scratch = Scratch("g4-enc-", g4)
+tmp = scratch.dir
 env = dict(os.environ, G4_RUN_DIR=os.path.join(tmp, "run"))
 g4run = runner(g4, env)
 

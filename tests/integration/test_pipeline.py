@@ -9,14 +9,15 @@
     exits non-zero; a restarted shard brings the stack back;
   * SIGTERM (g4 down) while a request runs: the request completes.
 Usage: test_pipeline.py G4_BINARY TESTDATA_DIR"""
-import json, os, signal, subprocess, sys, tempfile, threading, time
+import json, os, signal, subprocess, sys, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from g4test import check, finish, passed, runner, start  # noqa: E402
+from g4test import Scratch, check, finish, passed, runner, start  # noqa: E402
 
 g4, td = start("models")
 mdir = os.path.join(td, "models")
-run_dir = tempfile.mkdtemp(prefix="g4-test-")
+scratch = Scratch("g4-test-", g4)
+run_dir = scratch.dir
 env = dict(os.environ, G4_RUN_DIR=run_dir)
 g4run = runner(g4, env)
 

@@ -10,16 +10,17 @@
   * a dead shard -> /health 503 and requests 503 within seconds;
   * the `openai` npm package (chat, streaming) when node and the package are there.
 Usage: test_serve.py G4_BINARY TESTDATA_DIR"""
-import json, os, resource, socket, subprocess, sys, tempfile, threading, time, urllib.request, urllib.error
+import json, os, resource, socket, subprocess, sys, threading, time, urllib.request, urllib.error
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from g4test import check, finish, start  # noqa: E402
+from g4test import Scratch, check, finish, start  # noqa: E402
 
 g4, td = start("models/dense-q8_0.gguf")
 model = os.path.join(td, "models", "dense-q8_0.gguf")
 sanitized = os.environ.get("G4_SANITIZED") == "1"
 
-run_dir = tempfile.mkdtemp(prefix="g4-serve-")
+scratch = Scratch("g4-serve-", g4)
+run_dir = scratch.dir
 env = dict(os.environ, G4_RUN_DIR=run_dir)
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 base = "http://127.0.0.1:%d" % port
@@ -170,7 +171,8 @@ d_ok = metric(after, 'g4_http_requests_total{outcome="ok"}') - metric(before, 'g
 check(d_ok == len(lat), "/metrics counted %d completed requests, clients saw %d" % (d_ok, len(lat)))
 
 # the openai npm package, when it can be installed
-node_dir = tempfile.mkdtemp(prefix="g4-openai-")
+node_dir = scratch.path("openai")
+os.mkdir(node_dir)
 r = subprocess.run("npm install --silent --no-audit --no-fund openai@4 >/dev/null 2>&1", shell=True, cwd=node_dir)
 if r.returncode == 0:
     js = """
@@ -206,7 +208,8 @@ srv.terminate()
 try:
     srv.wait(timeout=20)
 except subprocess.TimeoutExpired:
-    open("/tmp/serve-gdb.txt", "w").write(subprocess.run(["gdb", "-p", str(srv.pid), "-batch", "-ex", "thread apply all bt 12"], capture_output=True, text=True).stdout)
+    print(subprocess.run(["gdb", "-p", str(srv.pid), "-batch", "-ex", "thread apply all bt 12"], capture_output=True,
+                         text=True).stdout[-4000:])
     srv.kill()
     check(False, "g4 serve did not stop on SIGTERM")
 subprocess.run([g4, "down"], env=env, capture_output=True)
