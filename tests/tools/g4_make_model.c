@@ -2,7 +2,8 @@
  *
  *   g4_make_model --preset e2b|e4b|26b-a4b|31b [--n-layer N] [--type Q4_K_M] [--seed S]
  *                 [--vocab ggml-vocab-gemma-4.gguf] -o OUT.gguf [--threads N]
- *                 [--n-embd E] [--n-ff F] [--n-head H] [--layer-types SSSSSF]
+ *                 [--n-embd E] [--n-ff F] [--n-head H] [--n-head-kv K] [--n-head-kv-full K]
+ *                 [--n-ff-exp F] [--layer-types SSSSSF]
  *                 [--sliding-window W] [--ctx-train C]
  *
  * Shapes and keys follow docs of the model family (gemma4-model.md §1) and what
@@ -360,7 +361,8 @@ static int s_usage(FILE *out)
 {
     fprintf(out,
             "usage: g4_make_model --preset e2b|e4b|26b-a4b|31b -o OUT.gguf [--n-layer N] [--type T] [--seed S]\n"
-            "         [--vocab VOCAB.gguf] [--threads N] [--n-embd E] [--n-ff F] [--n-head H] [--n-ff-exp F]\n"
+            "         [--vocab VOCAB.gguf] [--threads N] [--n-embd E] [--n-ff F] [--n-head H] [--n-head-kv K]\n"
+            "         [--n-head-kv-full K] [--n-ff-exp F]\n"
             "         [--layer-types SSSSSF] [--sliding-window W] [--ctx-train C]\n"
             "  T: Q4_K_M (default) Q4_K_S Q5_K_M Q5_K_S Q6_K Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K F16 BF16 F32\n");
     return out == stdout ? 0 : 2;
@@ -382,7 +384,8 @@ int main(int argc, char **argv)
 {
     const char *preset = NULL, *out = NULL, *type_name = "Q4_K_M", *layer_types = NULL;
     const char *vocab = G4_DEFAULT_VOCAB;
-    int n_layer = 0, n_embd = 0, n_ff = 0, n_head = 0, n_ff_exp = 0, swa = 0, ctx = 0;
+    int n_layer = 0, n_embd = 0, n_ff = 0, n_head = 0, n_head_kv = 0, n_head_kv_full = 0, n_ff_exp = 0, swa = 0,
+        ctx = 0;
     int n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     uint64_t seed = 0;
     for (int i = 1; i < argc; i++) {
@@ -398,6 +401,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--n-embd")) n_embd = atoi(v);
         else if (!strcmp(a, "--n-ff")) n_ff = atoi(v);
         else if (!strcmp(a, "--n-head")) n_head = atoi(v);
+        else if (!strcmp(a, "--n-head-kv")) n_head_kv = atoi(v);
+        else if (!strcmp(a, "--n-head-kv-full")) n_head_kv_full = atoi(v);
         else if (!strcmp(a, "--n-ff-exp")) n_ff_exp = atoi(v);
         else if (!strcmp(a, "--sliding-window")) swa = atoi(v);
         else if (!strcmp(a, "--ctx-train")) ctx = atoi(v);
@@ -431,6 +436,12 @@ int main(int argc, char **argv)
     if (n_embd) c.n_embd = n_embd;
     if (n_ff) c.n_ff = n_ff;
     if (n_head) c.n_head = n_head;
+    if (n_head_kv) c.n_head_kv = n_head_kv;
+    if (n_head_kv_full) c.n_head_kv_full = n_head_kv_full;
+    if (c.n_head < 1 || c.n_head_kv < 1 || c.n_head_kv_full < 1) return s_usage(stderr);
+    /* fewer query heads than the preset's KV heads: the largest count that divides */
+    while (c.n_head % c.n_head_kv) c.n_head_kv--;
+    while (c.n_head % c.n_head_kv_full) c.n_head_kv_full--;
     if (n_ff_exp) c.n_ff_exp = n_ff_exp;
     if (swa) c.sliding_window = swa;
     if (ctx) c.ctx_train = ctx;
