@@ -243,7 +243,7 @@ fail:
     return 1;
 }
 
-static void s_print_logs(cli_stack_t *st)
+void cli_stack_print_logs(cli_stack_t *st)
 {
     for (int i = 0; i < st->n; i++) {
         char path[300], line[512];
@@ -314,7 +314,7 @@ int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
                 cli_error("%s exited (%s %d) while starting:", st->name[i], WIFEXITED(status) ? "status" : "signal",
                           WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
                 st->pid[i] = 0;
-                s_print_logs(st);
+                cli_stack_print_logs(st);
                 return 1;
             }
         }
@@ -335,7 +335,7 @@ int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
         usleep(20000);
     }
     cli_error("the stack did not become ready within %d s:", timeout_ms / 1000);
-    s_print_logs(st);
+    cli_stack_print_logs(st);
     return 1;
 }
 

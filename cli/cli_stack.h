@@ -57,6 +57,8 @@ int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char
 /* Waits until the scheduler reports a complete pipeline and a tokenizer. */
 int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms);
 void cli_stack_stop(cli_stack_t *st);
+/* The last lines of each daemon's log, on stderr (a start or a request failed). */
+void cli_stack_print_logs(cli_stack_t *st);
 /* Starts one more daemon of the stack (swap, restart); argv without the binary path. */
 int cli_stack_spawn(cli_stack_t *st, const char *bin, const char *name, char *const *args, int detach);
 

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
@@ -269,8 +271,8 @@ static void s_note_weights(g4_model_t *m, const g4_tensor_t *t)
  * faster in one alternated set, 21 vs 27-29 tok/s in another). The thread copies each range into
  * anonymous memory asking for transparent huge pages (allocated under the
  * process's memory binding, so a NUMA-bound shard gets node-local weights),
- * layers first and the LM head last, on cores the computation leaves idle
- * (SCHED_IDLE), and publishes it; g4_ctx_forward points
+ * layers first and the LM head last, at a low priority (nice 10), and
+ * publishes it; g4_ctx_forward points
  * the tensors at the finished copies between passes (never during one) and
  * drops the file's pages from the process, so resident memory does not
  * double. Readiness never waits for it. */
@@ -313,10 +315,15 @@ static void *s_warm_thread(void *arg)
     const uint64_t t0 = g4_clock_mono_ns();
     int have_madv = 1;
     if (m->mode == G4_WEIGHTS_COPY) {
-        /* copy only on cores the computation leaves idle: a pass running
-         * meanwhile keeps its speed (it reads the file's pages until then) */
-        struct sched_param sp = {0};
-        (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+        /* copy mostly on cores the computation leaves idle: a pass running
+         * meanwhile keeps most of its speed. Not SCHED_IDLE: faulting the
+         * copy in holds the process's mmap lock, and a thread that busy
+         * cores never run would hold it for as long as they compute, so
+         * every mmap/munmap (a big message buffer) and then every page fault
+         * of the process -- its heartbeats included -- would wait that long
+         * (seen: a shard taken for dead mid-prefill). A low nice value still
+         * runs it every few scheduler periods, and it faults in 8 MiB at a time. */
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
     }
     size_t off = 0;
     for (int i = 0; i < m->n_pf && !atomic_load(&m->pf_stop); i++) {
@@ -327,12 +334,13 @@ static void *s_warm_thread(void *arg)
         uint8_t *dst = m->copy_base + off;
         const size_t n = m->pf[i].n, chunk = (size_t)8 << 20;
         off += (n + 63) & ~(size_t)63;
-        /* faulting a whole range in at once is several times faster than a
-         * first write per page (and gets huge pages where the kernel has them) */
-        (void)madvise(dst, n, MADV_POPULATE_WRITE);
         size_t k = 0;
         for (; k < n && !atomic_load(&m->pf_stop); k += chunk) {
             const size_t c = n - k < chunk ? n - k : chunk;
+            /* faulting a range in at once is several times faster than a
+             * first write per page (and gets huge pages where the kernel
+             * has them); a chunk at a time holds the mmap lock briefly */
+            (void)madvise(dst + k, c, MADV_POPULATE_WRITE);
             memcpy(dst + k, m->pf[i].p + k, c);
             /* the process keeps one copy resident, not two (a pass still
              * reading the file's pages faults them back in from the cache) */
