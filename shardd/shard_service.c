@@ -1,7 +1,6 @@
 /* shard_service — see shard_service.h. */
 #include "shard_service.h"
 
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -416,8 +415,7 @@ static void s_handle(shard_t *s, g4_msg_t *m)
 
 /* ---- the worker thread ----------------------------------------------------------
  * It owns the data socket, the model context and the peers; the control
- * thread (main.c) keeps heartbeating and hands it releases and the stop
- * through an inproc pipe: [] = stop, [uint32 slots...] = release. */
+ * thread (main.c) keeps heartbeating and hands it slot releases. */
 
 static void s_check_warm(shard_t *s)
 {
@@ -427,73 +425,43 @@ static void s_check_warm(shard_t *s)
     atomic_store(&s->weights_ready, 1);
 }
 
-static void *s_worker(void *arg)
+static void s_on_data(void *user, void *sock)
 {
-    shard_t *s = arg;
+    shard_t *s = user;
+    g4_msg_t m;
     g4_err_t err;
-    void *pipe = zmq_socket(s->zctx, ZMQ_PAIR);
-    if (!pipe || zmq_connect(pipe, s->pipe_ep)) {
-        g4_log_error("shard", "worker: cannot open its pipe: %s", zmq_strerror(zmq_errno()));
-        if (pipe) zmq_close(pipe);
-        return NULL;
+    const int rc = g4_wire_recv(sock, 0, &m, -1, &err);
+    if (rc == G4_OK && m.env->body_case == G4__V1__ENVELOPE__BODY_FORWARD) shard_handle(s, &m);
+    else if (rc != G4_ERR_TIMEOUT) {
+        s->n_errors++;
+        g4_log_warn("shard", "dropped a message: %s", rc ? err.msg : "not a ForwardBatch");
     }
-    for (;;) {
-        zmq_pollitem_t it[2] = {{s->data, 0, ZMQ_POLLIN, 0}, {pipe, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(it, 2, 250);
-        if (n > 0 && (it[1].revents & ZMQ_POLLIN)) {
-            zmq_msg_t msg;
-            zmq_msg_init(&msg);
-            int len = zmq_msg_recv(&msg, pipe, 0);
-            if (len == 0) {
-                zmq_msg_close(&msg);
-                break;
-            }
-            if (len > 0) shard_release(s, zmq_msg_data(&msg), (size_t)len / sizeof(uint32_t));
-            zmq_msg_close(&msg);
-        }
-        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) {
-            g4_msg_t m;
-            int rc = g4_wire_recv(s->data, 0, &m, -1, &err);
-            if (rc == G4_OK && m.env->body_case == G4__V1__ENVELOPE__BODY_FORWARD) shard_handle(s, &m);
-            else if (rc != G4_ERR_TIMEOUT) {
-                s->n_errors++;
-                g4_log_warn("shard", "dropped a message: %s", rc ? err.msg : "not a ForwardBatch");
-            }
-            g4_msg_close(&m);
-        }
-        s_check_warm(s);
-        atomic_store(&s->batches_pub, s->n_batches);
-        atomic_store(&s->errors_pub, s->n_errors);
-    }
-    zmq_close(pipe);
-    return NULL;
+    g4_msg_close(&m);
+}
+
+static void s_on_release(void *user, const void *data, size_t len)
+{
+    shard_release(user, data, len / sizeof(uint32_t));
+}
+
+static void s_on_tick(void *user)
+{
+    shard_t *s = user;
+    s_check_warm(s);
+    atomic_store(&s->batches_pub, s->n_batches);
+    atomic_store(&s->errors_pub, s->n_errors);
 }
 
 int shard_worker_start(shard_t *s, void *data, g4_err_t *err)
 {
-    static atomic_int s_seq;
-    snprintf(s->pipe_ep, sizeof s->pipe_ep, "inproc://shard-worker-%d", atomic_fetch_add(&s_seq, 1));
-    s->data = data;
-    s->pipe = zmq_socket(s->zctx, ZMQ_PAIR);
-    if (!s->pipe || zmq_bind(s->pipe, s->pipe_ep))
-        return g4_err_set(err, G4_ERR_IO, "shard: worker pipe: %s", zmq_strerror(zmq_errno()));
-    if (pthread_create(&s->worker, NULL, s_worker, s)) return g4_err_set(err, G4_ERR_NOMEM, "shard: no worker thread");
-    s->worker_running = 1;
-    return G4_OK;
+    s->worker.on_ready = s_on_data, s->worker.on_note = s_on_release, s->worker.on_tick = s_on_tick;
+    s->worker.user = s;
+    return g4_worker_start(&s->worker, s->zctx, data, err);
 }
 
 void shard_worker_release(shard_t *s, const uint32_t *slots, size_t n)
 {
-    if (n && s->pipe) zmq_send(s->pipe, slots, n * sizeof *slots, 0);
+    g4_worker_note(&s->worker, slots, n * sizeof *slots);
 }
 
-void shard_worker_stop(shard_t *s)
-{
-    if (s->worker_running) {
-        zmq_send(s->pipe, "", 0, 0);
-        pthread_join(s->worker, NULL);
-        s->worker_running = 0;
-    }
-    if (s->pipe) zmq_close(s->pipe);
-    s->pipe = NULL;
-}
+void shard_worker_stop(shard_t *s) { g4_worker_stop(&s->worker); }

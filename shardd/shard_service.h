@@ -4,7 +4,6 @@
 #ifndef SHARD_SERVICE_H
 #define SHARD_SERVICE_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 
 #include "g4_daemon.h"
@@ -40,10 +39,7 @@ typedef struct shard {
     g4_daemon_work_t *work;   /* where shard_handle publishes its progress (NULL: nowhere) */
     int min_forward_ms;       /* fault injection: every forward pass lasts at least this long */
     /* the worker thread (shard_worker_start) and what it publishes for heartbeats */
-    void *data, *pipe;
-    char pipe_ep[64];
-    pthread_t worker;
-    int worker_running;
+    g4_worker_t worker;
     _Atomic uint64_t batches_pub, errors_pub, weights_ready, weights_ready_ms;
 } shard_t;
 

@@ -14,7 +14,21 @@ static const char s_usage[] =
     "usage: tokenizerd --model M.gguf --listen EP [--template T.jinja] [--scheduler EP] [--name NAME]\n"
     "  EP: ipc://PATH or tcp://HOST:PORT\n";
 
-static void s_handle(void *t, void *sock, g4_msg_t *m) { tokd_handle(t, sock, m); }
+static g4_daemon_work_t *s_work; /* what the worker is doing, for heartbeats */
+static uint64_t s_n_calls;
+
+static void s_handle(void *t, void *sock, g4_msg_t *m)
+{
+    g4_daemon_work_begin(s_work, ++s_n_calls, 1, 0);
+    tokd_handle(t, sock, m);
+    g4_daemon_work_end(s_work);
+}
+
+static void s_serve(void *user, void *sock)
+{
+    tokd_t *t = user;
+    g4_daemon_serve_burst(sock, 256, s_handle, t, &t->n_errors);
+}
 
 int main(int argc, char **argv)
 {
@@ -105,13 +119,21 @@ int main(int argc, char **argv)
     }
     g4_log_info("tokenizerd", "serving %s on %s (%d tokens%s)", model, listen, tok_vocab_size(t.vocab),
                 t.tmpl ? ", chat template" : "");
+    /* requests are served on a worker thread: a long tokenization or chat
+     * rendering never delays this thread's heartbeats */
+    s_work = &d.work;
+    g4_worker_t w = {.on_ready = s_serve, .user = &t};
+    if (g4_worker_start(&w, zctx, sock, &err)) {
+        g4_log_error("tokenizerd", "%s", err.msg);
+        return 1;
+    }
     while (!g4_daemon_stop) {
-        zmq_pollitem_t it[2] = {{sock, 0, ZMQ_POLLIN, 0}, {d.ctl, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(it, d.ctl ? 2 : 1, G4_HEARTBEAT_MS / 2);
-        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) g4_daemon_serve_burst(sock, 256, s_handle, &t, &t.n_errors);
-        if (n > 0 && d.ctl && (it[1].revents & ZMQ_POLLIN)) g4_daemon_poll_ctl(&d);
+        zmq_pollitem_t it[1] = {{d.ctl, 0, ZMQ_POLLIN, 0}};
+        const int n = d.ctl ? zmq_poll(it, 1, G4_HEARTBEAT_MS / 2) : (usleep(G4_HEARTBEAT_MS * 500), 0);
+        if (n > 0) g4_daemon_poll_ctl(&d);
         g4_daemon_tick(&d);
     }
+    g4_worker_stop(&w);
     g4_log_info("tokenizerd", "stopping after %llu requests (%llu errors)", (unsigned long long)t.n_requests,
                 (unsigned long long)t.n_errors);
     g4_daemon_close(&d);

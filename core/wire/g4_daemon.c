@@ -1,6 +1,9 @@
 /* g4_daemon — see g4_daemon.h. */
 #include "g4_daemon.h"
 
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "g4_log.h"
@@ -194,4 +197,75 @@ int g4_daemon_log_opt(const char *a, const char *v)
     g4_log_level_t l;
     if (!g4_log_parse_level(v, &l)) g4_log_set_level(l);
     return 1;
+}
+
+/* ---- the worker thread ------------------------------------------------------------
+ * pipe frames: [] = stop, anything else = a note. */
+
+struct g4_worker_thread {
+    pthread_t th;
+};
+
+static void *s_worker(void *arg)
+{
+    g4_worker_t *w = arg;
+    void *pipe = zmq_socket(w->zctx, ZMQ_PAIR);
+    if (!pipe || zmq_connect(pipe, w->pipe_ep)) {
+        g4_log_error("daemon", "worker: cannot open its pipe: %s", zmq_strerror(zmq_errno()));
+        if (pipe) zmq_close(pipe);
+        return NULL;
+    }
+    for (;;) {
+        zmq_pollitem_t it[2] = {{w->sock, 0, ZMQ_POLLIN, 0}, {pipe, 0, ZMQ_POLLIN, 0}};
+        const int n = zmq_poll(it, 2, 250);
+        if (n > 0 && (it[1].revents & ZMQ_POLLIN)) {
+            zmq_msg_t msg;
+            zmq_msg_init(&msg);
+            const int len = zmq_msg_recv(&msg, pipe, 0);
+            if (len == 0) {
+                zmq_msg_close(&msg);
+                break;
+            }
+            if (len > 0 && w->on_note) w->on_note(w->user, zmq_msg_data(&msg), (size_t)len);
+            zmq_msg_close(&msg);
+        }
+        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) w->on_ready(w->user, w->sock);
+        if (w->on_tick) w->on_tick(w->user);
+    }
+    zmq_close(pipe);
+    return NULL;
+}
+
+int g4_worker_start(g4_worker_t *w, void *zctx, void *sock, g4_err_t *err)
+{
+    static atomic_int s_seq;
+    snprintf(w->pipe_ep, sizeof w->pipe_ep, "inproc://g4-worker-%d", atomic_fetch_add(&s_seq, 1));
+    w->zctx = zctx, w->sock = sock;
+    w->pipe = zmq_socket(zctx, ZMQ_PAIR);
+    if (!w->pipe || zmq_bind(w->pipe, w->pipe_ep))
+        return g4_err_set(err, G4_ERR_IO, "worker pipe: %s", zmq_strerror(zmq_errno()));
+    w->thread = calloc(1, sizeof *w->thread);
+    if (!w->thread || pthread_create(&w->thread->th, NULL, s_worker, w)) {
+        free(w->thread);
+        w->thread = NULL;
+        return g4_err_set(err, G4_ERR_NOMEM, "no worker thread");
+    }
+    return G4_OK;
+}
+
+void g4_worker_note(g4_worker_t *w, const void *data, size_t len)
+{
+    if (len && w->pipe) zmq_send(w->pipe, data, len, 0);
+}
+
+void g4_worker_stop(g4_worker_t *w)
+{
+    if (w->thread) {
+        zmq_send(w->pipe, "", 0, 0);
+        pthread_join(w->thread->th, NULL);
+        free(w->thread);
+        w->thread = NULL;
+    }
+    if (w->pipe) zmq_close(w->pipe);
+    w->pipe = NULL;
 }

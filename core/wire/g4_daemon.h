@@ -54,6 +54,29 @@ typedef struct g4_daemon {
     uint64_t counter_values[16];
 } g4_daemon_t;
 
+/* The worker thread of a daemon: it owns the service socket and does all the
+ * work; the thread that called g4_worker_start keeps heartbeating and hands
+ * it notes (e.g. a shard's slot releases) through an inproc pipe. */
+typedef struct g4_worker {
+    void (*on_ready)(void *user, void *sock);                  /* sock is readable */
+    void (*on_note)(void *user, const void *data, size_t len); /* may be NULL */
+    void (*on_tick)(void *user);                               /* each turn (>= 4 a second); may be NULL */
+    void *user;
+    /* private */
+    void *zctx, *sock, *pipe;
+    char pipe_ep[64];
+    struct g4_worker_thread *thread; /* (no pthread.h here: schedulerd has a sched.h of its own) */
+} g4_worker_t;
+
+/* Starts the thread; it takes sock (bound; the caller no longer touches it).
+ * Set on_ready (and on_note, on_tick, user) first. */
+int g4_worker_start(g4_worker_t *w, void *zctx, void *sock, g4_err_t *err);
+/* From the starting thread: on_note(data, len) runs on the worker, in order
+ * with its work (len > 0). */
+void g4_worker_note(g4_worker_t *w, const void *data, size_t len);
+/* Stops the worker after what it is doing and joins it. */
+void g4_worker_stop(g4_worker_t *w);
+
 /* reg's strings are borrowed and must stay valid. sched_ep may be NULL. */
 int g4_daemon_init(g4_daemon_t *d, void *zctx, const char *sched_ep, const G4__V1__Register *reg, g4_err_t *err);
 /* Heartbeat when due. */

@@ -10,9 +10,11 @@ least that long), as a deep model on a busy CPU would be.
   * kill -9 of a shard in the middle of a 5 s batch reaches the client
     within 3 s;
   * a deadline that passes during a 3-chunk prefill ends the request, and the
-    chunks after it are never run.
+    chunks after it are never run;
+  * a long prefill shows its progress on a terminal (tokens done / total, rate,
+    ETA) and prints nothing of it into pipes.
 Usage: test_liveness.py G4_BINARY TESTDATA_DIR"""
-import json, os, signal, subprocess, sys, threading, time
+import json, os, pty, select, signal, subprocess, sys, threading, time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from g4test import Scratch, check, finish, start  # noqa: E402
@@ -79,6 +81,7 @@ if True:
         rc, out, err = results[k]
         got = json.loads(out)["ids"] if rc == 0 else err.strip()
         check(got == want, "client %d through 5 s stages: %s, in-process %s" % (k, got, want))
+        check("prefill:" not in err and "\r" not in err, "progress written into a pipe: %r" % err[:200])
     # 3 tokens = 3 batches per request through 2 stages of >= 5 s each
     check(took >= 3 * 2 * STRETCH / 1000 - 1, "the stretch was not applied (%.1f s)" % took)
     check(worst < 1.0, "g4 status took %.2f s during a long batch" % worst)
@@ -133,5 +136,32 @@ if True:
     batches = [d.get("counters", {}).get("batches") for d in shards(st)]
     check(batches == [1], "after a deadline in the first of 3 prefill chunks the shard ran %s batches" % batches)
     print("deadline in a 3-chunk prefill: error after %.1f s, shard batches afterwards %s" % (dt, batches))
+
+    # 4. the same 3-chunk prefill on a terminal: progress lines on stderr
+    master, slave = pty.openpty()
+    p = subprocess.Popen([g4, "run", "--prompt-ids", long_ids, "-n", "1", "--temp", "0"], env=env,
+                         stdout=subprocess.PIPE, stderr=slave, text=False)
+    os.close(slave)
+    tty = b""
+    while True:
+        r, _, _ = select.select([master], [], [], 60)
+        if not r:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        tty += chunk
+    p.wait(timeout=60)
+    os.close(master)
+    lines = [l for l in tty.decode(errors="replace").replace("\x1b[K", "").split("\r") if l.startswith("prefill:")]
+    print("progress on a terminal: %d updates, e.g. %r ... %r" % (len(lines), lines[:1], lines[-1:]))
+    check(p.returncode == 0 and len(lines) >= 3 and "/1300 tokens" in lines[-1] and "tok" in lines[-1],
+          "no prefill progress on a terminal: rc %s, %r" % (p.returncode, tty[-300:]))
+    done = [int(l.split()[1].split("/")[0]) for l in lines]
+    check(done == sorted(done) and done[-1] > done[0], "progress does not advance: %s" % done)
+    check(any("ETA" in l for l in lines), "no ETA in %s" % lines[-3:])
     g4run("down", timeout=120)
 finish()
