@@ -19,7 +19,11 @@
  * Weights are views into the mmap'd GGUF (norm vectors are converted to f32
  * at load, a few KB). A model may hold only layers [begin, end): the first
  * range embeds, the last owns the output head; ranges pass hidden states.
- * Not here: tokenizer (tokenizerd), sampling (g4_sampler), sockets. */
+ * Not here: tokenizer (tokenizerd), sampling (g4_sampler), sockets, the
+ * prompt's media splicing and chunking (core/batch/g4_media.h).
+ * Files: g4_hparams (keys), g4_model (weights), g4_warm (warm copy), g4_kv
+ * (sequences, caches), g4_attn (attention kernels + _ref), g4_forward (the
+ * pass); their shared structs in g4_model_internal.h. */
 #ifndef G4_MODEL_H
 #define G4_MODEL_H
 
@@ -27,26 +31,8 @@
 
 #include "g4_err.h"
 #include "g4_gguf.h"
-
-#define G4_MAX_LAYERS 512
-
-typedef struct g4_hparams {
-    uint32_t n_layer, n_embd, n_head, n_vocab, n_ctx_train;
-    uint32_t n_head_kv[G4_MAX_LAYERS];
-    uint32_t n_ff[G4_MAX_LAYERS];
-    uint8_t is_swa[G4_MAX_LAYERS];
-    uint32_t hd_full, hd_swa;         /* head dims of full / sliding layers */
-    uint32_t n_rot_full, n_rot_swa;
-    float rope_base_full, rope_base_swa;
-    float eps, softcap;
-    uint32_t n_swa;                   /* sliding window (tokens, incl. self) */
-    uint32_t n_kv_shared, n_layer_kv; /* layers >= n_layer_kv reuse caches  */
-    uint32_t ple_dim;                 /* per-layer input width D (0: none)  */
-    uint32_t n_expert, n_expert_used, n_ff_exp;
-    uint32_t bos_id, eos_id;
-    uint32_t n_eog;
-    int32_t eog_ids[8];               /* end-of-generation ids                */
-} g4_hparams_t;
+#include "g4_hparams.h"
+#include "g4_media.h" /* row flags G4_ROW_*; media helpers (their home: core/batch) */
 
 typedef struct g4_model g4_model_t;
 
@@ -138,45 +124,6 @@ typedef struct g4_batch {
      * of the adjacent run of BIDIR rows of its sequence in this call */
     const int8_t *flags;
 } g4_batch_t;
-
-#define G4_ROW_EMBD 1
-#define G4_ROW_BIDIR 2
-
-/* Rows of the next prefill chunk of a prompt from row n_fed: n_ubatch at
- * most, ending before a run of BIDIR rows that would be cut (a run longer
- * than a chunk is cut, as llama.cpp cuts an image by its batch size). The
- * scheduler and the in-process path chunk alike, so they compute the same. */
-/* ---- media placeholders ---------------------------------------------------
- * The k-th <|image|> (<|audio|>) of a prompt stands for the k-th image
- * (audio clip) of the request and becomes <|image> + its soft tokens +
- * <image|>. mid: ids of <|image|> <|image> <image|> <|audio|> <|audio> <audio|>
- * (-1 where the vocabulary has none); kind[i]: G4_MEDIA_*. */
-enum { G4_MEDIA_IMAGE = 1, G4_MEDIA_AUDIO = 2 };
-
-/* Image soft tokens see each other both ways on sliding layers except on
- * E2B / E4B (text width 1536 / 2560), as llama.cpp's mtmd decides it. */
-static inline int g4_media_bidir(int n_embd) { return n_embd != 1536 && n_embd != 2560; }
-
-/* G4_OK when the prompt has one placeholder per medium of each kind. */
-int g4_media_check(const int32_t *ids, int n, const int32_t mid[6], const int *kind, int n_media, g4_err_t *err);
-/* Writes the spliced prompt (n + sum(n_tok[i] + 1) rows: soft-token rows get
- * id -1 and G4_ROW_EMBD, image rows also G4_ROW_BIDIR when bidir) and
- * order[j] = the medium whose soft tokens come j-th (their embeddings go in
- * that order). Returns the new length, or a negative G4_ERR_*. */
-int g4_media_splice(const int32_t *ids, int n, const int32_t mid[6], const int *kind, const int *n_tok, int n_media,
-                    int bidir, int32_t *out, int8_t *flags, int *order, g4_err_t *err);
-
-static inline int g4_prefill_chunk(const int8_t *flags, int n_fed, int n_prompt, int n_ubatch)
-{
-    int need = n_prompt - n_fed < n_ubatch ? n_prompt - n_fed : n_ubatch;
-    if (flags && n_fed + need < n_prompt && (flags[n_fed + need - 1] & G4_ROW_BIDIR) &&
-        (flags[n_fed + need] & G4_ROW_BIDIR)) {
-        int a = n_fed + need - 1;
-        while (a > n_fed && (flags[a - 1] & G4_ROW_BIDIR)) a--;
-        if (a > n_fed) need = a - n_fed;
-    }
-    return need;
-}
 
 /* fn(user) is called on the calling thread after each layer of every forward
  * call (a daemon's progress for its heartbeats); NULL: none. */

@@ -23,7 +23,8 @@ int g4_test_failures;
     X(kernels)      \
     X(matmul)       \
     X(base)          \
-    X(model)
+    X(model)        \
+    X(attn)
 
 #define DECL(name) int test_##name(void);
 G4_TESTS(DECL)

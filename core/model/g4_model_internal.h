@@ -1,0 +1,144 @@
+/* g4_model_internal — the structs the pieces of core/model share, and the
+ * few functions one piece offers another. Not an API: only core/model's .c
+ * files include it; everything else goes through g4_model.h.
+ *
+ *   g4_hparams.c  hyper-parameters from the GGUF keys
+ *   g4_model.c    the model: weights as views into the file, layer ranges
+ *   g4_warm.c     readying the weights: prefault or huge-page copy
+ *   g4_kv.c       sequences and their KV caches, K/V rows between stages
+ *   g4_attn.c     attention of one query row over a cache (+ g4_attn_ref)
+ *   g4_forward.c  the context (run state) and the forward pass
+ */
+#ifndef G4_MODEL_INTERNAL_H
+#define G4_MODEL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "g4_model.h"
+#include "g4_tensor.h"
+
+/* ---- the model (g4_model.c, g4_warm.c) ----------------------------------- */
+
+/* One decoder layer's weights: matrices are views into the mapped file (or,
+ * once g4_warm has switched them, into the huge-page copy); norm vectors are
+ * f32 copies of n_embd (head_dim for q/k norms) values. */
+typedef struct g4_layer {
+    g4_tensor_t wq, wk, wv, wo, gate, up, down; /* [H, n_head*hd] [H, n_kv*hd] x2 [n_head*hd, H] [H, ff] x2 [ff, H] */
+    int has_wk, has_wv;
+    float *attn_norm, *q_norm, *k_norm, *post_attn_norm, *ffn_norm, *post_ffw_norm;
+    float out_scale;
+    int has_out_scale;
+    /* MoE */
+    g4_tensor_t gate_inp, gate_up_exps, gate_exps, up_exps, down_exps; /* [H, E]  [H, 2fe, E]  [H, fe, E] x2  [fe, H, E] */
+    int fused_gate_up;
+    float *gate_inp_scale, *pre_ffw_norm_2, *post_ffw_norm_1, *post_ffw_norm_2, *down_exps_scale;
+    /* PLE */
+    g4_tensor_t inp_gate, proj; /* [H, D]  [D, H] */
+    float *post_norm;
+} g4_layer_t;
+
+/* A matrix the model multiplies with, noted at load for g4_model_warm. */
+typedef struct g4_weight_range {
+    const uint8_t *p;              /* the file's bytes                     */
+    size_t n;
+    const g4_tensor_t *t;          /* the matrix (its data: file or copy)  */
+    _Atomic(const uint8_t *) copy; /* the copy, once complete (COPY mode) */
+} g4_weight_range_t;
+
+struct g4_model {
+    g4_gguf_t *gguf;
+    int owns_gguf;
+    g4_hparams_t hp;
+    int begin, end;
+    g4_tensor_t tok_embd, output, ple_tok_embd, ple_proj; /* [H, V]  [H, V]  [n_layer*D, V]  [H, n_layer*D] */
+    float *output_norm, *rope_freqs, *ple_proj_norm;
+    int n_rope_freqs;
+    g4_layer_t *layers; /* [n_layer], only [begin, end) filled */
+    float **owned;      /* f32 copies of small vectors */
+    int n_owned, cap_owned;
+    /* weight ranges this model multiplies with; a background thread started
+     * by g4_model_warm maps them in or copies them (g4_warm.c) */
+    g4_weight_range_t *pf;
+    int n_pf, cap_pf;
+    pthread_t pf_thread;
+    int pf_running;
+    atomic_int pf_stop;
+    atomic_int pf_done;     /* the thread has finished                      */
+    int n_adopted;          /* ranges whose tensors point at their copy     */
+    pthread_mutex_t adopt_mu;
+    g4_weights_mode_t mode; /* what g4_model_warm chose                     */
+    uint8_t *copy_base;     /* anonymous memory of the copies               */
+    size_t copy_bytes;
+    uint64_t warm_ns;       /* from g4_model_warm to the thread's end       */
+};
+
+/* g4_warm.c: a matrix is read whole on every forward pass: note it (load). */
+void g4_warm_note(g4_model_t *m, const g4_tensor_t *t);
+/* g4_warm.c: between forward passes, point the tensors at the copies
+ * finished so far (COPY mode; nothing otherwise). */
+void g4_warm_adopt(g4_model_t *m);
+/* g4_warm.c: stops the thread, frees the copy and the range list (destroy). */
+void g4_warm_fini(g4_model_t *m);
+
+/* ---- the context (g4_forward.c, g4_kv.c) --------------------------------- */
+
+/* A sequence: its next position and its caches. k[l], v[l]:
+ * [cells(l)][n_head_kv(l) * hd(l)] F16 (or f32 with kv_f32); full layers
+ * hold n_ctx cells, sliding ones a ring of n_swa + n_ubatch cells indexed by
+ * position % cells. NULL for layers the range neither runs nor imports. */
+typedef struct g4_seq {
+    int used;
+    int n_past;    /* next position                                  */
+    void **k, **v; /* [n_layer] cache per own-KV layer in the range   */
+} g4_seq_t;
+
+struct g4_ctx {
+    g4_model_t *m;
+    g4_ctx_params_t p;
+    int n_ctx, n_ring;          /* cells of full / sliding caches          */
+    size_t kv_elem;             /* 2 (f16) or 4 (f32)                      */
+    g4_seq_t *seqs;             /* [n_seq_max]                             */
+    int *seq_rows;              /* rows of each sequence in the current batch */
+    /* scratch for T <= n_ubatch rows, f32, allocated once (g4_ctx_new) */
+    float *x, *a;               /* [T, H] residual stream, normed input    */
+    float *q, *k, *v, *o;       /* [T, n_head*hd] [T, n_kv*hd] x2 [T, n_head*hd] */
+    float *t1;                  /* [T, H] a block's output                 */
+    float *fg, *fu;             /* [T, ff] gate, up                        */
+    float *ple, *tok_ple;       /* [T, n_layer*D] per-layer inputs, [n_layer*D] */
+    float *moe_in, *moe_acc, *moe_g, *moe_d, *moe_probs; /* [T, H] [T, H] [2fe] [H] [T, E] */
+    int32_t *moe_sel;           /* [T, K] chosen experts                   */
+    float *moe_w;               /* [T, K] their weights                    */
+    void *mm_scratch;           /* g4_matmul's quantized activations       */
+    size_t mm_scratch_bytes;
+    /* per-thread attention buffers */
+    int n_thr;
+    uint8_t *attn_buf;
+    size_t attn_buf_stride;
+    float *rope_cs;  /* [n_ubatch][hd_max] cos/sin cache */
+    int32_t *row_hi; /* [n_ubatch] last position a row sees on sliding layers */
+    void (*on_layer)(void *user); /* g4_ctx_on_layer */
+    void *on_layer_user;
+};
+
+/* bytes of one K (or V) row of layer l's cache */
+static inline size_t g4_kv_row_bytes(const g4_ctx_t *c, int l)
+{
+    const g4_hparams_t *hp = &c->m->hp;
+    const size_t hd = hp->is_swa[l] ? hp->hd_swa : hp->hd_full;
+    return (size_t)hp->n_head_kv[l] * hd * c->kv_elem;
+}
+
+/* cells of layer l's cache: a ring on sliding layers */
+static inline int g4_kv_cells(const g4_ctx_t *c, int l) { return c->m->hp.is_swa[l] ? c->n_ring : c->n_ctx; }
+
+/* g4_kv.c: the live sequence id, or NULL */
+g4_seq_t *g4_kv_seq(g4_ctx_t *c, int id);
+/* g4_kv.c: frees a sequence's caches and marks it unused */
+void g4_kv_seq_free(g4_ctx_t *c, g4_seq_t *s);
+/* g4_kv.c: writes n values of src ([n] f32) at position pos of a cache */
+void g4_kv_store(const g4_ctx_t *c, void *cache, int cells, const float *src, int64_t n, int pos);
+
+#endif
