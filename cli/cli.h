@@ -5,6 +5,9 @@
 
 #include <stdio.h>
 
+#include "g4_plan.h"
+#include "g4_topo.h"
+
 int cli_inspect(int argc, char **argv);
 int cli_run(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
@@ -13,8 +16,6 @@ int cli_chat_template(int argc, char **argv);
 int cli_up(int argc, char **argv);
 int cli_plan(int argc, char **argv);
 int cli_bench(int argc, char **argv);
-/* Layer boundaries for n shards (cli_stack.c). */
-int cli_split_layers(const char *model, int n_shards, int *bounds, int max_bounds, char *err, size_t err_size);
 int cli_chat(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_status(int argc, char **argv);
@@ -24,6 +25,22 @@ int cli_keygen(int argc, char **argv);
 int cli_parse_output(int argc, char **argv);
 int cli_encode(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
+
+/* The placement `g4 plan` prints and the default stack follows: model's
+ * layers over topo_desc's NUMA nodes (NULL: this machine, as the daemons
+ * see it), n_shards stages (0: one per node), KV caches for n_slots
+ * sequences of n_ctx positions (plan defaults: CLI_PLAN_*). Reads the GGUF's
+ * header only. 0, or -1 with why. */
+#define CLI_PLAN_CTX 4096
+#define CLI_PLAN_SLOTS 16
+#define CLI_PLAN_UBATCH 512
+typedef struct cli_plan {
+    int n_layer, n_nodes;
+    g4_topo_node_t nodes[G4_PLAN_MAX];
+    g4_plan_t plan; /* stages[i].node indexes nodes */
+} cli_plan_t;
+int cli_plan_make(const char *model, const char *topo_desc, int n_shards, int n_ctx, int n_slots, cli_plan_t *out,
+                  char *why, size_t why_size);
 
 /* Prints "error: <msg>" on stderr (one line). */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,7 +1,6 @@
 /* shardd --model M.gguf --layers A-B --listen EP [--scheduler EP] [--advertise EP] [--threads N]
  *        [--numa-node K | --cpuset LIST] [--slots N] [--ctx N] [--ubatch N] [--kv-f32] [--mmap] [--name NAME]
  * One stage of the forward chain: layers [A, B) of the model. */
-#include <hwloc.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include "g4_daemon.h"
 #include "g4_matmul.h"
 #include "g4_log.h"
+#include "g4_topo.h"
 #include "shard_service.h"
 
 static const char s_usage[] =
@@ -23,44 +23,30 @@ static const char s_usage[] =
     "  --min-forward-ms N  fault injection for tests: every forward pass lasts at least N ms\n"
     "                 (default: $G4_SHARD_MIN_FORWARD_MS)\n";
 
-/* Pins the process (and so its OpenMP threads) with hwloc; returns the
+/* Pins the process (and so its OpenMP threads) through g4_topo; returns the
  * number of cores in the set, 0 when not pinned, -1 when the node or the
  * core list asked for does not exist. */
 static int s_pin(int numa_node, const char *cpuset)
 {
     if (numa_node < 0 && !cpuset) return 0;
-    hwloc_topology_t topo;
-    if (hwloc_topology_init(&topo) || hwloc_topology_load(topo)) return 0;
-    hwloc_bitmap_t set = hwloc_bitmap_alloc();
-    int ok = 0;
-    if (numa_node >= 0) {
-        hwloc_obj_t node = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, (unsigned)numa_node);
-        if (!node) {
-            g4_log_error("shardd", "NUMA node %d does not exist (this machine has %d)", numa_node,
-                         hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE));
-        } else {
-            hwloc_bitmap_copy(set, node->cpuset);
-            if (hwloc_set_membind(topo, node->nodeset, HWLOC_MEMBIND_BIND, HWLOC_MEMBIND_PROCESS | HWLOC_MEMBIND_BYNODESET))
-                g4_log_warn("shardd", "could not bind memory to NUMA node %d", numa_node);
-            ok = 1;
-        }
-    } else if (hwloc_bitmap_list_sscanf(set, cpuset) == 0 && !hwloc_bitmap_iszero(set)) {
-        ok = 1;
-    } else {
-        g4_log_error("shardd", "bad --cpuset '%s'", cpuset);
+    g4_topo_t *topo = g4_topo_load(NULL, NULL);
+    if (!topo) return 0;
+    g4_err_t err;
+    char cores[256];
+    int mem = 1;
+    const int n = numa_node >= 0 ? g4_topo_bind_node(topo, numa_node, &mem, cores, sizeof cores, &err)
+                                 : g4_topo_bind_cores(topo, cpuset, cores, sizeof cores, &err);
+    if (numa_node >= 0 && n != G4_ERR_RANGE && !mem) g4_log_warn("shardd", "could not bind memory to NUMA node %d", numa_node);
+    g4_topo_destroy(&topo);
+    if (n == G4_ERR_RANGE) {
+        g4_log_error("shardd", "%s", err.msg);
+        return -1;
     }
-    int n = ok ? 0 : -1;
-    if (ok && hwloc_set_cpubind(topo, set, HWLOC_CPUBIND_PROCESS) == 0) {
-        n = hwloc_bitmap_weight(set);
-        char *str;
-        hwloc_bitmap_list_asprintf(&str, set);
-        g4_log_info("shardd", "pinned to cores %s", str);
-        free(str);
-    } else if (ok) {
-        g4_log_warn("shardd", "could not pin to the requested cores");
+    if (n < 0) {
+        g4_log_warn("shardd", "%s", err.msg);
+        return 0;
     }
-    hwloc_bitmap_free(set);
-    hwloc_topology_destroy(topo);
+    g4_log_info("shardd", "pinned to cores %s", cores);
     return n;
 }
 
@@ -70,32 +56,23 @@ static int s_pin(int numa_node, const char *cpuset)
  * follow the process binding set by s_pin. */
 static void s_bind_weights(int numa_node, const g4_model_t *m)
 {
-    hwloc_topology_t topo;
-    if (numa_node < 0 || hwloc_topology_init(&topo)) return;
-    if (hwloc_topology_load(topo)) {
-        hwloc_topology_destroy(topo);
-        return;
-    }
-    hwloc_obj_t node = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, (unsigned)numa_node);
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    g4_topo_t *topo = numa_node >= 0 ? g4_topo_load(NULL, NULL) : NULL;
+    if (!topo) return;
+    const int have_node = numa_node < g4_topo_n_nodes(topo);
     uint64_t bound = 0, failed = 0;
     const void *p;
     size_t n;
     const int copy = g4_model_weights_copy(m, &p, &n);
-    for (int i = 0; node && (copy ? i == 0 : g4_model_weights(m, i, &p, &n)); i++) {
-        const uintptr_t b = (uintptr_t)p & ~(page - 1), e = ((uintptr_t)p + n + page - 1) & ~(page - 1);
-        if (hwloc_set_area_membind(topo, (const void *)b, e - b, node->nodeset, HWLOC_MEMBIND_BIND,
-                                   HWLOC_MEMBIND_MIGRATE | HWLOC_MEMBIND_BYNODESET) == 0)
-            bound += n;
-        else
-            failed += n;
+    for (int i = 0; have_node && (copy ? i == 0 : g4_model_weights(m, i, &p, &n)); i++) {
+        if (g4_topo_bind_memory(topo, numa_node, p, n) == G4_OK) bound += n;
+        else failed += n;
     }
     if (failed)
         g4_log_warn("shardd", "could not move %.1f MB of weights to NUMA node %d (%.1f MB moved)", failed / 1e6,
                     numa_node, bound / 1e6);
-    else if (node)
+    else if (have_node)
         g4_log_info("shardd", "weights bound to NUMA node %d: %.1f MB", numa_node, bound / 1e6);
-    hwloc_topology_destroy(topo);
+    g4_topo_destroy(&topo);
 }
 
 int main(int argc, char **argv)

@@ -5,6 +5,7 @@
 #include "g4_hparams.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define KEY(k) (snprintf(key, sizeof key, "%s.%s", arch, k), key)
@@ -171,4 +172,37 @@ int g4_hparams_kv_source(const g4_hparams_t *hp, int l)
 {
     if (l < (int)hp->n_layer_kv) return l;
     return hp->is_swa[l] ? (int)hp->n_layer_kv - 2 : (int)hp->n_layer_kv - 1;
+}
+
+void g4_hparams_footprint(const g4_gguf_t *g, const g4_hparams_t *hp, int n_ctx, int n_slots, int n_ubatch,
+                          g4_footprint_t *out)
+{
+    const int L = (int)hp->n_layer;
+    memset(out, 0, sizeof *out);
+    int tied = 1;
+    for (int64_t i = 0; i < g4_gguf_n_tensors(g); i++) {
+        g4_tensor_t t;
+        g4_gguf_tensor(g, i, &t);
+        const int l = t.name && !strncmp(t.name, "blk.", 4) ? atoi(t.name + 4) : -1;
+        if (l >= 0 && l < L) out->layer_weight_bytes[l] += t.n_bytes;
+        else if (t.name && !strcmp(t.name, "output.weight")) out->head_bytes += t.n_bytes, tied = 0;
+        else if (t.name && !strcmp(t.name, "output_norm.weight")) out->head_bytes += t.n_bytes;
+        else out->embd_bytes += t.n_bytes; /* token_embd, per-layer embeddings, rope_freqs */
+    }
+    if (tied) { /* the LM head reads the embedding matrix */
+        const int64_t i = g4_gguf_find_tensor(g, "token_embd.weight");
+        if (i >= 0) {
+            g4_tensor_t t;
+            g4_gguf_tensor(g, i, &t);
+            out->head_bytes += t.n_bytes, out->tied_bytes = t.n_bytes;
+        }
+    }
+    for (int l = 0; l < L; l++) {
+        out->kv_source[l] = g4_hparams_kv_source(hp, l);
+        if (out->kv_source[l] != l) continue; /* reuses another layer's cache */
+        const uint64_t hd = hp->is_swa[l] ? hp->hd_swa : hp->hd_full;
+        uint64_t cells = (uint64_t)n_ctx;
+        if (hp->is_swa[l] && hp->n_swa + (uint64_t)n_ubatch < cells) cells = hp->n_swa + (uint64_t)n_ubatch;
+        out->layer_kv_bytes[l] = cells * hp->n_head_kv[l] * hd * 2 /* K, V */ * 2 /* F16 */ * (uint64_t)n_slots;
+    }
 }

@@ -40,4 +40,20 @@ int g4_hparams_read(const g4_gguf_t *g, g4_hparams_t *hp, g4_err_t *err);
  * n_kv_shared layers the last own-KV layer of the same kind (sliding / full). */
 int g4_hparams_kv_source(const g4_hparams_t *hp, int l);
 
+/* What a model's pieces take, in bytes, from the GGUF's tensor directory and
+ * *hp (no tensor data is read): the input of placement (g4_plan). KV caches
+ * are F16 for n_slots sequences of n_ctx positions; sliding layers hold
+ * n_swa + n_ubatch cells; a layer that reuses another's cache has none. */
+typedef struct g4_footprint {
+    uint64_t layer_weight_bytes[G4_MAX_LAYERS]; /* tensors blk.L.*             */
+    uint64_t layer_kv_bytes[G4_MAX_LAYERS];
+    int kv_source[G4_MAX_LAYERS];               /* g4_hparams_kv_source        */
+    uint64_t embd_bytes;                        /* token / per-layer embeddings, rope_freqs */
+    uint64_t head_bytes;                        /* output norm + LM head       */
+    uint64_t tied_bytes;                        /* of head: the token embedding it reuses */
+} g4_footprint_t;
+
+void g4_hparams_footprint(const g4_gguf_t *g, const g4_hparams_t *hp, int n_ctx, int n_slots, int n_ubatch,
+                          g4_footprint_t *out);
+
 #endif

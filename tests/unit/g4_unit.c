@@ -24,7 +24,8 @@ int g4_test_failures;
     X(matmul)       \
     X(base)          \
     X(model)        \
-    X(attn)
+    X(attn)         \
+    X(plan)
 
 #define DECL(name) int test_##name(void);
 G4_TESTS(DECL)
