@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <hwloc.h>
 
 #include "cli.h"
 #include "g4_alloc.h"
@@ -55,49 +54,34 @@ static int s_bin(const char *name, char *out, size_t size)
     return 0;
 }
 
-int cli_split_layers(const char *model, int n_shards, int *bounds, int max_bounds, char *err, size_t err_size)
+int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, int *bounds, int max_bounds, char *err,
+                     size_t err_size)
 {
-    g4_err_t e;
-    g4_model_t *m = g4_model_load(model, 0, -1, &e);
-    if (!m) {
-        snprintf(err, err_size, "%s", e.msg);
-        return -1;
-    }
-    const int L = (int)g4_model_hparams(m)->n_layer;
-    /* any boundary: a KV-sharing layer gets its source layer's rows from the earlier stage */
-    int *ok = g4_calloc((size_t)L + 1, sizeof *ok);
-    if (!ok) {
-        g4_model_destroy(&m);
+    cli_plan_t *cp = g4_malloc(sizeof *cp);
+    if (!cp) {
         snprintf(err, err_size, "out of memory");
         return -1;
     }
-    for (int b = 1; b < L; b++) ok[b] = 1;
-    g4_model_destroy(&m);
-    if (n_shards < 1) n_shards = 1;
-    if (n_shards > L) n_shards = L;
-    if (n_shards + 1 > max_bounds) n_shards = max_bounds - 1;
-    int k = 0;
-    bounds[k++] = 0;
-    for (int i = 1; i < n_shards; i++) {
-        const int target = (int)((long)L * i / n_shards);
-        int best = -1;
-        for (int b = bounds[k - 1] + 1; b < L; b++)
-            if (ok[b] && (best < 0 || abs(b - target) < abs(best - target))) best = b;
-        if (best < 0) break;
-        bounds[k++] = best;
+    /* the plan's layer count (the GGUF's header), or its stages */
+    int k = cli_plan_make(model, NULL, 0, n_ctx > 0 ? n_ctx : CLI_PLAN_CTX, n_slots > 0 ? n_slots : CLI_PLAN_SLOTS, cp,
+                          err, err_size);
+    if (k == 0 && (n_shards > 0 || cp->plan.n_stages >= max_bounds)) { /* --shards N, or more nodes than bounds */
+        k = g4_plan_even(cp->n_layer, n_shards > 0 ? n_shards : cp->plan.n_stages, bounds, max_bounds);
+    } else if (k == 0) {
+        k = cp->plan.n_stages;
+        for (int i = 0; i < k; i++) bounds[i] = cp->plan.stages[i].layer_begin;
+        bounds[k] = cp->n_layer;
     }
-    bounds[k] = L;
-    g4_free(ok);
+    g4_free(cp);
     return k;
 }
 
 static int s_numa_nodes(void)
 {
-    hwloc_topology_t t;
-    if (hwloc_topology_init(&t) || hwloc_topology_load(t)) return 1;
-    int n = hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_NUMANODE);
-    hwloc_topology_destroy(t);
-    return n > 0 ? n : 1;
+    g4_topo_t *t = g4_topo_load(NULL, NULL);
+    const int n = t ? g4_topo_n_nodes(t) : 1;
+    g4_topo_destroy(&t);
+    return n;
 }
 
 int cli_stack_spawn(cli_stack_t *st, const char *bin, const char *name, char *const *args, int detach)
@@ -179,14 +163,15 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
     char why[256];
     const int n_numa = s_numa_nodes();
     int want = o->n_shards > 0 ? o->n_shards : n_numa;
-    int n = cli_split_layers(o->model, want, bounds, CLI_STACK_MAX - 4, why, sizeof why);
+    /* --shards N: N even stages; else g4 plan's (one per NUMA node, layers by bandwidth or memory) */
+    int n = cli_split_layers(o->model, o->n_shards, o->n_ctx, o->n_slots, bounds, CLI_STACK_MAX - 4, why, sizeof why);
     if (n < 0) {
         cli_error("%s", why);
         cli_stack_stop(st);
         return 1;
     }
     if (n < want && !o->quiet)
-        fprintf(stderr, "note: %d shard(s) instead of %d: layers that share a KV cache stay together\n", n, want);
+        fprintf(stderr, "note: %d shard(s) instead of %d: a shard holds one layer at least\n", n, want);
     snprintf(st->sched_ep, sizeof st->sched_ep, "ipc://%s/sched.ctl", st->dir);
     char results[256], tok_ep[256];
     snprintf(results, sizeof results, "ipc://%s/sched.res", st->dir);

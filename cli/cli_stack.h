@@ -44,10 +44,13 @@ typedef struct cli_stack {
  * arguments it took (2 with a value, 1 for a flag), 0 when `a` is none of them. */
 int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v);
 
-/* Layer boundaries for n shards: bounds[0] = 0 < … < bounds[k] = n_layer.
- * Layers that reuse another layer's KV cache stay with that layer, which can
- * lower the count; returns the number of shards (k), or -1 with err. */
-int cli_split_layers(const char *model, int n_shards, int *bounds, int max_bounds, char *err, size_t err_size);
+/* Layer boundaries of the stack's shards: bounds[0] = 0 < … < bounds[k] =
+ * n_layer. n_shards > 0: that many even stages (at most one per layer);
+ * else g4 plan's stages on this machine (cli_plan_make with n_ctx, n_slots;
+ * 0: the plan's defaults). Reads the GGUF's header only; returns k, or -1
+ * with err. */
+int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, int *bounds, int max_bounds, char *err,
+                     size_t err_size);
 
 int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o);
 /* The stack to use: the one that is up (when it serves o->model and no

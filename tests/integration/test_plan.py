@@ -68,6 +68,33 @@ if lstopo:
     check(p.get("split") == "bandwidth" and len(n) == 4 and sum(n) == p["n_layer"] and min(n) >= 1 and n[0] == max(n),
           "4 nodes, node 0 twice the bandwidth: %s" % p)
     os.unlink(t)
+# the default stack follows the plan: on a 2-node machine with unequal bandwidth (given to
+# g4 plan and to every daemon of `g4 up` through $HWLOC_XMLFILE) each shard's layers, as
+# `g4 status --json` shows them, are the plan's, and each stage computes on its node
+if lstopo:
+    from g4test import Scratch  # noqa: E402
+    t = bw_topology([300000, 100000])
+    scratch = Scratch("g4-plan-test-", g4)
+    env = dict(scratch.env, HWLOC_XMLFILE=t)
+    model = os.path.join(mdir, "dense-f32.gguf")
+    r = subprocess.run([g4, "plan", "-m", model, "--json"], capture_output=True, text=True, env=env)
+    p = json.loads(r.stdout) if r.returncode == 0 else {}
+    want = [s["layers"] for s in p.get("shards", [])]
+    check(p.get("split") == "bandwidth" and len(want) == 2 and want[0][1] - want[0][0] > want[1][1] - want[1][0],
+          "plan on the XML machine: %s %s" % (r.stdout, r.stderr))
+    r = subprocess.run([g4, "up", "-m", model], capture_output=True, text=True, env=env, timeout=120)
+    st = subprocess.run([g4, "status", "--json"], capture_output=True, text=True, env=env, timeout=30)
+    d = json.loads(st.stdout) if st.returncode == 0 else {}
+    got = sorted(x["layers"] for x in d.get("daemons", []) if x.get("role") == "shard")
+    check(r.returncode == 0 and got == want, "g4 up's shards %s, g4 plan's %s (%s%s)" % (got, want, r.stderr, st.stderr))
+    r = subprocess.run([g4, "run", "-m", model, "--raw", "-p", "The capital of France is", "-n", "4", "--temp", "0",
+                        "--json"], capture_output=True, text=True, env=env, timeout=120)
+    ids = json.loads(r.stdout).get("ids") if r.returncode == 0 else None
+    r = subprocess.run([g4, "run", "--in-process", "-m", model, "--raw", "-p", "The capital of France is", "-n", "4",
+                        "--temp", "0", "--json"], capture_output=True, text=True, timeout=120)
+    check(ids and ids == json.loads(r.stdout).get("ids"), "the planned stack computes what --in-process does: %s" % ids)
+    subprocess.run([g4, "down"], capture_output=True, text=True, env=env, timeout=60)
+    os.unlink(t)
 # without bandwidths (synthetic topologies): by memory
 p = plan("dense-f32.gguf", "--topology", "numa:2 core:2 pu:1")
 check(p.get("split") == "memory", "no bandwidth known: split by memory: %s" % p)
