@@ -2,7 +2,7 @@
  *
  * Prints where each shard of the model goes (g4_plan: one shard per NUMA node
  * or --shards, layers by memory bandwidth or memory, each shard's weights, KV
- * cache and whether it fits) on this machine's topology or an hwloc XML export
+ * cache and whether it fits) on this machine's topology or an XML export
  * / synthetic description (g4_topo). The default stack (cli_stack.c) starts
  * its shards from the same plan (cli_plan_make). Here: parsing and printing. */
 #include <cjson/cJSON.h>

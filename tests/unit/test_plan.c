@@ -1,5 +1,5 @@
-/* Tests of core/topo/g4_plan on synthetic machines (no hwloc, no model
- * file): even bounds, one stage per node, layers in proportion to the nodes'
+/* Tests of core/topo/g4_plan on synthetic machines (no topology read, no
+ * model file): even bounds, one stage per node, layers in proportion to the nodes'
  * memory bandwidth (or memory when one is unknown), the fall-back to memory
  * when a bandwidth split does not fit, and each stage's bytes (embedding on
  * the first, head on the last, a KV-sharing layer's source cache on the
