@@ -11,11 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "cli_stack.h"
 #include "g4_alloc.h"
+#include "g4_log.h"
 #include "g4_wire.h"
 
 static const char *s_role(G4__V1__Role r)
@@ -81,6 +83,7 @@ int cli_status(int argc, char **argv)
         cJSON_AddNumberToObject(j, "queued_requests", r->queued_requests);
         cJSON_AddNumberToObject(j, "requests_done", (double)r->requests_done);
         cJSON_AddNumberToObject(j, "requests_failed", (double)r->requests_failed);
+        cJSON_AddNumberToObject(j, "requests_migrated", (double)r->requests_migrated);
         cJSON *a = cJSON_AddArrayToObject(j, "daemons");
         for (size_t i = 0; i < r->n_daemons; i++) {
             G4__V1__DaemonStatus *d = r->daemons[i];
@@ -98,6 +101,7 @@ int cli_status(int argc, char **argv)
             cJSON_AddStringToObject(e, "activity", d->activity ? d->activity : "");
             cJSON_AddNumberToObject(e, "uptime_s", d->uptime_s);
             cJSON_AddNumberToObject(e, "last_seen_ms", d->last_seen_ms);
+            cJSON_AddNumberToObject(e, "restarts", d->restarts);
             if (d->work) {
                 const G4__V1__Work *w = d->work;
                 cJSON *o = cJSON_AddObjectToObject(e, "work");
@@ -123,18 +127,19 @@ int cli_status(int argc, char **argv)
         cJSON_free(s);
         cJSON_Delete(j);
     } else {
-        printf("scheduler %s: %s, model %s (%d layers), %d running, %d queued, %llu done, %llu failed\n", ep,
-               r->ready ? "ready" : "not ready", r->model, r->n_layer, r->active_requests, r->queued_requests,
-               (unsigned long long)r->requests_done, (unsigned long long)r->requests_failed);
-        printf("%-10s %-24s %8s %-9s %-9s %9s  %-34s %s\n", "ROLE", "NAME", "PID", "LAYERS", "STATE", "UPTIME",
-               "ACTIVITY", "ENDPOINT");
+        printf("scheduler %s: %s, model %s (%d layers), %d running, %d queued, %llu done, %llu failed, %llu migrated\n",
+               ep, r->ready ? "ready" : "not ready", r->model, r->n_layer, r->active_requests, r->queued_requests,
+               (unsigned long long)r->requests_done, (unsigned long long)r->requests_failed,
+               (unsigned long long)r->requests_migrated);
+        printf("%-10s %-24s %8s %-9s %-9s %9s %8s  %-34s %s\n", "ROLE", "NAME", "PID", "LAYERS", "STATE", "UPTIME",
+               "RESTARTS", "ACTIVITY", "ENDPOINT");
         for (size_t i = 0; i < r->n_daemons; i++) {
             G4__V1__DaemonStatus *d = r->daemons[i];
             char layers[32] = "-", act[96];
             if (d->role == G4__V1__ROLE__ROLE_SHARD) snprintf(layers, sizeof layers, "%d-%d", d->layer_begin, d->layer_end);
             s_activity(d, act, sizeof act);
-            printf("%-10s %-24s %8d %-9s %-9s %8.1fs  %-34s %s\n", s_role(d->role), d->name, d->pid, layers, d->state,
-                   d->uptime_s, act, d->endpoint);
+            printf("%-10s %-24s %8d %-9s %-9s %8.1fs %8u  %-34s %s\n", s_role(d->role), d->name, d->pid, layers, d->state,
+                   d->uptime_s, d->restarts, act, d->endpoint);
         }
     }
     g4__v1__envelope__free_unpacked(owner, NULL);
@@ -178,17 +183,68 @@ int cli_up(int argc, char **argv)
     if (o.n_slots <= 0) o.n_slots = 32;
     o.detach = 1;
     o.run_dir = cli_run_dir(dir, sizeof dir);
-    cli_stack_t st;
-    if (cli_stack_start(&st, &o)) return 1;
-    if (cli_stack_wait_ready(&st, 120000)) {
-        cli_stack_stop(&st);
+    /* a supervisor process of its own session starts the daemons (its
+     * children: it restarts one that dies) and tells this one when the stack
+     * is ready; g4 down stops it and it stops the daemons */
+    int ready_pipe[2];
+    if (pipe(ready_pipe)) {
+        cli_error("pipe: %s", strerror(errno));
+        return 1;
+    }
+    fflush(stdout), fflush(stderr);
+    const pid_t sup = fork();
+    if (sup < 0) {
+        cli_error("fork: %s", strerror(errno));
+        return 1;
+    }
+    if (sup == 0) {
+        close(ready_pipe[0]);
+        setsid();
+        cli_stack_t st;
+        char ok = 1;
+        if (cli_stack_start(&st, &o) == 0 && cli_stack_wait_ready(&st, 120000) == 0) {
+            printf("stack up: %d daemons, scheduler %s (g4 status, g4 down)\n", st.n, st.sched_ep);
+            ok = 0;
+        } else {
+            cli_stack_stop(&st);
+        }
+        fflush(stdout), fflush(stderr);
+        char log[300];
+        snprintf(log, sizeof log, "%s/supervisor.log", dir);
+        const int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600), devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) dup2(devnull, 0);
+        if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
+        g4_log_set_ident("g4-supervise");
+        if (write(ready_pipe[1], &ok, 1) != 1 || ok) _exit(1);
+        close(ready_pipe[1]);
+        _exit(cli_stack_supervise_loop(&st, &o));
+    }
+    close(ready_pipe[1]);
+    char ok = 1;
+    if (read(ready_pipe[0], &ok, 1) != 1) ok = 1;
+    close(ready_pipe[0]);
+    if (ok) {
+        waitpid(sup, NULL, 0);
         char path[300];
         snprintf(path, sizeof path, "%s/stack.json", dir);
         unlink(path);
         return 1;
     }
-    printf("stack up: %d daemons, scheduler %s (g4 status, g4 down)\n", st.n, st.sched_ep);
     return 0;
+}
+
+/* pid runs a g4 program: `want` (its name) or, with NULL, one of the daemons */
+static int s_is_g4(int pid, const char *want)
+{
+    char path[64], exe[4096];
+    snprintf(path, sizeof path, "/proc/%d/exe", pid);
+    const ssize_t n = pid > 0 ? readlink(path, exe, sizeof exe - 1) : -1;
+    if (n <= 0) return 0;
+    exe[n] = 0;
+    const char *base = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
+    if (want) return !strcmp(base, want);
+    return !strcmp(base, "shardd") || !strcmp(base, "tokenizerd") || !strcmp(base, "schedulerd") ||
+           !strcmp(base, "encoderd");
 }
 
 int cli_down(int argc, char **argv)
@@ -209,14 +265,22 @@ int cli_down(int argc, char **argv)
     }
     cJSON *j = cJSON_Parse(buf);
     g4_free(buf);
+    /* the supervisor stops the daemons it supervises (shards and tokenizer,
+     * then the scheduler, which drains) and exits */
+    const cJSON *sup = j ? cJSON_GetObjectItemCaseSensitive(j, "supervisor") : NULL;
+    if (cJSON_IsNumber(sup) && s_is_g4(sup->valueint, "g4") && kill((pid_t)sup->valueint, SIGTERM) == 0) {
+        const uint64_t t0 = g4_wire_now_ms();
+        while (kill((pid_t)sup->valueint, 0) == 0 && g4_wire_now_ms() - t0 < 70000) usleep(20000);
+    }
     const cJSON *d = j ? cJSON_GetObjectItemCaseSensitive(j, "daemons") : NULL;
     pid_t pids[CLI_STACK_MAX];
     int n = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, d)
     {
+        /* only pids that still are g4 daemons (a pid may have been reused since) */
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "pid");
-        if (cJSON_IsNumber(p) && n < CLI_STACK_MAX) pids[n++] = (pid_t)p->valuedouble;
+        if (cJSON_IsNumber(p) && n < CLI_STACK_MAX && s_is_g4(p->valueint, NULL)) pids[n++] = (pid_t)p->valuedouble;
     }
     cJSON_Delete(j);
     /* shards and tokenizer first, the scheduler (first in the file) last so it drains */
@@ -309,6 +373,19 @@ int cli_swap(int argc, char **argv)
         if (!strcmp(args[i], "--listen")) args[i + 1] = new_ep;
     }
     if (!has_name && n < 61) args[n++] = "--name", args[n++] = new_name, args[n] = NULL;
+    /* and its environment (OMP_WAIT_POLICY of shards sharing cores, CURVE keys,
+     * a topology file...): the replacement runs as the daemon it replaces */
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)old_pid);
+    size_t env_len;
+    char *envs = cli_read_file(path, &env_len);
+    for (size_t off = 0; envs && off < env_len; off += strlen(envs + off) + 1) {
+        char *eq = strchr(envs + off, '=');
+        if (!eq) continue;
+        *eq = 0;
+        setenv(envs + off, eq + 1, 1);
+        *eq = '=';
+    }
+    g4_free(envs);
     cli_stack_t st;
     memset(&st, 0, sizeof st);
     snprintf(st.dir, sizeof st.dir, "%.199s", dir);

@@ -875,6 +875,13 @@ static enum MHD_Result s_metrics(serve_t *sv, struct MHD_Connection *c)
         OUT("# TYPE g4_scheduler_requests_total counter\n");
         OUT("g4_scheduler_requests_total{outcome=\"done\"} %llu\n", (unsigned long long)r->requests_done);
         OUT("g4_scheduler_requests_total{outcome=\"failed\"} %llu\n", (unsigned long long)r->requests_failed);
+        OUT("# HELP g4_scheduler_requests_migrated_total Requests parked when a stage was lost and resumed on a new pipeline.\n"
+            "# TYPE g4_scheduler_requests_migrated_total counter\n");
+        OUT("g4_scheduler_requests_migrated_total %llu\n", (unsigned long long)r->requests_migrated);
+        OUT("# HELP g4_stage_restarts_total Times a daemon's name registered from a new process.\n"
+            "# TYPE g4_stage_restarts_total counter\n");
+        for (size_t i = 0; i < r->n_daemons; i++)
+            OUT("g4_stage_restarts_total{name=\"%s\"} %u\n", r->daemons[i]->name, r->daemons[i]->restarts);
         OUT("# HELP g4_stage_up A pipeline daemon is registered and ready.\n# TYPE g4_stage_up gauge\n");
         for (size_t i = 0; i < r->n_daemons; i++)
             OUT("g4_stage_up{name=\"%s\",layers=\"%d-%d\"} %d\n", r->daemons[i]->name, r->daemons[i]->layer_begin,

@@ -84,16 +84,16 @@ static int s_numa_nodes(void)
     return n;
 }
 
-int cli_stack_spawn(cli_stack_t *st, const char *bin, const char *name, char *const *args, int detach)
+static int s_spawn_at(cli_stack_t *st, int k, int detach)
 {
-    if (st->n == CLI_STACK_MAX) return -1;
     char path[PATH_MAX], log[400];
-    s_bin(bin, path, sizeof path);
+    const char *name = st->name[k];
+    s_bin(st->bin[k], path, sizeof path);
     snprintf(log, sizeof log, "%s/%s.log", st->dir, name);
-    char *argv[64];
+    char *argv[CLI_STACK_ARGS + 2];
     int argc = 0;
     argv[argc++] = path;
-    for (int i = 0; args[i] && argc < 63; i++) argv[argc++] = args[i];
+    for (int i = 0; st->args[k][i] && argc < CLI_STACK_ARGS + 1; i++) argv[argc++] = st->args[k][i];
     argv[argc] = NULL;
     const pid_t parent = getpid();
     pid_t pid = fork();
@@ -113,17 +113,37 @@ int cli_stack_spawn(cli_stack_t *st, const char *bin, const char *name, char *co
         fprintf(stderr, "exec %s: %s\n", path, strerror(errno));
         _exit(127);
     }
-    st->pid[st->n] = pid;
-    snprintf(st->name[st->n], sizeof st->name[0], "%s", name);
+    st->pid[k] = pid;
+    st->started_ms[k] = g4_wire_now_ms();
+    return 0;
+}
+
+int cli_stack_spawn(cli_stack_t *st, const char *bin, const char *name, char *const *args, int detach)
+{
+    if (st->n == CLI_STACK_MAX) return -1;
+    const int k = st->n;
+    snprintf(st->name[k], sizeof st->name[0], "%s", name);
+    snprintf(st->bin[k], sizeof st->bin[0], "%s", bin);
+    int a = 0;
+    for (; args[a] && a < CLI_STACK_ARGS - 1; a++) st->args[k][a] = g4_strndup(args[a], strlen(args[a]));
+    st->args[k][a] = NULL;
+    st->restarts[k] = st->given_up[k] = 0;
+    if (s_spawn_at(st, k, detach)) {
+        for (int i = 0; i < a; i++) g4_free(st->args[k][i]), st->args[k][i] = NULL;
+        return -1;
+    }
     st->n++;
     return 0;
 }
 
-static void s_write_state(cli_stack_t *st, const cli_stack_opts_t *o)
+int cli_stack_respawn(cli_stack_t *st, int i) { return s_spawn_at(st, i, st->detach); }
+
+void cli_stack_write_state(cli_stack_t *st, const cli_stack_opts_t *o, pid_t supervisor)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", o->model);
     cJSON_AddStringToObject(j, "scheduler", st->sched_ep);
+    if (supervisor > 0) cJSON_AddNumberToObject(j, "supervisor", supervisor);
     cJSON *d = cJSON_AddArrayToObject(j, "daemons");
     for (int i = 0; i < st->n; i++) {
         cJSON *e = cJSON_CreateObject();
@@ -132,10 +152,11 @@ static void s_write_state(cli_stack_t *st, const cli_stack_opts_t *o)
         cJSON_AddItemToArray(d, e);
     }
     char *s = cJSON_Print(j);
-    char path[300];
+    char path[300], tmp[310];
     snprintf(path, sizeof path, "%s/stack.json", st->dir);
-    FILE *f = fopen(path, "w");
-    if (f) fputs(s, f), fclose(f);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w"); /* replaced at once: a reader never sees half a file */
+    if (f) fputs(s, f), fclose(f), rename(tmp, path);
     cJSON_free(s);
     cJSON_Delete(j);
 }
@@ -143,6 +164,7 @@ static void s_write_state(cli_stack_t *st, const cli_stack_opts_t *o)
 int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
 {
     memset(st, 0, sizeof *st);
+    st->detach = o->detach;
     if (o->run_dir) {
         snprintf(st->dir, sizeof st->dir, "%s", o->run_dir);
         if (mkdir(st->dir, 0700) && errno != EEXIST) {
@@ -220,7 +242,7 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
         if (n > 1 && !getenv("OMP_WAIT_POLICY")) setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
         if (cli_stack_spawn(st, "shardd", name, a, o->detach)) goto fail;
     }
-    if (o->detach) s_write_state(st, o);
+    if (o->detach) cli_stack_write_state(st, o, 0);
     return 0;
 fail:
     cli_error("could not start the daemons");
@@ -326,6 +348,7 @@ int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
 
 void cli_stack_stop(cli_stack_t *st)
 {
+    cli_stack_supervise_stop(st);
     /* shards and tokenizer first, the scheduler last (it drains) */
     for (int i = st->n - 1; i >= 0; i--)
         if (st->pid[i] > 0) kill(st->pid[i], SIGTERM);
@@ -345,6 +368,8 @@ void cli_stack_stop(cli_stack_t *st)
             usleep(10000);
         }
     }
+    for (int i = 0; i < st->n; i++)
+        for (int a = 0; a < CLI_STACK_ARGS && st->args[i][a]; a++) g4_free(st->args[i][a]), st->args[i][a] = NULL;
     if (st->owned_dir) {
         /* the daemons are gone: their logs and any socket a daemon killed
          * (or not closing its listener) left behind go with the directory */
@@ -505,6 +530,9 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
             if (cb && cb->on_token) cb->on_token(cb->user, ev->token);
         } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_PROGRESS) {
             if (cb && cb->on_progress) cb->on_progress(cb->user, ev->progress);
+        } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_NOTICE && ev->notice->message) {
+            cli_progress_clear_any();
+            fprintf(stderr, "note: %s\n", ev->notice->message);
         } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_ERROR) {
             cli_error("%s", ev->error->message);
             g4_msg_close(&m);
@@ -556,6 +584,7 @@ int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char
         *own = 0;
         return 1;
     }
+    cli_stack_supervise_start(st); /* a daemon that dies is restarted */
     snprintf(ep, ep_size, "%s", st->sched_ep);
     return 0;
 }

@@ -29,6 +29,8 @@ typedef struct cli_stack_opts {
     int quiet;
 } cli_stack_opts_t;
 
+#define CLI_STACK_ARGS 40
+
 typedef struct cli_stack {
     char dir[200];
     char sched_ep[256];
@@ -37,6 +39,13 @@ typedef struct cli_stack {
     int n;
     int owned_dir;
     int want_encoder; /* ready means an encoder has registered too */
+    /* how each daemon was started, for restarts (cli_supervise.c) */
+    char bin[CLI_STACK_MAX][256];
+    char *args[CLI_STACK_MAX][CLI_STACK_ARGS]; /* owned copies, NULL-terminated */
+    int detach;
+    int restarts[CLI_STACK_MAX], given_up[CLI_STACK_MAX];
+    uint64_t restart_at_ms[CLI_STACK_MAX], started_ms[CLI_STACK_MAX];
+    struct cli_supervisor *sup; /* the supervising thread of an embedded stack */
 } cli_stack_t;
 
 /* The options that shape a stack (--shards --threads/-t --ctx/-c --slots
@@ -64,6 +73,25 @@ void cli_stack_stop(cli_stack_t *st);
 void cli_stack_print_logs(cli_stack_t *st);
 /* Starts one more daemon of the stack (swap, restart); argv without the binary path. */
 int cli_stack_spawn(cli_stack_t *st, const char *bin, const char *name, char *const *args, int detach);
+/* Starts daemon i again with the arguments it was first started with. */
+int cli_stack_respawn(cli_stack_t *st, int i);
+
+/* ---- supervision (cli_supervise.c) ----
+ * A daemon of the stack that dies (a signal, a non-zero exit) is started again
+ * with its command line after a backoff (0.25 s doubling to 8 s; back to the
+ * start after 60 s of running), at most 5 times in 2 minutes; each restart is
+ * logged. A clean exit (SIGTERM, g4 swap retiring it) is not restarted.
+ * Returns how many daemons it restarted in this call. */
+int cli_stack_supervise(cli_stack_t *st);
+/* Supervision on a thread of this process (the embedded stack of g4 run /
+ * chat / serve); cli_stack_stop ends it. */
+int cli_stack_supervise_start(cli_stack_t *st);
+void cli_stack_supervise_stop(cli_stack_t *st);
+/* The rest of a detached supervisor's life (g4 up): supervise until SIGTERM,
+ * then stop the stack; keeps RUN_DIR/stack.json up to date. Returns the exit code. */
+int cli_stack_supervise_loop(cli_stack_t *st, const cli_stack_opts_t *o);
+/* RUN_DIR/stack.json: the model, the scheduler, the supervisor and the daemons' pids. */
+void cli_stack_write_state(cli_stack_t *st, const cli_stack_opts_t *o, pid_t supervisor);
 
 /* Asks a scheduler for its status (NULL when it does not answer in timeout_ms). */
 G4__V1__StatusReply *cli_sched_status(const char *sched_ep, int timeout_ms, G4__V1__Envelope **owner);

@@ -11,10 +11,13 @@
 
 static const char s_usage[] =
     "usage: schedulerd --listen EP --results EP [--ubatch N] [--max-queue N] [--heartbeat-timeout MS]\n"
-    "                  [--stuck-after MS]\n"
+    "                  [--stuck-after MS] [--park-timeout MS] [--no-migrate]\n"
     "  --heartbeat-timeout MS  a daemon silent this long is gone (default 1500)\n"
     "  --stuck-after MS  report a stage busy without progress this long (and 20x its last batch)\n"
     "                   (default $G4_STUCK_AFTER_MS or 120000)\n"
+    "  --park-timeout MS  requests of a lost stage wait this long for a replacement, then fail\n"
+    "                   naming the missing layers (default $G4_PARK_TIMEOUT_MS or 30000)\n"
+    "  --no-migrate     fail the requests of a lost stage at once ($G4_NO_MIGRATE=1)\n"
     "  --listen EP    clients and daemons connect here (ROUTER)\n"
     "  --results EP   the last shard pushes sampled tokens here\n";
 
@@ -22,8 +25,11 @@ int main(int argc, char **argv)
 {
     g4_log_set_level(G4_LOG_INFO); /* daemons say what they do; --log-level changes it */
     sched_params_t p = {0};
-    const char *stuck = getenv("G4_STUCK_AFTER_MS"); /* reaches a scheduler a g4 command starts */
+    /* (environment variables reach a scheduler a g4 command starts) */
+    const char *stuck = getenv("G4_STUCK_AFTER_MS"), *park = getenv("G4_PARK_TIMEOUT_MS"), *nm = getenv("G4_NO_MIGRATE");
     if (stuck) p.stuck_after_ms = atoi(stuck);
+    if (park) p.park_timeout_ms = atoi(park);
+    if (nm && *nm && strcmp(nm, "0")) p.no_migrate = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--listen") && v) p.listen = v, i++;
@@ -32,6 +38,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--max-queue") && v) p.max_queue = atoi(v), i++;
         else if (!strcmp(a, "--heartbeat-timeout") && v) p.heartbeat_timeout_ms = atoi(v), i++;
         else if (!strcmp(a, "--stuck-after") && v) p.stuck_after_ms = atoi(v), i++;
+        else if (!strcmp(a, "--park-timeout") && v) p.park_timeout_ms = atoi(v), i++;
+        else if (!strcmp(a, "--no-migrate")) p.no_migrate = 1;
         else if (g4_daemon_log_opt(a, v)) i++;
         else {
             fputs(s_usage, strcmp(a, "--help") ? stderr : stdout);

@@ -8,7 +8,7 @@
 
 #include "g4_alloc.h"
 #include "g4_log.h"
-#include "g4_model.h"
+#include "g4_media.h"
 
 #define MAX_DAEMONS 64
 #define MAX_CHAIN 32
@@ -22,7 +22,7 @@ enum { R_FREE, R_CHAT, R_TOKENIZE, R_QUEUED, R_RUNNING, R_FINISHING, R_ENCODING 
 #define MAX_MEDIA 63
 #define ROW_EMBD G4_ROW_EMBD
 #define ROW_BIDIR G4_ROW_BIDIR
-enum { CALL_RENDER = 1, CALL_TOKENIZE = 2, CALL_DETOK = 3 };
+enum { CALL_RENDER = 1, CALL_TOKENIZE = 2, CALL_DETOK = 3, CALL_ENCODE = 4 };
 
 typedef struct drec {
     int state;
@@ -44,6 +44,7 @@ typedef struct drec {
     G4__V1__Work work;
     uint64_t progress_ms; /* when work.progress last changed */
     int stuck;
+    uint32_t restarts; /* registrations of this name by a new process */
 } drec_t;
 
 typedef struct media {
@@ -88,6 +89,11 @@ typedef struct req {
     uint64_t t_arrive, t_start, t_first, t_end, last_event_ms, deadline_ms;
     media_t *media;  /* images / audio of the request, in placeholder order */
     int n_media, n_enc_sent, n_encoded, enc_rec;
+    /* self-healing: a tokenizer / encoder call lost with its daemon waits for a
+     * new one (call_lost: the kind, CALL_ENCODE for the encoder); a request
+     * whose stage was lost is parked and re-prefilled on the new pipeline */
+    int call_lost, tok_add_bos;
+    uint64_t lost_ms, parked_ms;
     int32_t mid[6];  /* placeholder / bracket ids (see g4_media_check) */
     int8_t *rflag;   /* [n_prompt] ROW_* flags once the soft tokens are spliced in */
     float *embd;     /* rows with ROW_EMBD, in prompt order, [n][n_embd] */
@@ -123,7 +129,7 @@ struct sched {
     uint64_t next_id, next_batch;
     int rr; /* round-robin start */
     int draining;
-    uint64_t n_done, n_failed;
+    uint64_t n_done, n_failed, n_migrated;
     char model[512];
     uint64_t chain_lost_ms;
     /* the rows of the batch being formed (n_ubatch each; no allocation per step) */
@@ -155,6 +161,14 @@ static int s_send_event(sched_t *s, req_t *q, G4__V1__GenerateEvent *ev)
 }
 
 static void s_req_free(sched_t *s, req_t *q);
+
+/* A call that could not go out or was lost with its daemon (no tokenizer /
+ * encoder: one is being restarted) waits for one; s_retry_calls sends it again. */
+static void s_call_lost(req_t *q, int kind)
+{
+    q->call_lost = kind;
+    if (!q->lost_ms) q->lost_ms = s_now();
+}
 
 static void s_release_slot(sched_t *s, req_t *q)
 {
@@ -320,17 +334,39 @@ static void s_build_chain(sched_t *s)
     }
 }
 
-static void s_fail_running(sched_t *s, const char *why)
+/* A stage of the pipeline is lost: every batch in flight is lost with it.
+ * Running requests are parked (no error): they keep their tokens and slots
+ * and are fed again from position 0 once a pipeline covers every layer (a
+ * restarted shard, a standby, another chain); only when none does within
+ * park_timeout_ms do they fail (s_timers). With migration off they fail now. */
+static void s_park_running(sched_t *s, const char *why)
 {
-    /* every batch in flight is lost with the pipeline */
     for (int i = 0; i < s->n_b; i++) g4_free(s->b[i].reqs), g4_free(s->b[i].rows_fed), g4_free(s->b[i].first_pos), g4_free(s->b[i].sample_pos);
     s->n_b = 0;
+    int n = 0;
     for (int i = 0; i < s->n_r; i++) {
         req_t *q = &s->r[i];
         q->in_flight = 0;
-        if (q->state == R_FINISHING) s_req_free(s, q);
-        else if (q->state == R_RUNNING) s_fail(s, q, G4_ERR_UNAVAILABLE, "%s", why);
+        if (q->state == R_FINISHING) {
+            s_req_free(s, q);
+        } else if (q->state == R_RUNNING && s->p.no_migrate) {
+            s_fail(s, q, G4_ERR_UNAVAILABLE, "%s", why);
+        } else if (q->state == R_RUNNING) {
+            q->n_fed = 0, q->replay = 0;
+            if (!q->parked_ms) q->parked_ms = s_now();
+            n++;
+            G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
+            G4__V1__Notice no = G4__V1__NOTICE__INIT;
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s; the request waits for a replacement (up to %.0f s) and resumes", why,
+                     s->p.park_timeout_ms / 1000.0);
+            no.message = msg;
+            ev.event_case = G4__V1__GENERATE_EVENT__EVENT_NOTICE;
+            ev.notice = &no;
+            s_send_event(s, q, &ev);
+        }
     }
+    if (n) g4_log_info("sched", "%d running request(s) parked until the pipeline is whole again (%s)", n, why);
 }
 
 static void s_daemon_gone(sched_t *s, int i, const char *why)
@@ -346,25 +382,27 @@ static void s_daemon_gone(sched_t *s, int i, const char *why)
         char msg[400];
         snprintf(msg, sizeof msg, "shard %s (layers %d-%d) %s; the request's state on it is lost", d->name,
                  d->layer_begin, d->layer_end, why);
-        s_fail_running(s, msg);
-        /* the surviving shards forget every slot (the replacement starts empty) */
-        for (int k = 0; k < s->n_slots; k++) s->slot_used[k] = 0;
+        s_park_running(s, msg);
+        if (s->p.no_migrate) /* the surviving shards forget every slot (the replacement starts empty) */
+            for (int k = 0; k < s->n_slots; k++) s->slot_used[k] = 0;
     }
+    /* calls in flight on a lost tokenizer / encoder go to the next one (they
+     * are stateless: the detokenizer state travels with each call; media
+     * already encoded are kept) */
     if (d->role == G4__V1__ROLE__ROLE_TOKENIZER) {
         for (int k = 0; k < s->n_r; k++) {
             req_t *q = &s->r[k];
-            if (q->state == R_FREE || q->state == R_FINISHING) continue;
-            if (q->detok_tok == i) {
-                q->detok_tok = -1;
-                s_fail(s, q, G4_ERR_UNAVAILABLE, "tokenizer %s %s", d->name, why);
-            }
+            if (q->state == R_FREE || q->state == R_FINISHING || q->detok_tok != i) continue;
+            q->detok_tok = -1;
+            if (q->n_detok_sent > q->n_detok_done) q->n_detok_sent = q->n_detok_done;
+            s_call_lost(q, q->state == R_CHAT ? CALL_RENDER : q->state == R_TOKENIZE ? CALL_TOKENIZE : CALL_DETOK);
         }
     }
     if (d->role == G4__V1__ROLE__ROLE_ENCODER)
         for (int k = 0; k < s->n_r; k++)
             if (s->r[k].state == R_ENCODING && s->r[k].enc_rec == i) {
                 s->r[k].enc_rec = -1;
-                s_fail(s, &s->r[k], G4_ERR_UNAVAILABLE, "encoder %s %s", d->name, why);
+                s_call_lost(&s->r[k], CALL_ENCODE);
             }
     s_build_chain(s);
 }
@@ -414,7 +452,11 @@ static void s_register(sched_t *s, g4_msg_t *m)
             return;
         }
         if (s->d[i].sock) zmq_close(s->d[i].sock);
+        /* a new process under a known name: a restart (a supervisor's, a swap's) */
+        const uint32_t restarts = s->d[i].state == D_GONE && !strcmp(s->d[i].name, r->name)
+                                      ? s->d[i].restarts + (s->d[i].pid != r->pid) : 0;
         memset(&s->d[i], 0, sizeof s->d[i]);
+        s->d[i].restarts = restarts;
     }
     drec_t *d = &s->d[i];
     int fresh = d->state != D_READY;
@@ -473,6 +515,7 @@ static int s_call(sched_t *s, req_t *q, int kind, G4__V1__Envelope *env)
     env->header = NULL;
     if (rc) return rc;
     q->detok_tok = t;
+    q->call_lost = 0, q->lost_ms = 0;
     s->d[t].outstanding++;
     return G4_OK;
 }
@@ -481,13 +524,32 @@ static void s_tokenize(sched_t *s, req_t *q, const uint8_t *text, size_t len, in
 {
     G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
     G4__V1__TokenizeRequest tr = G4__V1__TOKENIZE_REQUEST__INIT;
-    tr.text.data = (uint8_t *)text, tr.text.len = len;
+    if (text != q->text_prompt) { /* kept until tokenized: a lost call is sent again */
+        g4_free(q->text_prompt);
+        q->text_prompt = g4_malloc(len + 1);
+        if (!q->text_prompt) return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+        if (len) memcpy(q->text_prompt, text, len);
+        q->text_prompt_len = len;
+    }
+    q->tok_add_bos = add_bos;
+    tr.text.data = q->text_prompt, tr.text.len = len;
     tr.add_bos = add_bos;
     tr.parse_special = 1;
     env.body_case = G4__V1__ENVELOPE__BODY_TOKENIZE;
     env.tokenize = &tr;
     q->state = R_TOKENIZE;
-    if (s_call(s, q, CALL_TOKENIZE, &env)) s_fail(s, q, G4_ERR_UNAVAILABLE, "no tokenizer is running");
+    if (s_call(s, q, CALL_TOKENIZE, &env)) s_call_lost(q, CALL_TOKENIZE);
+}
+
+static void s_render(sched_t *s, req_t *q)
+{
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__RenderChatRequest rr = G4__V1__RENDER_CHAT_REQUEST__INIT;
+    rr.conversation_json = q->chat_json;
+    env.body_case = G4__V1__ENVELOPE__BODY_RENDER_CHAT;
+    env.render_chat = &rr;
+    q->state = R_CHAT;
+    if (s_call(s, q, CALL_RENDER, &env)) s_call_lost(q, CALL_RENDER);
 }
 
 static void s_send_detok(sched_t *s, req_t *q)
@@ -503,7 +565,7 @@ static void s_send_detok(sched_t *s, req_t *q)
     env.body_case = G4__V1__ENVELOPE__BODY_DETOKENIZE;
     env.detokenize = &dr;
     if (s_call(s, q, CALL_DETOK, &env)) {
-        s_fail(s, q, G4_ERR_UNAVAILABLE, "no tokenizer is running");
+        s_call_lost(q, CALL_DETOK);
         return;
     }
     q->n_detok_sent = n_gen;
@@ -628,6 +690,8 @@ static int s_encoder(sched_t *s)
 }
 
 /* the prompt's ids are known: encode its media, or queue it */
+static void s_send_media(sched_t *s, req_t *q);
+
 static void s_prompt_ready(sched_t *s, req_t *q)
 {
     if (!q->n_media) return s_started(s, q);
@@ -642,14 +706,31 @@ static void s_prompt_ready(sched_t *s, req_t *q)
     }
     g4_err_t err;
     if (g4_media_check(q->tok, q->n_prompt, q->mid, kind, q->n_media, &err)) return s_fail(s, q, err.code, "%s", err.msg);
+    q->state = R_ENCODING;
+    q->n_encoded = q->n_enc_sent = 0;
+    s_send_media(s, q);
+}
+
+/* Sends the request's media that have no embeddings yet to the newest encoder
+ * (again after an encoder was lost: the embeddings received are kept). */
+static void s_send_media(sched_t *s, req_t *q)
+{
+    int n_img = 0, n_aud = 0;
+    for (int i = 0; i < q->n_media; i++)
+        if (!q->media[i].emb) n_img += q->media[i].kind == G4_MEDIA_IMAGE, n_aud += q->media[i].kind == G4_MEDIA_AUDIO;
+    g4_err_t err;
     const int e = s_encoder(s);
-    if (e < 0) return s_fail(s, q, G4_ERR_UNAVAILABLE, "the request has media but no encoderd is running");
+    if (e < 0) {
+        if (!q->call_lost) q->enc_rec = -1;
+        return s_call_lost(q, CALL_ENCODE); /* none yet, or one being restarted */
+    }
     if ((n_img && !s->d[e].has_vision) || (n_aud && !s->d[e].has_audio))
         return s_fail(s, q, G4_ERR_RANGE, "encoder %s has no %s tower", s->d[e].name, n_img && !s->d[e].has_vision ? "vision" : "audio");
-    q->state = R_ENCODING;
     q->enc_rec = e;
-    q->n_encoded = q->n_enc_sent = 0;
+    q->call_lost = 0, q->lost_ms = 0;
+    q->n_enc_sent = q->n_encoded;
     for (int i = 0; i < q->n_media; i++) {
+        if (q->media[i].emb) continue;
         G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
         G4__V1__Header h = G4__V1__HEADER__INIT;
         G4__V1__EncodeRequest er = G4__V1__ENCODE_REQUEST__INIT;
@@ -662,7 +743,7 @@ static void s_prompt_ready(sched_t *s, req_t *q)
         const void *raw[1] = {q->media[i].data};
         size_t raw_len[1] = {q->media[i].len};
         if (g4_wire_send(s->d[e].sock, NULL, 0, &env, raw, raw_len, 1, 1, &err))
-            return s_fail(s, q, G4_ERR_UNAVAILABLE, "encoder %s: %s", s->d[e].name, err.msg);
+            return s_call_lost(q, CALL_ENCODE);
         s->d[e].outstanding++;
         q->n_enc_sent++;
     }
@@ -875,16 +956,11 @@ static void s_generate(sched_t *s, g4_msg_t *m)
     case G4__V1__GENERATE_REQUEST__PROMPT_TEXT:
         s_tokenize(s, q, g->text.data, g->text.len, 1);
         break;
-    case G4__V1__GENERATE_REQUEST__PROMPT_CHAT_JSON: {
-        G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
-        G4__V1__RenderChatRequest rr = G4__V1__RENDER_CHAT_REQUEST__INIT;
-        rr.conversation_json = g->chat_json;
-        env.body_case = G4__V1__ENVELOPE__BODY_RENDER_CHAT;
-        env.render_chat = &rr;
-        q->state = R_CHAT;
-        if (s_call(s, q, CALL_RENDER, &env)) s_fail(s, q, G4_ERR_UNAVAILABLE, "no tokenizer is running");
+    case G4__V1__GENERATE_REQUEST__PROMPT_CHAT_JSON:
+        q->chat_json = g4_strndup(g->chat_json ? g->chat_json : "", g->chat_json ? strlen(g->chat_json) : 0);
+        if (!q->chat_json) return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+        s_render(s, q);
         break;
-    }
     default:
         s_fail(s, q, G4_ERR_PROTO, "the request has no prompt");
     }
@@ -948,6 +1024,7 @@ static void s_status(sched_t *s, g4_msg_t *m)
         ds[n].work = &wk[n];
         ds[n].activity = d->state == D_GONE ? "" : d->stuck ? "stuck" : d->work.batch_id ? "busy" : "idle";
         ds[n].last_seen_ms = (double)(now - d->last_seen_ms);
+        ds[n].restarts = d->restarts;
         ds[n].model = d->model, ds[n].backend = d->backend, ds[n].host = d->host;
         dp[n] = &ds[n];
         n++;
@@ -963,6 +1040,7 @@ static void s_status(sched_t *s, g4_msg_t *m)
     rep.active_requests = act, rep.queued_requests = que;
     rep.model = s->model, rep.n_layer = s->n_layer;
     rep.requests_done = s->n_done, rep.requests_failed = s->n_failed;
+    rep.requests_migrated = s->n_migrated;
     h.request_id = m->env->header->request_id;
     env.header = &h;
     env.body_case = G4__V1__ENVELOPE__BODY_STATUS_REPLY;
@@ -1203,6 +1281,12 @@ static void s_schedule(sched_t *s)
             req_t *q = &s->r[i];
             if (q->state != R_RUNNING || q->in_flight || q->finish) continue;
             if (q->n_fed >= q->n_tok) continue;
+            if (q->parked_ms) { /* a parked request goes on on the new pipeline */
+                g4_log_info("sched", "request %llu resumes after %.1f s: %d tokens fed again",
+                            (unsigned long long)q->client_req_id, (s_now() - q->parked_ms) / 1000.0, q->n_tok);
+                q->parked_ms = 0;
+                s->n_migrated++;
+            }
             /* rows in the chunks the request was first fed in: the prompt in
              * pieces of n_ubatch; generated tokens one per step, or up to 63
              * when replayed (fewer than 64 rows of one sequence use the same
@@ -1346,6 +1430,51 @@ static void s_send_progress(sched_t *s, req_t *q, uint64_t now)
     }
 }
 
+/* "layers 3-6": the layers no ready shard covers from layer 0 on */
+static void s_missing_layers(sched_t *s, char *buf, size_t size)
+{
+    int n_layer = s->n_layer;
+    for (int i = 0; i < MAX_DAEMONS; i++)
+        if (s->d[i].role == G4__V1__ROLE__ROLE_SHARD && s->d[i].state != D_FREE && s->d[i].n_layer > n_layer)
+            n_layer = s->d[i].n_layer;
+    size_t n = 0;
+    buf[0] = 0;
+    for (int l = 0; l < n_layer;) {
+        int covered = 0;
+        for (int i = 0; i < MAX_DAEMONS && !covered; i++)
+            covered = s->d[i].state == D_READY && s->d[i].role == G4__V1__ROLE__ROLE_SHARD && s->d[i].layer_begin <= l &&
+                      l < s->d[i].layer_end;
+        if (covered) {
+            l++;
+            continue;
+        }
+        int e = l + 1;
+        for (int stop = 0; e < n_layer && !stop; e += !stop) {
+            for (int i = 0; i < MAX_DAEMONS && !stop; i++)
+                stop = s->d[i].state == D_READY && s->d[i].role == G4__V1__ROLE__ROLE_SHARD && s->d[i].layer_begin <= e &&
+                       e < s->d[i].layer_end;
+        }
+        n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "%s%d-%d", n ? ", " : "layers ", l, e);
+        l = e;
+    }
+    if (!n) snprintf(buf, size, "no layers");
+}
+
+/* Calls that lost their tokenizer / encoder go out again once there is one. */
+static void s_retry_calls(sched_t *s, req_t *q)
+{
+    const int kind = q->call_lost;
+    const uint64_t lost_ms = q->lost_ms;
+    if (kind == CALL_ENCODE) return s_encoder(s) >= 0 ? s_send_media(s, q) : (void)0;
+    if (s_tokenizer(s) < 0) return;
+    if (kind == CALL_RENDER) s_render(s, q);
+    else if (kind == CALL_TOKENIZE) s_tokenize(s, q, q->text_prompt, q->text_prompt_len, q->tok_add_bos);
+    else if (kind == CALL_DETOK) s_send_detok(s, q);
+    if (!q->call_lost) g4_log_info("sched", "request %llu: its %s call went to the new %s after %.1f s",
+                                   (unsigned long long)q->client_req_id, kind == CALL_DETOK ? "detokenize" : "prompt",
+                                   "tokenizer", (s_now() - lost_ms) / 1000.0);
+}
+
 static void s_timers(sched_t *s)
 {
     const uint64_t now = s_now();
@@ -1363,9 +1492,21 @@ static void s_timers(sched_t *s)
             s_fail(s, q, G4_ERR_TIMEOUT, "deadline exceeded");
             continue;
         }
-        if (q->state == R_QUEUED && !s->n_chain && s->chain_lost_ms && now - q->t_arrive > CHAIN_WAIT_MS &&
-            now - s->chain_lost_ms > CHAIN_WAIT_MS) {
-            s_fail(s, q, G4_ERR_UNAVAILABLE, "no complete pipeline of shards for %d s", CHAIN_WAIT_MS / 1000);
+        const uint64_t wait_ms = (uint64_t)s->p.park_timeout_ms;
+        if (q->call_lost) {
+            s_retry_calls(s, q);
+            if (q->state == R_FREE || q->state == R_FINISHING) continue;
+            if (q->call_lost && now - q->lost_ms > wait_ms) {
+                s_fail(s, q, G4_ERR_UNAVAILABLE, "no %s came back within %.0f s",
+                       q->call_lost == CALL_ENCODE ? "encoder" : "tokenizer", wait_ms / 1000.0);
+                continue;
+            }
+        }
+        if ((q->state == R_QUEUED || (q->state == R_RUNNING && q->parked_ms)) && !s->n_chain && s->chain_lost_ms &&
+            now - (q->parked_ms ? q->parked_ms : q->t_arrive) > wait_ms && now - s->chain_lost_ms > wait_ms) {
+            char miss[256];
+            s_missing_layers(s, miss, sizeof miss);
+            s_fail(s, q, G4_ERR_UNAVAILABLE, "no shard came back for %s within %.0f s", miss, wait_ms / 1000.0);
             continue;
         }
         if (q->state == R_RUNNING && q->n_fed < q->n_prompt && !q->finish && now - q->last_event_ms >= PROGRESS_MS) {
@@ -1395,6 +1536,7 @@ sched_t *sched_new(void *zctx, const sched_params_t *p, g4_err_t *err)
     if (s->p.max_queue <= 0) s->p.max_queue = 1024;
     if (s->p.heartbeat_timeout_ms <= 0) s->p.heartbeat_timeout_ms = 1500;
     if (s->p.stuck_after_ms <= 0) s->p.stuck_after_ms = 120000;
+    if (s->p.park_timeout_ms <= 0) s->p.park_timeout_ms = 30000;
     s->zctx = zctx;
     const size_t U = (size_t)s->p.n_ubatch;
     s->bt_tok = g4_malloc(U * sizeof *s->bt_tok), s->bt_pos = g4_malloc(U * sizeof *s->bt_pos);

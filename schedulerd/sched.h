@@ -27,6 +27,8 @@ typedef struct sched_params {
     int n_ubatch;           /* rows per micro-batch (default 512) */
     int max_queue;          /* queued requests before refusing (default 1024) */
     int heartbeat_timeout_ms; /* silence that makes a daemon gone (default 1500) */
+    int park_timeout_ms;    /* requests of a lost stage wait this long for a new pipeline (default 30000) */
+    int no_migrate;         /* fail the requests of a lost stage at once (the old behaviour) */
     int stuck_after_ms;     /* a busy stage without progress this long (and 20x its last
                                batch time) is reported stuck (default 120000) */
 } sched_params_t;

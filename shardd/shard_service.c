@@ -30,13 +30,14 @@ int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err)
     s->slot_smp = g4_calloc((size_t)s->n_slots, sizeof *s->slot_smp);
     s->slot_logprobs = g4_calloc((size_t)s->n_slots, sizeof *s->slot_logprobs);
     s->slot_sampled = g4_calloc((size_t)s->n_slots, 1);
+    s->slot_past_sample = g4_calloc((size_t)s->n_slots, 1);
     s->seq_buf = g4_malloc((size_t)s->n_ubatch * sizeof *s->seq_buf);
     s->want_buf = g4_malloc((size_t)s->n_ubatch);
     const size_t H = s->hp->n_embd, PW = (size_t)s->hp->n_layer * s->hp->ple_dim;
     s->hidden = g4_malloc((size_t)s->n_ubatch * H * sizeof(float));
     s->ple = PW ? g4_malloc((size_t)s->n_ubatch * PW * sizeof(float)) : NULL;
     s->logits = s->last ? g4_malloc((size_t)s->n_ubatch * s->hp->n_vocab * sizeof(float)) : NULL;
-    if (!s->slot_seq || !s->slot_smp || !s->slot_logprobs || !s->slot_sampled || !s->seq_buf || !s->want_buf || !s->hidden || (PW && !s->ple) || (s->last && !s->logits))
+    if (!s->slot_seq || !s->slot_smp || !s->slot_logprobs || !s->slot_sampled || !s->slot_past_sample || !s->seq_buf || !s->want_buf || !s->hidden || (PW && !s->ple) || (s->last && !s->logits))
         return g4_err_set(err, G4_ERR_NOMEM, "shard: out of memory for %d rows", s->n_ubatch);
     for (int i = 0; i < s->n_slots; i++) s->slot_seq[i] = -1;
     return G4_OK;
@@ -60,6 +61,7 @@ void shard_free(shard_t *s)
     if (s->slot_smp)
         for (int i = 0; i < s->n_slots; i++) g4_sampler_destroy(&s->slot_smp[i]);
     g4_free(s->slot_seq), g4_free(s->slot_smp), g4_free(s->slot_logprobs), g4_free(s->slot_sampled);
+    g4_free(s->slot_past_sample);
     g4_free(s->seq_buf), g4_free(s->want_buf);
     g4_free(s->hidden), g4_free(s->ple), g4_free(s->logits);
     g4_ctx_destroy(&s->ctx);
@@ -267,10 +269,14 @@ static void s_handle(shard_t *s, g4_msg_t *m)
             s->slot_smp[sp->slot] = g4_sampler_new(&p, (int)s->hp->n_vocab, &err);
         }
         for (size_t i = 0; i < fb->n_sample_rows; i++) want[fb->sample_rows[i]] = 1;
-        /* prompt rows go into the penalties' history, as the in-process run does */
+        /* prompt rows go into the penalties' history, as the in-process run does;
+         * rows after a sampled row are tokens sampled before (a sequence fed
+         * again after a lost stage): the sampler accepts those when it draws */
+        memset(s->slot_past_sample, 0, (size_t)s->n_slots);
         for (int i = 0; i < n; i++) {
             const uint32_t sl = fb->slot[i];
-            if (s->slot_sampled[sl]) continue;
+            if (s->slot_sampled[sl] || s->slot_past_sample[sl]) continue;
+            if (want[i]) s->slot_past_sample[sl] = 1;
             if (!s->slot_smp[sl]) {
                 g4_sampler_params_t p;
                 g4_sampler_params_default(&p);

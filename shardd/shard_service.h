@@ -28,6 +28,7 @@ typedef struct shard {
     g4_sampler_t **slot_smp;  /* last stage */
     int *slot_logprobs;
     uint8_t *slot_sampled;
+    uint8_t *slot_past_sample; /* per batch: a sample row of the slot came already */
     int32_t *seq_buf;         /* [n_ubatch] */
     int8_t *want_buf;         /* [n_ubatch] */    /* the slot has sampled: its rows are ids already accepted */
     const char *name;

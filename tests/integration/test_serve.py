@@ -169,6 +169,9 @@ check(not bad and len(lat) > 64, "load: %d bad: %s" % (len(bad), bad[:3]))
 after = http("GET", "/metrics")[1]
 d_ok = metric(after, 'g4_http_requests_total{outcome="ok"}') - metric(before, 'g4_http_requests_total{outcome="ok"}')
 check(d_ok == len(lat), "/metrics counted %d completed requests, clients saw %d" % (d_ok, len(lat)))
+d_batches = metric(after, "g4_stage_batches_total") - metric(before, "g4_stage_batches_total")
+check(d_batches >= len(lat) and all(("g4_stage_%s{" % k) in after for k in ("busy", "stuck", "batch_seconds", "batch_rows")),
+      "/metrics: stage batches +%d for %d requests, stage gauges in %s" % (d_batches, len(lat), after[-600:]))
 
 # the openai npm package, when it can be installed
 node_dir = scratch.path("openai")

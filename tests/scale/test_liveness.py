@@ -8,7 +8,7 @@ least that long), as a deep model on a busy CPU would be.
   * a stage busy without progress past the stuck threshold is reported
     `stuck` (and the request still completes);
   * kill -9 of a shard in the middle of a 5 s batch reaches the client
-    within 3 s;
+    within 3 s (a notice), and the request resumes on the restarted shard;
   * a deadline that passes during a 3-chunk prefill ends the request, and the
     chunks after it are never run;
   * a long prefill shows its progress on a terminal (tokens done / total, rate,
@@ -91,8 +91,9 @@ if True:
     print("5 s stages: %d requests in %.1f s, g4 status at most %.2f s, busy seen %d times (e.g. %s), stuck seen %d times"
           % (2, took, worst, len(busy_seen), busy_seen[:1], len(stuck_seen)))
 
-    # 2. kill -9 of a shard in the middle of a long batch
-    proc = subprocess.Popen([g4, "run", "--prompt-ids", ids, "-n", "3", "--temp", "0", "--json"], env=env,
+    # 2. kill -9 of a shard in the middle of a long batch: the client hears of it within 3 s; the
+    #    supervisor restarts the shard and the request ends as an undisturbed one
+    proc = subprocess.Popen([g4, "run", "--prompt-ids", ids, "-n", "1", "--temp", "0", "--json"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     victim = None
     t_end = time.time() + 20
@@ -106,17 +107,22 @@ if True:
     if victim:
         os.kill(victim["pid"], signal.SIGKILL)
         t_kill = time.time()
+        note = None
+        for line in proc.stderr:
+            if line.startswith("note:"):
+                note = (time.time() - t_kill, line.strip())
+                break
         try:
-            out, err = proc.communicate(timeout=30)
+            out, err = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-        dt = time.time() - t_kill
-        check(proc.returncode != 0 and "error" in err and dt < 3.0,
-              "kill -9 of %s mid-batch: client ended after %.2f s, rc %s, %s" % (victim["name"], dt, proc.returncode,
-                                                                                err.strip()[-200:]))
-        print("kill -9 of %s in a %.1f s-old batch: client told after %.2f s: %s" % (
-            victim["name"], victim["work"]["elapsed_ms"] / 1000, dt, err.strip().splitlines()[-1][:120]))
+        check(note is not None and note[0] < 3.0, "kill -9 of %s mid-batch: no notice within 3 s: %s" % (victim["name"], note))
+        got = json.loads(out)["ids"] if proc.returncode == 0 else "rc %s: %s" % (proc.returncode, err[-200:])
+        check(got == want[:1], "after kill -9 of %s mid-batch: %s, in-process %s" % (victim["name"], got, want[:1]))
+        print("kill -9 of %s in a %.1f s-old batch: client told after %.2f s (%s), request resumed: %s" % (
+            victim["name"], victim["work"]["elapsed_ms"] / 1000, note[0] if note else -1,
+            note[1][:100] if note else "", got == want[:1]))
     else:
         proc.kill()
         proc.communicate()
