@@ -215,6 +215,7 @@ int cli_up(int argc, char **argv)
         if (devnull >= 0) dup2(devnull, 0);
         if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
         g4_log_set_ident("g4-supervise");
+        g4_log_set_level(G4_LOG_INFO); /* its log says what it does, as the daemons' do */
         if (write(ready_pipe[1], &ok, 1) != 1 || ok) _exit(1);
         close(ready_pipe[1]);
         _exit(cli_stack_supervise_loop(&st, &o));

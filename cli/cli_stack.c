@@ -471,6 +471,41 @@ int cli_generate(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_g
     return cli_generate_deadline(sched_ep, req, cb, done_env, 0);
 }
 
+/* What a client keeps of a request to resume it on a restarted scheduler. */
+typedef struct s_resume {
+    int32_t *prompt, *gen;
+    size_t n_prompt, n_gen, cap_gen;
+    int started;
+} s_resume_t;
+
+static int s_send_request(void *sock, uint64_t id, uint64_t deadline_ms, G4__V1__GenerateRequest *req, g4_err_t *err)
+{
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__Header h = G4__V1__HEADER__INIT;
+    h.request_id = id;
+    h.deadline_ms = deadline_ms;
+    env.header = &h;
+    env.body_case = G4__V1__ENVELOPE__BODY_GENERATE;
+    env.generate = req;
+    return g4_wire_send(sock, NULL, 0, &env, NULL, NULL, 0, 0, err);
+}
+
+static void s_send_cancel(void *sock, uint64_t id)
+{
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__Header h = G4__V1__HEADER__INIT;
+    G4__V1__CancelRequest c = G4__V1__CANCEL_REQUEST__INIT;
+    h.request_id = id;
+    env.header = &h;
+    env.body_case = G4__V1__ENVELOPE__BODY_CANCEL;
+    env.cancel = &c;
+    g4_err_t err;
+    g4_wire_send(sock, NULL, 0, &env, NULL, NULL, 0, 0, &err);
+}
+
+#define SILENCE_MS 4000 /* no keepalive, progress or token for this long: the scheduler is gone */
+#define MAX_RESUBMITS 8
+
 int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_gen_cb_t *cb,
                           G4__V1__Envelope **done_env, uint64_t deadline_ms)
 {
@@ -479,30 +514,53 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
     g4_err_t err;
     void *s = g4_wire_security_init(z, 0, &err) ? NULL : g4_wire_socket(z, ZMQ_DEALER, &err);
     int rc = 1;
+    s_resume_t rs = {0};
     int immediate = 0; /* the request waits for the connection */
     if (s) zmq_setsockopt(s, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
     if (!s || g4_wire_connect(s, sched_ep, &err)) {
         cli_error("%s", err.msg);
         goto out;
     }
-    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
-    G4__V1__Header h = G4__V1__HEADER__INIT;
-    h.request_id = ((uint64_t)getpid() << 20) ^ g4_wire_now_ms();
-    h.deadline_ms = deadline_ms;
-    env.header = &h;
-    env.body_case = G4__V1__ENVELOPE__BODY_GENERATE;
-    env.generate = req;
-    if (g4_wire_send(s, NULL, 0, &env, NULL, NULL, 0, 0, &err)) {
+    const uint64_t t_start = g4_wire_now_ms();
+    uint64_t id = ((uint64_t)getpid() << 20) ^ t_start;
+    if (s_send_request(s, id, deadline_ms, req, &err)) {
         cli_error("%s", err.msg);
         goto out;
     }
-    /* the scheduler sends a keepalive every second: 10 s of silence means it is gone */
-    for (;;) {
+    /* the scheduler sends a keepalive every second. Silence means it is gone:
+     * a restarted one gets the request again -- from the start if nothing was
+     * generated yet, else as prompt ids + the ids already streamed, which it
+     * feeds again without sending their text twice (the same draws: the
+     * output goes on exactly as it would have) */
+    for (int resubmits = 0;;) {
         g4_msg_t m;
-        int r = g4_wire_recv(s, 0, &m, 10000, &err);
+        int r = g4_wire_recv(s, 0, &m, SILENCE_MS, &err);
         if (r == G4_ERR_TIMEOUT) {
-            cli_error("the scheduler at %s stopped answering", sched_ep);
-            break;
+            if (resubmits == MAX_RESUBMITS || (rs.started && req->n_media)) {
+                cli_error("the scheduler at %s stopped answering%s", sched_ep,
+                          rs.started && req->n_media ? " (a request with media cannot be resumed)" : "");
+                break;
+            }
+            s_send_cancel(s, id); /* (in case it was only slow) */
+            G4__V1__GenerateRequest again = *req;
+            G4__V1__PromptIds pi = G4__V1__PROMPT_IDS__INIT;
+            if (rs.started) {
+                pi.ids = rs.prompt, pi.n_ids = rs.n_prompt;
+                again.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_IDS;
+                again.ids = &pi;
+                again.resume_ids = rs.gen, again.n_resume_ids = rs.n_gen;
+            }
+            id++;
+            resubmits++;
+            const uint64_t used = g4_wire_now_ms() - t_start;
+            cli_progress_clear_any();
+            fprintf(stderr, "note: the scheduler at %s is not answering; sending the request again (%zu tokens done)\n",
+                    sched_ep, rs.n_gen);
+            if (s_send_request(s, id, deadline_ms ? (deadline_ms > used ? deadline_ms - used : 1) : 0, &again, &err)) {
+                cli_error("%s", err.msg);
+                break;
+            }
+            continue;
         }
         if (r) {
             cli_error("%s", err.msg);
@@ -510,7 +568,7 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
             break;
         }
         G4__V1__Envelope *e = m.env;
-        if (e->header->request_id != h.request_id) {
+        if (e->header->request_id != id) {
             g4_msg_close(&m);
             continue;
         }
@@ -525,8 +583,20 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
         }
         G4__V1__GenerateEvent *ev = e->event;
         if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_STARTED) {
-            if (cb && cb->on_started) cb->on_started(cb->user, ev->started->prompt_ids, ev->started->n_prompt_ids);
+            if (!rs.started) {
+                rs.started = 1;
+                rs.prompt = g4_malloc((ev->started->n_prompt_ids + 1) * sizeof *rs.prompt);
+                if (rs.prompt) memcpy(rs.prompt, ev->started->prompt_ids, ev->started->n_prompt_ids * sizeof *rs.prompt);
+                rs.n_prompt = rs.prompt ? ev->started->n_prompt_ids : 0;
+                if (cb && cb->on_started) cb->on_started(cb->user, ev->started->prompt_ids, ev->started->n_prompt_ids);
+            }
         } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_TOKEN) {
+            if (rs.n_gen == rs.cap_gen) {
+                const size_t cap = rs.cap_gen * 2 + 64;
+                int32_t *ng = g4_realloc(rs.gen, cap * sizeof *ng);
+                if (ng) rs.gen = ng, rs.cap_gen = cap;
+            }
+            if (rs.n_gen < rs.cap_gen) rs.gen[rs.n_gen++] = ev->token->id;
             if (cb && cb->on_token) cb->on_token(cb->user, ev->token);
         } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_PROGRESS) {
             if (cb && cb->on_progress) cb->on_progress(cb->user, ev->progress);
@@ -547,6 +617,7 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
         g4_msg_close(&m);
     }
 out:
+    g4_free(rs.prompt), g4_free(rs.gen);
     if (s) zmq_close(s);
     zmq_ctx_term(z);
     return rc;

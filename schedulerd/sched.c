@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "g4_alloc.h"
 #include "g4_log.h"
@@ -76,6 +77,7 @@ typedef struct req {
     int replay;         /* the pipeline changed: feed everything again from position 0 */
     int detok_tok;      /* tokenizer record index of the outstanding call, -1 none */
     int n_detok_sent, n_detok_done;
+    int n_quiet;        /* generated ids resumed from a lost scheduler: detokenized, not sent again */
     uint8_t dstate[4];
     size_t dstate_len;
     char *out;          /* text emitted so far */
@@ -132,6 +134,7 @@ struct sched {
     uint64_t n_done, n_failed, n_migrated;
     char model[512];
     uint64_t chain_lost_ms;
+    uint64_t epoch; /* this scheduler's start (realtime ms): its batches and slots */
     /* the rows of the batch being formed (n_ubatch each; no allocation per step) */
     int32_t *bt_tok, *bt_pos;
     uint32_t *bt_slot, *bt_srows;
@@ -639,7 +642,7 @@ static void s_on_detok(sched_t *s, req_t *q, G4__V1__DetokenizeReply *r)
         ev.event_case = G4__V1__GENERATE_EVENT__EVENT_TOKEN;
         ev.token = &te;
         s_append(&q->out, &q->out_len, emit, elen);
-        const int send_rc = s_send_event(s, q, &ev);
+        const int send_rc = gi < q->n_quiet ? 0 : s_send_event(s, q, &ev);
         /* drop what went out from the held buffer (after the event: its text points there) */
         if (q->held) {
             memmove(q->held, q->held + elen, q->held_len - elen);
@@ -950,6 +953,18 @@ static void s_generate(sched_t *s, g4_msg_t *m)
         memcpy(q->tok, p->ids, p->n_ids * sizeof *q->tok);
         q->n_tok = q->n_prompt = (int)p->n_ids;
         q->cap_tok = (int)p->n_ids + 64;
+        if (g->n_resume_ids) {
+            /* fed again like a request parked after a lost stage: the rows from
+             * the last prompt row on are sampled (the same draws) and checked */
+            if (g->n_media) return s_fail(s, q, G4_ERR_RANGE, "a request with media cannot be resumed");
+            int32_t *nt = g4_realloc(q->tok, (p->n_ids + g->n_resume_ids + 64) * sizeof *nt);
+            if (!nt) return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+            memcpy(nt + p->n_ids, g->resume_ids, g->n_resume_ids * sizeof *nt);
+            q->tok = nt, q->n_tok += (int)g->n_resume_ids, q->cap_tok = (int)(p->n_ids + g->n_resume_ids) + 64;
+            q->n_quiet = (int)g->n_resume_ids;
+            g4_log_info("sched", "request %llu resumes a lost scheduler's: %d prompt + %d generated ids",
+                        (unsigned long long)q->client_req_id, q->n_prompt, q->n_quiet);
+        }
         s_prompt_ready(s, q);
         break;
     }
@@ -1351,6 +1366,7 @@ static void s_schedule(sched_t *s)
         G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
         G4__V1__ForwardBatch fb = G4__V1__FORWARD_BATCH__INIT;
         fb.batch_id = bid;
+        fb.epoch = s->epoch;
         fb.route = route, fb.n_route = (size_t)s->n_chain;
         fb.tokens = tokens, fb.n_tokens = (size_t)rows;
         fb.pos = pos, fb.n_pos = (size_t)rows;
@@ -1538,6 +1554,12 @@ sched_t *sched_new(void *zctx, const sched_params_t *p, g4_err_t *err)
     if (s->p.stuck_after_ms <= 0) s->p.stuck_after_ms = 120000;
     if (s->p.park_timeout_ms <= 0) s->p.park_timeout_ms = 30000;
     s->zctx = zctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    s->epoch = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    /* batch ids unique across restarts: a result of a lost scheduler's batch
+     * that reaches this one matches none of its own */
+    s->next_batch = s->epoch << 16;
     const size_t U = (size_t)s->p.n_ubatch;
     s->bt_tok = g4_malloc(U * sizeof *s->bt_tok), s->bt_pos = g4_malloc(U * sizeof *s->bt_pos);
     s->bt_slot = g4_malloc(U * sizeof *s->bt_slot), s->bt_srows = g4_malloc(U * sizeof *s->bt_srows);

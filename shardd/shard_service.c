@@ -171,6 +171,15 @@ static void s_handle(shard_t *s, g4_msg_t *m)
         g4_log_warn("shard", "batch %llu without a route: dropped", (unsigned long long)fb->batch_id);
         return;
     }
+    if (fb->epoch && fb->epoch < s->epoch) { /* a lost scheduler's batch, still travelling */
+        g4_log_info("shard", "batch %llu of an earlier scheduler dropped", (unsigned long long)fb->batch_id);
+        return;
+    }
+    if (fb->epoch > s->epoch) { /* a new scheduler numbers the slots afresh */
+        if (s->epoch) g4_log_info("shard", "a new scheduler (epoch %llu): every slot forgotten", (unsigned long long)fb->epoch);
+        for (uint32_t sl = 0; sl < (uint32_t)s->n_slots; sl++) shard_release(s, &sl, 1);
+        s->epoch = fb->epoch;
+    }
     /* releases travel with the data, so they are ordered with the rows */
     shard_release(s, fb->release, fb->n_release);
     if (n <= 0 || n > s->n_ubatch || fb->n_slot != (size_t)n || fb->n_tokens != (size_t)n)

@@ -39,6 +39,7 @@ typedef struct shard {
     uint64_t busy_us, n_batches, n_errors;
     g4_daemon_work_t *work;   /* where shard_handle publishes its progress (NULL: nowhere) */
     int min_forward_ms;       /* fault injection: every forward pass lasts at least this long */
+    uint64_t epoch;           /* of the scheduler whose slots these are (ForwardBatch.epoch) */
     /* the worker thread (shard_worker_start) and what it publishes for heartbeats */
     g4_worker_t worker;
     _Atomic uint64_t batches_pub, errors_pub, weights_ready, weights_ready_ms;
