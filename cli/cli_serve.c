@@ -27,6 +27,7 @@
 #include "cli.h"
 #include "cli_stack.h"
 #include "g4_alloc.h"
+#include "g4_log.h"
 #include "g4_wire.h"
 #include "tok_chat.h"
 
@@ -352,6 +353,13 @@ typedef struct gen {
     uint64_t t0;
     char errmsg[512];
     int errcode;
+    /* to send the request again to a restarted scheduler (prompt ids + the ids
+     * already streamed), as cli_generate does */
+    uint8_t *req_buf;
+    size_t req_len;
+    int32_t *prompt_ids, *gen_ids;
+    size_t n_prompt_ids, n_gen_ids, cap_gen_ids;
+    int started, resubmits;
 } gen_t;
 
 static void s_gen_append(char **b, size_t *n, const void *p, size_t k)
@@ -377,6 +385,9 @@ static int s_gen_start(gen_t *g, G4__V1__GenerateRequest *req)
     }
     static atomic_ullong counter;
     g->rid = atomic_fetch_add(&counter, 1) + 1;
+    g->req_len = g4__v1__generate_request__get_packed_size(req);
+    g->req_buf = g4_malloc(g->req_len ? g->req_len : 1);
+    if (g->req_buf) g4__v1__generate_request__pack(req, g->req_buf);
     snprintf(g->id, sizeof g->id, "%s-%llx%llx", g->chat ? "chatcmpl" : "cmpl", (unsigned long long)time(NULL),
              (unsigned long long)g->rid);
     g->created = (long)time(NULL);
@@ -395,12 +406,45 @@ static int s_gen_start(gen_t *g, G4__V1__GenerateRequest *req)
     return 0;
 }
 
+/* The scheduler is silent (lost, being restarted): the request again, from
+ * its start, or as prompt ids + the ids streamed so far. 0, or -1 when it
+ * cannot be resumed. */
+static int s_gen_resubmit(gen_t *g)
+{
+    G4__V1__GenerateRequest *req = g->req_buf ? g4__v1__generate_request__unpack(NULL, g->req_len, g->req_buf) : NULL;
+    if (!req || g->resubmits >= 8 || (g->started && req->n_media)) {
+        if (req) g4__v1__generate_request__free_unpacked(req, NULL);
+        return -1;
+    }
+    G4__V1__PromptIds pi = G4__V1__PROMPT_IDS__INIT;
+    G4__V1__GenerateRequest again = *req;
+    if (g->started) {
+        pi.ids = g->prompt_ids, pi.n_ids = g->n_prompt_ids;
+        again.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_IDS;
+        again.ids = &pi;
+        again.resume_ids = g->gen_ids, again.n_resume_ids = g->n_gen_ids;
+    }
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__Header h = G4__V1__HEADER__INIT;
+    h.request_id = ++g->rid;
+    env.header = &h;
+    env.body_case = G4__V1__ENVELOPE__BODY_GENERATE;
+    env.generate = &again;
+    g4_err_t err;
+    const int rc = g4_wire_send(g->sock, NULL, 0, &env, NULL, NULL, 0, 0, &err);
+    g4__v1__generate_request__free_unpacked(req, NULL);
+    g->resubmits++;
+    g4_log_warn("serve", "the scheduler is not answering: request %s sent again (%zu tokens done)", g->id, g->n_gen_ids);
+    return rc ? -1 : 0;
+}
+
 /* Waits for the next event; returns 1 token, 2 done, 0 other, -1 error. */
 static int s_gen_next(gen_t *g, G4__V1__TokenEvent **tok_out, g4_msg_t *m)
 {
     g4_err_t err;
     for (;;) {
-        int r = g4_wire_recv(g->sock, 0, m, 10000, &err);
+        int r = g4_wire_recv(g->sock, 0, m, 4000, &err);
+        if (r == G4_ERR_TIMEOUT && s_gen_resubmit(g) == 0) continue;
         if (r) {
             g4_msg_close(m);
             snprintf(g->errmsg, sizeof g->errmsg, "%s", r == G4_ERR_TIMEOUT ? "the scheduler stopped answering" : err.msg);
@@ -420,8 +464,23 @@ static int s_gen_next(gen_t *g, G4__V1__TokenEvent **tok_out, g4_msg_t *m)
         if (e->body_case != G4__V1__ENVELOPE__BODY_EVENT) return 0;
         G4__V1__GenerateEvent *ev = e->event;
         switch (ev->event_case) {
-        case G4__V1__GENERATE_EVENT__EVENT_STARTED: g->n_prompt = (int)ev->started->n_prompt_ids; return 0;
+        case G4__V1__GENERATE_EVENT__EVENT_STARTED:
+            if (!g->started) {
+                g->started = 1;
+                g->n_prompt = (int)ev->started->n_prompt_ids;
+                g->prompt_ids = g4_malloc((ev->started->n_prompt_ids + 1) * sizeof *g->prompt_ids);
+                if (g->prompt_ids)
+                    memcpy(g->prompt_ids, ev->started->prompt_ids, ev->started->n_prompt_ids * sizeof *g->prompt_ids);
+                g->n_prompt_ids = g->prompt_ids ? ev->started->n_prompt_ids : 0;
+            }
+            return 0;
         case G4__V1__GENERATE_EVENT__EVENT_TOKEN:
+            if (g->n_gen_ids == g->cap_gen_ids) {
+                const size_t cap = g->cap_gen_ids * 2 + 64;
+                int32_t *ng = g4_realloc(g->gen_ids, cap * sizeof *ng);
+                if (ng) g->gen_ids = ng, g->cap_gen_ids = cap;
+            }
+            if (g->n_gen_ids < g->cap_gen_ids) g->gen_ids[g->n_gen_ids++] = ev->token->id;
             *tok_out = ev->token;
             g->n_gen++;
             s_gen_append(&g->text, &g->text_len, ev->token->text.data, ev->token->text.len);
@@ -467,6 +526,7 @@ static void s_gen_free(gen_t *g)
 {
     if (g->sock) zmq_close(g->sock);
     g4_free(g->text), g4_free(g->out);
+    g4_free(g->req_buf), g4_free(g->prompt_ids), g4_free(g->gen_ids);
     cJSON_Delete(g->lp_content);
 }
 
