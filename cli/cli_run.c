@@ -651,7 +651,7 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
     G4__V1__Envelope *done = NULL;
     rc = cli_generate_deadline(ep, &req, &cb, &done, timeout_s > 0 ? (uint64_t)(timeout_s * 1000) : 0);
     cli_progress_clear(&sc.prog);
-    if (rc && own) {
+    if (rc && own && !cli_stack_interrupted()) {
         fprintf(stderr, "the daemons' last words:\n");
         cli_stack_print_logs(&st);
     }

@@ -25,6 +25,32 @@
 #include "g4_model.h"
 #include "g4_wire.h"
 
+/* SIGINT / SIGTERM while this process owns a stack: the request in flight is
+ * cancelled and the caller stops the stack (its daemons and run directory go);
+ * a second signal ends the process at once. */
+static volatile sig_atomic_t s_interrupted;
+
+static void s_on_interrupt(int sig)
+{
+    if (s_interrupted) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    s_interrupted = sig;
+}
+
+int cli_stack_interrupted(void) { return s_interrupted != 0; }
+
+static void s_catch_interrupts(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_interrupt;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 const char *cli_run_dir(char *buf, size_t size)
 {
     const char *e = getenv("G4_RUN_DIR");
@@ -314,7 +340,7 @@ int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
     const uint64_t t0 = g4_wire_now_ms();
     cli_progress_t prog;
     cli_progress_init(&prog, "starting", "", 1);
-    while (g4_wire_now_ms() - t0 < (uint64_t)timeout_ms) {
+    while (g4_wire_now_ms() - t0 < (uint64_t)timeout_ms && !s_interrupted) {
         for (int i = 0; i < st->n; i++) {
             int status;
             if (waitpid(st->pid[i], &status, WNOHANG) == st->pid[i]) {
@@ -340,6 +366,11 @@ int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
             return 0;
         }
         usleep(20000);
+    }
+    cli_progress_clear(&prog);
+    if (s_interrupted) {
+        cli_error("interrupted");
+        return 1;
     }
     cli_error("the stack did not become ready within %d s:", timeout_ms / 1000);
     cli_stack_print_logs(st);
@@ -535,6 +566,12 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
     for (int resubmits = 0;;) {
         g4_msg_t m;
         int r = g4_wire_recv(s, 0, &m, SILENCE_MS, &err);
+        if (s_interrupted) {
+            g4_msg_close(&m);
+            s_send_cancel(s, id);
+            cli_error("interrupted (%zu tokens generated)", rs.n_gen);
+            break;
+        }
         if (r == G4_ERR_TIMEOUT) {
             if (resubmits == MAX_RESUBMITS || (rs.started && req->n_media)) {
                 cli_error("the scheduler at %s stopped answering%s", sched_ep,
@@ -648,6 +685,7 @@ int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char
         cli_error("no stack is up: give the model with -m");
         return 2;
     }
+    s_catch_interrupts(); /* so that our own stack is stopped and removed */
     if (cli_stack_start(st, o)) return 1;
     *own = 1;
     if (cli_stack_wait_ready(st, 120000)) {

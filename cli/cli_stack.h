@@ -71,6 +71,8 @@ int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms);
 void cli_stack_stop(cli_stack_t *st);
 /* The last lines of each daemon's log, on stderr (a start or a request failed). */
 void cli_stack_print_logs(cli_stack_t *st);
+/* 1 once SIGINT / SIGTERM came while this process owned a stack (it is being stopped). */
+int cli_stack_interrupted(void);
 /* Starts one more daemon of the stack (swap, restart); argv without the binary path. */
 int cli_stack_spawn(cli_stack_t *st, const char *bin, const char *name, char *const *args, int detach);
 /* Starts daemon i again with the arguments it was first started with. */

@@ -61,6 +61,10 @@ class Scratch:
 
     def __init__(self, prefix, g4=None):
         self.dir = tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("G4_SCALE_TMP") or None)
+        # the embedded stacks of g4 commands the test runs make their run directories
+        # in $TMPDIR: inside this one, they go with it whatever happens to them
+        os.mkdir(os.path.join(self.dir, "tmp"), 0o700)
+        os.environ["TMPDIR"] = os.path.join(self.dir, "tmp")
         self.g4 = g4
         self.env = dict(os.environ, G4_RUN_DIR=self.dir)
         self.procs = []

@@ -107,7 +107,9 @@ for mode in (["--in-process"], ["--shards", "2"]):
           len(b.get("processes", [])) == (1 if mode[0] == "--in-process" else 4), "g4 bench %s: %s %s" % (mode, r.stdout, r.stderr))
 # shardd --numa-node: the process pinned, the weights it multiplies with moved to the node
 shardd = os.path.join(os.path.dirname(g4), "shardd")
-ipc = "ipc:///tmp/g4-plan-test-%d" % os.getpid()
+import tempfile  # noqa: E402
+sock_dir = tempfile.mkdtemp(prefix="g4-plan-sock-")
+ipc = "ipc://%s/shard.sock" % sock_dir
 sh = subprocess.Popen([shardd, "-m", os.path.join(mdir, "dense-f32.gguf"), "--listen", ipc, "--numa-node", "0"],
                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 log = ""
@@ -117,6 +119,8 @@ for line in sh.stdout:
         break
 sh.terminate()
 sh.wait(timeout=20)
+import shutil  # noqa: E402
+shutil.rmtree(sock_dir, ignore_errors=True)
 m = [l for l in log.splitlines() if "weights bound to NUMA node 0:" in l]
 check(m and float(m[0].split(":")[-1].split()[0]) > 0.5 * os.path.getsize(os.path.join(mdir, "dense-f32.gguf")) / 1e6,
       "shardd --numa-node 0 must bind its weights: %s" % log)

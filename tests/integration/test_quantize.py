@@ -77,7 +77,8 @@ def main():
     g4, td = g4test.start("vocab/ggml-vocab-gemma-4.gguf")
     make = sys.argv[3]
     vocab = os.path.join(td, "vocab/ggml-vocab-gemma-4.gguf")
-    tmp = tempfile.mkdtemp(prefix="g4-quantize-")
+    scratch = g4test.Scratch("g4-quantize-", g4)  # removed at exit, also when interrupted
+    tmp = scratch.dir
     f32 = os.path.join(tmp, "f32.gguf")
     r = subprocess.run([make, "--preset", "31b", "--n-layer", "6", "--n-embd", "256", "--n-ff", "640", "--n-head", "2",
                         "--type", "F32", "--vocab", vocab, "-o", f32], capture_output=True, text=True, timeout=300)
