@@ -10,7 +10,7 @@ oracle installed (tools/oracle/setup.sh: libllama.so in $NLC_DIR, make_model.py)
 llama_model_quantize() of the same F32 file gives the same bytes, whole file, and
 llama.cpp loads and generates from our Q4_K_M, Q8_0 and Q6_K outputs.
 Skips (77) without the vocabulary; the oracle part says SKIP on its own line."""
-import importlib.util, json, os, struct, subprocess, sys, tempfile
+import importlib.util, json, os, struct, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import g4test
