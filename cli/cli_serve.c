@@ -357,9 +357,9 @@ typedef struct gen {
      * already streamed), as cli_generate does */
     uint8_t *req_buf;
     size_t req_len;
-    int32_t *prompt_ids, *gen_ids;
-    size_t n_prompt_ids, n_gen_ids, cap_gen_ids;
-    int started, resubmits;
+    int32_t *gen_ids;
+    size_t n_gen_ids, cap_gen_ids;
+    int resubmits;
 } gen_t;
 
 static void s_gen_append(char **b, size_t *n, const void *p, size_t k)
@@ -406,24 +406,17 @@ static int s_gen_start(gen_t *g, G4__V1__GenerateRequest *req)
     return 0;
 }
 
-/* The scheduler is silent (lost, being restarted): the request again, from
- * its start, or as prompt ids + the ids streamed so far. 0, or -1 when it
- * cannot be resumed. */
+/* The scheduler is silent (lost, being restarted): the request again, with
+ * the ids streamed so far. 0, or -1 when it was tried too often. */
 static int s_gen_resubmit(gen_t *g)
 {
     G4__V1__GenerateRequest *req = g->req_buf ? g4__v1__generate_request__unpack(NULL, g->req_len, g->req_buf) : NULL;
-    if (!req || g->resubmits >= 8 || (g->started && req->n_media)) {
+    if (!req || g->resubmits >= 8) {
         if (req) g4__v1__generate_request__free_unpacked(req, NULL);
         return -1;
     }
-    G4__V1__PromptIds pi = G4__V1__PROMPT_IDS__INIT;
-    G4__V1__GenerateRequest again = *req;
-    if (g->started) {
-        pi.ids = g->prompt_ids, pi.n_ids = g->n_prompt_ids;
-        again.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_IDS;
-        again.ids = &pi;
-        again.resume_ids = g->gen_ids, again.n_resume_ids = g->n_gen_ids;
-    }
+    G4__V1__GenerateRequest again = *req; /* the same prompt and media, then what was generated */
+    again.resume_ids = g->gen_ids, again.n_resume_ids = g->n_gen_ids;
     G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
     G4__V1__Header h = G4__V1__HEADER__INIT;
     h.request_id = ++g->rid;
@@ -465,14 +458,7 @@ static int s_gen_next(gen_t *g, G4__V1__TokenEvent **tok_out, g4_msg_t *m)
         G4__V1__GenerateEvent *ev = e->event;
         switch (ev->event_case) {
         case G4__V1__GENERATE_EVENT__EVENT_STARTED:
-            if (!g->started) {
-                g->started = 1;
-                g->n_prompt = (int)ev->started->n_prompt_ids;
-                g->prompt_ids = g4_malloc((ev->started->n_prompt_ids + 1) * sizeof *g->prompt_ids);
-                if (g->prompt_ids)
-                    memcpy(g->prompt_ids, ev->started->prompt_ids, ev->started->n_prompt_ids * sizeof *g->prompt_ids);
-                g->n_prompt_ids = g->prompt_ids ? ev->started->n_prompt_ids : 0;
-            }
+            g->n_prompt = (int)ev->started->n_prompt_ids;
             return 0;
         case G4__V1__GENERATE_EVENT__EVENT_TOKEN:
             if (g->n_gen_ids == g->cap_gen_ids) {
@@ -526,7 +512,7 @@ static void s_gen_free(gen_t *g)
 {
     if (g->sock) zmq_close(g->sock);
     g4_free(g->text), g4_free(g->out);
-    g4_free(g->req_buf), g4_free(g->prompt_ids), g4_free(g->gen_ids);
+    g4_free(g->req_buf), g4_free(g->gen_ids);
     cJSON_Delete(g->lp_content);
 }
 

@@ -504,8 +504,8 @@ int cli_generate(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_g
 
 /* What a client keeps of a request to resume it on a restarted scheduler. */
 typedef struct s_resume {
-    int32_t *prompt, *gen;
-    size_t n_prompt, n_gen, cap_gen;
+    int32_t *gen; /* the ids streamed */
+    size_t n_gen, cap_gen;
     int started;
 } s_resume_t;
 
@@ -559,10 +559,9 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
         goto out;
     }
     /* the scheduler sends a keepalive every second. Silence means it is gone:
-     * a restarted one gets the request again -- from the start if nothing was
-     * generated yet, else as prompt ids + the ids already streamed, which it
-     * feeds again without sending their text twice (the same draws: the
-     * output goes on exactly as it would have) */
+     * a restarted one gets the request again with the ids already streamed,
+     * which it feeds again after the prompt without sending their text twice
+     * (the same draws: the output goes on exactly as it would have) */
     for (int resubmits = 0;;) {
         g4_msg_t m;
         int r = g4_wire_recv(s, 0, &m, SILENCE_MS, &err);
@@ -573,20 +572,13 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
             break;
         }
         if (r == G4_ERR_TIMEOUT) {
-            if (resubmits == MAX_RESUBMITS || (rs.started && req->n_media)) {
-                cli_error("the scheduler at %s stopped answering%s", sched_ep,
-                          rs.started && req->n_media ? " (a request with media cannot be resumed)" : "");
+            if (resubmits == MAX_RESUBMITS) {
+                cli_error("the scheduler at %s stopped answering", sched_ep);
                 break;
             }
             s_send_cancel(s, id); /* (in case it was only slow) */
-            G4__V1__GenerateRequest again = *req;
-            G4__V1__PromptIds pi = G4__V1__PROMPT_IDS__INIT;
-            if (rs.started) {
-                pi.ids = rs.prompt, pi.n_ids = rs.n_prompt;
-                again.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_IDS;
-                again.ids = &pi;
-                again.resume_ids = rs.gen, again.n_resume_ids = rs.n_gen;
-            }
+            G4__V1__GenerateRequest again = *req; /* the same prompt and media, then what was generated */
+            again.resume_ids = rs.gen, again.n_resume_ids = rs.n_gen;
             id++;
             resubmits++;
             const uint64_t used = g4_wire_now_ms() - t_start;
@@ -620,11 +612,8 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
         }
         G4__V1__GenerateEvent *ev = e->event;
         if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_STARTED) {
-            if (!rs.started) {
+            if (!rs.started) { /* (a resumed request starts again) */
                 rs.started = 1;
-                rs.prompt = g4_malloc((ev->started->n_prompt_ids + 1) * sizeof *rs.prompt);
-                if (rs.prompt) memcpy(rs.prompt, ev->started->prompt_ids, ev->started->n_prompt_ids * sizeof *rs.prompt);
-                rs.n_prompt = rs.prompt ? ev->started->n_prompt_ids : 0;
                 if (cb && cb->on_started) cb->on_started(cb->user, ev->started->prompt_ids, ev->started->n_prompt_ids);
             }
         } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_TOKEN) {
@@ -654,7 +643,7 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
         g4_msg_close(&m);
     }
 out:
-    g4_free(rs.prompt), g4_free(rs.gen);
+    g4_free(rs.gen);
     if (s) zmq_close(s);
     zmq_ctx_term(z);
     return rc;

@@ -78,6 +78,7 @@ typedef struct req {
     int detok_tok;      /* tokenizer record index of the outstanding call, -1 none */
     int n_detok_sent, n_detok_done;
     int n_quiet;        /* generated ids resumed from a lost scheduler: detokenized, not sent again */
+    int32_t *resume;    /* those ids, until the prompt is ready (then they follow it in tok) */
     uint8_t dstate[4];
     size_t dstate_len;
     char *out;          /* text emitted so far */
@@ -240,7 +241,7 @@ static void s_req_free(sched_t *s, req_t *q)
     g4_free(q->stop), g4_free(q->stop_len), g4_free(q->chat_json), g4_free(q->text_prompt);
     g4_free(q->tok), g4_free(q->out), g4_free(q->held), g4_free(q->tops);
     for (int i = 0; i < q->n_media; i++) g4_free(q->media[i].data), g4_free(q->media[i].emb);
-    g4_free(q->media), g4_free(q->rflag), g4_free(q->embd);
+    g4_free(q->media), g4_free(q->rflag), g4_free(q->embd), g4_free(q->resume);
     if (q->state == R_ENCODING && q->enc_rec >= 0 && s->d[q->enc_rec].outstanding > 0)
         s->d[q->enc_rec].outstanding -= q->n_enc_sent - q->n_encoded;
     if (q->detok_tok >= 0 && s->d[q->detok_tok].outstanding > 0) s->d[q->detok_tok].outstanding--;
@@ -673,6 +674,19 @@ static void s_on_detok(sched_t *s, req_t *q, G4__V1__DetokenizeReply *r)
 static void s_started(sched_t *s, req_t *q)
 {
     q->state = R_QUEUED;
+    if (q->resume) {
+        /* the ids a lost scheduler generated follow the prompt: fed again like
+         * a request parked after a lost stage (the rows from the last prompt
+         * row on are sampled with the same draws and checked), not sent again */
+        int32_t *nt = g4_realloc(q->tok, (size_t)(q->n_tok + q->n_quiet + 64) * sizeof *nt);
+        if (!nt) return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+        memcpy(nt + q->n_tok, q->resume, (size_t)q->n_quiet * sizeof *nt);
+        q->tok = nt, q->n_tok += q->n_quiet, q->cap_tok = q->n_tok + 64;
+        g4_free(q->resume);
+        q->resume = NULL;
+        g4_log_info("sched", "request %llu resumes a lost scheduler's: %d prompt + %d generated ids",
+                    (unsigned long long)q->client_req_id, q->n_prompt, q->n_quiet);
+    }
     G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
     G4__V1__Started st = G4__V1__STARTED__INIT;
     st.prompt_ids = q->tok, st.n_prompt_ids = (size_t)q->n_prompt;
@@ -926,6 +940,12 @@ static void s_generate(sched_t *s, g4_msg_t *m)
                 q->stop_len[q->n_stop++] = g->stop[i].len;
             }
     }
+    if (g->n_resume_ids) { /* a lost scheduler's request: they follow the prompt (s_started) */
+        q->resume = g4_malloc(g->n_resume_ids * sizeof *q->resume);
+        if (!q->resume) return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
+        memcpy(q->resume, g->resume_ids, g->n_resume_ids * sizeof *q->resume);
+        q->n_quiet = (int)g->n_resume_ids;
+    }
     if (g->n_media > MAX_MEDIA) return s_fail(s, q, G4_ERR_RANGE, "more than %d media in one request", MAX_MEDIA);
     if (g->n_media) {
         q->media = g4_calloc(g->n_media, sizeof *q->media);
@@ -953,18 +973,6 @@ static void s_generate(sched_t *s, g4_msg_t *m)
         memcpy(q->tok, p->ids, p->n_ids * sizeof *q->tok);
         q->n_tok = q->n_prompt = (int)p->n_ids;
         q->cap_tok = (int)p->n_ids + 64;
-        if (g->n_resume_ids) {
-            /* fed again like a request parked after a lost stage: the rows from
-             * the last prompt row on are sampled (the same draws) and checked */
-            if (g->n_media) return s_fail(s, q, G4_ERR_RANGE, "a request with media cannot be resumed");
-            int32_t *nt = g4_realloc(q->tok, (p->n_ids + g->n_resume_ids + 64) * sizeof *nt);
-            if (!nt) return s_fail(s, q, G4_ERR_NOMEM, "out of memory");
-            memcpy(nt + p->n_ids, g->resume_ids, g->n_resume_ids * sizeof *nt);
-            q->tok = nt, q->n_tok += (int)g->n_resume_ids, q->cap_tok = (int)(p->n_ids + g->n_resume_ids) + 64;
-            q->n_quiet = (int)g->n_resume_ids;
-            g4_log_info("sched", "request %llu resumes a lost scheduler's: %d prompt + %d generated ids",
-                        (unsigned long long)q->client_req_id, q->n_prompt, q->n_quiet);
-        }
         s_prompt_ready(s, q);
         break;
     }
