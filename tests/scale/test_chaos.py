@@ -8,6 +8,9 @@
   * the embedded stack of one `g4 run` (2 shards) streaming a long greedy
     generation while its shards are killed twice: it completes with the calm
     output.
+  * with images: a stack with encoderd; kill -9 of the encoder, the tokenizer,
+    a shard and the scheduler, each in the middle of 8 streaming requests
+    (greedy and seeded, some with an image): all complete as in a calm run;
   * a shard that cannot come back (its model file is gone, every restart
     fails): the parked request ends after the park timeout with an error naming
     the missing layers; nothing hangs.
@@ -117,14 +120,13 @@ check(not bad and len(done) >= 8, "chaos: %d requests differ or failed: %s" % (l
 print("e.g. %s" % sorted(set(notes))[:3])
 check(st.get("requests_failed") == 0, "the scheduler counted %s failed requests" % st.get("requests_failed"))
 check(restarts >= len(kills) and st.get("ready"), "restarts %d for %d kills, ready %s" % (restarts, len(kills), st.get("ready")))
-check(migrated + resumed >= 1, "no request was migrated or resumed")
+check(migrated + resumed >= 1 or all(k == "tokenizer" for k in kills), "no request was migrated or resumed")
 check(all(d.get("restarts", 0) >= 0 for d in st.get("daemons", [])) and "requests_migrated" in st,
       "g4 status lacks restarts / requests_migrated: %s" % st)
 g4run("down", timeout=120)
 
 # 2. the embedded stack of one g4 run: its shards killed twice in a long generation
-run_env = dict(env, TMPDIR=scratch.path("tmp"))
-os.mkdir(run_env["TMPDIR"])
+run_env = env  # (its TMPDIR, where the command's own stack lives, is in the scratch directory)
 args = ["run", "-m", model, "--shards", "2", "--raw", "-p", "Once upon a time", "-n", "2500", "--ignore-eos", "--temp", "0",
         "--json"]
 rc, out, err = g4run(*args, env_=run_env)
@@ -145,7 +147,56 @@ print("embedded stack: %d shard kills in a %d-token generation, output %s; notic
     n_killed, len(calm_long) if isinstance(calm_long, list) else 0, "equal to calm" if got == calm_long else "DIFFERENT",
     [l[:70] for l in err.splitlines() if l.startswith("note:")][:2]))
 
-# 3. a replacement that cannot start: the request ends with the missing layers named
+# 3. with images: each role killed in the middle of 8 streaming requests
+mm_model = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "mm-text96.gguf")
+mmproj = os.path.join(td, "mm", "mmproj-gemma4-e2b-tiny-f32.gguf")
+image = os.path.join(td, "mm", "media", "test-1.jpeg")
+if os.path.exists(mmproj) and os.path.exists(image):
+    mm_env = dict(env, G4_SHARD_MIN_FORWARD_MS="20")  # slow enough that every kill lands mid-request
+
+
+    def mm_req(k):
+        a = ["run", "-p", ("What is this? %d" % k) if k % 2 == 0 else "Tell me about rivers %d" % k,
+             "-n", "60", "--ignore-eos", "--json", "-m", mm_model, "--mmproj", mmproj] + (["--image", image] if k % 2 == 0 else [])
+        return a + (["--temp", "0"] if k % 4 < 2 else ["--temp", "0.8", "--seed", str(k)])
+
+
+    rc, out, err = g4run("up", "-m", mm_model, "--mmproj", mmproj, "--shards", "2", env_=mm_env)
+    check(rc == 0, "g4 up with encoderd: %s" % err)
+    calm_mm = {}
+    for k in range(8):
+        rc, out, err = g4run(*mm_req(k))
+        calm_mm[k] = json.loads(out)["ids"] if rc == 0 else err
+    for role in ("encoder", "tokenizer", "shard", "schedulerd"):
+        got_mm = {}
+
+        def mm_client(k):
+            rc, out, err = g4run(*mm_req(k))
+            got_mm[k] = json.loads(out)["ids"] if rc == 0 else "rc %d: %s" % (rc, err.strip()[-200:])
+
+        th = [threading.Thread(target=mm_client, args=(k,)) for k in range(8)]
+        for t in th:
+            t.start()
+        time.sleep(1.0)
+        vs = [d for d in victims(status(), scheduler=True) if d["name"] == "schedulerd" or
+              d.get("role") == role] if role != "encoder" else \
+            [d for d in status().get("daemons", []) if d["role"] == "encoder" and d["state"] == "ready"]
+        vs = [d for d in vs if (role == "schedulerd") == (d["name"] == "schedulerd")]
+        t_kill = time.time()
+        if vs:
+            os.kill(vs[0]["pid"], signal.SIGKILL)
+        for t in th:
+            t.join()
+        ok = [k for k in range(8) if got_mm.get(k) == calm_mm[k]]
+        check(vs and len(ok) == 8, "kill -9 of the %s under 8 requests (4 with an image): %d of 8 as calm, e.g. %s" % (
+            role, len(ok), [got_mm.get(k) for k in range(8) if k not in ok][:2]))
+        print("kill -9 of the %s under 8 requests (4 with an image): %d of 8 complete as calm, all done %.1f s after the kill"
+              % (role, len(ok), time.time() - t_kill))
+    g4run("down", timeout=120)
+else:
+    print("SKIP: the image checks (no mmproj / image in the test data)")
+
+# 4. a replacement that cannot start: the request ends with the missing layers named
 import shutil  # noqa: E402
 copy = scratch.path("doomed.gguf")
 shutil.copy(model, copy)
