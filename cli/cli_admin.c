@@ -398,6 +398,7 @@ int cli_swap(int argc, char **argv)
     }
     g4_free(cmd);
     const pid_t new_pid = st.pid[0];
+    cli_stack_forget(&st); /* it runs on its own */
     /* wait until the scheduler uses the new one and the old one is idle */
     const uint64_t t0 = g4_wire_now_ms();
     int phase = 0, rc = 1;

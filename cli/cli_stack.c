@@ -164,6 +164,12 @@ int cli_stack_spawn(cli_stack_t *st, const char *bin, const char *name, char *co
 
 int cli_stack_respawn(cli_stack_t *st, int i) { return s_spawn_at(st, i, st->detach); }
 
+void cli_stack_forget(cli_stack_t *st)
+{
+    for (int i = 0; i < st->n; i++)
+        for (int a = 0; a < CLI_STACK_ARGS && st->args[i][a]; a++) g4_free(st->args[i][a]), st->args[i][a] = NULL;
+}
+
 void cli_stack_write_state(cli_stack_t *st, const cli_stack_opts_t *o, pid_t supervisor)
 {
     cJSON *j = cJSON_CreateObject();
@@ -399,8 +405,7 @@ void cli_stack_stop(cli_stack_t *st)
             usleep(10000);
         }
     }
-    for (int i = 0; i < st->n; i++)
-        for (int a = 0; a < CLI_STACK_ARGS && st->args[i][a]; a++) g4_free(st->args[i][a]), st->args[i][a] = NULL;
+    cli_stack_forget(st);
     if (st->owned_dir) {
         /* the daemons are gone: their logs and any socket a daemon killed
          * (or not closing its listener) left behind go with the directory */

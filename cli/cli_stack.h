@@ -75,6 +75,8 @@ void cli_stack_print_logs(cli_stack_t *st);
 int cli_stack_interrupted(void);
 /* Starts one more daemon of the stack (swap, restart); argv without the binary path. */
 int cli_stack_spawn(cli_stack_t *st, const char *bin, const char *name, char *const *args, int detach);
+/* Frees what the record keeps to restart its daemons (they go on running). */
+void cli_stack_forget(cli_stack_t *st);
 /* Starts daemon i again with the arguments it was first started with. */
 int cli_stack_respawn(cli_stack_t *st, int i);
 

@@ -347,6 +347,10 @@ static void s_park_running(sched_t *s, const char *why)
 {
     for (int i = 0; i < s->n_b; i++) g4_free(s->b[i].reqs), g4_free(s->b[i].rows_fed), g4_free(s->b[i].first_pos), g4_free(s->b[i].sample_pos);
     s->n_b = 0;
+    /* a new epoch: every request is fed again from position 0, so the shards
+     * forget every slot at the first new batch and drop the lost batches that
+     * still travel (or wait in a socket queue for a restarted shard) */
+    s->epoch++;
     int n = 0;
     for (int i = 0; i < s->n_r; i++) {
         req_t *q = &s->r[i];
