@@ -234,20 +234,6 @@ int cli_up(int argc, char **argv)
     return 0;
 }
 
-/* pid runs a g4 program: `want` (its name) or, with NULL, one of the daemons */
-static int s_is_g4(int pid, const char *want)
-{
-    char path[64], exe[4096];
-    snprintf(path, sizeof path, "/proc/%d/exe", pid);
-    const ssize_t n = pid > 0 ? readlink(path, exe, sizeof exe - 1) : -1;
-    if (n <= 0) return 0;
-    exe[n] = 0;
-    const char *base = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
-    if (want) return !strcmp(base, want);
-    return !strcmp(base, "shardd") || !strcmp(base, "tokenizerd") || !strcmp(base, "schedulerd") ||
-           !strcmp(base, "encoderd");
-}
-
 int cli_down(int argc, char **argv)
 {
     (void)argv;
@@ -269,19 +255,20 @@ int cli_down(int argc, char **argv)
     /* the supervisor stops the daemons it supervises (shards and tokenizer,
      * then the scheduler, which drains) and exits */
     const cJSON *sup = j ? cJSON_GetObjectItemCaseSensitive(j, "supervisor") : NULL;
-    if (cJSON_IsNumber(sup) && s_is_g4(sup->valueint, "g4") && kill((pid_t)sup->valueint, SIGTERM) == 0) {
+    if (cJSON_IsNumber(sup) && cli_proc_is_g4(sup->valueint, "g4") && kill((pid_t)sup->valueint, SIGTERM) == 0) {
         const uint64_t t0 = g4_wire_now_ms();
         while (kill((pid_t)sup->valueint, 0) == 0 && g4_wire_now_ms() - t0 < 70000) usleep(20000);
     }
     const cJSON *d = j ? cJSON_GetObjectItemCaseSensitive(j, "daemons") : NULL;
     pid_t pids[CLI_STACK_MAX];
-    int n = 0;
+    int n = 0, n_listed = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, d)
     {
         /* only pids that still are g4 daemons (a pid may have been reused since) */
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "pid");
-        if (cJSON_IsNumber(p) && n < CLI_STACK_MAX && s_is_g4(p->valueint, NULL)) pids[n++] = (pid_t)p->valuedouble;
+        n_listed += cJSON_IsNumber(p);
+        if (cJSON_IsNumber(p) && n < CLI_STACK_MAX && cli_proc_is_g4(p->valueint, NULL)) pids[n++] = (pid_t)p->valuedouble;
     }
     cJSON_Delete(j);
     /* shards and tokenizer first, the scheduler (first in the file) last so it drains */
@@ -296,7 +283,8 @@ int cli_down(int argc, char **argv)
      * that still serve on this run directory's sockets */
     const int strays = cli_stack_stop_strays(dir);
     unlink(path);
-    printf("stack down (%d daemons stopped)\n", n + strays);
+    /* (the supervisor, when there is one, has stopped the listed daemons already) */
+    printf("stack down (%d daemons stopped)\n", n_listed + strays);
     return 0;
 }
 

@@ -392,13 +392,7 @@ static int s_gen_start(gen_t *g, G4__V1__GenerateRequest *req)
              (unsigned long long)g->rid);
     g->created = (long)time(NULL);
     g->t0 = g4_wire_now_ms();
-    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
-    G4__V1__Header h = G4__V1__HEADER__INIT;
-    h.request_id = g->rid;
-    env.header = &h;
-    env.body_case = G4__V1__ENVELOPE__BODY_GENERATE;
-    env.generate = req;
-    if (g4_wire_send(g->sock, NULL, 0, &env, NULL, NULL, 0, 0, &err)) {
+    if (cli_send_generate(g->sock, g->rid, 0, req, &err)) {
         snprintf(g->errmsg, sizeof g->errmsg, "%s", err.msg);
         g->errcode = G4_ERR_UNAVAILABLE;
         return -1;
@@ -417,14 +411,8 @@ static int s_gen_resubmit(gen_t *g)
     }
     G4__V1__GenerateRequest again = *req; /* the same prompt and media, then what was generated */
     again.resume_ids = g->gen_ids, again.n_resume_ids = g->n_gen_ids;
-    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
-    G4__V1__Header h = G4__V1__HEADER__INIT;
-    h.request_id = ++g->rid;
-    env.header = &h;
-    env.body_case = G4__V1__ENVELOPE__BODY_GENERATE;
-    env.generate = &again;
     g4_err_t err;
-    const int rc = g4_wire_send(g->sock, NULL, 0, &env, NULL, NULL, 0, 0, &err);
+    const int rc = cli_send_generate(g->sock, ++g->rid, 0, &again, &err);
     g4__v1__generate_request__free_unpacked(req, NULL);
     g->resubmits++;
     g4_log_warn("serve", "the scheduler is not answering: request %s sent again (%zu tokens done)", g->id, g->n_gen_ids);

@@ -441,6 +441,19 @@ int cli_stack_find(char *dir, size_t dir_size, char *ep, size_t ep_size)
     return rc;
 }
 
+int cli_proc_is_g4(int pid, const char *want)
+{
+    char path[64], exe[4096];
+    snprintf(path, sizeof path, "/proc/%d/exe", pid);
+    const ssize_t n = pid > 0 ? readlink(path, exe, sizeof exe - 1) : -1;
+    if (n <= 0) return 0;
+    exe[n] = 0;
+    const char *base = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
+    if (want) return !strcmp(base, want);
+    return !strcmp(base, "shardd") || !strcmp(base, "tokenizerd") || !strcmp(base, "schedulerd") ||
+           !strcmp(base, "encoderd");
+}
+
 /* pids of g4 daemons whose command line names dir (their sockets are there) */
 static int s_daemons_in(const char *dir, pid_t *pids, int max)
 {
@@ -450,7 +463,7 @@ static int s_daemons_in(const char *dir, pid_t *pids, int max)
     int n = 0;
     for (struct dirent *e; proc && n < max && (e = readdir(proc));) {
         const pid_t pid = (pid_t)atoi(e->d_name);
-        if (pid <= 0 || pid == getpid()) continue;
+        if (pid <= 0 || pid == getpid() || !cli_proc_is_g4(pid, NULL)) continue;
         char path[64], cmd[4096];
         snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
         int fd = open(path, O_RDONLY);
@@ -459,9 +472,6 @@ static int s_daemons_in(const char *dir, pid_t *pids, int max)
         close(fd);
         if (len <= 0) continue;
         cmd[len] = 0;
-        const char *base = strrchr(cmd, '/') ? strrchr(cmd, '/') + 1 : cmd;
-        if (strcmp(base, "shardd") && strcmp(base, "tokenizerd") && strcmp(base, "schedulerd") && strcmp(base, "encoderd"))
-            continue;
         int hit = 0;
         for (ssize_t i = 0; i < len && !hit; i += (ssize_t)strlen(cmd + i) + 1) hit = strstr(cmd + i, pat) != NULL;
         if (hit) pids[n++] = pid;
@@ -514,7 +524,7 @@ typedef struct s_resume {
     int started;
 } s_resume_t;
 
-static int s_send_request(void *sock, uint64_t id, uint64_t deadline_ms, G4__V1__GenerateRequest *req, g4_err_t *err)
+int cli_send_generate(void *sock, uint64_t id, uint64_t deadline_ms, G4__V1__GenerateRequest *req, g4_err_t *err)
 {
     G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
     G4__V1__Header h = G4__V1__HEADER__INIT;
@@ -559,7 +569,7 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
     }
     const uint64_t t_start = g4_wire_now_ms();
     uint64_t id = ((uint64_t)getpid() << 20) ^ t_start;
-    if (s_send_request(s, id, deadline_ms, req, &err)) {
+    if (cli_send_generate(s, id, deadline_ms, req, &err)) {
         cli_error("%s", err.msg);
         goto out;
     }
@@ -590,7 +600,7 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
             cli_progress_clear_any();
             fprintf(stderr, "note: the scheduler at %s is not answering; sending the request again (%zu tokens done)\n",
                     sched_ep, rs.n_gen);
-            if (s_send_request(s, id, deadline_ms ? (deadline_ms > used ? deadline_ms - used : 1) : 0, &again, &err)) {
+            if (cli_send_generate(s, id, deadline_ms ? (deadline_ms > used ? deadline_ms - used : 1) : 0, &again, &err)) {
                 cli_error("%s", err.msg);
                 break;
             }

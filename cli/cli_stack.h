@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include "g4/v1/envelope.pb-c.h"
+#include "g4_err.h"
 
 #define CLI_STACK_MAX 32
 
@@ -109,6 +110,12 @@ int cli_stack_stop_strays(const char *dir);
 /* The scheduler of the newest embedded stack of this user (a `g4 run` in
  * progress, in $TMPDIR/g4-run-*), if any. */
 int cli_stack_find_embedded(char *ep, size_t ep_size);
+
+/* pid runs the g4 program `want`, or with NULL one of the g4 daemons (a
+ * recorded pid may have been reused since). */
+int cli_proc_is_g4(int pid, const char *want);
+/* Sends req as request `id` (deadline_ms from now, 0: none) on a DEALER. */
+int cli_send_generate(void *sock, uint64_t id, uint64_t deadline_ms, G4__V1__GenerateRequest *req, g4_err_t *err);
 
 /* Streams one request through a scheduler. Callbacks may be NULL. */
 typedef struct cli_gen_cb {

@@ -16,7 +16,6 @@
 #define MAX_BATCHES 64
 #define KEEPALIVE_MS 1000
 #define PROGRESS_MS 500 /* a prefilling request hears how far it is this often */
-#define CHAIN_WAIT_MS 30000 /* a queued request waits this long for a complete pipeline */
 
 enum { D_FREE, D_READY, D_DRAINING, D_GONE };
 enum { R_FREE, R_CHAT, R_TOKENIZE, R_QUEUED, R_RUNNING, R_FINISHING, R_ENCODING };

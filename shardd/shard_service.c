@@ -152,10 +152,7 @@ static void s_handle(shard_t *s, g4_msg_t *m);
 void shard_handle(shard_t *s, g4_msg_t *m)
 {
     G4__V1__ForwardBatch *fb = m->env->forward;
-    if (s->work) {
-        g4_daemon_work_begin(s->work, fb->batch_id, (uint32_t)fb->n_pos, (uint32_t)(s->end - s->begin));
-        g4_ctx_on_layer(s->ctx, s_on_layer, s->work);
-    }
+    if (s->work) g4_daemon_work_begin(s->work, fb->batch_id, (uint32_t)fb->n_pos, (uint32_t)(s->end - s->begin));
     s_handle(s, m);
     if (s->work) g4_daemon_work_end(s->work);
 }
@@ -471,6 +468,7 @@ int shard_worker_start(shard_t *s, void *data, g4_err_t *err)
 {
     s->worker.on_ready = s_on_data, s->worker.on_note = s_on_release, s->worker.on_tick = s_on_tick;
     s->worker.user = s;
+    if (s->work) g4_ctx_on_layer(s->ctx, s_on_layer, s->work); /* layers done, for the heartbeats */
     return g4_worker_start(&s->worker, s->zctx, data, err);
 }
 

@@ -62,12 +62,19 @@ static void s_q_q8_1(const float *x, g4_block_q8_1 *y, int64_t nb)
     }
 }
 
+/* the value of largest magnitude, with its sign (the first one on ties) */
+static float s_absmax_signed(const float *x, int n)
+{
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < n; j++)
+        if (amax < fabsf(x[j])) amax = fabsf(x[j]), max = x[j];
+    return max;
+}
+
 static void s_q_q4_0(const float *x, g4_block_q4_0 *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += 32) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < 32; j++)
-            if (amax < fabsf(x[j])) amax = fabsf(x[j]), max = x[j];
+        const float max = s_absmax_signed(x, 32);
         const float d = max / -8, id = d ? 1.0f / d : 0.0f;
         y[i].d = g4_fp32_to_fp16(d);
         for (int j = 0; j < 16; j++) {
@@ -112,9 +119,7 @@ static void s_pack_q5(const int *q, uint8_t qs[16], uint8_t qh_out[4])
 static void s_q_q5_0(const float *x, g4_block_q5_0 *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += 32) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < 32; j++)
-            if (amax < fabsf(x[j])) amax = fabsf(x[j]), max = x[j];
+        const float max = s_absmax_signed(x, 32);
         const float d = max / -16, id = d ? 1.0f / d : 0.0f;
         y[i].d = g4_fp32_to_fp16(d);
         int q[32];
