@@ -376,8 +376,6 @@ static int s_gen_start(gen_t *g, G4__V1__GenerateRequest *req)
 {
     g4_err_t err;
     g->sock = g4_wire_socket(g->sv->zctx, ZMQ_DEALER, &err);
-    int immediate = 0;
-    if (g->sock) zmq_setsockopt(g->sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
     if (!g->sock || g4_wire_connect(g->sock, g->sv->sched_ep, &err)) {
         snprintf(g->errmsg, sizeof g->errmsg, "%s", err.msg);
         g->errcode = G4_ERR_UNAVAILABLE;

@@ -305,8 +305,6 @@ G4__V1__StatusReply *cli_sched_status(const char *sched_ep, int timeout_ms, G4__
     g4_err_t err;
     void *s = g4_wire_security_init(z, 0, &err) ? NULL : g4_wire_socket(z, ZMQ_DEALER, &err);
     G4__V1__StatusReply *rep = NULL;
-    int immediate = 0; /* the request waits for the connection */
-    if (s) zmq_setsockopt(s, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
     if (s && !g4_wire_connect(s, sched_ep, &err)) {
         G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
         G4__V1__StatusRequest sr = G4__V1__STATUS_REQUEST__INIT;
@@ -561,8 +559,6 @@ int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, co
     void *s = g4_wire_security_init(z, 0, &err) ? NULL : g4_wire_socket(z, ZMQ_DEALER, &err);
     int rc = 1;
     s_resume_t rs = {0};
-    int immediate = 0; /* the request waits for the connection */
-    if (s) zmq_setsockopt(s, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
     if (!s || g4_wire_connect(s, sched_ep, &err)) {
         cli_error("%s", err.msg);
         goto out;

@@ -484,11 +484,7 @@ static void s_register(sched_t *s, g4_msg_t *m)
     if (fresh) {
         d->registered_ms = d->last_seen_ms;
         d->sock = g4_wire_socket(s->zctx, r->role == G4__V1__ROLE__ROLE_SHARD ? ZMQ_PUSH : ZMQ_DEALER, &err);
-        if (d->sock) {
-            int immediate = 0;
-            zmq_setsockopt(d->sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
-            if (g4_wire_connect(d->sock, d->endpoint, &err)) zmq_close(d->sock), d->sock = NULL;
-        }
+        if (d->sock && g4_wire_connect(d->sock, d->endpoint, &err)) zmq_close(d->sock), d->sock = NULL;
         if (!d->sock) {
             rep.accepted = 0, rep.reason = err.msg;
             g4_wire_send(s->router, m->route, m->route_len, &env, NULL, NULL, 0, 1, &err);

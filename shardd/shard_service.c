@@ -83,9 +83,8 @@ static void *s_peer(shard_t *s, const char *ep, g4_err_t *err)
     }
     void *sock = g4_wire_socket(s->zctx, ZMQ_PUSH, err);
     if (!sock) return NULL;
-    /* queue while the connection is being made (a fresh peer, or one restarting) */
-    int immediate = 0;
-    zmq_setsockopt(sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
+    /* messages queue while the connection is being made (a fresh peer, or one
+     * restarting): g4_wire_socket leaves ZMQ_IMMEDIATE off */
     if (g4_wire_connect(sock, ep, err)) {
         zmq_close(sock);
         return NULL;

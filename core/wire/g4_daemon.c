@@ -44,9 +44,8 @@ int g4_daemon_init(g4_daemon_t *d, void *zctx, const char *sched_ep, const G4__V
     if (!sched_ep) return G4_OK;
     d->ctl = g4_wire_socket(zctx, ZMQ_DEALER, err);
     if (!d->ctl) return err->code;
-    /* not IMMEDIATE: the first Register waits in the queue until the scheduler is there */
-    int immediate = 0;
-    zmq_setsockopt(d->ctl, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
+    /* the first Register waits in the queue until the scheduler is there
+     * (g4_wire_socket leaves ZMQ_IMMEDIATE off) */
     int hwm = 4; /* heartbeats do not pile up while the scheduler is away */
     zmq_setsockopt(d->ctl, ZMQ_SNDHWM, &hwm, sizeof hwm);
     int rc = g4_wire_connect(d->ctl, sched_ep, err);

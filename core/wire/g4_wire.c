@@ -26,10 +26,6 @@ void *g4_wire_socket(void *zctx, int type, g4_err_t *err)
         int mandatory = 1; /* a send to a peer that left fails instead of vanishing */
         zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
     }
-    if (type == ZMQ_PUSH || type == ZMQ_DEALER) {
-        int immediate = 1; /* queue only on completed connections */
-        zmq_setsockopt(s, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
-    }
     return s;
 }
 

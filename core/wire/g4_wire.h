@@ -28,7 +28,10 @@ typedef struct g4_msg {
     int n_raw;
 } g4_msg_t;
 
-/* New socket with g4's options (type: ZMQ_ROUTER, ZMQ_DEALER, ZMQ_PUSH, ZMQ_PULL). */
+/* New socket with g4's options (type: ZMQ_ROUTER, ZMQ_DEALER, ZMQ_PUSH, ZMQ_PULL):
+ * linger 100 ms, HWM 10,000, max message size, ROUTER_MANDATORY on routers.
+ * ZMQ_IMMEDIATE stays off: a message sent before the peer is connected (a
+ * daemon starting or restarting) waits in the queue instead of failing. */
 void *g4_wire_socket(void *zctx, int type, g4_err_t *err);
 /* bind / connect with a one-line error naming the endpoint */
 int g4_wire_bind(void *sock, const char *ep, g4_err_t *err);

@@ -32,8 +32,6 @@ static void *s_client(void)
 {
     g4_err_t err;
     void *s = g4_wire_socket(s_zctx, ZMQ_DEALER, &err);
-    int immediate = 0;
-    zmq_setsockopt(s, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
     g4_wire_connect(s, s_ep, &err);
     return s;
 }
