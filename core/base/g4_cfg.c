@@ -15,6 +15,13 @@ static const g4_cfg_opt_t *s_find(const g4_cfg_opt_t *opts, size_t n, const char
     return NULL;
 }
 
+static const g4_cfg_opt_t *s_find_alias(const g4_cfg_opt_t *opts, size_t n, const char *arg)
+{
+    for (size_t i = 0; i < n; i++)
+        if (opts[i].alias && !strcmp(opts[i].alias, arg)) return &opts[i];
+    return NULL;
+}
+
 static int s_apply(const g4_cfg_opt_t *o, void *base, const char *v, g4_err_t *err)
 {
     char *field = (char *)base + o->offset;
@@ -68,20 +75,33 @@ static int s_apply(const g4_cfg_opt_t *o, void *base, const char *v, g4_err_t *e
 
 int g4_cfg_defaults(const g4_cfg_opt_t *opts, size_t n, void *base, g4_err_t *err)
 {
-    for (size_t i = 0; i < n; i++) {
-        const g4_cfg_opt_t *o = &opts[i];
-        if (o->def) {
-            int rc = s_apply(o, base, o->def, err);
-            if (rc) return rc;
-        } else {
-            char *field = (char *)base + o->offset;
-            switch (o->type) {
-            case G4_CFG_BOOL: *(int *)field = 0; break;
-            case G4_CFG_INT: *(int64_t *)field = 0; break;
-            case G4_CFG_DOUBLE: *(double *)field = 0; break;
-            case G4_CFG_STRING: *(char **)field = NULL; break;
-            }
+    for (size_t i = 0; i < n; i++) { /* every field known before any is set (the struct may be fresh memory) */
+        char *field = (char *)base + opts[i].offset;
+        switch (opts[i].type) {
+        case G4_CFG_BOOL: *(int *)field = 0; break;
+        case G4_CFG_INT: *(int64_t *)field = 0; break;
+        case G4_CFG_DOUBLE: *(double *)field = 0; break;
+        case G4_CFG_STRING: *(char **)field = NULL; break;
         }
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = opts[i].def ? s_apply(&opts[i], base, opts[i].def, err) : G4_OK;
+        if (rc) return rc;
+    }
+    return G4_OK;
+}
+
+int g4_cfg_load_env(const g4_cfg_opt_t *opts, size_t n, void *base, g4_err_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *v = opts[i].env ? getenv(opts[i].env) : NULL;
+        if (!v || !*v) continue;
+        /* a switch in the environment is on unless it says off, as the
+         * daemons read these variables before the table existed */
+        if (opts[i].type == G4_CFG_BOOL && strcmp(v, "0") && strcmp(v, "false") && strcmp(v, "no") && strcmp(v, "off"))
+            v = "1";
+        g4_err_t e2;
+        if (s_apply(&opts[i], base, v, &e2)) return g4_err_set(err, e2.code, "$%s: %s", opts[i].env, e2.msg);
     }
     return G4_OK;
 }
@@ -112,7 +132,9 @@ int g4_cfg_load_file(const g4_cfg_opt_t *opts, size_t n, void *base, const char 
         if (*p) *p++ = '\0';
         while (isspace((unsigned char)*p)) p++;
         g4_err_t e2;
-        rc = g4_cfg_set(opts, n, base, key, *p ? p : NULL, &e2);
+        const g4_cfg_opt_t *o = s_find(opts, n, key, strlen(key));
+        if (o && (o->flags & G4_CFG_ARGV_ONLY)) rc = g4_err_set(&e2, G4_ERR_RANGE, "'%s' is a flag, not a setting", key);
+        else rc = g4_cfg_set(opts, n, base, key, *p ? p : NULL, &e2);
         if (rc) {
             g4_err_set(err, rc, "%s:%d: %s", path, lineno, e2.msg);
             break;
@@ -128,6 +150,14 @@ int g4_cfg_parse_args(const g4_cfg_opt_t *opts, size_t n, void *base, int argc, 
     int max_pos = n_pos ? *n_pos : 0, np = 0;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
+        const g4_cfg_opt_t *al = s_find_alias(opts, n, a);
+        if (al) {
+            if (al->type != G4_CFG_BOOL && i + 1 >= argc)
+                return g4_err_set(err, G4_ERR_RANGE, "option %s needs a value", a);
+            int rc = s_apply(al, base, al->type == G4_CFG_BOOL ? NULL : argv[++i], err);
+            if (rc) return rc;
+            continue;
+        }
         if (a[0] != '-' || a[1] != '-' || a[2] == '\0') {
             if (np >= max_pos) return g4_err_set(err, G4_ERR_RANGE, "unexpected argument '%s'", a);
             pos[np++] = a;
@@ -159,14 +189,41 @@ int g4_cfg_parse_args(const g4_cfg_opt_t *opts, size_t n, void *base, int argc, 
     return G4_OK;
 }
 
+int g4_cfg_load(const g4_cfg_opt_t *opts, size_t n, void *base, int argc, char **argv, const char *file_key,
+                g4_err_t *err)
+{
+    int rc = g4_cfg_defaults(opts, n, base, err);
+    if (!rc) rc = g4_cfg_load_env(opts, n, base, err);
+    if (!rc) rc = g4_cfg_parse_args(opts, n, base, argc, argv, 1, NULL, NULL, err);
+    if (rc || !file_key) return rc;
+    const g4_cfg_opt_t *f = s_find(opts, n, file_key, strlen(file_key));
+    const char *path = f && f->type == G4_CFG_STRING ? *(char **)((char *)base + f->offset) : NULL;
+    if (!path) return G4_OK;
+    rc = g4_cfg_load_file(opts, n, base, path, err);
+    return rc ? rc : g4_cfg_parse_args(opts, n, base, argc, argv, 1, NULL, NULL, err);
+}
+
+int g4_cfg_check(const g4_cfg_opt_t *opts, size_t n, const void *base, g4_err_t *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((opts[i].flags & G4_CFG_REQUIRED) && opts[i].type == G4_CFG_STRING &&
+            !*(char *const *)((const char *)base + opts[i].offset))
+            return g4_err_set(err, G4_ERR_RANGE, "--%s is required", opts[i].name);
+    return G4_OK;
+}
+
 void g4_cfg_print_help(const g4_cfg_opt_t *opts, size_t n, FILE *out)
 {
     static const char *const tn[] = {"", "N", "X", "S"};
     for (size_t i = 0; i < n; i++) {
+        const g4_cfg_opt_t *o = &opts[i];
         char left[64];
-        snprintf(left, sizeof left, "--%s %s", opts[i].name, tn[opts[i].type]);
-        fprintf(out, "  %-28s %s", left, opts[i].help ? opts[i].help : "");
-        if (opts[i].def) fprintf(out, " (default %s)", opts[i].def);
+        snprintf(left, sizeof left, "%s%s--%s %s", o->alias ? o->alias : "", o->alias ? ", " : "    ", o->name,
+                 o->arg ? o->arg : tn[o->type]);
+        fprintf(out, "  %-26s %s", left, o->help ? o->help : "");
+        if (o->flags & G4_CFG_REQUIRED) fputs(" (required)", out);
+        if (o->def) fprintf(out, " (default %s)", o->def);
+        if (o->env) fprintf(out, " [$%s]", o->env);
         fputc('\n', out);
     }
 }
@@ -175,6 +232,7 @@ void g4_cfg_print(const g4_cfg_opt_t *opts, size_t n, const void *base, FILE *ou
 {
     for (size_t i = 0; i < n; i++) {
         const char *field = (const char *)base + opts[i].offset;
+        if (opts[i].flags & G4_CFG_ARGV_ONLY) continue;
         switch (opts[i].type) {
         case G4_CFG_BOOL: fprintf(out, "%s %s\n", opts[i].name, *(const int *)field ? "true" : "false"); break;
         case G4_CFG_INT: fprintf(out, "%s %lld\n", opts[i].name, (long long)*(const int64_t *)field); break;
