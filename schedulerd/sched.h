@@ -10,7 +10,10 @@
  * one row per step. Up to one micro-batch per pipeline stage is in flight,
  * each with a disjoint set of sequences, so every shard has work. Sampled ids
  * go through tokenizerd's incremental detokenizer and out to the client as
- * token events; every request ends with exactly one done or error event. */
+ * token events; every request ends with exactly one done or error event.
+ *
+ * The pieces (sched.c, sched_peers.c, sched_req.c, sched_text.c,
+ * sched_media.c, sched_batch.c) are mapped in sched_internal.h. */
 #ifndef SCHED_H
 #define SCHED_H
 

@@ -25,7 +25,9 @@ int g4_test_failures;
     X(base)          \
     X(model)        \
     X(attn)         \
-    X(plan)
+    X(plan)         \
+    X(sched_batch)  \
+    X(sched_stop)
 
 #define DECL(name) int test_##name(void);
 G4_TESTS(DECL)
