@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "cli_stack.h"
 #include "g4_alloc.h"
+#include "g4_client.h"
 #include "g4_log.h"
 #include "g4_wire.h"
 
@@ -66,7 +67,7 @@ int cli_status(int argc, char **argv)
         return 1;
     }
     G4__V1__Envelope *owner;
-    G4__V1__StatusReply *r = cli_sched_status(ep, 2000, &owner);
+    G4__V1__StatusReply *r = g4_client_status(ep, 2000, &owner);
     if (!r) {
         if (json) printf("{\"up\":false,\"scheduler\":\"%s\",\"daemons\":[]}\n", ep);
         else printf("the scheduler at %s does not answer\n", ep);
@@ -167,7 +168,7 @@ int cli_up(int argc, char **argv)
     char dir[256], ep[300];
     if (cli_stack_find(dir, sizeof dir, ep, sizeof ep) == 0) {
         G4__V1__Envelope *owner;
-        G4__V1__StatusReply *r = cli_sched_status(ep, 1000, &owner);
+        G4__V1__StatusReply *r = g4_client_status(ep, 1000, &owner);
         if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
         if (r) {
             cli_error("a stack is already up in %s (g4 down first)", dir);
@@ -323,7 +324,7 @@ int cli_swap(int argc, char **argv)
         return 1;
     }
     G4__V1__Envelope *owner;
-    G4__V1__StatusReply *r = cli_sched_status(ep, 2000, &owner);
+    G4__V1__StatusReply *r = g4_client_status(ep, 2000, &owner);
     G4__V1__DaemonStatus *old = s_find(r, name);
     if (!old || strcmp(old->state, "ready")) {
         cli_error("no ready daemon named '%s' (see g4 status)", name);
@@ -391,7 +392,7 @@ int cli_swap(int argc, char **argv)
     const uint64_t t0 = g4_wire_now_ms();
     int phase = 0, rc = 1;
     while (g4_wire_now_ms() - t0 < 60000) {
-        r = cli_sched_status(ep, 1000, &owner);
+        r = g4_client_status(ep, 1000, &owner);
         G4__V1__DaemonStatus *nd = s_find(r, new_name), *od = s_find(r, name);
         if (phase == 0 && nd && !strcmp(nd->state, "ready") && (!od || strcmp(od->state, "ready"))) phase = 1;
         if (phase == 1 && (!od || od->in_flight == 0)) {

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_generate.h"
 #include "cli_stack.h"
 #include "g4_alloc.h"
 #include "g4_clock.h"
@@ -85,49 +86,33 @@ static int s_in_process(const char *model, int np, int ng, int warmup, int reps,
     g4_model_warm(m, mmap_only ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY);
     g4_model_warmed(m, 1, NULL);
     *weights_ms = (double)(g4_clock_mono_ns() - t0) / 1e6;
-    float *logits = g4_malloc((size_t)hp->n_vocab * sizeof *logits);
-    int32_t *pos = g4_malloc((size_t)np * sizeof *pos), *seqv = g4_malloc((size_t)np * sizeof *seqv);
-    int8_t *want = g4_calloc((size_t)np, 1);
     g4_sampler_params_t sp;
     g4_sampler_params_default(&sp);
     sp.temp = 0;
-    int rc = !c || !logits || !pos || !seqv || !want;
-    if (rc) cli_error("%s", c ? "out of memory" : err.msg);
+    int rc = !c;
+    if (rc) cli_error("%s", err.msg);
     for (int k = 0; !rc && k < warmup + reps; k++) {
         const int r = k - warmup; /* < 0: an untimed warm-up run */
         int32_t *ids = s_prompt(np, (int)hp->n_vocab, (uint64_t)k + 1);
-        int seq = g4_seq_new(c, &err);
         g4_sampler_t *smp = g4_sampler_new(&sp, (int)hp->n_vocab, &err);
-        if (!ids || seq < 0 || !smp) {
+        if (!ids || !smp) {
             rc = 1;
             g4_free(ids);
             g4_sampler_destroy(&smp);
             break;
         }
-        for (int i = 0; i < np; i++) pos[i] = i, seqv[i] = seq, want[i] = i == np - 1;
-        g4_batch_t b = {np, ids, NULL, pos, seqv, want, NULL};
-        const uint64_t a = g4_clock_mono_ns();
-        rc = g4_ctx_forward(c, &b, NULL, NULL, NULL, logits, &err);
-        int32_t id = g4_sampler_sample(smp, logits);
-        const uint64_t p1 = g4_clock_mono_ns();
-        for (int g = 1; !rc && g < ng; g++) {
-            int32_t p = g4_seq_n_past(c, seq);
-            g4_batch_t d = {1, &id, NULL, &p, &seq, NULL, NULL};
-            rc = g4_ctx_forward(c, &d, NULL, NULL, NULL, logits, &err);
-            id = g4_sampler_sample(smp, logits);
-        }
-        const uint64_t e = g4_clock_mono_ns();
+        const cli_local_req_t req = {.ids = ids, .n_ids = np, .n_predict = ng, .ignore_eos = 1};
+        cli_local_out_t o;
+        rc = cli_generate_local(m, c, smp, &req, NULL, &o, &err);
         if (rc) cli_error("%s", err.msg);
-        if (r >= 0) {
-            runs[r].prefill_tps = np / ((double)(p1 - a) / 1e9);
-            runs[r].ttft_ms = (double)(p1 - a) / 1e6;
-            runs[r].decode_tps = ng > 1 ? (ng - 1) / ((double)(e - p1) / 1e9) : 0;
+        if (r >= 0) { /* the first id comes with the prefill (as llama.cpp times it) */
+            runs[r].prefill_tps = np / ((double)(o.t_first - o.t_start) / 1e9);
+            runs[r].ttft_ms = (double)(o.t_first - o.t_start) / 1e6;
+            runs[r].decode_tps = ng > 1 ? (ng - 1) / ((double)(o.t_end - o.t_first) / 1e9) : 0;
         }
-        g4_seq_release(c, seq);
         g4_sampler_destroy(&smp);
         g4_free(ids);
     }
-    g4_free(logits), g4_free(pos), g4_free(seqv), g4_free(want);
     g4_ctx_destroy(&c);
     g4_model_destroy(&m);
     return rc;
@@ -140,7 +125,7 @@ static void s_wait_weights(const char *ep, int timeout_s)
     const uint64_t t0 = g4_clock_mono_ns();
     while ((g4_clock_mono_ns() - t0) / 1000000000ull < (uint64_t)timeout_s) {
         G4__V1__Envelope *owner;
-        G4__V1__StatusReply *r = cli_sched_status(ep, 1000, &owner);
+        G4__V1__StatusReply *r = g4_client_status(ep, 1000, &owner);
         int pending = !r;
         for (size_t i = 0; r && i < r->n_daemons; i++) {
             const G4__V1__DaemonStatus *d = r->daemons[i];
@@ -231,11 +216,15 @@ int cli_bench(int argc, char **argv)
             if (!g4_gguf_get_arr(g, "tokenizer.ggml.tokens", &v, &err)) n_vocab = (uint32_t)v.arr_n;
             g4_gguf_destroy(&g);
         }
+        g4_sampler_params_t greedy; /* the sampler's defaults, temperature 0 */
+        g4_sampler_params_default(&greedy);
+        greedy.temp = 0;
         for (int k = 0; !rc && k < warmup + reps; k++) {
             const int r = k - warmup; /* < 0: an untimed warm-up run */
             int32_t *ids = s_prompt(np, n_vocab ? (int)n_vocab : 262144, (uint64_t)k + 1);
             G4__V1__GenerateRequest req = G4__V1__GENERATE_REQUEST__INIT;
-            G4__V1__SamplingParams sp = G4__V1__SAMPLING_PARAMS__INIT;
+            G4__V1__SamplingParams sp;
+            g4_client_sampling(&greedy, 0, &sp);
             G4__V1__PromptIds pi = G4__V1__PROMPT_IDS__INIT;
             pi.ids = ids, pi.n_ids = (size_t)np;
             req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_IDS;
@@ -244,9 +233,9 @@ int cli_bench(int argc, char **argv)
             req.max_tokens = ng;
             req.ignore_eos = 1;
             s_tt_t tt = {g4_clock_mono_ns(), 0};
-            cli_gen_cb_t cb = {.on_token = s_first, .user = &tt};
+            g4_client_cb_t cb = {.on_token = s_first, .user = &tt};
             G4__V1__Envelope *done = NULL;
-            rc = cli_generate(ep, &req, &cb, &done);
+            rc = cli_generate(ep, &req, &cb, 0, &done);
             if (!rc && r < 0) {
                 g4__v1__envelope__free_unpacked(done, NULL);
             } else if (!rc) {

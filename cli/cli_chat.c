@@ -136,6 +136,7 @@ int cli_parse_output(int argc, char **argv)
 
 #include <stdlib.h>
 
+#include "cli_generate.h"
 #include "cli_stack.h"
 
 typedef struct s_chat_stream {
@@ -176,16 +177,16 @@ int cli_chat(int argc, char **argv)
     cli_stack_opts_t o = {0};
     const char *system = NULL;
     int think = 0, n_predict = 512;
-    G4__V1__SamplingParams sp = G4__V1__SAMPLING_PARAMS__INIT;
-    sp.temperature = 0.8f, sp.top_k = 40, sp.top_p = 0.95f, sp.min_p = 0.05f, sp.repeat_penalty = 1.0f;
-    sp.repeat_last_n = 64, sp.seed = 0;
+    g4_sampler_params_t sp; /* the sampler's defaults; seed 0 unless --seed */
+    g4_sampler_params_default(&sp);
+    sp.seed = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) o.model = v, i++;
         else if (!strcmp(a, "--system") && v) system = v, i++;
         else if (!strcmp(a, "--think")) think = 1;
         else if ((!strcmp(a, "-n") || !strcmp(a, "--n-predict")) && v) n_predict = atoi(v), i++;
-        else if (!strcmp(a, "--temp") && v) sp.temperature = (float)atof(v), i++;
+        else if (!strcmp(a, "--temp") && v) sp.temp = (float)atof(v), i++;
         else if (!strcmp(a, "--top-k") && v) sp.top_k = atoi(v), i++;
         else if (!strcmp(a, "--top-p") && v) sp.top_p = (float)atof(v), i++;
         else if (!strcmp(a, "--min-p") && v) sp.min_p = (float)atof(v), i++;
@@ -241,13 +242,15 @@ int cli_chat(int argc, char **argv)
         G4__V1__GenerateRequest req = G4__V1__GENERATE_REQUEST__INIT;
         req.prompt_case = G4__V1__GENERATE_REQUEST__PROMPT_CHAT_JSON;
         req.chat_json = js;
-        req.sampling = &sp;
+        G4__V1__SamplingParams wsp;
+        g4_client_sampling(&sp, 0, &wsp);
+        req.sampling = &wsp;
         req.max_tokens = n_predict;
         s_chat_stream_t cs = {0};
         cli_progress_init(&cs.prog, "prefill", "tokens", 1);
-        cli_gen_cb_t cb = {NULL, s_chat_token, &cs, s_chat_progress};
+        g4_client_cb_t cb = {.on_token = s_chat_token, .on_progress = s_chat_progress, .user = &cs};
         G4__V1__Envelope *done = NULL;
-        int r = cli_generate(ep, &req, &cb, &done);
+        int r = cli_generate(ep, &req, &cb, 0, &done);
         cli_progress_clear(&cs.prog);
         cJSON_free(js);
         fputc('\n', stdout);

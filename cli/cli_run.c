@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_generate.h"
 #include "cli_progress.h"
 #include "enc_encode.h"
 #include "g4_alloc.h"
@@ -163,23 +164,88 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
                        int threads, int n_ctx, int kv_f32, int mmap_only, const char *tmpl, int ignore_eos,
                        const char *sched_ep, const char **stops, int n_stop, double timeout_s);
 
-/* In-process media: encode each file and splice its soft tokens in where its
- * placeholder is (g4_media_splice, as schedulerd does). *embd gets the
- * soft-token rows in prompt order. */
-/* In-process prefill progress: rows of the chunks done plus the share of
- * the current chunk's layers (the model calls s_prefill_layer after each). */
-typedef struct s_prefill_prog {
-    cli_progress_t prog;
-    int n_prompt, n_layer, off, nc, layers;
-} s_prefill_prog_t;
+/* ---- in this process ---------------------------------------------------------------- */
 
+/* What the in-process run keeps while cli_generate_local runs. */
+typedef struct s_local {
+    const tok_vocab_t *vocab;
+    int json, logprobs;
+    int32_t *ids; /* sampled */
+    g4_logprob_t *lps;
+    int n_out;
+    tok_stream_t stream; /* the text so far (not with --json) */
+    char *stream_buf;
+    size_t stream_len;
+    cli_progress_t prog;
+    int n_prompt, n_layer, off, nc, layers, decoding;
+} s_local_t;
+
+/* prefill progress: rows of the chunks done plus the share of the current
+ * chunk's layers (the model calls this after each layer) */
 static void s_prefill_layer(void *user)
 {
-    s_prefill_prog_t *p = user;
+    s_local_t *p = user;
+    if (p->decoding) return;
     p->layers++;
     cli_progress_update(&p->prog, p->off + (double)p->nc * p->layers / (p->n_layer ? p->n_layer : 1), p->n_prompt);
 }
 
+static void s_local_chunk(void *user, int off, int n)
+{
+    s_local_t *p = user;
+    p->off = off, p->nc = n, p->layers = 0;
+}
+
+static void s_local_token(void *user, int32_t id, const g4_logprob_t *top, int eog)
+{
+    s_local_t *p = user;
+    if (!p->decoding) p->decoding = 1, cli_progress_clear(&p->prog); /* the prefill is over */
+    if (top) memcpy(p->lps + (size_t)p->n_out * p->logprobs, top, (size_t)p->logprobs * sizeof *top);
+    p->ids[p->n_out++] = id;
+    if (p->json || eog) return;
+    size_t before = p->stream_len;
+    if (tok_stream_feed(p->vocab, &p->stream, id, &p->stream_buf, &p->stream_len) > 0)
+        fwrite(p->stream_buf + before, 1, p->stream_len - before, stdout), fflush(stdout);
+}
+
+/* The prompt as ids: raw (media placeholders in front) or one user turn of
+ * the chat template (the tokenizer adds BOS itself). 0, or 1 with the error printed. */
+static int s_tokenize_local(g4_model_t *m, const tok_vocab_t *vocab, const char *prompt, int raw, const char *system,
+                            const char *tmpl, int32_t **ids, int *n)
+{
+    g4_err_t err;
+    const char *ptext = prompt;
+    size_t plen = strlen(prompt);
+    char *rendered = NULL;
+    if (raw && s_med.n) {
+        rendered = s_raw_prompt(prompt);
+        ptext = rendered;
+        plen = rendered ? strlen(rendered) : 0;
+    }
+    if (!raw) {
+        tj_template_t *t = tmpl ? tok_chat_template_file(tmpl, &err) : tok_chat_template_gguf(g4_model_gguf(m), &err);
+        char *cj = t ? s_chat_json(prompt, system) : NULL;
+        cJSON *conv = cj ? cJSON_Parse(cj) : NULL;
+        rendered = conv ? tok_chat_render(t, conv, &plen, &err) : NULL;
+        cJSON_Delete(conv);
+        cJSON_free(cj);
+        tj_free(&t);
+        if (!rendered) {
+            cli_error("%s (use --raw for a prompt without the chat template)", err.msg);
+            return 1;
+        }
+        ptext = rendered;
+        if (plen >= 5 && !memcmp(ptext, "<bos>", 5)) ptext += 5, plen -= 5;
+    }
+    int trc = tok_vocab_tokenize(vocab, ptext, plen, 1, 1, ids, n, &err);
+    g4_free(rendered);
+    if (trc) cli_error("%s", err.msg);
+    return trc ? 1 : 0;
+}
+
+/* In-process media: encode each file and splice its soft tokens in where its
+ * placeholder is (g4_media_splice, as schedulerd does). *embd gets the
+ * soft-token rows in prompt order. */
 static int s_splice_media(const tok_vocab_t *vocab, int H, int32_t **ids, int *n, int8_t **flags, float **embd)
 {
     int32_t mid[6];
@@ -366,17 +432,12 @@ int cli_run(int argc, char **argv)
     tok_vocab_t *vocab = tok_vocab_load(g4_model_gguf(m), &err);
     g4_ctx_t *ctx = NULL;
     g4_sampler_t *smp = NULL;
-    int32_t *prompt_ids = NULL, *out_ids = NULL, *pos = NULL, *seqv = NULL;
-    float *logits = NULL;
-    g4_logprob_t *lps = NULL;
+    int32_t *prompt_ids = NULL;
     char *text_buf = NULL, *file_text = NULL;
-    char *stream_buf = NULL;
-    size_t stream_len = 0;
-    tok_stream_t stream;
-    int n_prompt = 0, n_out = 0;
-    const char *finish = "length";
+    int n_prompt = 0;
     int8_t *flags = NULL;
     float *embd = NULL;
+    s_local_t lo = {.vocab = vocab, .json = json, .logprobs = logprobs};
     if (!vocab) {
         cli_error("%s", err.msg);
         goto done;
@@ -396,35 +457,7 @@ int cli_run(int argc, char **argv)
             }
             prompt = file_text;
         }
-        const char *ptext = prompt;
-        size_t plen = strlen(prompt);
-        char *rendered = NULL;
-        if (raw && s_med.n) {
-            rendered = s_raw_prompt(prompt);
-            ptext = rendered;
-            plen = rendered ? strlen(rendered) : 0;
-        }
-        if (!raw) { /* one user turn of the chat template; the tokenizer adds BOS itself */
-            tj_template_t *t = tmpl ? tok_chat_template_file(tmpl, &err) : tok_chat_template_gguf(g4_model_gguf(m), &err);
-            char *cj = t ? s_chat_json(prompt, system) : NULL;
-            cJSON *conv = cj ? cJSON_Parse(cj) : NULL;
-            rendered = conv ? tok_chat_render(t, conv, &plen, &err) : NULL;
-            cJSON_Delete(conv);
-            cJSON_free(cj);
-            tj_free(&t);
-            if (!rendered) {
-                cli_error("%s (use --raw for a prompt without the chat template)", err.msg);
-                goto done;
-            }
-            ptext = rendered;
-            if (plen >= 5 && !memcmp(ptext, "<bos>", 5)) ptext += 5, plen -= 5;
-        }
-        int trc = tok_vocab_tokenize(vocab, ptext, plen, 1, 1, &prompt_ids, &n_prompt, &err);
-        g4_free(rendered);
-        if (trc) {
-            cli_error("%s", err.msg);
-            goto done;
-        }
+        if (s_tokenize_local(m, vocab, prompt, raw, system, tmpl, &prompt_ids, &n_prompt)) goto done;
     }
     if (s_med.n && s_splice_media(vocab, (int)hp->n_embd, &prompt_ids, &n_prompt, &flags, &embd)) goto done;
     for (int i = 0; i < n_prompt; i++)
@@ -436,101 +469,52 @@ int cli_run(int argc, char **argv)
                           .kv_f32 = kv_f32};
     ctx = g4_ctx_new(m, &cp, &err);
     smp = ctx ? g4_sampler_new(&sp, (int)hp->n_vocab, &err) : NULL;
-    out_ids = g4_malloc((size_t)(n_predict + 1) * sizeof *out_ids);
-    pos = g4_malloc((size_t)n_prompt * sizeof *pos);
-    seqv = g4_calloc((size_t)n_prompt, sizeof *seqv);
-    logits = g4_malloc((size_t)hp->n_vocab * sizeof *logits);
-    lps = g4_malloc((size_t)(logprobs ? logprobs : 1) * (size_t)(n_predict + 1) * sizeof *lps);
-    if (!ctx || !smp || !out_ids || !pos || !seqv || !logits || !lps) {
+    lo.ids = g4_malloc((size_t)(n_predict + 1) * sizeof *lo.ids);
+    lo.lps = g4_malloc((size_t)(logprobs ? logprobs : 1) * (size_t)(n_predict + 1) * sizeof *lo.lps);
+    if (!ctx || !smp || !lo.ids || !lo.lps) {
         cli_error("%s", ctx && smp ? "out of memory" : err.msg);
         goto done;
     }
-    int seq = g4_seq_new(ctx, &err);
-    if (seq < 0) {
-        cli_error("%s", err.msg);
-        goto done;
-    }
-    for (int i = 0; i < n_prompt; i++) {
-        pos[i] = i, seqv[i] = seq;
-        if (!(flags && (flags[i] & G4_ROW_EMBD))) g4_sampler_accept(smp, prompt_ids[i]);
-    }
-    /* prefill in the scheduler's chunks: logits of the last row only */
-    int8_t *want = g4_calloc((size_t)n_prompt, 1);
-    if (!want) goto done;
-    want[n_prompt - 1] = 1;
-    const uint64_t t_start = g4_clock_mono_ns();
-    int frc = 0;
-    s_prefill_prog_t pp = {.n_prompt = n_prompt, .n_layer = (int)hp->n_layer};
-    cli_progress_init(&pp.prog, "prefill", "tokens", !json);
-    g4_ctx_on_layer(ctx, s_prefill_layer, &pp);
-    for (int off = 0, e_off = 0; off < n_prompt && !frc;) {
-        const int nc = g4_prefill_chunk(flags, off, n_prompt, 512);
-        pp.off = off, pp.nc = nc, pp.layers = 0;
-        g4_batch_t b = {nc, prompt_ids + off, embd ? embd + (size_t)e_off * hp->n_embd : NULL, pos + off, seqv + off,
-                        want + off, flags ? flags + off : NULL};
-        frc = g4_ctx_forward(ctx, &b, NULL, NULL, NULL, logits, &err);
-        for (int i = off; flags && i < off + nc; i++) e_off += (flags[i] & G4_ROW_EMBD) != 0;
-        off += nc;
-    }
-    g4_free(want);
+    lo.n_prompt = n_prompt, lo.n_layer = (int)hp->n_layer;
+    cli_progress_init(&lo.prog, "prefill", "tokens", !json);
+    g4_ctx_on_layer(ctx, s_prefill_layer, &lo);
+    tok_stream_init(&lo.stream, 0);
+    const cli_local_req_t req = {prompt_ids, n_prompt, flags, embd, n_predict, ignore_eos, logprobs};
+    const cli_local_cb_t cb = {s_local_chunk, s_local_token, &lo};
+    cli_local_out_t out;
+    const int grc = cli_generate_local(m, ctx, smp, &req, &cb, &out, &err);
     g4_ctx_on_layer(ctx, NULL, NULL);
-    cli_progress_clear(&pp.prog);
-    if (frc) {
+    cli_progress_clear(&lo.prog);
+    if (grc) {
         cli_error("%s", err.msg);
         goto done;
     }
-    const uint64_t t_prefill = g4_clock_mono_ns();
-    tok_stream_init(&stream, 0);
-    for (n_out = 0; n_out < n_predict;) {
-        if (logprobs) g4_top_logprobs(logits, (int)hp->n_vocab, logprobs, lps + (size_t)n_out * logprobs);
-        const int32_t id = g4_sampler_sample(smp, logits);
-        out_ids[n_out++] = id;
-        g4_sampler_accept(smp, id);
-        if (!ignore_eos && g4_model_is_eog(m, id)) {
-            finish = "stop";
-            break;
-        }
-        if (!json) {
-            size_t before = stream_len;
-            if (tok_stream_feed(vocab, &stream, id, &stream_buf, &stream_len) > 0)
-                fwrite(stream_buf + before, 1, stream_len - before, stdout), fflush(stdout);
-        }
-        if (n_out == n_predict) break;
-        int32_t p1 = g4_seq_n_past(ctx, seq);
-        g4_batch_t d = {1, &id, NULL, &p1, &seq, NULL, NULL};
-        if (g4_ctx_forward(ctx, &d, NULL, NULL, NULL, logits, &err)) {
-            cli_error("%s", err.msg);
-            goto done;
-        }
-    }
-    const uint64_t t_end = g4_clock_mono_ns();
-    const double prefill_ms = (double)(t_prefill - t_start) / 1e6, decode_ms = (double)(t_end - t_prefill) / 1e6;
+    const double prefill_ms = (double)(out.t_prefilled - out.t_start) / 1e6;
+    const double decode_ms = (double)(out.t_end - out.t_prefilled) / 1e6;
     if (!json) {
-        size_t before = stream_len;
-        if (tok_stream_flush(&stream, &stream_buf, &stream_len) > 0)
-            fwrite(stream_buf + before, 1, stream_len - before, stdout);
+        size_t before = lo.stream_len;
+        if (tok_stream_flush(&lo.stream, &lo.stream_buf, &lo.stream_len) > 0)
+            fwrite(lo.stream_buf + before, 1, lo.stream_len - before, stdout);
         fputc('\n', stdout);
         rc = 0;
         goto done;
     }
     {
         size_t text_len = 0;
-        text_buf = tok_detokenize_text(vocab, out_ids, n_out, 0, &text_len);
-        s_print_json(prompt_ids, n_prompt, out_ids, n_out, text_buf, text_len, finish, prefill_ms, decode_ms, logprobs, lps);
+        text_buf = tok_detokenize_text(vocab, lo.ids, out.n_out, 0, &text_len);
+        s_print_json(prompt_ids, n_prompt, lo.ids, out.n_out, text_buf, text_len, out.finish, prefill_ms, decode_ms,
+                     logprobs, lo.lps);
         rc = 0;
     }
 done:
     g4_free(flags);
     g4_free(embd);
     g4_free(text_buf);
-    g4_free(stream_buf);
+    g4_free(lo.stream_buf);
     g4_free(file_text);
     g4_free(prompt_ids);
-    g4_free(out_ids);
-    g4_free(pos);
-    g4_free(seqv);
-    g4_free(logits);
-    g4_free(lps);
+    g4_free(lo.ids);
+    g4_free(lo.lps);
     g4_sampler_destroy(&smp);
     g4_ctx_destroy(&ctx);
     tok_vocab_destroy(&vocab);
@@ -601,7 +585,7 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
     if (sched_ep) snprintf(ep, sizeof ep, "%s", sched_ep); /* a stack anywhere: tcp://host:port */
     else if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) return 1;
     G4__V1__GenerateRequest req = G4__V1__GENERATE_REQUEST__INIT;
-    G4__V1__SamplingParams p = G4__V1__SAMPLING_PARAMS__INIT;
+    G4__V1__SamplingParams p;
     G4__V1__PromptIds pi = G4__V1__PROMPT_IDS__INIT;
     char *chat = NULL, *raw_text = NULL;
     G4__V1__Media med[64], *medp[64];
@@ -621,10 +605,7 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
         medp[i] = &med[i];
     }
     req.media = medp, req.n_media = (size_t)s_med.n;
-    p.temperature = sp->temp, p.top_k = sp->top_k, p.top_p = sp->top_p, p.min_p = sp->min_p;
-    p.repeat_penalty = sp->repeat_penalty, p.repeat_last_n = sp->repeat_last_n;
-    p.presence_penalty = sp->presence_penalty, p.frequency_penalty = sp->frequency_penalty;
-    p.seed = sp->seed, p.logprobs = logprobs;
+    g4_client_sampling(sp, logprobs, &p);
     req.sampling = &p;
     req.max_tokens = n_predict;
     req.ignore_eos = ignore_eos;
@@ -647,9 +628,9 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
     int rc = 0;
     s_stream_ctx_t sc = {.json = json, .logprobs = logprobs};
     cli_progress_init(&sc.prog, "prefill", "tokens", !json);
-    cli_gen_cb_t cb = {s_on_started, s_on_token, &sc, s_on_progress};
+    g4_client_cb_t cb = {.on_started = s_on_started, .on_token = s_on_token, .on_progress = s_on_progress, .user = &sc};
     G4__V1__Envelope *done = NULL;
-    rc = cli_generate_deadline(ep, &req, &cb, &done, timeout_s > 0 ? (uint64_t)(timeout_s * 1000) : 0);
+    rc = cli_generate(ep, &req, &cb, timeout_s > 0 ? (uint64_t)(timeout_s * 1000) : 0, &done);
     cli_progress_clear(&sc.prog);
     if (rc && own && !cli_stack_interrupted()) {
         fprintf(stderr, "the daemons' last words:\n");

@@ -2,7 +2,6 @@
 #include "cli_stack.h"
 #include "cli_progress.h"
 
-
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +21,7 @@
 
 #include "cli.h"
 #include "g4_alloc.h"
-#include "g4_model.h"
+#include "g4_client.h"
 #include "g4_wire.h"
 
 /* SIGINT / SIGTERM while this process owns a stack: the request in flight is
@@ -298,47 +297,6 @@ void cli_stack_print_logs(cli_stack_t *st)
     }
 }
 
-G4__V1__StatusReply *cli_sched_status(const char *sched_ep, int timeout_ms, G4__V1__Envelope **owner)
-{
-    *owner = NULL;
-    void *z = zmq_ctx_new();
-    g4_err_t err;
-    void *s = g4_wire_security_init(z, 0, &err) ? NULL : g4_wire_socket(z, ZMQ_DEALER, &err);
-    G4__V1__StatusReply *rep = NULL;
-    if (s && !g4_wire_connect(s, sched_ep, &err)) {
-        G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
-        G4__V1__StatusRequest sr = G4__V1__STATUS_REQUEST__INIT;
-        G4__V1__Header h = G4__V1__HEADER__INIT;
-        h.request_id = 1;
-        env.header = &h;
-        env.body_case = G4__V1__ENVELOPE__BODY_STATUS;
-        env.status = &sr;
-        if (!g4_wire_send(s, NULL, 0, &env, NULL, NULL, 0, 1, &err)) {
-            g4_msg_t m;
-            if (g4_wire_recv(s, 0, &m, timeout_ms, &err) == G4_OK &&
-                m.env->body_case == G4__V1__ENVELOPE__BODY_STATUS_REPLY) {
-                rep = m.env->status_reply;
-                *owner = m.env;
-                m.env = NULL;
-            }
-            g4_msg_close(&m);
-        }
-    }
-    if (s) zmq_close(s);
-    zmq_ctx_term(z);
-    return rep;
-}
-
-/* an encoderd has registered and is ready */
-static int s_encoder_ready(const G4__V1__StatusReply *r)
-{
-    for (size_t k = 0; k < r->n_daemons; k++)
-        if (r->daemons[k]->role == G4__V1__ROLE__ROLE_ENCODER && r->daemons[k]->state &&
-            !strcmp(r->daemons[k]->state, "ready"))
-            return 1;
-    return 0;
-}
-
 int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
 {
     const uint64_t t0 = g4_wire_now_ms();
@@ -356,10 +314,10 @@ int cli_stack_wait_ready(cli_stack_t *st, int timeout_ms)
             }
         }
         G4__V1__Envelope *owner;
-        G4__V1__StatusReply *r = cli_sched_status(st->sched_ep, 200, &owner);
+        G4__V1__StatusReply *r = g4_client_status(st->sched_ep, 200, &owner);
         int ready = r && r->ready;
         if (ready && st->want_encoder) {
-            ready = s_encoder_ready(r);
+            ready = g4_client_encoder_ready(r);
         }
         char line[96];
         snprintf(line, sizeof line, "%zu of %d daemons loaded and registered", r ? r->n_daemons : 0, st->n - 1);
@@ -510,156 +468,6 @@ int cli_stack_find_embedded(char *ep, size_t ep_size)
     return best >= 0 ? 0 : -1;
 }
 
-int cli_generate(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_gen_cb_t *cb, G4__V1__Envelope **done_env)
-{
-    return cli_generate_deadline(sched_ep, req, cb, done_env, 0);
-}
-
-/* What a client keeps of a request to resume it on a restarted scheduler. */
-typedef struct s_resume {
-    int32_t *gen; /* the ids streamed */
-    size_t n_gen, cap_gen;
-    int started;
-} s_resume_t;
-
-int cli_send_generate(void *sock, uint64_t id, uint64_t deadline_ms, G4__V1__GenerateRequest *req, g4_err_t *err)
-{
-    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
-    G4__V1__Header h = G4__V1__HEADER__INIT;
-    h.request_id = id;
-    h.deadline_ms = deadline_ms;
-    env.header = &h;
-    env.body_case = G4__V1__ENVELOPE__BODY_GENERATE;
-    env.generate = req;
-    return g4_wire_send(sock, NULL, 0, &env, NULL, NULL, 0, 0, err);
-}
-
-static void s_send_cancel(void *sock, uint64_t id)
-{
-    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
-    G4__V1__Header h = G4__V1__HEADER__INIT;
-    G4__V1__CancelRequest c = G4__V1__CANCEL_REQUEST__INIT;
-    h.request_id = id;
-    env.header = &h;
-    env.body_case = G4__V1__ENVELOPE__BODY_CANCEL;
-    env.cancel = &c;
-    g4_err_t err;
-    g4_wire_send(sock, NULL, 0, &env, NULL, NULL, 0, 0, &err);
-}
-
-#define SILENCE_MS 4000 /* no keepalive, progress or token for this long: the scheduler is gone */
-#define MAX_RESUBMITS 8
-
-int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_gen_cb_t *cb,
-                          G4__V1__Envelope **done_env, uint64_t deadline_ms)
-{
-    *done_env = NULL;
-    void *z = zmq_ctx_new();
-    g4_err_t err;
-    void *s = g4_wire_security_init(z, 0, &err) ? NULL : g4_wire_socket(z, ZMQ_DEALER, &err);
-    int rc = 1;
-    s_resume_t rs = {0};
-    if (!s || g4_wire_connect(s, sched_ep, &err)) {
-        cli_error("%s", err.msg);
-        goto out;
-    }
-    const uint64_t t_start = g4_wire_now_ms();
-    uint64_t id = ((uint64_t)getpid() << 20) ^ t_start;
-    if (cli_send_generate(s, id, deadline_ms, req, &err)) {
-        cli_error("%s", err.msg);
-        goto out;
-    }
-    /* the scheduler sends a keepalive every second. Silence means it is gone:
-     * a restarted one gets the request again with the ids already streamed,
-     * which it feeds again after the prompt without sending their text twice
-     * (the same draws: the output goes on exactly as it would have) */
-    for (int resubmits = 0;;) {
-        g4_msg_t m;
-        int r = g4_wire_recv(s, 0, &m, SILENCE_MS, &err);
-        if (s_interrupted) {
-            g4_msg_close(&m);
-            s_send_cancel(s, id);
-            cli_error("interrupted (%zu tokens generated)", rs.n_gen);
-            break;
-        }
-        if (r == G4_ERR_TIMEOUT) {
-            if (resubmits == MAX_RESUBMITS) {
-                cli_error("the scheduler at %s stopped answering", sched_ep);
-                break;
-            }
-            s_send_cancel(s, id); /* (in case it was only slow) */
-            G4__V1__GenerateRequest again = *req; /* the same prompt and media, then what was generated */
-            again.resume_ids = rs.gen, again.n_resume_ids = rs.n_gen;
-            id++;
-            resubmits++;
-            const uint64_t used = g4_wire_now_ms() - t_start;
-            cli_progress_clear_any();
-            fprintf(stderr, "note: the scheduler at %s is not answering; sending the request again (%zu tokens done)\n",
-                    sched_ep, rs.n_gen);
-            if (cli_send_generate(s, id, deadline_ms ? (deadline_ms > used ? deadline_ms - used : 1) : 0, &again, &err)) {
-                cli_error("%s", err.msg);
-                break;
-            }
-            continue;
-        }
-        if (r) {
-            cli_error("%s", err.msg);
-            g4_msg_close(&m);
-            break;
-        }
-        G4__V1__Envelope *e = m.env;
-        if (e->header->request_id != id) {
-            g4_msg_close(&m);
-            continue;
-        }
-        if (e->body_case == G4__V1__ENVELOPE__BODY_ERROR) {
-            cli_error("%s", e->error->message);
-            g4_msg_close(&m);
-            break;
-        }
-        if (e->body_case != G4__V1__ENVELOPE__BODY_EVENT) {
-            g4_msg_close(&m);
-            continue;
-        }
-        G4__V1__GenerateEvent *ev = e->event;
-        if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_STARTED) {
-            if (!rs.started) { /* (a resumed request starts again) */
-                rs.started = 1;
-                if (cb && cb->on_started) cb->on_started(cb->user, ev->started->prompt_ids, ev->started->n_prompt_ids);
-            }
-        } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_TOKEN) {
-            if (rs.n_gen == rs.cap_gen) {
-                const size_t cap = rs.cap_gen * 2 + 64;
-                int32_t *ng = g4_realloc(rs.gen, cap * sizeof *ng);
-                if (ng) rs.gen = ng, rs.cap_gen = cap;
-            }
-            if (rs.n_gen < rs.cap_gen) rs.gen[rs.n_gen++] = ev->token->id;
-            if (cb && cb->on_token) cb->on_token(cb->user, ev->token);
-        } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_PROGRESS) {
-            if (cb && cb->on_progress) cb->on_progress(cb->user, ev->progress);
-        } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_NOTICE && ev->notice->message) {
-            cli_progress_clear_any();
-            fprintf(stderr, "note: %s\n", ev->notice->message);
-        } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_ERROR) {
-            cli_error("%s", ev->error->message);
-            g4_msg_close(&m);
-            break;
-        } else if (ev->event_case == G4__V1__GENERATE_EVENT__EVENT_DONE) {
-            *done_env = m.env;
-            m.env = NULL;
-            g4_msg_close(&m);
-            rc = 0;
-            break;
-        }
-        g4_msg_close(&m);
-    }
-out:
-    g4_free(rs.gen);
-    if (s) zmq_close(s);
-    zmq_ctx_term(z);
-    return rc;
-}
-
 int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char *ep, size_t ep_size)
 {
     /* a stack that is up serves the request; else one is started for it */
@@ -668,12 +476,12 @@ int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char
     ep[0] = 0;
     if (o->n_shards == 0 && !o->template_path && cli_stack_find(dir, sizeof dir, ep, ep_size) == 0) {
         G4__V1__Envelope *owner;
-        G4__V1__StatusReply *r = cli_sched_status(ep, 1000, &owner);
+        G4__V1__StatusReply *r = g4_client_status(ep, 1000, &owner);
         char want[PATH_MAX];
         const char *m = o->model && realpath(o->model, want) ? want : o->model;
         int usable = r && r->ready && (!m || (r->model && !strcmp(r->model, m)));
         if (usable && o->mmproj) {
-            usable = s_encoder_ready(r);
+            usable = g4_client_encoder_ready(r);
         }
         if (r && r->ready && !usable && m)
             fprintf(stderr, "note: the running stack serves %s; starting one for %s\n", r->model, m);

@@ -1,4 +1,5 @@
-/* cli_stack — the local stack of daemons the g4 command starts and talks to.
+/* cli_stack — the local stack of daemons the g4 command finds, starts and stops
+ * (talking to its scheduler is client/g4_client.h).
  *
  * Embedded: `g4 run` starts schedulerd, tokenizerd and the shards as child
  * processes on ipc:// sockets in a private run directory, uses them and stops
@@ -12,8 +13,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "g4/v1/envelope.pb-c.h"
-#include "g4_err.h"
 
 #define CLI_STACK_MAX 32
 
@@ -98,8 +97,6 @@ int cli_stack_supervise_loop(cli_stack_t *st, const cli_stack_opts_t *o);
 /* RUN_DIR/stack.json: the model, the scheduler, the supervisor and the daemons' pids. */
 void cli_stack_write_state(cli_stack_t *st, const cli_stack_opts_t *o, pid_t supervisor);
 
-/* Asks a scheduler for its status (NULL when it does not answer in timeout_ms). */
-G4__V1__StatusReply *cli_sched_status(const char *sched_ep, int timeout_ms, G4__V1__Envelope **owner);
 /* The persistent stack's run directory and scheduler endpoint, if one is up. */
 int cli_stack_find(char *dir, size_t dir_size, char *ep, size_t ep_size);
 const char *cli_run_dir(char *buf, size_t size);
@@ -114,22 +111,5 @@ int cli_stack_find_embedded(char *ep, size_t ep_size);
 /* pid runs the g4 program `want`, or with NULL one of the g4 daemons (a
  * recorded pid may have been reused since). */
 int cli_proc_is_g4(int pid, const char *want);
-/* Sends req as request `id` (deadline_ms from now, 0: none) on a DEALER. */
-int cli_send_generate(void *sock, uint64_t id, uint64_t deadline_ms, G4__V1__GenerateRequest *req, g4_err_t *err);
-
-/* Streams one request through a scheduler. Callbacks may be NULL. */
-typedef struct cli_gen_cb {
-    void (*on_started)(void *user, const int32_t *ids, size_t n);
-    void (*on_token)(void *user, const G4__V1__TokenEvent *t);
-    void *user;
-    /* prompt tokens computed so far, about twice a second during a prefill */
-    void (*on_progress)(void *user, const G4__V1__Progress *p);
-} cli_gen_cb_t;
-/* Returns 0 with *done set (caller frees owner with g4__v1__envelope__free_unpacked),
- * or 1 with the error printed. */
-int cli_generate(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_gen_cb_t *cb, G4__V1__Envelope **done_env);
-/* The same with a deadline (milliseconds from now, 0: none): the scheduler ends the request with an error. */
-int cli_generate_deadline(const char *sched_ep, G4__V1__GenerateRequest *req, const cli_gen_cb_t *cb,
-                          G4__V1__Envelope **done_env, uint64_t deadline_ms);
 
 #endif

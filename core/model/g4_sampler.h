@@ -24,6 +24,11 @@ typedef struct g4_sampler_params {
     uint64_t seed;
 } g4_sampler_params_t;
 
+/* The one set of defaults (the chain above; seed 0xFFFFFFFF): g4 run, g4 chat
+ * (seed 0 unless --seed), g4 bench (temperature 0), the shards (temperature 0
+ * when a request sends no parameters) and the HTTP gateway (temperature and
+ * top_p 1, OpenAI's documented defaults; a fresh seed) all start from it and
+ * override only what they say. */
 void g4_sampler_params_default(g4_sampler_params_t *p);
 
 typedef struct g4_sampler g4_sampler_t;
