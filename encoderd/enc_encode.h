@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "enc_model.h"
-#include "g4_model.h" /* G4_MEDIA_IMAGE, G4_MEDIA_AUDIO */
+#include "g4_media.h" /* G4_MEDIA_IMAGE, G4_MEDIA_AUDIO */
 
 typedef struct enc_opts {
     int image_min_tokens; /* 0: 70   */

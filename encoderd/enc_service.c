@@ -260,3 +260,27 @@ void enc_service_on_results(enc_service_t *s)
         g4_free(j);
     }
 }
+
+/* ---- the daemon's loop ------------------------------------------------------------ */
+
+static void s_handle_request(void *svc, void *sock, g4_msg_t *m)
+{
+    (void)sock;
+    enc_service_handle(svc, m);
+}
+
+void enc_service_run(enc_service_t *s, g4_daemon_t *d)
+{
+    d->n_counters = ENC_C_COUNT;
+    for (int i = 0; i < ENC_C_COUNT; i++) d->counter_names[i] = enc_counter_names[i];
+    while (!g4_daemon_stop) {
+        zmq_pollitem_t it[3] = {{s->sock, 0, ZMQ_POLLIN, 0}, {enc_service_results(s), 0, ZMQ_POLLIN, 0},
+                                {d->ctl, 0, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(it, d->ctl ? 3 : 2, G4_HEARTBEAT_MS / 2);
+        if (n > 0 && (it[1].revents & ZMQ_POLLIN)) enc_service_on_results(s);
+        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) g4_daemon_serve_burst(s->sock, 64, s_handle_request, s, NULL);
+        if (n > 0 && d->ctl && (it[2].revents & ZMQ_POLLIN)) g4_daemon_poll_ctl(d);
+        enc_service_counters(s, d->counter_values);
+        g4_daemon_tick(d);
+    }
+}

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "enc_model.h"
+#include "g4_daemon.h"
 #include "g4_wire.h"
 
 #define ENC_MAX_MEDIA_BYTES (64u << 20)
@@ -30,5 +31,8 @@ void *enc_service_results(enc_service_t *s);
 void enc_service_handle(enc_service_t *s, g4_msg_t *m);
 void enc_service_on_results(enc_service_t *s);
 void enc_service_counters(const enc_service_t *s, uint64_t out[ENC_C_COUNT]);
+/* encoderd's loop until g4_daemon_stop: requests on `sock`, the worker's
+ * results, d's control messages and heartbeats (with the counters). */
+void enc_service_run(enc_service_t *s, g4_daemon_t *d);
 
 #endif

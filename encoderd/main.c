@@ -1,118 +1,76 @@
-/* encoderd --mmproj MMPROJ.gguf --listen EP [--scheduler EP] [--advertise EP] [--name NAME]
- *          [--cache-mb N] [--threads N] [--log-level L]
- * The Gemma 4 vision / audio towers as a ZeroMQ ROUTER service: Encode
- * (media bytes -> soft-token embeddings), with a content-hash cache. */
-#define _POSIX_C_SOURCE 200809L
+/* encoderd — the Gemma 4 vision / audio towers as a ZeroMQ ROUTER service:
+ * Encode (media bytes -> soft-token embeddings), with a content-hash cache
+ * (enc_service). Life: options -> load the projector -> bind -> register ->
+ * serve and heartbeat (enc_service_run) -> SIGTERM -> stop, exit 0.
+ * `encoderd --help` lists the options. */
+#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 #include "enc_service.h"
 #include "g4_daemon.h"
 #include "g4_log.h"
 #include "g4_matmul.h"
 
-static const char s_usage[] =
-    "usage: encoderd --mmproj MMPROJ.gguf --listen EP [--scheduler EP] [--advertise EP] [--name NAME]\n"
-    "                [--cache-mb N] [--threads N] [--log-level L]\n"
-    "  EP: ipc://PATH or tcp://HOST:PORT; --cache-mb 0 turns the embedding cache off (default 512)\n";
+typedef struct encoderd_cfg {
+    g4_daemon_cfg_t d;
+    char *mmproj;
+    int64_t cache_mb, threads;
+} encoderd_cfg_t;
 
-static void s_handle(void *svc, void *sock, g4_msg_t *m)
-{
-    (void)sock;
-    enc_service_handle(svc, m);
-}
+#define S_OPT(t, field) .type = t, .offset = offsetof(encoderd_cfg_t, field)
+static const g4_cfg_opt_t s_opts[] = {
+    {"mmproj", S_OPT(G4_CFG_STRING, mmproj), NULL, 1, 0, 0, "the projector GGUF (vision and/or audio)", .alias = "-m",
+     .flags = G4_CFG_REQUIRED, .arg = "MMPROJ.gguf"},
+    {"cache-mb", S_OPT(G4_CFG_INT, cache_mb), "512", 0, 1 << 20, 0, "embedding cache size in MiB (0: off)"},
+    {"threads", S_OPT(G4_CFG_INT, threads), "0", 0, 4096, 0, "compute threads (0: all)", .alias = "-t"},
+};
+static const g4_daemon_spec_t s_spec = {
+    .prog = "encoderd",
+    .about = "The Gemma 4 vision / audio towers as a ZeroMQ ROUTER service (Encode, with a content-hash cache).",
+    .opts = s_opts, .n_opts = sizeof s_opts / sizeof s_opts[0],
+    .common_offset = offsetof(encoderd_cfg_t, d), .registers = 1, .name = "encoder",
+};
 
 int main(int argc, char **argv)
 {
-    g4_log_set_level(G4_LOG_INFO);
-    const char *mmproj = NULL, *listen = NULL, *sched = NULL, *advertise = NULL, *name = "encoder";
-    long cache_mb = 512;
-    int threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if ((!strcmp(a, "--mmproj") || !strcmp(a, "-m")) && v) mmproj = v, i++;
-        else if (!strcmp(a, "--listen") && v) listen = v, i++;
-        else if (!strcmp(a, "--scheduler") && v) sched = v, i++;
-        else if (!strcmp(a, "--advertise") && v) advertise = v, i++;
-        else if (!strcmp(a, "--name") && v) name = v, i++;
-        else if (!strcmp(a, "--cache-mb") && v) cache_mb = atol(v), i++;
-        else if ((!strcmp(a, "--threads") || !strcmp(a, "-t")) && v) threads = atoi(v), i++;
-        else if (g4_daemon_log_opt(a, v)) i++;
-        else {
-            fputs(s_usage, strcmp(a, "--help") ? stderr : stdout);
-            return strcmp(a, "--help") ? 2 : 0;
-        }
-    }
-    if (!mmproj || !listen || cache_mb < 0) {
-        fputs(s_usage, stderr);
-        return 2;
-    }
-    g4_log_set_ident("encoderd");
+    encoderd_cfg_t c;
+    g4_daemon_opts_t o;
+    const int usage = g4_daemon_configure(&o, &s_spec, &c, argc, argv);
+    if (usage >= 0) return usage;
     g4_daemon_signals();
-    if (threads > 0) g4_kernels_set_threads(threads);
+    if (c.threads > 0) g4_kernels_set_threads((int)c.threads);
     g4_err_t err;
-    enc_model_t *m = enc_model_load(mmproj, &err);
-    if (!m) {
-        g4_log_error("encoderd", "%s", err.msg);
-        return 1;
-    }
+    void *zctx = zmq_ctx_new(), *sock = NULL;
+    enc_service_t *svc = NULL;
+    enc_model_t *m = enc_model_load(c.mmproj, &err);
+    if (!m) goto fail;
     const enc_info_t *in = enc_model_info(m);
-    void *zctx = zmq_ctx_new();
-    void *sock = g4_daemon_listen(zctx, ZMQ_ROUTER, listen, &err);
-    if (!sock) {
-        g4_log_error("encoderd", "%s", err.msg);
-        return 1;
-    }
-    enc_service_t *svc = enc_service_new(m, zctx, sock, (uint64_t)cache_mb << 20, &err);
-    if (!svc) {
-        g4_log_error("encoderd", "%s", err.msg);
-        return 1;
-    }
-    char host[64] = "", digest[32];
-    gethostname(host, sizeof host - 1);
-    snprintf(digest, sizeof digest, "%016llx", (unsigned long long)enc_model_digest(m));
-    G4__V1__Register reg = G4__V1__REGISTER__INIT;
-    reg.role = G4__V1__ROLE__ROLE_ENCODER;
-    reg.name = (char *)name;
-    reg.pid = (int)getpid();
-    reg.endpoint = (char *)(advertise ? advertise : listen);
-    reg.model = (char *)mmproj;
-    reg.model_digest = digest;
-    reg.backend = "cpu";
-    reg.host = host;
-    reg.n_embd = in->has_vision ? in->v_proj_dim : in->a_proj_dim;
-    reg.has_vision = in->has_vision;
-    reg.has_audio = in->has_audio;
+    if (!(sock = g4_daemon_listen(zctx, ZMQ_ROUTER, c.d.listen, &err))) goto fail;
+    if (!(svc = enc_service_new(m, zctx, sock, (uint64_t)c.cache_mb << 20, &err))) goto fail;
+    const g4_daemon_info_t info = {.role = G4__V1__ROLE__ROLE_ENCODER, .model = c.mmproj,
+                                   .digest = enc_model_digest(m),
+                                   .n_embd = in->has_vision ? in->v_proj_dim : in->a_proj_dim,
+                                   .has_vision = in->has_vision, .has_audio = in->has_audio};
     g4_daemon_t d;
-    if (g4_daemon_init(&d, zctx, sched, &reg, &err)) {
-        g4_log_error("encoderd", "%s", err.msg);
-        return 1;
-    }
-    d.n_counters = ENC_C_COUNT;
-    for (int i = 0; i < ENC_C_COUNT; i++) d.counter_names[i] = enc_counter_names[i];
-    g4_log_info("encoderd", "serving %s on %s (%s%s%s, output width %d)", mmproj, listen, in->has_vision ? "vision" : "",
-                in->has_vision && in->has_audio ? " + " : "", in->has_audio ? "audio" : "", reg.n_embd);
-    while (!g4_daemon_stop) {
-        zmq_pollitem_t it[3] = {{sock, 0, ZMQ_POLLIN, 0}, {enc_service_results(svc), 0, ZMQ_POLLIN, 0},
-                                {d.ctl, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(it, d.ctl ? 3 : 2, G4_HEARTBEAT_MS / 2);
-        if (n > 0 && (it[1].revents & ZMQ_POLLIN)) enc_service_on_results(svc);
-        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) g4_daemon_serve_burst(sock, 64, s_handle, svc, NULL);
-        if (n > 0 && d.ctl && (it[2].revents & ZMQ_POLLIN)) g4_daemon_poll_ctl(&d);
-        enc_service_counters(svc, d.counter_values);
-        g4_daemon_tick(&d);
-    }
-    uint64_t c[ENC_C_COUNT];
-    enc_service_counters(svc, c);
+    if (g4_daemon_register(&d, zctx, &c.d, &info, &err)) goto fail;
+    g4_log_info("encoderd", "serving %s on %s (%s%s%s, output width %d)", c.mmproj, c.d.listen,
+                in->has_vision ? "vision" : "", in->has_vision && in->has_audio ? " + " : "",
+                in->has_audio ? "audio" : "", info.n_embd);
+    enc_service_run(svc, &d); /* until SIGTERM */
+    uint64_t n[ENC_C_COUNT];
+    enc_service_counters(svc, n);
     g4_log_info("encoderd", "stopping after %llu requests (%llu from the cache, %llu errors)",
-                (unsigned long long)c[ENC_C_REQUESTS], (unsigned long long)c[ENC_C_CACHE_HITS],
-                (unsigned long long)c[ENC_C_ERRORS]);
+                (unsigned long long)n[ENC_C_REQUESTS], (unsigned long long)n[ENC_C_CACHE_HITS],
+                (unsigned long long)n[ENC_C_ERRORS]);
     g4_daemon_close(&d);
     enc_service_free(&svc);
     zmq_close(sock);
     zmq_ctx_term(zctx);
     enc_model_destroy(&m);
+    g4_daemon_opts_fini(&o);
     return 0;
+fail:
+    g4_log_error("encoderd", "%s", err.msg);
+    g4_daemon_opts_fini(&o);
+    return 1;
 }

@@ -1,66 +1,62 @@
-/* schedulerd --listen EP --results EP [--ubatch N] [--max-queue N] [--heartbeat-timeout MS]
- * Admits requests, batches them through the shard pipeline, streams tokens
- * back; see sched.h. SIGTERM drains: no new requests, the running ones finish. */
+/* schedulerd — admits requests, batches them through the shard pipeline,
+ * streams tokens back; see sched.h. Life: options -> bind -> poll until
+ * SIGTERM -> drain (no new requests, the running ones finish, 60 s at most)
+ * -> exit 0. `schedulerd --help` lists the options. */
+#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "g4_daemon.h"
 #include "g4_log.h"
 #include "sched.h"
 
-static const char s_usage[] =
-    "usage: schedulerd --listen EP --results EP [--ubatch N] [--max-queue N] [--heartbeat-timeout MS]\n"
-    "                  [--stuck-after MS] [--park-timeout MS] [--no-migrate]\n"
-    "  --heartbeat-timeout MS  a daemon silent this long is gone (default 1500)\n"
-    "  --stuck-after MS  report a stage busy without progress this long (and 20x its last batch)\n"
-    "                   (default $G4_STUCK_AFTER_MS or 120000)\n"
-    "  --park-timeout MS  requests of a lost stage wait this long for a replacement, then fail\n"
-    "                   naming the missing layers (default $G4_PARK_TIMEOUT_MS or 30000)\n"
-    "  --no-migrate     fail the requests of a lost stage at once ($G4_NO_MIGRATE=1)\n"
-    "  --listen EP    clients and daemons connect here (ROUTER)\n"
-    "  --results EP   the last shard pushes sampled tokens here\n";
+typedef struct schedulerd_cfg {
+    g4_daemon_cfg_t d;
+    char *results;
+    int64_t ubatch, max_queue, heartbeat_timeout_ms, stuck_after_ms, park_timeout_ms;
+    int no_migrate;
+} schedulerd_cfg_t;
+
+/* the environment variables reach a scheduler that a g4 command starts */
+#define S_OPT(t, field) .type = t, .offset = offsetof(schedulerd_cfg_t, field)
+#define S_MS 1, 2147483647
+static const g4_cfg_opt_t s_opts[] = {
+    {"results", S_OPT(G4_CFG_STRING, results), NULL, 1, 0, 0, "the last shard pushes sampled tokens here (PULL)",
+     .flags = G4_CFG_REQUIRED, .arg = "EP"},
+    {"ubatch", S_OPT(G4_CFG_INT, ubatch), "512", 1, 1 << 20, 0, "rows per micro-batch"},
+    {"max-queue", S_OPT(G4_CFG_INT, max_queue), "1024", 1, 1 << 24, 0, "requests held before refusing more"},
+    {"heartbeat-timeout", S_OPT(G4_CFG_INT, heartbeat_timeout_ms), "1500", S_MS, 0, "a daemon silent this long is gone", .arg = "MS"},
+    {"stuck-after", S_OPT(G4_CFG_INT, stuck_after_ms), "120000", S_MS, 0,
+     "report a stage busy without progress this long (and 20x its last batch)", .env = "G4_STUCK_AFTER_MS", .arg = "MS"},
+    {"park-timeout", S_OPT(G4_CFG_INT, park_timeout_ms), "30000", S_MS, 0,
+     "requests of a lost stage wait this long for a replacement, then fail naming the missing layers",
+     .env = "G4_PARK_TIMEOUT_MS", .arg = "MS"},
+    {"no-migrate", S_OPT(G4_CFG_BOOL, no_migrate), NULL, 1, 0, 0, "fail the requests of a lost stage at once",
+     .env = "G4_NO_MIGRATE"},
+};
+static const g4_daemon_spec_t s_spec = {
+    .prog = "schedulerd",
+    .about = "Admits requests, batches them through the shard pipeline, streams tokens back. "
+             "Clients and daemons connect to --listen (ROUTER).",
+    .opts = s_opts, .n_opts = sizeof s_opts / sizeof s_opts[0], .common_offset = offsetof(schedulerd_cfg_t, d),
+};
 
 int main(int argc, char **argv)
 {
-    g4_log_set_level(G4_LOG_INFO); /* daemons say what they do; --log-level changes it */
-    sched_params_t p = {0};
-    /* (environment variables reach a scheduler a g4 command starts) */
-    const char *stuck = getenv("G4_STUCK_AFTER_MS"), *park = getenv("G4_PARK_TIMEOUT_MS"), *nm = getenv("G4_NO_MIGRATE");
-    if (stuck) p.stuck_after_ms = atoi(stuck);
-    if (park) p.park_timeout_ms = atoi(park);
-    if (nm && *nm && strcmp(nm, "0")) p.no_migrate = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--listen") && v) p.listen = v, i++;
-        else if (!strcmp(a, "--results") && v) p.results = v, i++;
-        else if (!strcmp(a, "--ubatch") && v) p.n_ubatch = atoi(v), i++;
-        else if (!strcmp(a, "--max-queue") && v) p.max_queue = atoi(v), i++;
-        else if (!strcmp(a, "--heartbeat-timeout") && v) p.heartbeat_timeout_ms = atoi(v), i++;
-        else if (!strcmp(a, "--stuck-after") && v) p.stuck_after_ms = atoi(v), i++;
-        else if (!strcmp(a, "--park-timeout") && v) p.park_timeout_ms = atoi(v), i++;
-        else if (!strcmp(a, "--no-migrate")) p.no_migrate = 1;
-        else if (g4_daemon_log_opt(a, v)) i++;
-        else {
-            fputs(s_usage, strcmp(a, "--help") ? stderr : stdout);
-            return strcmp(a, "--help") ? 2 : 0;
-        }
-    }
-    if (!p.listen || !p.results) {
-        fputs(s_usage, stderr);
-        return 2;
-    }
-    g4_log_set_ident("schedulerd");
+    schedulerd_cfg_t c;
+    g4_daemon_opts_t o;
+    const int usage = g4_daemon_configure(&o, &s_spec, &c, argc, argv);
+    if (usage >= 0) return usage;
+    const sched_params_t p = {.listen = c.d.listen, .results = c.results, .n_ubatch = (int)c.ubatch,
+                              .max_queue = (int)c.max_queue, .heartbeat_timeout_ms = (int)c.heartbeat_timeout_ms,
+                              .park_timeout_ms = (int)c.park_timeout_ms, .no_migrate = c.no_migrate,
+                              .stuck_after_ms = (int)c.stuck_after_ms};
     g4_daemon_signals();
     g4_err_t err;
     void *zctx = zmq_ctx_new();
-    if (g4_wire_security_init(zctx, 1, &err)) {
+    sched_t *s = NULL;
+    if (g4_wire_security_init(zctx, 1, &err) || !(s = sched_new(zctx, &p, &err))) {
         g4_log_error("schedulerd", "%s", err.msg);
-        return 1;
-    }
-    sched_t *s = sched_new(zctx, &p, &err);
-    if (!s) {
-        g4_log_error("schedulerd", "%s", err.msg);
+        g4_daemon_opts_fini(&o);
         return 1;
     }
     g4_log_info("schedulerd", "listening on %s, results on %s", p.listen, p.results);
@@ -70,5 +66,6 @@ int main(int argc, char **argv)
     while (!sched_drain(s) && g4_wire_now_ms() - t0 < 60000) sched_poll(s, 20);
     sched_free(&s);
     zmq_ctx_term(zctx);
+    g4_daemon_opts_fini(&o);
     return 0;
 }

@@ -1,136 +1,61 @@
-/* tokenizerd --model M.gguf --listen EP [--template T.jinja] [--scheduler EP] [--advertise EP] [--name NAME]
- * The Gemma 4 tokenizer and chat template as a ZeroMQ ROUTER service. */
-#define _POSIX_C_SOURCE 200809L
+/* tokenizerd — the Gemma 4 tokenizer and chat template as a ZeroMQ ROUTER
+ * service (tokd_service). Life: options -> vocabulary and template -> bind
+ * -> register -> a worker thread serves, this one heartbeats -> SIGTERM ->
+ * stop, exit 0. `tokenizerd --help` lists the options. */
+#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 #include "g4_daemon.h"
 #include "g4_log.h"
 #include "tokd_service.h"
 
-static const char s_usage[] =
-    "usage: tokenizerd --model M.gguf --listen EP [--template T.jinja] [--scheduler EP] [--name NAME]\n"
-    "  EP: ipc://PATH or tcp://HOST:PORT\n";
+typedef struct tokenizerd_cfg {
+    g4_daemon_cfg_t d;
+    char *model, *template_path;
+} tokenizerd_cfg_t;
 
-static g4_daemon_work_t *s_work; /* what the worker is doing, for heartbeats */
-static uint64_t s_n_calls;
-
-static void s_handle(void *t, void *sock, g4_msg_t *m)
-{
-    g4_daemon_work_begin(s_work, ++s_n_calls, 1, 0);
-    tokd_handle(t, sock, m);
-    g4_daemon_work_end(s_work);
-}
-
-static void s_serve(void *user, void *sock)
-{
-    tokd_t *t = user;
-    g4_daemon_serve_burst(sock, 256, s_handle, t, &t->n_errors);
-}
+#define S_STR(field) .type = G4_CFG_STRING, .offset = offsetof(tokenizerd_cfg_t, field)
+static const g4_cfg_opt_t s_opts[] = {
+    {"model", S_STR(model), NULL, 1, 0, 0, "the GGUF whose tokenizer to serve", .alias = "-m", .flags = G4_CFG_REQUIRED,
+     .arg = "M.gguf"},
+    {"template", S_STR(template_path), NULL, 1, 0, 0, "chat template file (default: the GGUF's)", .arg = "T.jinja"},
+};
+static const g4_daemon_spec_t s_spec = {
+    .prog = "tokenizerd",
+    .about = "The Gemma 4 tokenizer and chat template as a ZeroMQ ROUTER service.",
+    .opts = s_opts, .n_opts = sizeof s_opts / sizeof s_opts[0],
+    .common_offset = offsetof(tokenizerd_cfg_t, d), .registers = 1, .name = "tokenizer",
+};
 
 int main(int argc, char **argv)
 {
-    g4_log_set_level(G4_LOG_INFO); /* daemons say what they do; --log-level changes it */
-    const char *model = NULL, *listen = NULL, *tmpl = NULL, *sched = NULL, *advertise = NULL, *name = "tokenizer";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if ((!strcmp(a, "--model") || !strcmp(a, "-m")) && v) model = v, i++;
-        else if (!strcmp(a, "--listen") && v) listen = v, i++;
-        else if (!strcmp(a, "--template") && v) tmpl = v, i++;
-        else if (!strcmp(a, "--scheduler") && v) sched = v, i++;
-        else if (!strcmp(a, "--advertise") && v) advertise = v, i++;
-        else if (!strcmp(a, "--name") && v) name = v, i++;
-        else if (g4_daemon_log_opt(a, v)) i++;
-        else {
-            fputs(s_usage, strcmp(a, "--help") ? stderr : stdout);
-            return strcmp(a, "--help") ? 2 : 0;
-        }
-    }
-    if (!model || !listen) {
-        fputs(s_usage, stderr);
-        return 2;
-    }
-    g4_log_set_ident("tokenizerd");
+    tokenizerd_cfg_t c;
+    g4_daemon_opts_t o;
+    const int usage = g4_daemon_configure(&o, &s_spec, &c, argc, argv);
+    if (usage >= 0) return usage;
     g4_daemon_signals();
     g4_err_t err;
     tokd_t t;
-    memset(&t, 0, sizeof t);
-    g4_gguf_t *g = g4_gguf_open(model, &err);
-    if (!g || !(t.vocab = tok_vocab_load(g, &err))) {
-        g4_log_error("tokenizerd", "%s", err.msg);
-        return 1;
-    }
-    t.tmpl = tmpl ? tok_chat_template_file(tmpl, &err) : tok_chat_template_gguf(g, &err);
-    if (!t.tmpl) {
-        if (tmpl) {
-            g4_log_error("tokenizerd", "%s", err.msg);
-            return 1;
-        }
-        g4_log_warn("tokenizerd", "%s: chat requests will be refused", err.msg);
-    }
-    if (t.tmpl) { /* does the template fold role:"tool" messages itself? */
-        const char *src = NULL;
-        uint64_t n = 0;
-        char *file = NULL;
-        if (tmpl) {
-            FILE *f = fopen(tmpl, "rb");
-            if (f) {
-                fseek(f, 0, SEEK_END);
-                long sz = ftell(f);
-                fseek(f, 0, SEEK_SET);
-                file = sz > 0 ? malloc((size_t)sz) : NULL;
-                if (file && fread(file, 1, (size_t)sz, f) == (size_t)sz) src = file, n = (uint64_t)sz;
-                fclose(f);
-            }
-        } else {
-            g4_gguf_get_str(g, "tokenizer.chat_template", &src, &n, &err);
-        }
-        t.native_tools = src && tok_chat_source_native_tools(src, (size_t)n);
-        free(file);
-    }
-    snprintf(t.digest, sizeof t.digest, "%016llx", (unsigned long long)g4_gguf_digest(g));
-    void *zctx = zmq_ctx_new();
-    void *sock = g4_daemon_listen(zctx, ZMQ_ROUTER, listen, &err);
-    if (!sock) {
-        g4_log_error("tokenizerd", "%s", err.msg);
-        return 1;
-    }
-    char host[64] = "";
-    gethostname(host, sizeof host - 1);
-    G4__V1__Register reg = G4__V1__REGISTER__INIT;
-    reg.role = G4__V1__ROLE__ROLE_TOKENIZER;
-    reg.name = (char *)name;
-    reg.pid = (int)getpid();
-    reg.endpoint = (char *)(advertise ? advertise : listen); /* where others connect */
-    reg.model = (char *)model;
-    reg.model_digest = t.digest;
-    reg.backend = "cpu";
-    reg.n_vocab = tok_vocab_size(t.vocab);
-    reg.host = host;
+    void *zctx = zmq_ctx_new(), *sock = NULL;
+    if (tokd_open(&t, c.model, c.template_path, &err)) goto fail;
+    if (!(sock = g4_daemon_listen(zctx, ZMQ_ROUTER, c.d.listen, &err))) goto fail;
     int32_t media_ids[6];
     tokd_media_ids(t.vocab, media_ids);
-    reg.media_ids = media_ids, reg.n_media_ids = 6;
+    const g4_daemon_info_t info = {.role = G4__V1__ROLE__ROLE_TOKENIZER, .model = c.model,
+                                   .digest = g4_gguf_digest(t.gguf), .n_vocab = tok_vocab_size(t.vocab),
+                                   .media_ids = media_ids};
     g4_daemon_t d;
-    if (g4_daemon_init(&d, zctx, sched, &reg, &err)) {
-        g4_log_error("tokenizerd", "%s", err.msg);
-        return 1;
-    }
-    g4_log_info("tokenizerd", "serving %s on %s (%d tokens%s)", model, listen, tok_vocab_size(t.vocab),
+    if (g4_daemon_register(&d, zctx, &c.d, &info, &err)) goto fail;
+    g4_log_info("tokenizerd", "serving %s on %s (%d tokens%s)", c.model, c.d.listen, tok_vocab_size(t.vocab),
                 t.tmpl ? ", chat template" : "");
     /* requests are served on a worker thread: a long tokenization or chat
      * rendering never delays this thread's heartbeats */
-    s_work = &d.work;
-    g4_worker_t w = {.on_ready = s_serve, .user = &t};
-    if (g4_worker_start(&w, zctx, sock, &err)) {
-        g4_log_error("tokenizerd", "%s", err.msg);
-        return 1;
-    }
+    t.work = &d.work;
+    g4_worker_t w = {.on_ready = tokd_serve, .user = &t};
+    if (g4_worker_start(&w, zctx, sock, &err)) goto fail;
     while (!g4_daemon_stop) {
-        zmq_pollitem_t it[1] = {{d.ctl, 0, ZMQ_POLLIN, 0}};
-        const int n = d.ctl ? zmq_poll(it, 1, G4_HEARTBEAT_MS / 2) : (usleep(G4_HEARTBEAT_MS * 500), 0);
-        if (n > 0) g4_daemon_poll_ctl(&d);
+        g4_msg_t m;
+        if (g4_daemon_wait(&d, G4_HEARTBEAT_MS / 2, &m)) g4_msg_close(&m);
         g4_daemon_tick(&d);
     }
     g4_worker_stop(&w);
@@ -139,8 +64,11 @@ int main(int argc, char **argv)
     g4_daemon_close(&d);
     zmq_close(sock);
     zmq_ctx_term(zctx);
-    tj_free(&t.tmpl);
-    tok_vocab_destroy(&t.vocab);
-    g4_gguf_destroy(&g);
+    tokd_close(&t);
+    g4_daemon_opts_fini(&o);
     return 0;
+fail:
+    g4_log_error("tokenizerd", "%s", err.msg);
+    g4_daemon_opts_fini(&o);
+    return 1;
 }

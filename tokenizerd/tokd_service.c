@@ -2,6 +2,7 @@
 #include "tokd_service.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "g4_alloc.h"
@@ -185,4 +186,66 @@ void tokd_handle(tokd_t *t, void *sock, g4_msg_t *m)
     case G4__V1__ENVELOPE__BODY_INFO: s_info(t, sock, m); break;
     default: s_error(t, sock, m, G4_ERR_PROTO, "tokenizerd does not serve this message"); break;
     }
+}
+
+/* ---- the daemon around the handler ------------------------------------------------ */
+
+/* does the template fold role:"tool" messages itself? (its source: the file
+ * or the GGUF's key) */
+static int s_native_tools(const g4_gguf_t *g, const char *tmpl)
+{
+    const char *src = NULL;
+    uint64_t n = 0;
+    char *file = NULL;
+    if (tmpl) {
+        FILE *f = fopen(tmpl, "rb");
+        if (f) {
+            fseek(f, 0, SEEK_END);
+            long sz = ftell(f);
+            fseek(f, 0, SEEK_SET);
+            file = sz > 0 ? malloc((size_t)sz) : NULL;
+            if (file && fread(file, 1, (size_t)sz, f) == (size_t)sz) src = file, n = (uint64_t)sz;
+            fclose(f);
+        }
+    } else {
+        g4_err_t err;
+        g4_gguf_get_str(g, "tokenizer.chat_template", &src, &n, &err);
+    }
+    const int native = src && tok_chat_source_native_tools(src, (size_t)n);
+    free(file);
+    return native;
+}
+
+int tokd_open(tokd_t *t, const char *model, const char *tmpl, g4_err_t *err)
+{
+    memset(t, 0, sizeof *t);
+    t->gguf = g4_gguf_open(model, err);
+    if (!t->gguf || !(t->vocab = tok_vocab_load(t->gguf, err))) return err->code;
+    t->tmpl = tmpl ? tok_chat_template_file(tmpl, err) : tok_chat_template_gguf(t->gguf, err);
+    if (!t->tmpl && tmpl) return err->code;
+    if (!t->tmpl) g4_log_warn("tokenizerd", "%s: chat requests will be refused", err->msg);
+    if (t->tmpl) t->native_tools = s_native_tools(t->gguf, tmpl);
+    snprintf(t->digest, sizeof t->digest, "%016llx", (unsigned long long)g4_gguf_digest(t->gguf));
+    return G4_OK;
+}
+
+void tokd_close(tokd_t *t)
+{
+    tj_free(&t->tmpl);
+    tok_vocab_destroy(&t->vocab);
+    g4_gguf_destroy(&t->gguf);
+}
+
+static void s_handle_call(void *user, void *sock, g4_msg_t *m)
+{
+    tokd_t *t = user;
+    if (t->work) g4_daemon_work_begin(t->work, ++t->n_calls, 1, 0);
+    tokd_handle(t, sock, m);
+    if (t->work) g4_daemon_work_end(t->work);
+}
+
+void tokd_serve(void *user, void *sock)
+{
+    tokd_t *t = user;
+    g4_daemon_serve_burst(sock, 256, s_handle_call, t, &t->n_errors);
 }

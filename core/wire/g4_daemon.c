@@ -2,11 +2,85 @@
 #include "g4_daemon.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "g4_log.h"
+
+/* ---- options ------------------------------------------------------------------ */
+
+#define S_OPT(field) .type = G4_CFG_STRING, .offset = offsetof(g4_daemon_cfg_t, field)
+#define S_FLAG(field) .type = G4_CFG_BOOL, .offset = offsetof(g4_daemon_cfg_t, field)
+
+/* every daemon's; the first S_N_PEER only for those that register */
+static const g4_cfg_opt_t s_common[] = {
+    {"scheduler", S_OPT(scheduler), NULL, 1, 0, 0, "register with the scheduler's control endpoint EP", .arg = "EP"},
+    {"advertise", S_OPT(advertise), NULL, 1, 0, 0, "the endpoint others connect to (default: --listen)", .arg = "EP"},
+    {"name", S_OPT(name), NULL, 1, 0, 0, "unique name of this daemon", .arg = "NAME"},
+    {"listen", S_OPT(listen), NULL, 1, 0, 0, "serve here: ipc://PATH or tcp://HOST:PORT", .flags = G4_CFG_REQUIRED, .arg = "EP"},
+    {"log-level", S_OPT(log_level), "info", 1, 0, 1, "error, warn, info or debug", .arg = "LEVEL"},
+    {"config", S_OPT(config), NULL, 1, 0, 0, "read `key value` lines from FILE (flags win)", .flags = G4_CFG_ARGV_ONLY,
+     .arg = "FILE"},
+    {"print-config", S_FLAG(print_config), NULL, 1, 0, 0, "print the configuration and exit", .flags = G4_CFG_ARGV_ONLY},
+    {"check-config", S_FLAG(check_config), NULL, 1, 0, 0, "validate the configuration and exit", .flags = G4_CFG_ARGV_ONLY},
+    {"help", S_FLAG(help), NULL, 1, 0, 0, "print this and exit", .flags = G4_CFG_ARGV_ONLY},
+};
+enum { S_N_PEER = 3, S_N_COMMON = sizeof s_common / sizeof s_common[0] };
+
+static void s_help(const g4_daemon_spec_t *spec, const g4_daemon_opts_t *o, FILE *out)
+{
+    fprintf(out, "usage: %s [options]\n%s\n", spec->prog, spec->about);
+    g4_cfg_print_help(o->opt, o->n, out);
+}
+
+int g4_daemon_configure(g4_daemon_opts_t *o, const g4_daemon_spec_t *spec, void *cfg, int argc, char **argv)
+{
+    g4_log_set_level(G4_LOG_INFO); /* daemons say what they do; --log-level changes it */
+    g4_log_set_ident(spec->prog);
+    o->cfg = cfg, o->n = 0;
+    for (size_t i = 0; i < spec->n_opts && o->n < G4_DAEMON_MAX_OPTS; i++) o->opt[o->n++] = spec->opts[i];
+    for (size_t i = spec->registers ? 0 : S_N_PEER; i < S_N_COMMON && o->n < G4_DAEMON_MAX_OPTS; i++) {
+        g4_cfg_opt_t c = s_common[i];
+        c.offset += spec->common_offset; /* the common fields sit inside the daemon's struct */
+        if (!strcmp(c.name, "name")) c.def = spec->name;
+        o->opt[o->n++] = c;
+    }
+    const g4_daemon_cfg_t *d = (const g4_daemon_cfg_t *)((const char *)cfg + spec->common_offset);
+    g4_err_t err;
+    g4_log_level_t level = G4_LOG_INFO;
+    int rc = g4_cfg_load(o->opt, o->n, cfg, argc, argv, "config", &err);
+    if (!rc && d->help) {
+        s_help(spec, o, stdout);
+        g4_daemon_opts_fini(o);
+        return 0;
+    }
+    if (!rc) rc = g4_cfg_check(o->opt, o->n, cfg, &err);
+    if (!rc && g4_log_parse_level(d->log_level, &level))
+        rc = g4_err_set(&err, G4_ERR_RANGE, "--log-level: '%s' is not error, warn, info or debug", d->log_level);
+    if (rc) {
+        fprintf(stderr, "%s: %s (%s --help lists the options)\n", spec->prog, err.msg, spec->prog);
+        g4_daemon_opts_fini(o);
+        return 2;
+    }
+    g4_log_set_level(level);
+    if (d->print_config) g4_cfg_print(o->opt, o->n, cfg, stdout);
+    if (d->print_config || d->check_config) {
+        g4_daemon_opts_fini(o);
+        return 0;
+    }
+    return -1;
+}
+
+void g4_daemon_opts_fini(g4_daemon_opts_t *o)
+{
+    if (o->cfg) g4_cfg_fini(o->opt, o->n, o->cfg);
+    o->cfg = NULL;
+}
+
+/* ---- signals ------------------------------------------------------------------ */
 
 volatile sig_atomic_t g4_daemon_stop = 0;
 
@@ -36,11 +110,33 @@ static void s_register(g4_daemon_t *d)
         g4_log_warn("daemon", "register: %s", err.msg);
 }
 
-int g4_daemon_init(g4_daemon_t *d, void *zctx, const char *sched_ep, const G4__V1__Register *reg, g4_err_t *err)
+/* ---- registration and heartbeats ---------------------------------------------- */
+
+int g4_daemon_register(g4_daemon_t *d, void *zctx, const g4_daemon_cfg_t *c, const g4_daemon_info_t *info,
+                       g4_err_t *err)
 {
     memset(d, 0, sizeof *d);
     d->zctx = zctx;
-    d->reg = *reg;
+    gethostname(d->host, sizeof d->host - 1);
+    snprintf(d->digest, sizeof d->digest, "%016llx", (unsigned long long)info->digest);
+    G4__V1__Register *r = &d->reg;
+    g4__v1__register__init(r);
+    r->role = info->role;
+    r->name = (char *)(info->name ? info->name : c->name);
+    r->pid = (int)getpid();
+    r->endpoint = (char *)(c->advertise ? c->advertise : c->listen); /* where others connect */
+    r->model = (char *)info->model;
+    r->model_digest = d->digest;
+    r->backend = "cpu";
+    r->host = d->host;
+    r->layer_begin = info->layer_begin, r->layer_end = info->layer_end, r->n_layer = info->n_layer;
+    r->n_slots = info->n_slots, r->n_ctx = info->n_ctx, r->n_vocab = info->n_vocab;
+    if (info->media_ids) {
+        memcpy(d->media_ids, info->media_ids, sizeof d->media_ids);
+        r->media_ids = d->media_ids, r->n_media_ids = 6;
+    }
+    r->n_embd = info->n_embd, r->has_vision = info->has_vision, r->has_audio = info->has_audio;
+    const char *sched_ep = c->scheduler;
     if (!sched_ep) return G4_OK;
     d->ctl = g4_wire_socket(zctx, ZMQ_DEALER, err);
     if (!d->ctl) return err->code;
@@ -160,6 +256,22 @@ void g4_daemon_poll_ctl(g4_daemon_t *d)
     g4_msg_close(&m);
 }
 
+int g4_daemon_wait(g4_daemon_t *d, int timeout_ms, g4_msg_t *m)
+{
+    if (!d->ctl) {
+        usleep((useconds_t)timeout_ms * 1000);
+        return 0;
+    }
+    zmq_pollitem_t it[1] = {{d->ctl, 0, ZMQ_POLLIN, 0}};
+    g4_err_t err;
+    if (zmq_poll(it, 1, timeout_ms) <= 0) return 0;
+    if (g4_wire_recv(d->ctl, 0, m, -1, &err) == G4_OK && !g4_daemon_handle(d, m)) return 1;
+    g4_msg_close(m);
+    return 0;
+}
+
+/* ---- serving ------------------------------------------------------------------ */
+
 void *g4_daemon_listen(void *zctx, int type, const char *ep, g4_err_t *err)
 {
     if (g4_wire_security_init(zctx, 1, err)) return NULL;
@@ -188,14 +300,6 @@ void g4_daemon_serve_burst(void *sock, int max, void (*fn)(void *user, void *soc
         }
         g4_msg_close(&m);
     }
-}
-
-int g4_daemon_log_opt(const char *a, const char *v)
-{
-    if (strcmp(a, "--log-level") || !v) return 0;
-    g4_log_level_t l;
-    if (!g4_log_parse_level(v, &l)) g4_log_set_level(l);
-    return 1;
 }
 
 /* ---- the worker thread ------------------------------------------------------------
