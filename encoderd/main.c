@@ -40,10 +40,11 @@ int main(int argc, char **argv)
     g4_daemon_signals();
     if (c.threads > 0) g4_kernels_set_threads((int)c.threads);
     g4_err_t err;
-    void *zctx = zmq_ctx_new(), *sock = NULL;
+    void *zctx = NULL, *sock = NULL;
     enc_service_t *svc = NULL;
     enc_model_t *m = enc_model_load(c.mmproj, &err);
     if (!m) goto fail;
+    zctx = zmq_ctx_new(); /* after the model: a file that does not load leaves nothing behind */
     const enc_info_t *in = enc_model_info(m);
     if (!(sock = g4_daemon_listen(zctx, ZMQ_ROUTER, c.d.listen, &err))) goto fail;
     if (!(svc = enc_service_new(m, zctx, sock, (uint64_t)c.cache_mb << 20, &err))) goto fail;

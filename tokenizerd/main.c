@@ -36,8 +36,9 @@ int main(int argc, char **argv)
     g4_daemon_signals();
     g4_err_t err;
     tokd_t t;
-    void *zctx = zmq_ctx_new(), *sock = NULL;
+    void *zctx = NULL, *sock = NULL;
     if (tokd_open(&t, c.model, c.template_path, &err)) goto fail;
+    zctx = zmq_ctx_new(); /* after the model: a file that does not open leaves nothing behind */
     if (!(sock = g4_daemon_listen(zctx, ZMQ_ROUTER, c.d.listen, &err))) goto fail;
     int32_t media_ids[6];
     tokd_media_ids(t.vocab, media_ids);
