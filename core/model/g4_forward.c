@@ -49,11 +49,18 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->n_ring = (int)hp->n_swa + c->p.n_ubatch;
     if (c->n_ring > c->n_ctx) c->n_ring = c->n_ctx;
     c->kv_elem = c->p.kv_f32 ? 4 : 2;
-    /* llama.cpp's sliding cache: n_swa + n_ubatch cells, rounded up to 256 */
+    /* llama.cpp's sliding cache: n_swa + its ubatch cells, rounded up to 256.
+     * Its ubatch is ours + 1: node-llama-cpp (the oracle, and the engine of
+     * many applications) sizes llama.cpp's batch one row larger than the
+     * batches it feeds when the model has sliding layers.
+     * $G4_LLAMA_SWA_CELLS sets the cache size outright (llama-server: n_swa +
+     * its -ub, rounded up to 256). */
     for (uint32_t l = 0; l < hp->n_layer && hp->n_swa; l++)
         if (hp->is_swa[l]) {
-            const int kv_size = (c->n_ctx + 255) / 256 * 256, want = (int)hp->n_swa + c->p.n_ubatch;
+            const int kv_size = (c->n_ctx + 255) / 256 * 256, want = (int)hp->n_swa + c->p.n_ubatch + 1;
             c->n_lcell = ((want < kv_size ? want : kv_size) + 255) / 256 * 256;
+            const char *e = getenv("G4_LLAMA_SWA_CELLS");
+            if (e && atoi(e) > 0) c->n_lcell = atoi(e);
             break;
         }
     c->attn_splits = c->p.attn_splits;
