@@ -8,7 +8,9 @@
 #include "g4_matmul.h"
 
 #include <omp.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "g4_dot.h"
 #include "g4_err.h"
@@ -19,6 +21,31 @@ static int s_threads = 0;
 
 void g4_kernels_set_threads(int n) { s_threads = n > 0 ? n : 0; }
 int g4_kernels_threads(void) { return s_threads > 0 ? s_threads : omp_get_max_threads(); }
+
+int g4_cpu_math_cores(void)
+{
+    /* distinct thread_siblings sets: one per physical core */
+    enum { MAXC = 1024 };
+    static char seen[MAXC][64];
+    int n = 0;
+    for (int cpu = 0; cpu < MAXC; cpu++) {
+        char path[96], sib[64] = "";
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/thread_siblings", cpu);
+        FILE *f = fopen(path, "r");
+        if (!f) {
+            if (cpu == 0) break;
+            continue; /* offline CPUs leave holes */
+        }
+        if (!fgets(sib, sizeof sib, f)) sib[0] = 0;
+        fclose(f);
+        int dup = 0;
+        for (int i = 0; i < n && !dup; i++) dup = !strcmp(seen[i], sib);
+        if (!dup && n < MAXC) snprintf(seen[n++], sizeof seen[0], "%s", sib);
+    }
+    if (n > 0) return n;
+    const long on = sysconf(_SC_NPROCESSORS_ONLN);
+    return on > 0 ? (int)on : 1;
+}
 
 size_t g4_matmul_scratch_bytes(g4_dtype_t t, int64_t K, int64_t T)
 {

@@ -18,6 +18,11 @@
 /* Threads used by kernels (default: OpenMP's default). n <= 0 resets. */
 void g4_kernels_set_threads(int n);
 int g4_kernels_threads(void);
+/* The thread count llama.cpp starts with on this machine (its
+ * cpu_get_num_math on a non-hybrid x86: one per physical core, hyper-threads
+ * counted once, from /sys; the online CPUs when that cannot be read). Numbers
+ * that depend on llama.cpp's thread count (its split-KV decode) use it. */
+int g4_cpu_math_cores(void);
 
 /* Bytes of scratch g4_matmul needs for T rows against weights of type t with rows of K. */
 size_t g4_matmul_scratch_bytes(g4_dtype_t t, int64_t K, int64_t T);

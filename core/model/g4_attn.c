@@ -8,16 +8,22 @@
 #include "g4_dot.h"
 #include "g4_dtype.h"
 
-void g4_attn_f16(const float *q, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo, int hi,
-                 int cells, float *out, uint8_t *buf)
+/* the position cell i of the view holds, -1 when empty */
+static inline int s_cell_pos(const g4_attn_view_t *vw, int i) { return vw->pos ? vw->pos[i] : i; }
+
+/* ggml's one_chunk kernel over cells [c0, c1) of the view: *M, *S and the
+ * unnormalised Σ softmax·V, widened from the F16 buffer, in out */
+static void s_f16_chunk(const g4_fp16_t *qh, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo,
+                        int hi, const g4_attn_view_t *vw, int c0, int c1, g4_fp16_t *acc, float *M_out, float *S_out,
+                        float *out)
 {
     const g4_type_ops_t *f16 = g4_type_ops(G4_DTYPE_F16);
-    g4_fp16_t *qh = (g4_fp16_t *)buf, *acc = qh + hd;
-    f16->from_float(q, qh, hd);
     memset(acc, 0, (size_t)hd * 2);
     float S = 0.0f, M = -INFINITY;
-    for (int p = lo; p <= hi; p++) {
-        const int cell = p % cells;
+    for (int i = c0; i < c1; i++) {
+        const int p = s_cell_pos(vw, i);
+        if (p < lo || p > hi) continue; /* masked (or empty): skipped, as -INFINITY is */
+        const int cell = p % vw->ring;
         float s;
         f16->vec_dot(hd, &s, K + (size_t)cell * row_bytes, qh);
         const g4_fp16_t *v = (const g4_fp16_t *)(V + (size_t)cell * row_bytes);
@@ -33,44 +39,174 @@ void g4_attn_f16(const float *q, const uint8_t *K, const uint8_t *V, size_t row_
         g4_f16_mad(acc, v, vs, hd);
         S = S * ms + vs;
     }
-    const float inv = S == 0.0f ? 0.0f : 1.0f / S;
-    for (int d = 0; d < hd; d++) out[d] = g4_fp16_to_fp32(acc[d]) * inv;
+    for (int d = 0; d < hd; d++) out[d] = g4_fp16_to_fp32(acc[d]);
+    *M_out = M, *S_out = S;
 }
 
-void g4_attn_f32(const float *q, int G, const uint8_t *K, const uint8_t *V, size_t row_bytes, int is_f16, int hd,
-                 int lo, int hi, int cells, float *out, uint8_t *buf)
+void g4_attn_f16(const float *q, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo, int hi,
+                 const g4_attn_view_t *vw, int splits, float *out, uint8_t *buf)
 {
-    const int np = hi - lo + 1;
-    float *sc = (float *)buf, M[G4_ATTN_GMAX], S[G4_ATTN_GMAX], w[G4_ATTN_GMAX];
-    for (int g = 0; g < G; g++) M[g] = -INFINITY, S[g] = 0;
-    for (int p = lo; p <= hi; p++) {
-        const uint8_t *kr = K + (size_t)(p % cells) * row_bytes;
-        if (is_f16) g4_dot_f16_f32_g((const uint16_t *)kr, q, hd, G, w, hd);
-        else
-            for (int g = 0; g < G; g++) w[g] = g4_dot_f32_f32((const float *)kr, q + (size_t)g * hd, hd);
-        for (int g = 0; g < G; g++) {
-            sc[(size_t)g * np + (p - lo)] = w[g];
-            if (w[g] > M[g]) M[g] = w[g];
+    const g4_type_ops_t *f16 = g4_type_ops(G4_DTYPE_F16);
+    g4_fp16_t *qh = (g4_fp16_t *)buf, *acc = qh + hd;
+    float *part = (float *)(acc + hd);
+    f16->from_float(q, qh, hd);
+    if (splits <= 1 || vw->n_kv < G4_ATTN_SPLIT_MIN) {
+        float M, S;
+        s_f16_chunk(qh, K, V, row_bytes, hd, lo, hi, vw, 0, vw->n_kv, acc, &M, &S, out);
+        const float inv = S == 0.0f ? 0.0f : 1.0f / S;
+        for (int d = 0; d < hd; d++) out[d] *= inv;
+        return;
+    }
+    /* ggml_flash_attn_ext_reduce_partials: chunks merged in order, empty ones skipped */
+    const int chunk = (vw->n_kv + splits - 1) / splits;
+    float Mf = -INFINITY, Sf = 0.0f;
+    memset(out, 0, (size_t)hd * sizeof *out);
+    for (int c0 = 0; c0 < vw->n_kv; c0 += chunk) {
+        const int c1 = c0 + chunk < vw->n_kv ? c0 + chunk : vw->n_kv;
+        float M, S;
+        s_f16_chunk(qh, K, V, row_bytes, hd, lo, hi, vw, c0, c1, acc, &M, &S, part);
+        if (S == 0.0f) continue;
+        const float Mn = fmaxf(Mf, M), so = expf(Mf - Mn), sn = expf(M - Mn);
+        for (int d = 0; d < hd; d++) out[d] = out[d] * so + part[d] * sn;
+        Sf = Sf * so + S * sn;
+        Mf = Mn;
+    }
+    if (Sf != 0.0f) {
+        const float inv = 1.0f / Sf;
+        for (int d = 0; d < hd; d++) out[d] *= inv;
+    }
+}
+
+/* ggml_vec_soft_max_f32 over one tile row: y = exp(x - M), the sum in double
+ * of 16-wide partial sums (the AVX-512 build's lanes, reduced as
+ * _mm512_reduce_add_ps does) */
+static double s_tile_softmax(float *x, float M)
+{
+    double sum = 0;
+    for (int i = 0; i < G4_ATTN_TILE_KV; i += 16) {
+        float l[16];
+        for (int j = 0; j < 16; j++) l[j] = x[i + j] = expf(x[i + j] - M);
+        float t3[8], t6[4];
+        for (int j = 0; j < 8; j++) t3[j] = l[8 + j] + l[j];
+        for (int j = 0; j < 4; j++) t6[j] = t3[4 + j] + t3[j];
+        sum += (double)((t6[0] + t6[2]) + (t6[1] + t6[3]));
+    }
+    return sum;
+}
+
+/* the hot loops, built for the running machine's FMA unit when it has one
+ * (fmaf is exact either way: one rounding per step) */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define G4_ATTN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define G4_ATTN_CLONES
+#endif
+
+/* kq[i][j] = the chain over d of fmaf(q_i[d], kt[d][j], ·) from 0, for the
+ * n query vectors q_i = q + (i / G) * q_stride + (i % G) * hd */
+G4_ATTN_CLONES static void s_tile_scores(const float *q, size_t q_stride, int n, int G, int hd, const float *kt,
+                                         float *kq)
+{
+    enum { TK = G4_ATTN_TILE_KV };
+    for (int i = 0; i < n; i++) {
+        float a[TK] = {0};
+        const float *qi = q + (size_t)(i / G) * q_stride + (size_t)(i % G) * hd;
+        for (int d = 0; d < hd; d++) {
+            const float qd = qi[d], *kd = kt + (size_t)d * TK;
+            for (int j = 0; j < TK; j++) a[j] = fmaf(qd, kd[j], a[j]);
+        }
+        memcpy(kq + (size_t)i * TK, a, sizeof a);
+    }
+}
+
+/* o[d] = fmaf(w, v[d], o[d]) */
+G4_ATTN_CLONES static void s_axpy_fma(float *o, float w, const float *v, int hd)
+{
+    for (int d = 0; d < hd; d++) o[d] = fmaf(w, v[d], o[d]);
+}
+
+/* a cache row widened to f32: dst[d * stride] */
+G4_ATTN_CLONES static void s_widen(const uint8_t *row, int is_f16, int hd, float *dst, size_t stride)
+{
+    if (is_f16)
+        for (int d = 0; d < hd; d++) dst[(size_t)d * stride] = g4_fp16_to_fp32(((const g4_fp16_t *)row)[d]);
+    else
+        for (int d = 0; d < hd; d++) dst[(size_t)d * stride] = ((const float *)row)[d];
+}
+
+size_t g4_attn_f32_buf_bytes(int G, int hd)
+{
+    const size_t n = (size_t)G4_ATTN_TILE_Q * G;
+    return 4 * (n * G4_ATTN_TILE_KV + 2 * (size_t)hd * G4_ATTN_TILE_KV + 2 * n);
+}
+
+void g4_attn_f32(const float *q, size_t q_stride, int nr, int G, const uint8_t *K, const uint8_t *V, size_t row_bytes,
+                 int is_f16, int hd, const int *lo, const int *hi, const g4_attn_view_t *vw, float *out,
+                 size_t out_stride, uint8_t *buf)
+{
+    enum { TK = G4_ATTN_TILE_KV };
+    const int n = nr * G; /* query vectors: row r, head g at i = r * G + g */
+    float *kq = (float *)buf;             /* [n][TK] scores, then weights */
+    float *kt = kq + (size_t)n * TK;      /* [hd][TK] the tile's K rows, transposed */
+    float *vt = kt + (size_t)hd * TK;     /* [TK][hd] the tile's V rows */
+    float *M = vt + (size_t)TK * hd, *S = M + n;
+    int lo_all = lo[0], hi_all = hi[0];
+    for (int r = 0; r < nr; r++) {
+        lo_all = lo[r] < lo_all ? lo[r] : lo_all;
+        hi_all = hi[r] > hi_all ? hi[r] : hi_all;
+        memset(out + (size_t)r * out_stride, 0, (size_t)G * hd * sizeof *out);
+    }
+    for (int i = 0; i < n; i++) M[i] = -INFINITY, S[i] = 0;
+    for (int c0 = 0; c0 < vw->n_kv; c0 += TK) {
+        const int nc = vw->n_kv - c0 < TK ? vw->n_kv - c0 : TK;
+        int any = 0;
+        for (int j = 0; j < nc && !any; j++) {
+            const int p = s_cell_pos(vw, c0 + j);
+            any = p >= lo_all && p <= hi_all;
+        }
+        if (!any) continue; /* a tile every row masks is skipped */
+        /* scores: one fused multiply-add chain over the head dimension per
+         * score (simd_gemm over the K tile packed transposed, [hd][TK]) */
+        for (int j = 0; j < TK; j++) {
+            const int p = j < nc ? s_cell_pos(vw, c0 + j) : -1;
+            const int use = p >= lo_all && p <= hi_all ? p : lo_all;
+            s_widen(K + (size_t)(use % vw->ring) * row_bytes, is_f16, hd, kt + j, TK);
+            if (p >= lo_all && p <= hi_all) s_widen(V + (size_t)(p % vw->ring) * row_bytes, is_f16, hd, vt + (size_t)j * hd, 1);
+        }
+        s_tile_scores(q, q_stride, n, G, hd, kt, kq);
+        for (int i = 0; i < n; i++) {
+            const int r = i / G;
+            float *row = kq + (size_t)i * TK, tmax = -INFINITY;
+            for (int j = 0; j < TK; j++) {
+                const int p = j < nc ? s_cell_pos(vw, c0 + j) : -1;
+                if (p < lo[r] || p > hi[r]) row[j] = -INFINITY;
+                tmax = fmaxf(tmax, row[j]);
+            }
+            if (tmax == -INFINITY) { /* this row sees nothing here: no update */
+                memset(row, 0, TK * sizeof *row);
+                continue;
+            }
+            const float Mn = fmaxf(M[i], tmax);
+            float *oi = out + (size_t)r * out_stride + (size_t)(i % G) * hd;
+            if (Mn > M[i]) {
+                const float ms = expf(M[i] - Mn);
+                for (int d = 0; d < hd; d++) oi[d] *= ms;
+                S[i] *= ms;
+            }
+            M[i] = Mn;
+            S[i] = (float)((double)S[i] + s_tile_softmax(row, Mn));
+            /* Σ softmax·V: one fused multiply-add chain per output over the
+             * tile's cells; a masked cell's weight is 0 and adds nothing */
+            for (int j = 0; j < nc; j++) {
+                const int p = s_cell_pos(vw, c0 + j);
+                if (p >= lo[r] && p <= hi[r]) s_axpy_fma(oi, row[j], vt + (size_t)j * hd, hd);
+            }
         }
     }
-    for (int g = 0; g < G; g++) {
-        float *sg = sc + (size_t)g * np;
-        for (int p = 0; p < np; p++) {
-            sg[p] = expf(sg[p] - M[g]);
-            S[g] += sg[p];
-        }
-    }
-    memset(out, 0, (size_t)G * hd * sizeof *out);
-    for (int p = lo; p <= hi; p++) {
-        const uint8_t *vr = V + (size_t)(p % cells) * row_bytes;
-        for (int g = 0; g < G; g++) w[g] = sc[(size_t)g * np + (p - lo)];
-        if (is_f16) g4_axpy_f16_g(out, hd, w, G, (const uint16_t *)vr, hd);
-        else
-            for (int g = 0; g < G; g++) g4_axpy_f32(out + (size_t)g * hd, w[g], (const float *)vr, hd);
-    }
-    for (int g = 0; g < G; g++) {
-        const float inv = S[g] == 0.0f ? 0.0f : 1.0f / S[g];
-        for (int d = 0; d < hd; d++) out[(size_t)g * hd + d] *= inv;
+    for (int i = 0; i < n; i++) {
+        const float inv = S[i] == 0.0f ? 0.0f : 1.0f / S[i];
+        float *oi = out + (size_t)(i / G) * out_stride + (size_t)(i % G) * hd;
+        for (int d = 0; d < hd; d++) oi[d] *= inv;
     }
 }
 

@@ -17,6 +17,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "g4_act.h"
@@ -48,6 +49,26 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->n_ring = (int)hp->n_swa + c->p.n_ubatch;
     if (c->n_ring > c->n_ctx) c->n_ring = c->n_ctx;
     c->kv_elem = c->p.kv_f32 ? 4 : 2;
+    /* llama.cpp's sliding cache: n_swa + its ubatch cells, rounded up to 256.
+     * Its ubatch is ours + 1: node-llama-cpp (the oracle, and the engine of
+     * many applications) sizes llama.cpp's batch one row larger than the
+     * batches it feeds when the model has sliding layers.
+     * $G4_LLAMA_SWA_CELLS sets the cache size outright (llama-server: n_swa +
+     * its -ub, rounded up to 256). */
+    for (uint32_t l = 0; l < hp->n_layer && hp->n_swa; l++)
+        if (hp->is_swa[l]) {
+            const int kv_size = (c->n_ctx + 255) / 256 * 256, want = (int)hp->n_swa + c->p.n_ubatch + 1;
+            c->n_lcell = ((want < kv_size ? want : kv_size) + 255) / 256 * 256;
+            const char *e = getenv("G4_LLAMA_SWA_CELLS");
+            if (e && atoi(e) > 0) c->n_lcell = atoi(e);
+            break;
+        }
+    c->attn_splits = c->p.attn_splits;
+    if (c->attn_splits <= 0) {
+        const char *e = getenv("G4_ATTN_SPLITS");
+        c->attn_splits = e && atoi(e) > 0 ? atoi(e) : g4_cpu_math_cores();
+    }
+    c->p.attn_splits = c->attn_splits;
     c->seqs = g4_calloc((size_t)c->p.n_seq_max, sizeof *c->seqs);
     c->seq_rows = g4_calloc((size_t)c->p.n_seq_max, sizeof *c->seq_rows);
     const size_t T = (size_t)c->p.n_ubatch, H = hp->n_embd;
@@ -73,6 +94,9 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->tok_ple = g4_malloc((PW ? PW : 1) * 4);
     c->rope_cs = g4_malloc(T * hd_max * 4);
     c->row_hi = g4_malloc(T * sizeof *c->row_hi);
+    c->row_pos = g4_malloc(T * sizeof *c->row_pos);
+    c->blk_t0 = g4_malloc(T * sizeof *c->blk_t0);
+    c->blk_n = g4_malloc(T * sizeof *c->blk_n);
     if (hp->n_expert) {
         const size_t E = hp->n_expert, K = hp->n_expert_used, fe = hp->n_ff_exp;
         c->moe_in = g4_malloc(T * H * 4);
@@ -91,10 +115,13 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     for (uint32_t l = 0; l < hp->n_layer; l++)
         if (hp->n_head_kv[l] && hp->n_head_kv[l] < nkv_min) nkv_min = hp->n_head_kv[l];
     const size_t grp_max = nkv_min ? hp->n_head / nkv_min : 1;
-    c->attn_buf_stride = (hd_max * 8 + (size_t)c->n_ctx * 4 * grp_max + 256 + 63) & ~(size_t)63;
+    /* g4_attn_f16: 12 hd bytes; g4_attn_f32: its tiles */
+    size_t abuf = g4_attn_f32_buf_bytes((int)(grp_max <= G4_ATTN_GMAX ? grp_max : 1), (int)hd_max);
+    if (abuf < 12 * hd_max) abuf = 12 * hd_max;
+    c->attn_buf_stride = (abuf + 256 + 63) & ~(size_t)63;
     c->attn_buf = g4_malloc_aligned(c->attn_buf_stride * (size_t)c->n_thr, 64);
     if (!c->seqs || !c->seq_rows || !c->x || !c->a || !c->q || !c->k || !c->v || !c->o || !c->t1 || !c->fg || !c->fu || !c->ple ||
-        !c->tok_ple || !c->rope_cs || !c->row_hi || !c->mm_scratch || !c->attn_buf ||
+        !c->tok_ple || !c->rope_cs || !c->row_hi || !c->row_pos || !c->blk_t0 || !c->blk_n || !c->mm_scratch || !c->attn_buf ||
         (hp->n_expert && (!c->moe_in || !c->moe_acc || !c->moe_g || !c->moe_d || !c->moe_probs || !c->moe_sel ||
                           !c->moe_w))) {
         g4_err_set(err, G4_ERR_NOMEM, "out of memory allocating the context (%d rows)", c->p.n_ubatch);
@@ -117,6 +144,9 @@ void g4_ctx_destroy(g4_ctx_t **pc)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) g4_free(bufs[i]);
     g4_free(c->moe_sel);
     g4_free(c->row_hi);
+    g4_free(c->row_pos);
+    g4_free(c->blk_t0);
+    g4_free(c->blk_n);
     g4_free_aligned(c->mm_scratch);
     g4_free_aligned(c->attn_buf);
     g4_free(c);
@@ -223,26 +253,49 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
     for (int t = 0; t < T; t++) c->seq_rows[b->seq[t]]++;
     const size_t row_bytes = g4_kv_row_bytes(c, src);
     const int grp = nh / nkv;
-    /* when every row takes the f32 path (long runs of a sequence, or an F32
+    const int f16 = c->kv_elem == 2;
+    /* when every row takes the tiled path (long runs of a sequence, or an F32
      * cache) an item is the G query heads of one KV head; otherwise (decode)
      * one head, so the items spread over more threads */
     int G = grp <= G4_ATTN_GMAX ? grp : 1;
     for (int t = 0; t < T && G > 1; t++)
-        if (c->kv_elem == 2 && c->seq_rows[b->seq[t]] < 64) G = 1;
+        if (f16 && c->seq_rows[b->seq[t]] < 64) G = 1;
     const int nhg = nh / G;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(T * nhg > 1 ? g4_kernels_threads() : 1)
-    for (int i = 0; i < T * nhg; i++) {
-        const int t = i / nhg, h = (i % nhg) * G, kh = h / grp;
-        const g4_seq_t *s = &c->seqs[b->seq[t]];
-        const int p1 = b->pos[t], hi = swa ? c->row_hi[t] : p1;
-        const int lo = swa ? (p1 - (int)hp->n_swa + 1 > 0 ? p1 - (int)hp->n_swa + 1 : 0) : 0;
+    /* blocks of rows: a row alone (single-query kernel), or up to
+     * G4_ATTN_TILE_Q consecutive rows of one sequence (tiled kernel: each K/V
+     * tile is widened once for all of them) */
+    int nblk = 0;
+    for (int t = 0; t < T;) {
+        int n = 1;
+        if (!f16 || c->seq_rows[b->seq[t]] >= 64)
+            while (t + n < T && n < G4_ATTN_TILE_Q && b->seq[t + n] == b->seq[t]) n++;
+        c->blk_t0[nblk] = t, c->blk_n[nblk++] = n;
+        t += n;
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nblk * nhg > 1 ? g4_kernels_threads() : 1)
+    for (int i = 0; i < nblk * nhg; i++) {
+        const int t0 = c->blk_t0[i / nhg], nr = c->blk_n[i / nhg], h = (i % nhg) * G, kh = h / grp;
+        g4_seq_t *s = &c->seqs[b->seq[t0]];
+        int lo[G4_ATTN_TILE_Q], hi[G4_ATTN_TILE_Q];
+        for (int r = 0; r < nr; r++) {
+            const int p1 = b->pos[t0 + r];
+            hi[r] = swa ? c->row_hi[t0 + r] : p1;
+            lo[r] = swa ? (p1 - (int)hp->n_swa + 1 > 0 ? p1 - (int)hp->n_swa + 1 : 0) : 0;
+        }
         const uint8_t *K = (const uint8_t *)s->k[src] + (size_t)kh * hd * c->kv_elem;
         const uint8_t *V = (const uint8_t *)s->v[src] + (size_t)kh * hd * c->kv_elem;
         uint8_t *buf = c->attn_buf + c->attn_buf_stride * (size_t)omp_get_thread_num();
-        const float *qv = c->q + (size_t)t * nq + (size_t)h * hd;
-        float *out = c->o + (size_t)t * nq + (size_t)h * hd;
-        if (c->kv_elem == 2 && c->seq_rows[b->seq[t]] < 64) g4_attn_f16(qv, K, V, row_bytes, hd, lo, hi, cells, out, buf);
-        else g4_attn_f32(qv, G, K, V, row_bytes, c->kv_elem == 2, hd, lo, hi, cells, out, buf);
+        const float *qv = c->q + (size_t)t0 * nq + (size_t)h * hd;
+        float *out = c->o + (size_t)t0 * nq + (size_t)h * hd;
+        const g4_attn_view_t vw = {swa ? s->lcell : NULL, swa ? s->nkv_swa : s->nkv_full, cells};
+        if (f16 && c->seq_rows[b->seq[t0]] < 64) {
+            /* the split-KV path serves a sequence's one-row ubatch (a decode step) */
+            const int splits = c->seq_rows[b->seq[t0]] == 1 ? c->attn_splits : 1;
+            for (int g = 0; g < G; g++)
+                g4_attn_f16(qv + (size_t)g * hd, K, V, row_bytes, hd, lo[0], hi[0], &vw, splits, out + (size_t)g * hd, buf);
+        } else {
+            g4_attn_f32(qv, (size_t)nq, nr, G, K, V, row_bytes, f16, hd, lo, hi, &vw, out, (size_t)nq, buf);
+        }
     }
     s_mm(c, &L->wo, 0, -1, c->o, nq, T, c->t1, H);
     for (int t = 0; t < T; t++) {
@@ -440,6 +493,17 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
         if (b->flags && (b->flags[t] & G4_ROW_BIDIR) && t + 1 < T && (b->flags[t + 1] & G4_ROW_BIDIR) &&
             b->seq[t + 1] == b->seq[t] && b->pos[t + 1] == b->pos[t] + 1)
             c->row_hi[t] = c->row_hi[t + 1];
+    }
+    /* where llama.cpp would put these rows: the order attention visits them in */
+    for (int t = 0; t < T; t++) {
+        int first = 1;
+        for (int u = 0; u < t && first; u++) first = b->seq[u] != b->seq[t];
+        if (!first) continue;
+        int32_t *pos = (int32_t *)c->row_pos;
+        int n = 0;
+        for (int u = t; u < T; u++)
+            if (b->seq[u] == b->seq[t]) pos[n++] = b->pos[u];
+        g4_kv_view_step(c, &c->seqs[b->seq[t]], pos, n);
     }
     if (m->begin == 0) {
         s_embed(c, b, T);

@@ -18,6 +18,7 @@ void g4_kv_seq_free(g4_ctx_t *c, g4_seq_t *s)
         }
     g4_free(s->k);
     g4_free(s->v);
+    g4_free(s->lcell);
     memset(s, 0, sizeof *s);
 }
 
@@ -34,6 +35,11 @@ static int s_seq_alloc(g4_ctx_t *c, g4_seq_t *s, g4_err_t *err)
         s->k[l] = g4_calloc(1, bytes);
         s->v[l] = g4_calloc(1, bytes);
         if (!s->k[l] || !s->v[l]) goto nomem;
+    }
+    if (c->n_lcell) {
+        s->lcell = g4_malloc((size_t)c->n_lcell * sizeof *s->lcell);
+        if (!s->lcell) goto nomem;
+        for (int i = 0; i < c->n_lcell; i++) s->lcell[i] = -1;
     }
     s->used = 1;
     return G4_OK;
@@ -72,6 +78,8 @@ int g4_seq_fork(g4_ctx_t *c, int src, g4_err_t *err)
         memcpy(d->v[l], s->v[l], bytes);
     }
     d->n_past = s->n_past;
+    if (c->n_lcell) memcpy(d->lcell, s->lcell, (size_t)c->n_lcell * sizeof *d->lcell);
+    d->lhead = s->lhead;
     return id;
 }
 
@@ -88,6 +96,14 @@ int g4_seq_truncate(g4_ctx_t *c, int id, int n_keep, g4_err_t *err)
                           "cannot truncate to %d: the sliding-window cache no longer holds positions before %d", n_keep,
                           lost_before);
     s->n_past = n_keep;
+    /* llama.cpp's seq_rm(n_keep, -1): the cells free, the search starts at the first */
+    for (int i = 0; i < c->n_lcell; i++)
+        if (s->lcell[i] >= n_keep) {
+            if (i < s->lhead) s->lhead = i;
+            for (int j = i; j < c->n_lcell; j++)
+                if (s->lcell[j] >= n_keep) s->lcell[j] = -1;
+            break;
+        }
     return G4_OK;
 }
 
@@ -101,6 +117,60 @@ int g4_seq_n_past(const g4_ctx_t *c, int id)
 {
     if (id < 0 || id >= c->p.n_seq_max || !c->seqs[id].used) return -1;
     return c->seqs[id].n_past;
+}
+
+/* ---- llama.cpp's cache layout, for the attention's visiting order ------------------- */
+
+static int s_pad256(int n) { return (n + 255) / 256 * 256; }
+
+void g4_kv_view_step(const g4_ctx_t *c, g4_seq_t *s, const int32_t *pos, int n)
+{
+    const int size = c->n_lcell, n_swa = (int)c->m->hp.n_swa;
+    const int kv_size = s_pad256(c->n_ctx);
+    int pmax = -1;
+    for (int i = 0; i < n; i++)
+        if (pos[i] > pmax) pmax = pos[i];
+    /* full layers: cell p holds position p; the view is the used cells rounded up */
+    s->nkv_full = pmax + 1 > 256 ? s_pad256(pmax + 1) : 256;
+    if (s->nkv_full > kv_size) s->nkv_full = kv_size;
+    if (!size || n <= 0) return;
+    /* find_slot: cells tested one at a time from the head; a cell is free when
+     * empty or when its position has left the window of the sequence's last
+     * position + 1 (the state before this ubatch) */
+    int32_t *cell = s->lcell;
+    int used = 0, seq_max = -1;
+    for (int i = 0; i < size; i++)
+        if (cell[i] >= 0) used++, seq_max = cell[i] > seq_max ? cell[i] : seq_max;
+    int head = s->lhead, n_tested = 0, got = 0, rm_max = -1;
+    if (head > used + 2 * n) head = 0;
+    int32_t idx[n];
+    memset(idx, 0, sizeof idx);
+    while (got < n && n_tested < size) {
+        if (head + 1 > size) {
+            n_tested += size - head;
+            head = 0;
+            continue;
+        }
+        const int i = head++;
+        n_tested++;
+        if (cell[i] < 0 || seq_max + 1 - cell[i] >= n_swa) idx[got++] = i;
+    }
+    if (got < n) return; /* llama.cpp fails the ubatch here; g4's ring does not */
+    /* apply_ubatch: the rows take their cells; what they overwrite, and every
+     * older position, leaves the cache */
+    for (int t = 0; t < n; t++) {
+        if (cell[idx[t]] >= 0 && cell[idx[t]] > rm_max) rm_max = cell[idx[t]];
+        cell[idx[t]] = pos[t];
+    }
+    if (rm_max >= 0)
+        for (int i = 0; i < size; i++)
+            if (cell[i] >= 0 && cell[i] <= rm_max) cell[i] = -1;
+    s->lhead = idx[n - 1] + 1;
+    int used_max_p1 = 0;
+    for (int i = 0; i < size; i++)
+        if (cell[i] >= 0) used_max_p1 = i + 1;
+    s->nkv_swa = used_max_p1 > 256 ? s_pad256(used_max_p1) : 256;
+    if (s->nkv_swa > size) s->nkv_swa = size;
 }
 
 void g4_kv_store(const g4_ctx_t *c, void *cache, int cells, const float *src, int64_t n, int pos)

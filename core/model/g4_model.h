@@ -87,6 +87,10 @@ typedef struct g4_ctx_params {
     int n_ubatch;   /* max rows per forward call (default 512)                     */
     int n_seq_max;  /* max live sequences (default 8)                              */
     int kv_f32;     /* store K/V in f32 (default F16, as llama.cpp)                */
+    int attn_splits; /* KV chunks of a one-row decode over >= 512 cells: llama.cpp
+                      * uses one per thread, so its numbers depend on its thread
+                      * count; 0: $G4_ATTN_SPLITS, else g4_cpu_math_cores() (the
+                      * thread count llama.cpp starts with on this machine)   */
 } g4_ctx_params_t;
 
 g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *p, g4_err_t *err);

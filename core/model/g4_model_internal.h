@@ -93,12 +93,20 @@ typedef struct g4_seq {
     int used;
     int n_past;    /* next position                                  */
     void **k, **v; /* [n_layer] cache per own-KV layer in the range   */
+    /* llama.cpp's cache of this sequence as if it ran alone (g4_kv_view_step):
+     * which position each cell of its sliding-window cache holds, and the
+     * views the attention of the current ubatch walks */
+    int32_t *lcell; /* [n_lcell] position in each cell, -1 empty      */
+    int lhead;      /* where llama.cpp's next slot search starts       */
+    int nkv_full, nkv_swa; /* view sizes for this ubatch               */
 } g4_seq_t;
 
 struct g4_ctx {
     g4_model_t *m;
     g4_ctx_params_t p;
     int n_ctx, n_ring;          /* cells of full / sliding caches          */
+    int n_lcell;                /* cells of llama.cpp's sliding cache      */
+    int attn_splits;            /* KV chunks of a one-row decode (g4_attn_f16) */
     size_t kv_elem;             /* 2 (f16) or 4 (f32)                      */
     g4_seq_t *seqs;             /* [n_seq_max]                             */
     int *seq_rows;              /* rows of each sequence in the current batch */
@@ -119,6 +127,8 @@ struct g4_ctx {
     size_t attn_buf_stride;
     float *rope_cs;  /* [n_ubatch][hd_max] cos/sin cache */
     int32_t *row_hi; /* [n_ubatch] last position a row sees on sliding layers */
+    int32_t *row_pos; /* [n_ubatch] scratch: one sequence's positions in a ubatch */
+    int32_t *blk_t0, *blk_n; /* [n_ubatch] the attention's row blocks */
     void (*on_layer)(void *user); /* g4_ctx_on_layer */
     void *on_layer_user;
 };
@@ -133,6 +143,12 @@ static inline size_t g4_kv_row_bytes(const g4_ctx_t *c, int l)
 
 /* cells of layer l's cache: a ring on sliding layers */
 static inline int g4_kv_cells(const g4_ctx_t *c, int l) { return c->m->hp.is_swa[l] ? c->n_ring : c->n_ctx; }
+
+/* g4_kv.c: llama.cpp's placement of one ubatch's rows of sequence s
+ * (positions pos[0..n), in order) in its caches: the sliding cache's slot
+ * search and reuse (find_slot / apply_ubatch), then the view sizes n_kv of
+ * both caches (used cells rounded up to 256) into s->nkv_full / nkv_swa. */
+void g4_kv_view_step(const g4_ctx_t *c, g4_seq_t *s, const int32_t *pos, int n);
 
 /* g4_kv.c: the live sequence id, or NULL */
 g4_seq_t *g4_kv_seq(g4_ctx_t *c, int id);
