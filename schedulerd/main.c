@@ -1,5 +1,5 @@
 /* schedulerd — admits requests, batches them through the shard pipeline,
- * streams tokens back; see sched.h. Life: options -> bind -> poll until
+ * streams tokens back; see schedulerd.h. Life: options -> bind -> poll until
  * SIGTERM -> drain (no new requests, the running ones finish, 60 s at most)
  * -> exit 0. `schedulerd --help` lists the options. */
 #include <stddef.h>
@@ -7,7 +7,7 @@
 
 #include "g4_daemon.h"
 #include "g4_log.h"
-#include "sched.h"
+#include "schedulerd.h"
 
 typedef struct schedulerd_cfg {
     g4_daemon_cfg_t d;

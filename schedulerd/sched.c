@@ -1,4 +1,4 @@
-/* sched — schedulerd's loop (see sched.h): the sockets, the dispatch of every
+/* sched — schedulerd's loop (see schedulerd.h): the sockets, the dispatch of every
  * message to the piece that handles it, and the forward path both ways:
  * s_schedule forms micro-batches (sched_batch.c decides; this file sends the
  * ForwardBatch) and s_on_result takes the sampled ids back.
@@ -10,7 +10,7 @@
  *
  * The rest is in sched_peers.c, sched_req.c, sched_text.c, sched_media.c
  * (see sched_internal.h for the map). */
-#include "sched.h"
+#include "schedulerd.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #include "g4_wire.h"
-#include "sched.h"
+#include "schedulerd.h"
 #include "sched_batch.h"
 
 #define MAX_DAEMONS 64
