@@ -48,6 +48,9 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_fmt_double(char *buf, size_t size, double v);
 /* Whole file as a NUL-terminated buffer (caller g4_free()s); NULL + errno on failure. */
 char *cli_read_file(const char *path, size_t *len);
+/* The input of a -p TEXT | -f FILE command: the file's bytes (in *owned, to
+ * g4_free) or the text, its length in *len; NULL after printing why. */
+const char *cli_input(const char *file, const char *text, size_t *len, char **owned);
 /* A JSON string literal (quotes included) for s[0..n), NUL bytes and all;
  * for cJSON_AddRawToObject (caller g4_free()s). */
 char *cli_json_quote(const char *s, size_t n);

@@ -43,14 +43,12 @@ int cli_chat_template(int argc, char **argv)
         cli_error("%s", s_usage);
         return 2;
     }
-    char *buf = NULL;
-    size_t len = 0;
-    if (file && !(buf = cli_read_file(file, &len))) {
-        cli_error("%s: %s", file, strerror(errno));
-        return 1;
-    }
+    char *buf;
+    size_t len;
+    const char *in = cli_input(file, text, &len, &buf);
+    if (!in) return 1;
     const char *end = NULL;
-    cJSON *conv = cJSON_ParseWithOpts(buf ? buf : text, &end, 1);
+    cJSON *conv = cJSON_ParseWithOpts(in, &end, 1);
     g4_free(buf);
     if (!conv) {
         cli_error("%s: not valid JSON", file ? file : "-p");
@@ -112,14 +110,12 @@ int cli_parse_output(int argc, char **argv)
         cli_error("usage: g4 parse-output (-f FILE | -p TEXT)");
         return 2;
     }
-    size_t len = text ? strlen(text) : 0;
-    char *buf = NULL;
-    if (file && !(buf = cli_read_file(file, &len))) {
-        cli_error("%s: %s", file, strerror(errno));
-        return 1;
-    }
+    size_t len;
+    char *buf;
+    const char *in = cli_input(file, text, &len, &buf);
+    if (!in) return 1;
     g4_err_t err;
-    cJSON *out = tok_chat_parse_output(buf ? buf : text, len, &err);
+    cJSON *out = tok_chat_parse_output(in, len, &err);
     g4_free(buf);
     if (!out) {
         cli_error("%s", err.msg);

@@ -48,19 +48,17 @@ int cli_tokenize(int argc, char **argv)
         cli_error("usage: g4 tokenize -m MODEL.gguf [--no-bos] [--no-special] (-p TEXT | -f FILE) [--json]");
         return 2;
     }
-    size_t len = text ? strlen(text) : 0;
-    char *buf = NULL;
-    if (file && !(buf = cli_read_file(file, &len))) {
-        cli_error("%s: %s", file, strerror(errno));
-        return 1;
-    }
+    size_t len;
+    char *buf;
+    const char *in = cli_input(file, text, &len, &buf);
+    if (!in) return 1;
     g4_gguf_t *g;
     tok_vocab_t *v = s_open(model, &g);
     int rc = 1;
     int32_t *ids = NULL;
     int n = 0;
     g4_err_t err;
-    if (v && !tok_vocab_tokenize(v, buf ? buf : text, len, bos, special, &ids, &n, &err)) {
+    if (v && !tok_vocab_tokenize(v, in, len, bos, special, &ids, &n, &err)) {
         cJSON *arr = cJSON_CreateArray();
         for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
         cJSON *root = arr;

@@ -1,4 +1,5 @@
 /* cli_util — small formatting helpers shared by subcommands. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,15 @@ void cli_print_pyrepr(FILE *out, const char *s, size_t n)
         else fputc(c, out);
     }
     fputc(q, out);
+}
+
+const char *cli_input(const char *file, const char *text, size_t *len, char **owned)
+{
+    *owned = NULL;
+    *len = text ? strlen(text) : 0;
+    if (!file) return text;
+    if (!(*owned = cli_read_file(file, len))) cli_error("%s: %s", file, strerror(errno));
+    return *owned;
 }
 
 char *cli_read_file(const char *path, size_t *len)
