@@ -94,9 +94,12 @@ static double s_tile_softmax(float *x, float M)
     return sum;
 }
 
-/* the hot loops, built for the running machine's FMA unit when it has one
- * (fmaf is exact either way: one rounding per step) */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* the hot loops: plain C with fmaf (one rounding per step, so exact on any
+ * machine), and on x86 with FMA the same chains with the accumulators held in
+ * registers */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define G4_ATTN_X86 1
 #define G4_ATTN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define G4_ATTN_CLONES
@@ -104,8 +107,7 @@ static double s_tile_softmax(float *x, float M)
 
 /* kq[i][j] = the chain over d of fmaf(q_i[d], kt[d][j], ·) from 0, for the
  * n query vectors q_i = q + (i / G) * q_stride + (i % G) * hd */
-G4_ATTN_CLONES static void s_tile_scores(const float *q, size_t q_stride, int n, int G, int hd, const float *kt,
-                                         float *kq)
+static void s_tile_scores_c(const float *q, size_t q_stride, int n, int G, int hd, const float *kt, float *kq)
 {
     enum { TK = G4_ATTN_TILE_KV };
     for (int i = 0; i < n; i++) {
@@ -119,10 +121,94 @@ G4_ATTN_CLONES static void s_tile_scores(const float *q, size_t q_stride, int n,
     }
 }
 
-/* o[d] = fmaf(w, v[d], o[d]) */
-G4_ATTN_CLONES static void s_axpy_fma(float *o, float w, const float *v, int hd)
+/* o[d] = the chain over k of fmaf(w[js[k]], vt[js[k]][d], ·) from o[d] */
+static void s_tile_pv_c(float *o, const float *w, const float *vt, int hd, const int *js, int nj)
 {
-    for (int d = 0; d < hd; d++) o[d] = fmaf(w, v[d], o[d]);
+    for (int d = 0; d < hd; d++) {
+        float a = o[d];
+        for (int k = 0; k < nj; k++) a = fmaf(w[js[k]], vt[(size_t)js[k] * hd + d], a);
+        o[d] = a;
+    }
+}
+
+#ifdef G4_ATTN_X86
+__attribute__((target("avx2,fma"))) static void s_tile_scores_fma(const float *q, size_t q_stride, int n, int G,
+                                                                   int hd, const float *kt, float *kq)
+{
+    enum { TK = G4_ATTN_TILE_KV };
+    for (int i = 0; i < n; i++) {
+        const float *qi = q + (size_t)(i / G) * q_stride + (size_t)(i % G) * hd;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int d = 0; d < hd; d++) {
+            const __m256 qd = _mm256_broadcast_ss(qi + d);
+            const float *kd = kt + (size_t)d * TK;
+            a0 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd + 0), a0);
+            a1 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd + 8), a1);
+            a2 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd + 16), a2);
+            a3 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd + 24), a3);
+            a4 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd + 32), a4);
+            a5 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd + 40), a5);
+            a6 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd + 48), a6);
+            a7 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd + 56), a7);
+        }
+        float *o = kq + (size_t)i * TK;
+        _mm256_storeu_ps(o + 0, a0), _mm256_storeu_ps(o + 8, a1), _mm256_storeu_ps(o + 16, a2);
+        _mm256_storeu_ps(o + 24, a3), _mm256_storeu_ps(o + 32, a4), _mm256_storeu_ps(o + 40, a5);
+        _mm256_storeu_ps(o + 48, a6), _mm256_storeu_ps(o + 56, a7);
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void s_tile_pv_fma(float *o, const float *w, const float *vt, int hd,
+                                                               const int *js, int nj)
+{
+    int d = 0;
+    for (; d + 32 <= hd; d += 32) {
+        __m256 a0 = _mm256_loadu_ps(o + d), a1 = _mm256_loadu_ps(o + d + 8), a2 = _mm256_loadu_ps(o + d + 16),
+               a3 = _mm256_loadu_ps(o + d + 24);
+        for (int k = 0; k < nj; k++) {
+            const __m256 wk = _mm256_broadcast_ss(w + js[k]);
+            const float *v = vt + (size_t)js[k] * hd + d;
+            a0 = _mm256_fmadd_ps(wk, _mm256_loadu_ps(v + 0), a0);
+            a1 = _mm256_fmadd_ps(wk, _mm256_loadu_ps(v + 8), a1);
+            a2 = _mm256_fmadd_ps(wk, _mm256_loadu_ps(v + 16), a2);
+            a3 = _mm256_fmadd_ps(wk, _mm256_loadu_ps(v + 24), a3);
+        }
+        _mm256_storeu_ps(o + d, a0), _mm256_storeu_ps(o + d + 8, a1);
+        _mm256_storeu_ps(o + d + 16, a2), _mm256_storeu_ps(o + d + 24, a3);
+    }
+    if (d < hd) s_tile_pv_c(o + d, w, vt + d, hd, js, nj); /* rows keep their stride hd */
+}
+#endif
+
+static int s_fma(void)
+{
+#ifdef G4_ATTN_X86
+    /* the kernels' ISA choice (G4_ISA=scalar caps it, so tests reach the C twin) */
+    static int v = -1;
+    if (v < 0) {
+        g4_kernels_init();
+        v = strcmp(g4_kernels_isa(), "scalar") && __builtin_cpu_supports("fma");
+    }
+    return v;
+#else
+    return 0;
+#endif
+}
+
+static void s_tile_scores(const float *q, size_t q_stride, int n, int G, int hd, const float *kt, float *kq)
+{
+#ifdef G4_ATTN_X86
+    if (s_fma()) return s_tile_scores_fma(q, q_stride, n, G, hd, kt, kq);
+#endif
+    s_tile_scores_c(q, q_stride, n, G, hd, kt, kq);
+}
+
+static void s_tile_pv(float *o, const float *w, const float *vt, int hd, const int *js, int nj)
+{
+#ifdef G4_ATTN_X86
+    if (s_fma()) return s_tile_pv_fma(o, w, vt, hd, js, nj);
+#endif
+    s_tile_pv_c(o, w, vt, hd, js, nj);
 }
 
 /* a cache row widened to f32: dst[d * stride] */
@@ -197,10 +283,12 @@ void g4_attn_f32(const float *q, size_t q_stride, int nr, int G, const uint8_t *
             S[i] = (float)((double)S[i] + s_tile_softmax(row, Mn));
             /* Σ softmax·V: one fused multiply-add chain per output over the
              * tile's cells; a masked cell's weight is 0 and adds nothing */
+            int js[TK], nj = 0;
             for (int j = 0; j < nc; j++) {
                 const int p = s_cell_pos(vw, c0 + j);
-                if (p >= lo[r] && p <= hi[r]) s_axpy_fma(oi, row[j], vt + (size_t)j * hd, hd);
+                if (p >= lo[r] && p <= hi[r]) js[nj++] = j;
             }
+            s_tile_pv(oi, row, vt, hd, js, nj);
         }
     }
     for (int i = 0; i < n; i++) {
