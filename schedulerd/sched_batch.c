@@ -74,6 +74,8 @@ int sched_batch_form(const sched_seq_t *seq, int n_seq, int start, int max_seqs,
         }
         for (int j = 0; j < need; j++) {
             const int p = q->n_fed + j;
+            if (p >= q->n_prompt && need > 1) /* generated ids fed again: each was a step of its own */
+                rows->flags[at + j] = G4_ROW_STEP, rows->has_flags = 1;
             rows->tok[at + j] = q->tok[p];
             rows->pos[at + j] = p;
             rows->slot[at + j] = (uint32_t)q->slot;

@@ -15,9 +15,15 @@
  * G4_ROW_EMBD  the row is a soft token: its input is the next embedding row
  *              (no sqrt(H) scale, per-layer input of token 0);
  * G4_ROW_BIDIR on sliding-window layers the row also sees the later rows of
- *              the adjacent run of BIDIR rows of its sequence in the call. */
+ *              the adjacent run of BIDIR rows of its sequence in the call;
+ * G4_ROW_STEP  the row was a decode step of its own (a one-row call) and is
+ *              fed again with others after a pipeline change: attention
+ *              computes it as that one-row call did (the cache as it stood
+ *              after that row, the split-KV decode), so the numbers come out
+ *              the same as the first time. */
 #define G4_ROW_EMBD 1
 #define G4_ROW_BIDIR 2
+#define G4_ROW_STEP 4
 
 /* ---- media placeholders ---------------------------------------------------
  * The k-th <|image|> (<|audio|>) of a prompt stands for the k-th image

@@ -97,6 +97,8 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->row_pos = g4_malloc(T * sizeof *c->row_pos);
     c->blk_t0 = g4_malloc(T * sizeof *c->blk_t0);
     c->blk_n = g4_malloc(T * sizeof *c->blk_n);
+    c->row_nkv = g4_malloc(2 * T * sizeof *c->row_nkv);
+    c->row_view = g4_malloc(T * (size_t)(c->n_lcell ? c->n_lcell : 1) * sizeof *c->row_view);
     if (hp->n_expert) {
         const size_t E = hp->n_expert, K = hp->n_expert_used, fe = hp->n_ff_exp;
         c->moe_in = g4_malloc(T * H * 4);
@@ -121,7 +123,7 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->attn_buf_stride = (abuf + 256 + 63) & ~(size_t)63;
     c->attn_buf = g4_malloc_aligned(c->attn_buf_stride * (size_t)c->n_thr, 64);
     if (!c->seqs || !c->seq_rows || !c->x || !c->a || !c->q || !c->k || !c->v || !c->o || !c->t1 || !c->fg || !c->fu || !c->ple ||
-        !c->tok_ple || !c->rope_cs || !c->row_hi || !c->row_pos || !c->blk_t0 || !c->blk_n || !c->mm_scratch || !c->attn_buf ||
+        !c->tok_ple || !c->rope_cs || !c->row_hi || !c->row_pos || !c->blk_t0 || !c->blk_n || !c->row_nkv || !c->row_view || !c->mm_scratch || !c->attn_buf ||
         (hp->n_expert && (!c->moe_in || !c->moe_acc || !c->moe_g || !c->moe_d || !c->moe_probs || !c->moe_sel ||
                           !c->moe_w))) {
         g4_err_set(err, G4_ERR_NOMEM, "out of memory allocating the context (%d rows)", c->p.n_ubatch);
@@ -147,6 +149,8 @@ void g4_ctx_destroy(g4_ctx_t **pc)
     g4_free(c->row_pos);
     g4_free(c->blk_t0);
     g4_free(c->blk_n);
+    g4_free(c->row_nkv);
+    g4_free(c->row_view);
     g4_free_aligned(c->mm_scratch);
     g4_free_aligned(c->attn_buf);
     g4_free(c);
@@ -257,9 +261,11 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
     /* when every row takes the tiled path (long runs of a sequence, or an F32
      * cache) an item is the G query heads of one KV head; otherwise (decode)
      * one head, so the items spread over more threads */
+    /* a row of a one-row call (or fed again as one: G4_ROW_STEP) */
+#define ROW_STEP(t) (c->seq_rows[b->seq[t]] == 1 || (b->flags && (b->flags[t] & G4_ROW_STEP)))
     int G = grp <= G4_ATTN_GMAX ? grp : 1;
     for (int t = 0; t < T && G > 1; t++)
-        if (f16 && c->seq_rows[b->seq[t]] < 64) G = 1;
+        if (f16 && (c->seq_rows[b->seq[t]] < 64 || ROW_STEP(t))) G = 1;
     const int nhg = nh / G;
     /* blocks of rows: a row alone (single-query kernel), or up to
      * G4_ATTN_TILE_Q consecutive rows of one sequence (tiled kernel: each K/V
@@ -267,8 +273,8 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
     int nblk = 0;
     for (int t = 0; t < T;) {
         int n = 1;
-        if (!f16 || c->seq_rows[b->seq[t]] >= 64)
-            while (t + n < T && n < G4_ATTN_TILE_Q && b->seq[t + n] == b->seq[t]) n++;
+        if ((!f16 || c->seq_rows[b->seq[t]] >= 64) && !ROW_STEP(t))
+            while (t + n < T && n < G4_ATTN_TILE_Q && b->seq[t + n] == b->seq[t] && !ROW_STEP(t + n)) n++;
         c->blk_t0[nblk] = t, c->blk_n[nblk++] = n;
         t += n;
     }
@@ -287,16 +293,20 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
         uint8_t *buf = c->attn_buf + c->attn_buf_stride * (size_t)omp_get_thread_num();
         const float *qv = c->q + (size_t)t0 * nq + (size_t)h * hd;
         float *out = c->o + (size_t)t0 * nq + (size_t)h * hd;
-        const g4_attn_view_t vw = {swa ? s->lcell : NULL, swa ? s->nkv_swa : s->nkv_full, cells};
-        if (f16 && c->seq_rows[b->seq[t0]] < 64) {
-            /* the split-KV path serves a sequence's one-row ubatch (a decode step) */
-            const int splits = c->seq_rows[b->seq[t0]] == 1 ? c->attn_splits : 1;
+        const int step = ROW_STEP(t0), fed_again = step && c->seq_rows[b->seq[t0]] > 1;
+        const g4_attn_view_t vw = fed_again ? (g4_attn_view_t){swa && c->n_lcell ? c->row_view + (size_t)t0 * c->n_lcell : NULL,
+                                                              c->row_nkv[2 * t0 + swa], cells}
+                                            : (g4_attn_view_t){swa ? s->lcell : NULL, swa ? s->nkv_swa : s->nkv_full, cells};
+        if (f16 && (c->seq_rows[b->seq[t0]] < 64 || step)) {
+            /* the split-KV path serves a one-row call (a decode step) */
+            const int splits = step ? c->attn_splits : 1;
             for (int g = 0; g < G; g++)
                 g4_attn_f16(qv + (size_t)g * hd, K, V, row_bytes, hd, lo[0], hi[0], &vw, splits, out + (size_t)g * hd, buf);
         } else {
             g4_attn_f32(qv, (size_t)nq, nr, G, K, V, row_bytes, f16, hd, lo, hi, &vw, out, (size_t)nq, buf);
         }
     }
+#undef ROW_STEP
     s_mm(c, &L->wo, 0, -1, c->o, nq, T, c->t1, H);
     for (int t = 0; t < T; t++) {
         float *r = c->t1 + (size_t)t * H, *xt = x + (size_t)t * H;
@@ -499,11 +509,23 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
         int first = 1;
         for (int u = 0; u < t && first; u++) first = b->seq[u] != b->seq[t];
         if (!first) continue;
+        g4_seq_t *s = &c->seqs[b->seq[t]];
+        if (b->flags && (b->flags[t] & G4_ROW_STEP)) {
+            /* decode steps fed again: placed one at a time, each row with the
+             * view it had then */
+            for (int u = t; u < T; u++) {
+                if (b->seq[u] != b->seq[t]) continue;
+                g4_kv_view_step(c, s, &b->pos[u], 1);
+                if (c->n_lcell) memcpy(c->row_view + (size_t)u * c->n_lcell, s->lcell, (size_t)c->n_lcell * 4);
+                c->row_nkv[2 * u] = s->nkv_full, c->row_nkv[2 * u + 1] = s->nkv_swa;
+            }
+            continue;
+        }
         int32_t *pos = (int32_t *)c->row_pos;
         int n = 0;
         for (int u = t; u < T; u++)
             if (b->seq[u] == b->seq[t]) pos[n++] = b->pos[u];
-        g4_kv_view_step(c, &c->seqs[b->seq[t]], pos, n);
+        g4_kv_view_step(c, s, pos, n);
     }
     if (m->begin == 0) {
         s_embed(c, b, T);

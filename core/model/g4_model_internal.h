@@ -129,6 +129,8 @@ struct g4_ctx {
     int32_t *row_hi; /* [n_ubatch] last position a row sees on sliding layers */
     int32_t *row_pos; /* [n_ubatch] scratch: one sequence's positions in a ubatch */
     int32_t *blk_t0, *blk_n; /* [n_ubatch] the attention's row blocks */
+    int32_t *row_view;  /* [n_ubatch][n_lcell] the sliding view of each G4_ROW_STEP row */
+    int32_t *row_nkv;   /* [n_ubatch][2] its view sizes: full, sliding */
     void (*on_layer)(void *user); /* g4_ctx_on_layer */
     void *on_layer_user;
 };

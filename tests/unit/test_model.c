@@ -242,6 +242,58 @@ static int s_weights_check(const char *td, const char *name)
     return 0;
 }
 
+/* Decode steps fed again in one call (G4_ROW_STEP, as after a pipeline
+ * change) give the logits bit for bit of the one-row calls they were, past
+ * 512 cached positions (split-KV decode, 2 splits) and with the sliding cache
+ * wrapped (window 16, ubatch 64: 256 cells); without the flag they do not. */
+static int s_replay_check(const char *td)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/dense-f32.gguf", td);
+    g4_err_t err;
+    g4_model_t *m = g4_model_load(path, 0, -1, &err);
+    REQUIRE(m);
+    enum { NP = 520, NG = 60 };
+    const int V = (int)g4_model_hparams(m)->n_vocab;
+    g4_ctx_params_t cp = {.n_ctx = 1024, .n_ubatch = 64, .attn_splits = 2};
+    g4_ctx_t *c = g4_ctx_new(m, &cp, &err);
+    float *l1 = g4_malloc((size_t)NG * V * 4), *l2 = g4_malloc((size_t)NG * V * 4);
+    int32_t *tok = g4_malloc((NP + NG) * 4), *pos = g4_malloc((NP + NG) * 4), *sq = g4_malloc((NP + NG) * 4);
+    int8_t *fl = g4_malloc(NP + NG);
+    REQUIRE(c && l1 && l2 && tok && pos && sq && fl);
+    uint64_t rng = 7;
+    for (int i = 0; i < NP + NG; i++) tok[i] = 2 + (int)(g4_test_rand(&rng) % 1000), pos[i] = i;
+    double diff_noflag = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        const int s = g4_seq_new(c, &err);
+        REQUIRE(s >= 0);
+        for (int i = 0; i < NP + NG; i++) sq[i] = s;
+        for (int at = 0; at < NP; at += 64) {
+            g4_batch_t b = {NP - at < 64 ? NP - at : 64, tok + at, NULL, pos + at, sq + at, NULL, NULL};
+            REQUIRE(g4_ctx_forward(c, &b, NULL, NULL, NULL, NULL, &err) == 0);
+        }
+        if (pass == 0) { /* one row per call, as decoding */
+            for (int i = 0; i < NG; i++) {
+                g4_batch_t b = {1, tok + NP + i, NULL, pos + NP + i, sq + NP + i, NULL, NULL};
+                REQUIRE(g4_ctx_forward(c, &b, NULL, NULL, NULL, l1 + (size_t)i * V, &err) == 0);
+            }
+        } else { /* all of them in one call, marked (pass 1) or not (pass 2) */
+            for (int i = 0; i < NG; i++) fl[i] = pass == 1 ? G4_ROW_STEP : 0;
+            g4_batch_t b = {NG, tok + NP, NULL, pos + NP, sq + NP, NULL, fl};
+            REQUIRE(g4_ctx_forward(c, &b, NULL, NULL, NULL, l2, &err) == 0);
+            if (pass == 1) CHECKF(!memcmp(l1, l2, (size_t)NG * V * 4), "%s", "steps fed again differ from the steps");
+            else
+                for (size_t i = 0; i < (size_t)NG * V; i++) diff_noflag = fmax(diff_noflag, fabs(l1[i] - l2[i]));
+        }
+        g4_seq_release(c, s);
+    }
+    CHECKF(diff_noflag > 0, "%s", "the same rows without G4_ROW_STEP should take the other kernels");
+    g4_free(l1), g4_free(l2), g4_free(tok), g4_free(pos), g4_free(sq), g4_free(fl);
+    g4_ctx_destroy(&c);
+    g4_model_destroy(&m);
+    return 0;
+}
+
 int test_model(void)
 {
     const char *td = g4_test_testdata();
@@ -253,6 +305,7 @@ int test_model(void)
     s_range_check(td, "e-f32.gguf", 2);
     s_range_check(td, "moe-q8_0.gguf", 3);
     s_softtoken_check(td);
+    s_replay_check(td);
     s_weights_check(td, "dense256-q4_k_m.gguf");
     s_weights_check(td, "moe-q8_0.gguf");
     s_weights_check(td, "e-q8_0.gguf");

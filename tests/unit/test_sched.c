@@ -91,11 +91,14 @@ static int s_test_chunks(void)
     q.n_tok = 1001;
     REQUIRE(sched_batch_form(&q, 1, 0, 1, 256, pick, &rows) == 1);
     CHECK(rows.n_rows == 1 && rows.pos[0] == 1000 && rows.n_sample == 1 && pick[0].sample_pos == 1000);
-    /* fed again after a pipeline change: generated ids up to 63 rows at a time, every one sampled */
+    CHECK(!rows.has_flags && rows.flags[0] == 0);
+    /* fed again after a pipeline change: generated ids up to 63 rows at a time,
+     * every one sampled, each marked as the decode step it was (G4_ROW_STEP) */
     q.n_fed = 1000, q.n_tok = 1100;
     CHECK(sched_batch_need(&q, 256) == 63);
     REQUIRE(sched_batch_form(&q, 1, 0, 1, 256, pick, &rows) == 1);
     CHECK(rows.n_rows == 63 && rows.n_sample == 63);
+    CHECK(rows.has_flags && rows.flags[0] == G4_ROW_STEP && rows.flags[62] == G4_ROW_STEP);
     return 0;
 }
 
