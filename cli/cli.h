@@ -36,11 +36,20 @@ int cli_quantize(int argc, char **argv);
 #define CLI_PLAN_UBATCH 512
 typedef struct cli_plan {
     int n_layer, n_nodes;
+    uint64_t kv_seq_full, kv_seq_swa; /* KV bytes of one sequence: full-attention, sliding-window layers */
+    int swa_cells;                    /* cells a sliding layer keeps (window + ubatch), 0 without */
     g4_topo_node_t nodes[G4_PLAN_MAX];
     g4_plan_t plan; /* stages[i].node indexes nodes */
 } cli_plan_t;
 int cli_plan_make(const char *model, const char *topo_desc, int n_shards, int n_ctx, int n_slots, cli_plan_t *out,
                   char *why, size_t why_size);
+/* Before anything is loaded: does one sequence of n_ctx positions (0: the
+ * default) fit beside the weights on this machine? Prints why not, with the
+ * numbers, and returns 1; 0 when it fits or the header cannot tell. */
+int cli_plan_check_fits(const char *model, int n_shards, int n_ctx);
+/* --slots when only --ctx is given: the default total of positions
+ * (CLI_PLAN_SLOTS x CLI_PLAN_CTX) in sequences of n_ctx, 1 .. CLI_PLAN_SLOTS */
+int cli_plan_default_slots(int n_ctx);
 
 /* Prints "error: <msg>" on stderr (one line). */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -34,6 +34,12 @@ int cli_plan_make(const char *model, const char *topo_desc, int n_shards, int n_
     }
     g4_hparams_footprint(g, hp, n_ctx, n_slots, CLI_PLAN_UBATCH, fp);
     out->n_layer = (int)hp->n_layer;
+    for (int l = 0; l < out->n_layer; l++) {
+        const uint64_t b = fp->layer_kv_bytes[l] / (uint64_t)n_slots;
+        if (hp->is_swa[l]) out->kv_seq_swa += b;
+        else out->kv_seq_full += b;
+    }
+    if (hp->n_swa) out->swa_cells = (int)hp->n_swa + CLI_PLAN_UBATCH < n_ctx ? (int)hp->n_swa + CLI_PLAN_UBATCH : n_ctx;
     out->n_nodes = g4_topo_n_nodes(topo) < G4_PLAN_MAX ? g4_topo_n_nodes(topo) : G4_PLAN_MAX;
     for (int i = 0; i < out->n_nodes; i++) out->nodes[i] = *g4_topo_node(topo, i);
     const g4_plan_model_t pm = {out->n_layer, fp->layer_weight_bytes, fp->layer_kv_bytes, fp->kv_source,
@@ -49,10 +55,38 @@ done:
 
 static void s_gib(char *buf, size_t size, uint64_t b) { snprintf(buf, size, "%.2f GiB", (double)b / (1u << 30)); }
 
+int cli_plan_default_slots(int n_ctx)
+{
+    const int n = n_ctx > 0 ? CLI_PLAN_SLOTS * CLI_PLAN_CTX / n_ctx : CLI_PLAN_SLOTS;
+    return n < 1 ? 1 : n > CLI_PLAN_SLOTS ? CLI_PLAN_SLOTS : n;
+}
+
+int cli_plan_check_fits(const char *model, int n_shards, int n_ctx)
+{
+    cli_plan_t *cp = g4_malloc(sizeof *cp);
+    char why[300];
+    const int ctx = n_ctx > 0 ? n_ctx : CLI_PLAN_CTX;
+    int rc = 0;
+    if (cp && !cli_plan_make(model, NULL, n_shards, ctx, 1, cp, why, sizeof why) && !cp->plan.fits)
+        for (int i = 0; i < cp->plan.n_stages && !rc; i++) {
+            const g4_plan_stage_t *st = &cp->plan.stages[i];
+            if (st->fits) continue;
+            char w[32], k[32], t[32], m[32];
+            s_gib(w, sizeof w, st->weight_bytes), s_gib(k, sizeof k, st->kv_bytes), s_gib(t, sizeof t, st->total_bytes);
+            s_gib(m, sizeof m, cp->nodes[st->node].memory_bytes);
+            cli_error("a context of %d positions does not fit: shard %d (layers %d-%d) needs %s of weights + %s of KV "
+                      "cache = %s, NUMA node %d has %s; use a shorter --ctx (g4 plan -m %s --ctx N shows the sizes)",
+                      ctx, i, st->layer_begin, st->layer_end, w, k, t, cp->nodes[st->node].os_index, m, model);
+            rc = 1;
+        }
+    g4_free(cp);
+    return rc;
+}
+
 int cli_plan(int argc, char **argv)
 {
     const char *model = NULL, *topo = NULL;
-    int n_shards = 0, n_ctx = CLI_PLAN_CTX, n_slots = CLI_PLAN_SLOTS, json = 0;
+    int n_shards = 0, n_ctx = CLI_PLAN_CTX, n_slots = 0, json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = v, i++;
@@ -67,6 +101,7 @@ int cli_plan(int argc, char **argv)
             return 2;
         }
     }
+    if (n_slots == 0) n_slots = cli_plan_default_slots(n_ctx);
     if (!model || n_ctx <= 0 || n_slots <= 0) {
         cli_error("usage: g4 plan -m MODEL.gguf [--topology FILE.xml|SYNTHETIC] [--shards N] [--json]");
         return 2;
@@ -86,12 +121,20 @@ int cli_plan(int argc, char **argv)
         cJSON_AddNumberToObject(root, "n_layer", L);
         cJSON_AddNumberToObject(root, "ctx", n_ctx);
         cJSON_AddNumberToObject(root, "slots", n_slots);
+        cJSON_AddNumberToObject(root, "kv_bytes_per_sequence", (double)(cp->kv_seq_full + cp->kv_seq_swa));
+        cJSON_AddNumberToObject(root, "kv_bytes_per_sequence_full", (double)cp->kv_seq_full);
+        cJSON_AddNumberToObject(root, "kv_bytes_per_sequence_sliding", (double)cp->kv_seq_swa);
         cJSON_AddNumberToObject(root, "numa_nodes", n_nodes);
         cJSON_AddStringToObject(root, "split", g4_plan_split_name(pl->split));
         arr = cJSON_AddArrayToObject(root, "shards");
     } else {
         printf("model %s: %d layers; %d NUMA node(s); KV cache F16 for %d slot(s) x %d positions\n", model, L, n_nodes,
                n_slots, n_ctx);
+        char kf[32], ks[32], kt[32];
+        s_gib(kf, sizeof kf, cp->kv_seq_full), s_gib(ks, sizeof ks, cp->kv_seq_swa);
+        s_gib(kt, sizeof kt, cp->kv_seq_full + cp->kv_seq_swa);
+        printf("KV cache of one sequence of %d positions: %s (full-attention layers %s; sliding-window layers %s: "
+               "%d cells each)\n", n_ctx, kt, kf, ks, cp->swa_cells);
         if (pl->split != G4_PLAN_SPLIT_SINGLE)
             printf("layers split in proportion to each node's %s\n",
                    pl->split == G4_PLAN_SPLIT_BANDWIDTH ? "memory bandwidth" : "memory");

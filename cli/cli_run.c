@@ -400,6 +400,7 @@ int cli_run(int argc, char **argv)
         cli_error("--logprobs must be in [0, 100] and -n non-negative");
         return 2;
     }
+    if (!sched_ep && cli_plan_check_fits(model, n_shards, n_ctx)) return 1;
     if (!in_process) {
         char *ftext = NULL;
         int32_t *ids = NULL;

@@ -3,7 +3,12 @@
 one shard per NUMA node, contiguous layers covering the model, memory per
 shard that adds up to the model's tensors plus the KV cache, layers that share
 a KV cache kept together, and a clear "does not fit" when memory is short.
-Usage: test_plan.py G4_BINARY TESTDATA_DIR"""
+And at the real sizes (models of the real 31B and 26B-A4B shapes written
+sparse, without data): the KV cache of one sequence at 8k..256k positions is
+what llama.cpp allocates for that context (full-attention layers: every
+position; sliding layers: window + ubatch cells), and `g4 run` refuses a
+context that cannot fit before it loads anything, with the numbers.
+Usage: test_plan.py G4_BINARY TESTDATA_DIR [G4_MAKE_MODEL]"""
 import json, os, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -127,4 +132,33 @@ check(m and float(m[0].split(":")[-1].split()[0]) > 0.5 * os.path.getsize(os.pat
 r = subprocess.run([shardd, "-m", os.path.join(mdir, "dense-f32.gguf"), "--listen", ipc, "--numa-node", "63"],
                    capture_output=True, text=True, timeout=30)
 check(r.returncode == 1 and "does not exist" in r.stderr, "a NUMA node that does not exist is said: %s" % r.stderr)
+
+# the real shapes, long contexts
+if len(sys.argv) > 3:
+    import tempfile  # noqa: E402
+    with tempfile.TemporaryDirectory(prefix="g4-plan-") as tmp:
+        # (preset, layers full/sliding, KV heads full/sliding, head size full/sliding, window)
+        for preset, nf, ns, hf, hs, df, ds, win in (("31b", 10, 50, 4, 16, 512, 256, 1024),
+                                                    ("26b-a4b", 5, 25, 2, 8, 512, 256, 1024)):
+            path = os.path.join(tmp, preset + ".gguf")
+            r = subprocess.run([sys.argv[3], "--preset", preset, "--sparse", "1", "-o", path], capture_output=True,
+                               text=True, timeout=120)
+            check(r.returncode == 0, "g4_make_model %s: %s" % (preset, r.stderr))
+            for ctx in (8192, 32768, 131072, 262144):
+                r = subprocess.run([g4, "plan", "-m", path, "--ctx", str(ctx), "--json"], capture_output=True, text=True)
+                p = json.loads(r.stdout) if r.returncode == 0 else {}
+                # llama.cpp (llama-server, -c ctx -ub 512): K and V rows of F16 per cell and layer
+                want = 4 * (nf * ctx * hf * df + ns * min(ctx, win + 512) * hs * ds)
+                got = p.get("kv_bytes_per_sequence", 0)
+                check(abs(got - want) <= 0.05 * want and p.get("slots") == max(1, min(16, 65536 // ctx)),
+                      "%s at %d: KV %d bytes, llama.cpp %d; %s" % (preset, ctx, got, want, r.stderr))
+            print("%s: KV of one sequence at 128k %.2f GiB" % (preset, json.loads(subprocess.run(
+                [g4, "plan", "-m", path, "--ctx", "131072", "--json"], capture_output=True,
+                text=True).stdout)["kv_bytes_per_sequence"] / 2**30))
+        # a context that cannot fit (on a synthetic NUMA node) is refused before loading, with the numbers
+        env = dict(os.environ, HWLOC_SYNTHETIC="numa:1 core:2 pu:1")
+        r = subprocess.run([g4, "run", "-m", os.path.join(tmp, "31b.gguf"), "--ctx", "262144", "-p", "hi"],
+                           capture_output=True, text=True, timeout=60, env=env)
+        check(r.returncode == 1 and "does not fit" in r.stderr and "GiB of KV cache" in r.stderr,
+              "g4 run with a context too large: rc %d %s" % (r.returncode, r.stderr))
 finish()

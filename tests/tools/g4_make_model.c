@@ -363,7 +363,8 @@ static int s_usage(FILE *out)
             "usage: g4_make_model --preset e2b|e4b|26b-a4b|31b -o OUT.gguf [--n-layer N] [--type T] [--seed S]\n"
             "         [--vocab VOCAB.gguf] [--threads N] [--n-embd E] [--n-ff F] [--n-head H] [--n-head-kv K]\n"
             "         [--n-head-kv-full K] [--n-ff-exp F]\n"
-            "         [--layer-types SSSSSF] [--sliding-window W] [--ctx-train C]\n"
+            "         [--layer-types SSSSSF] [--sliding-window W] [--ctx-train C] [--sparse 1]\n"
+            "  --sparse 1: no tensor data, holes of its size (the real shapes for g4 plan / inspect in no disk)\n"
             "  T: Q4_K_M (default) Q4_K_S Q5_K_M Q5_K_S Q6_K Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K F16 BF16 F32\n");
     return out == stdout ? 0 : 2;
 }
@@ -388,6 +389,7 @@ int main(int argc, char **argv)
         ctx = 0;
     int n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     uint64_t seed = 0;
+    int sparse = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return s_usage(stdout);
@@ -408,6 +410,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--ctx-train")) ctx = atoi(v);
         else if (!strcmp(a, "--threads")) n_threads = atoi(v);
         else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--sparse")) sparse = !strcmp(v, "1") || !strcmp(v, "yes");
         else {
             fprintf(stderr, "g4_make_model: unknown option %s\n", a);
             return s_usage(stderr);
@@ -596,6 +599,11 @@ int main(int argc, char **argv)
         const uint64_t tseed = s_mix64(seed * 0x9E3779B97F4A7C15ull ^ s_hash_name(t->name));
         counts[t->type]++;
         n_params += (uint64_t)ne0 * (uint64_t)n_rows;
+        if (sparse) { /* a hole where the data goes: the directory is all that is read */
+            const uint64_t nb = rb * (uint64_t)n_rows;
+            if (fseeko(f, (off_t)(nb + (32 - nb % 32) % 32), SEEK_CUR)) goto io;
+            continue;
+        }
         if (t->init != S_INIT_NORMAL) { /* small F32 vectors */
             s_rng_t r = {tseed};
             float *x = (float *)slab;
@@ -619,6 +627,7 @@ int main(int argc, char **argv)
         const uint64_t pad = (32 - nbytes % 32) % 32;
         if (pad && fwrite(zeros, 1, (size_t)pad, f) != pad) goto io;
     }
+    if (sparse && (fflush(f) || ftruncate(fileno(f), ftello(f)))) goto io; /* the holes up to the end */
     if (fclose(f) != 0) goto io;
     f = NULL;
     long bytes = 0;
