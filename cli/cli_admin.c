@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_args.h"
 #include "cli_stack.h"
 #include "g4_alloc.h"
 #include "g4_client.h"
@@ -54,10 +55,7 @@ int cli_status(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--scheduler") && i + 1 < argc) ep_arg = argv[++i];
-        else {
-            cli_error("usage: g4 status [--json] [--scheduler EP]");
-            return 2;
-        }
+        else return cli_bad_option("status", argv[i]);
     }
     char dir[256], ep[300];
     if (ep_arg) snprintf(ep, sizeof ep, "%s", ep_arg);
@@ -155,11 +153,7 @@ int cli_up(int argc, char **argv)
         int took;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) o.model = v, i++;
         else if ((took = cli_stack_opt(&o, a, v))) i += took - 1;
-        else {
-            cli_error("usage: g4 up -m MODEL.gguf [--shards N] [--threads N] [--ctx N] [--slots N] [--kv-f32] "
-                      "[--mmap] [--template T.jinja] [--mmproj MMPROJ.gguf]");
-            return 2;
-        }
+        else return cli_bad_option("up", a);
     }
     if (!o.model) {
         cli_error("usage: g4 up -m MODEL.gguf [--shards N] ...");
@@ -309,10 +303,7 @@ int cli_swap(int argc, char **argv)
         if (!strcmp(a, "--bin") && v) bin = v, i++;
         else if (!strcmp(a, "--listen") && v) listen = v, i++;
         else if (a[0] != '-' && !name) name = a;
-        else {
-            cli_error("usage: g4 swap NAME [--bin PATH] [--listen EP]   (NAME as g4 status shows it)");
-            return 2;
-        }
+        else return cli_bad_option("swap", a);
     }
     if (!name) {
         cli_error("usage: g4 swap NAME [--bin PATH] [--listen EP]");

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_args.h"
 #include "cli_generate.h"
 #include "cli_stack.h"
 #include "g4_alloc.h"
@@ -170,11 +171,7 @@ int cli_bench(int argc, char **argv)
         else if (!strcmp(a, "--kv-f32")) kv_f32 = 1;
         else if (!strcmp(a, "--mmap")) mmap_only = 1;
         else if (!strcmp(a, "--json")) json = 1;
-        else {
-            cli_error("usage: g4 bench -m MODEL.gguf [-p 512] [-n 128] [-t THREADS] [--reps 3] [--warmup 1] [--shards N | --in-process] "
-                      "[--mmap] [--json]");
-            return 2;
-        }
+        else return cli_bad_option("bench", a);
     }
     if (!model || np < 1 || np > 512 * 64 || ng < 1 || reps < 1 || reps > 100 || warmup < 0 || warmup > 100) {
         cli_error("usage: g4 bench -m MODEL.gguf [-p 512] [-n 128] ... (-p 1..32768, -n >= 1, --reps 1..100)");

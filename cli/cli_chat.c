@@ -9,17 +9,11 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_args.h"
 #include "cli_progress.h"
 #include "g4_alloc.h"
 #include "g4_gguf.h"
 #include "tok_chat.h"
-
-static const char s_usage[] =
-    "usage: g4 chat-template (-m MODEL.gguf | --template T.jinja) (-f CONVERSATION.json | -p JSON)\n"
-    "  CONVERSATION: {\"messages\": [...], \"tools\": [...], \"add_generation_prompt\": true,\n"
-    "                 \"enable_thinking\": false, \"bos_token\": \"<bos>\"}\n"
-    "  --openai: messages are OpenAI-style (role \"tool\" results); for templates that do not\n"
-    "            fold them themselves, fold them first as tokenizerd does for the API";
 
 int cli_chat_template(int argc, char **argv)
 {
@@ -31,16 +25,10 @@ int cli_chat_template(int argc, char **argv)
         else if (!strcmp(argv[i], "--template") && i + 1 < argc) tmpl = argv[++i];
         else if ((!strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) && i + 1 < argc) file = argv[++i];
         else if ((!strcmp(argv[i], "-p") || !strcmp(argv[i], "--prompt")) && i + 1 < argc) text = argv[++i];
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            puts(s_usage);
-            return 0;
-        } else {
-            cli_error("%s", s_usage);
-            return 2;
-        }
+        else return cli_bad_option("chat-template", argv[i]);
     }
     if ((!model && !tmpl) || (!file && !text)) {
-        cli_error("%s", s_usage);
+        cli_error("give the template (-m MODEL.gguf or --template T.jinja) and the conversation (-f FILE or -p JSON)");
         return 2;
     }
     char *buf;
@@ -101,10 +89,7 @@ int cli_parse_output(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) && i + 1 < argc) file = argv[++i];
         else if ((!strcmp(argv[i], "-p") || !strcmp(argv[i], "--prompt")) && i + 1 < argc) text = argv[++i];
-        else {
-            cli_error("usage: g4 parse-output (-f FILE | -p TEXT)");
-            return 2;
-        }
+        else return cli_bad_option("parse-output", argv[i]);
     }
     if (!file && !text) {
         cli_error("usage: g4 parse-output (-f FILE | -p TEXT)");
@@ -162,12 +147,6 @@ static void s_chat_token(void *user, const G4__V1__TokenEvent *t)
     c->text = nb;
 }
 
-static const char s_chat_usage[] =
-    "usage: g4 chat -m MODEL.gguf [--system TEXT] [--think] [-n N] [--temp T] [--top-k K] [--top-p P]\n"
-    "               [--min-p P] [--seed S] [--shards N] [--threads N] [--ctx N] [--template T.jinja]\n"
-    "  Reads one user turn per line from standard input and streams the model's reply;\n"
-    "  the whole history goes into every prompt. /reset clears it, /exit ends.";
-
 int cli_chat(int argc, char **argv)
 {
     cli_stack_opts_t o = {0};
@@ -191,13 +170,7 @@ int cli_chat(int argc, char **argv)
         else if ((!strcmp(a, "--threads") || !strcmp(a, "-t")) && v) o.threads = atoi(v), i++;
         else if ((!strcmp(a, "--ctx") || !strcmp(a, "-c")) && v) o.n_ctx = atoi(v), i++;
         else if (!strcmp(a, "--template") && v) o.template_path = v, i++;
-        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            puts(s_chat_usage);
-            return 0;
-        } else {
-            cli_error("%s", s_chat_usage);
-            return 2;
-        }
+        else return cli_bad_option("chat", a);
     }
     cli_stack_t st;
     int own = 0;

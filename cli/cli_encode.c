@@ -12,18 +12,13 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_args.h"
 #include "enc_encode.h"
 #include "g4_alloc.h"
 #include "g4_clock.h"
 #include "g4_matmul.h"
 
 #define MAX_MEDIA 64
-
-static void s_usage(void)
-{
-    cli_error("usage: g4 encode --mmproj MMPROJ.gguf (--image FILE | --audio FILE)... [--out EMB.bin] "
-              "[--image-min-tokens N] [--image-max-tokens N] [--threads N] [--json]");
-}
 
 int cli_encode(int argc, char **argv)
 {
@@ -44,13 +39,10 @@ int cli_encode(int argc, char **argv)
         else if (!strcmp(argv[i], "--image-max-tokens") && i + 1 < argc) o.image_max_tokens = atoi(argv[++i]);
         else if ((!strcmp(argv[i], "--threads") || !strcmp(argv[i], "-t")) && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--json")) json = 1;
-        else {
-            s_usage();
-            return 2;
-        }
+        else return cli_bad_option("encode", argv[i]);
     }
     if (!mmproj || !n_media) {
-        s_usage();
+        cli_error("usage: g4 encode --mmproj MMPROJ.gguf (--image FILE | --audio FILE)... (see g4 encode --help)");
         return 2;
     }
     if (threads > 0) g4_kernels_set_threads(threads);

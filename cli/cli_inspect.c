@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_args.h"
 #include "g4_alloc.h"
 #include "g4_gguf.h"
 
@@ -260,12 +261,10 @@ int cli_inspect(int argc, char **argv)
                 cli_error("--values needs a non-negative count");
                 return 2;
             }
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: g4 inspect FILE.gguf [--json [--json-array]] [--tensor NAME [--values N]]\n");
-            return 0;
+        } else if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc && !path) {
+            path = argv[++i]; /* as the other commands take the model */
         } else if (argv[i][0] == '-' && argv[i][1]) {
-            cli_error("unknown option '%s' (see g4 inspect --help)", argv[i]);
-            return 2;
+            return cli_bad_option("inspect", argv[i]);
         } else if (!path) path = argv[i];
         else {
             cli_error("unexpected argument '%s'", argv[i]);

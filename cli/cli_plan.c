@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_args.h"
 #include "g4_alloc.h"
 #include "g4_model.h"
 
@@ -95,11 +96,7 @@ int cli_plan(int argc, char **argv)
         else if ((!strcmp(a, "--ctx") || !strcmp(a, "-c")) && v) n_ctx = atoi(v), i++;
         else if (!strcmp(a, "--slots") && v) n_slots = atoi(v), i++;
         else if (!strcmp(a, "--json")) json = 1;
-        else {
-            cli_error("usage: g4 plan -m MODEL.gguf [--topology FILE.xml|SYNTHETIC] [--shards N] [--ctx N] [--slots N] "
-                      "[--json]");
-            return 2;
-        }
+        else return cli_bad_option("plan", a);
     }
     if (n_slots == 0) n_slots = cli_plan_default_slots(n_ctx);
     if (!model || n_ctx <= 0 || n_slots <= 0) {

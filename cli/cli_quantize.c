@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_args.h"
 #include "g4_alloc.h"
 #include "g4_clock.h"
 #include "g4_gguf.h"
@@ -109,16 +110,6 @@ static int s_order_cmp(const void *a, const void *b)
     return g4_quant_tensor_cmp(((const s_order_t *)a)->name, ((const s_order_t *)b)->name);
 }
 
-static int s_usage(FILE *out)
-{
-    fprintf(out, "usage: g4 quantize IN.gguf OUT.gguf TYPE [--threads N] [--json]\n"
-                 "  TYPE: Q4_K_M Q4_K_S Q5_K_M Q5_K_S Q6_K Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 F16 BF16 F32,\n"
-                 "        Q4_K / Q5_K (every quantizable tensor that type, as llama-quantize --pure)\n"
-                 "  the per-tensor types, bytes and metadata of llama.cpp's llama-quantize (no imatrix);\n"
-                 "  inputs F32 / F16 / BF16 (quantized tensors are copied, never requantized)\n");
-    return out == stdout ? 0 : 2;
-}
-
 static void s_progress(int64_t done, int64_t total, double bytes, double total_bytes, double secs)
 {
     const double mbs = secs > 0 ? bytes / 1e6 / secs : 0;
@@ -132,20 +123,24 @@ int cli_quantize(int argc, char **argv)
     const char *pos[3] = {0};
     int n_pos = 0, n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN), json = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return s_usage(stdout);
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) n_threads = atoi(argv[++i]);
+        if ((!strcmp(argv[i], "--threads") || !strcmp(argv[i], "-t")) && i + 1 < argc) n_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else if (argv[i][0] == '-' && argv[i][1]) {
-            cli_error("quantize: unknown option %s", argv[i]);
-            return s_usage(stderr);
+            return cli_bad_option("quantize", argv[i]);
         } else if (n_pos < 3) pos[n_pos++] = argv[i];
-        else return s_usage(stderr);
+        else {
+            cli_error("unexpected argument '%s' (see g4 quantize --help)", argv[i]);
+            return 2;
+        }
     }
-    if (n_pos != 3) return s_usage(stderr);
+    if (n_pos != 3) {
+        cli_error("usage: g4 quantize IN.gguf OUT.gguf TYPE (see g4 quantize --help)");
+        return 2;
+    }
     const int mix = g4_quant_mix_from_name(pos[2]);
     if (mix < 0) {
-        cli_error("quantize: unknown type '%s'", pos[2]);
-        return s_usage(stderr);
+        cli_error("quantize: unknown type '%s' (see g4 quantize --help)", pos[2]);
+        return 2;
     }
     if (n_threads < 1) n_threads = 1;
     if (n_threads > S_MAX_THREADS) n_threads = S_MAX_THREADS;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_args.h"
 #include "cli_generate.h"
 #include "cli_progress.h"
 #include "enc_encode.h"
@@ -311,7 +312,7 @@ int cli_run(int argc, char **argv)
     const char *sched_ep = NULL, *stops[16];
     int n_stop = 0;
     double timeout_s = 0;
-    int n_predict = 32, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_f32 = 0, mmap_only = 0, in_process = 0;
+    int n_predict = 32, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_f32 = 0, mmap_only = 0, in_process = 0, verbose = 0;
     g4_sampler_params_t sp;
     g4_sampler_params_default(&sp);
     for (int i = 1; i < argc; i++) {
@@ -352,33 +353,20 @@ int cli_run(int argc, char **argv)
             s_med.file[s_med.n++] = v;
         } else if (OPT("--image-min-tokens")) s_med.opts.image_min_tokens = atoi(v);
         else if (OPT("--image-max-tokens")) s_med.opts.image_max_tokens = atoi(v);
-        else if (!strcmp(a, "--kv-f32")) kv_f32 = 1;
+        else if (!strcmp(a, "--kv-f32")) kv_f32 = G4_KV_F32;
+        else if (OPT("--kv-type") || OPT("-ctk") || OPT("-ctv")) {
+            if ((kv_f32 = g4_kv_type_from_name(v)) < 0) {
+                cli_error("--kv-type must be f16, f32 or q8_0, not '%s'", v);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--mmap")) mmap_only = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--raw")) raw = 1;
         else if (!strcmp(a, "--in-process")) in_process = 1;
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
-        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: g4 run -m MODEL.gguf (-p TEXT | -f FILE | --prompt-ids IDS) [-n N] [--raw] [--system TEXT]\n"
-                   "              [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] [--repeat-penalty R]\n"
-                   "              [--logprobs K] [--threads N] [--ctx N] [--kv-f32] [--mmap] [--json]\n"
-                   "              [--shards N | --in-process | --scheduler EP] [--template T.jinja] [--ignore-eos]\n"
-                   "              [--stop STR]... [--timeout SECONDS]\n"
-                   "              [--mmproj MMPROJ.gguf (--image FILE | --audio FILE)... [--image-min-tokens N]\n"
-                   "               [--image-max-tokens N]]\n"
-                   "  Media go in front of the prompt text (with --raw: at <|image|> / <|audio|> in the\n"
-                   "  text, else in front); the projector's towers run in encoderd (or in this process).\n"
-                   "  Without --raw the prompt is one user turn of the model's chat template.\n"
-                   "  Weights are copied to huge pages in the background once loaded (faster decode);\n"
-                   "  --mmap computes from the file's mapping instead (less memory while copying).\n"
-                   "  By default the request runs on the local stack of daemons (the one `g4 up`\n"
-                   "  started, else one started for this run with --shards N shards);\n"
-                   "  --in-process runs the decoder in this process instead.\n");
-            return 0;
-        } else {
-            cli_error("unknown or incomplete option '%s' (see g4 run --help)", a);
-            return 2;
-        }
+        else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = 1;
+        else return cli_bad_option("run", a);
 #undef OPT
     }
     if (!model && !in_process && !sched_ep) {
@@ -467,7 +455,7 @@ int cli_run(int argc, char **argv)
             goto done;
         }
     g4_ctx_params_t cp = {.n_ctx = n_ctx > 0 ? n_ctx : n_prompt + n_predict + 1, .n_ubatch = 512, .n_seq_max = 1,
-                          .kv_f32 = kv_f32};
+                          .kv_type = kv_f32};
     ctx = g4_ctx_new(m, &cp, &err);
     smp = ctx ? g4_sampler_new(&sp, (int)hp->n_vocab, &err) : NULL;
     lo.ids = g4_malloc((size_t)(n_predict + 1) * sizeof *lo.ids);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_args.h"
 #include "cli_stack.h"
 #include "gw.h"
 
@@ -31,11 +32,7 @@ int cli_serve(int argc, char **argv)
         else if (!strcmp(a, "--api-key") && v) api_key = v, i++;
         else if (!strcmp(a, "--connect") && v) connect_ep = v, i++;
         else if ((took = cli_stack_opt(&o, a, v))) i += took - 1;
-        else {
-            cli_error("usage: g4 serve (-m MODEL.gguf | --connect EP) [--host 127.0.0.1] [--port 8080] [--api-key KEY]\n"
-                      "                [--shards N] [--threads N] [--ctx N] [--slots N] [--template T.jinja] [--mmproj MMPROJ.gguf] [--kv-f32] [--mmap]");
-            return 2;
-        }
+        else return cli_bad_option("serve", a);
     }
     char ep[300], model_id[256];
     cli_stack_t st;

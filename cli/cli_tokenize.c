@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_args.h"
 #include "g4_alloc.h"
 #include "g4_gguf.h"
 #include "tok_stream.h"
@@ -39,10 +40,7 @@ int cli_tokenize(int argc, char **argv)
         else if (!strcmp(argv[i], "--no-bos")) bos = 0;
         else if (!strcmp(argv[i], "--no-special")) special = 0;
         else if (!strcmp(argv[i], "--json")) json = 1;
-        else {
-            cli_error("usage: g4 tokenize -m MODEL.gguf [--no-bos] [--no-special] (-p TEXT | -f FILE) [--json]");
-            return 2;
-        }
+        else return cli_bad_option("tokenize", argv[i]);
     }
     if (!model || (!text && !file)) {
         cli_error("usage: g4 tokenize -m MODEL.gguf [--no-bos] [--no-special] (-p TEXT | -f FILE) [--json]");

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_args.h"
 #include "cli_progress.h"
 #include "g4_log.h"
 
@@ -67,8 +68,25 @@ int main(int argc, char **argv)
         printf("g4 0.1.0\n");
         return 0;
     }
-    for (size_t i = 0; i < sizeof s_cmds / sizeof s_cmds[0]; i++)
-        if (!strcmp(argv[1], s_cmds[i].name)) return s_cmds[i].fn(argc - 1, argv + 1);
-    cli_error("unknown command '%s' (see g4 --help)", argv[1]);
+    const char *names[sizeof s_cmds / sizeof s_cmds[0]];
+    for (size_t i = 0; i < sizeof s_cmds / sizeof s_cmds[0]; i++) {
+        names[i] = s_cmds[i].name;
+        if (strcmp(argv[1], s_cmds[i].name)) continue;
+        /* --help anywhere (not as the value of a text option): the command's
+         * text from cli_help.c, on stdout, before anything is checked */
+        for (int k = 2; k < argc; k++)
+            if ((!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) &&
+                !(k > 2 && (!strcmp(argv[k - 1], "-p") || !strcmp(argv[k - 1], "--prompt")))) {
+                fputs(cli_help_find(s_cmds[i].name)->text, stdout);
+                return 0;
+            }
+        int n = argc - 1;
+        char **args = argv + 1;
+        const int rc = cli_args_normalize(s_cmds[i].name, &n, &args);
+        return rc ? rc : s_cmds[i].fn(n, args);
+    }
+    const char *near = cli_closest(argv[1], names, (int)(sizeof names / sizeof names[0]));
+    if (near) cli_error("unknown command '%s' (did you mean '%s'?)", argv[1], near);
+    else cli_error("unknown command '%s' (see g4 --help)", argv[1]);
     return 2;
 }
