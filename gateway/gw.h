@@ -22,8 +22,9 @@
 #include "g4_err.h"
 
 typedef struct gw_opts {
-    const char *host;     /* IPv4 address to listen on */
-    int port;
+    int listen_fd;        /* from gw_listen; the server owns it from gw_server_start on */
+    int max_conn_per_ip;  /* 0: 16 */
+    int request_timeout_s; /* headers and body must arrive within it; 0: 30 */
     const char *api_key;  /* NULL or "": none required; borrowed until gw_server_stop */
     const char *sched_ep; /* the scheduler */
     const char *model_id; /* what /v1/models and the responses name */
@@ -31,9 +32,13 @@ typedef struct gw_opts {
 
 typedef struct gw_server gw_server_t;
 
-/* Listens and serves on threads of its own until gw_server_stop. NULL with
- * err: G4_ERR_RANGE for a host that is not an IPv4 address, else why it
- * could not listen or set up its ZeroMQ context. */
+/* A listening TCP socket on host (an address, IPv4 or IPv6, or a name) and
+ * port, without SO_REUSEPORT: -1 with err (G4_ERR_RANGE for a bad host or
+ * port, G4_ERR_IO with the reason, e.g. "Address already in use"). Called
+ * before anything slow so that a busy port is reported at once. */
+int gw_listen(const char *host, int port, g4_err_t *err);
+/* Serves o->listen_fd on threads of its own until gw_server_stop. NULL with
+ * err when its ZeroMQ context or microhttpd cannot start (the fd is closed). */
 gw_server_t *gw_server_start(const gw_opts_t *o, g4_err_t *err);
 /* Stops listening, ends the connections' threads, frees *s, sets it NULL. */
 void gw_server_stop(gw_server_t **s);

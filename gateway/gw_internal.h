@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +23,8 @@ typedef struct gw_metrics {
     atomic_int active;
 } gw_metrics_t;
 
+typedef struct gw_watch gw_watch_t;
+
 struct gw_server {
     char sched_ep[300];
     char model_id[256];
@@ -29,7 +32,34 @@ struct gw_server {
     void *zctx;        /* every connection's DEALER lives on it */
     struct MHD_Daemon *mhd;
     gw_metrics_t m;
+    /* slow clients (gw_conn.c): open connections and when their request began */
+    int request_timeout_s, watch_stop;
+    gw_watch_t *watch;
+    pthread_mutex_t watch_mu;
+    pthread_cond_t watch_cv;
+    pthread_t watch_thread;
 };
+
+/* ---- around a connection (gw_conn.c) ---- */
+
+/* 1 when the Authorization header is "Bearer <want>" (constant time). */
+int gw_conn_key_ok(const char *want, const char *auth);
+/* MHD_OPTION_NOTIFY_CONNECTION: puts connections on the watchdog's list and takes them off. */
+void gw_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context, enum MHD_ConnectionNotificationCode toe);
+/* The connection's request has fully arrived (1) / a new one begins (0). */
+void gw_conn_arrived(gw_server_t *sv, struct MHD_Connection *c, int arrived);
+/* The thread that drops connections whose request takes over request_timeout_s to arrive. */
+int gw_conn_watch_start(gw_server_t *sv);
+void gw_conn_watch_stop(gw_server_t *sv);
+/* The access log: one line per request on stderr (client, method, path,
+ * status, tokens, milliseconds), from what the connection's thread noted. */
+void gw_access_begin(void);
+void gw_access_status(unsigned status);
+void gw_access_tokens(int n_prompt, int n_gen);
+void gw_access_log(struct MHD_Connection *c, const char *method, const char *url);
+
+/* ---- GET / (gw_page.c): the chat page ---- */
+enum MHD_Result gw_page_reply(struct MHD_Connection *c);
 
 /* ---- responses (gw_reply.c) ---- */
 

@@ -14,6 +14,7 @@ void gw_metrics_done(gw_metrics_t *m, const gw_gen_t *g)
     atomic_fetch_add(&m->n_prompt_tok, (unsigned long long)g->n_prompt);
     atomic_fetch_add(&m->n_gen_tok, (unsigned long long)g->n_gen);
     atomic_fetch_add(&m->n_req_ok, 1);
+    gw_access_tokens(g->n_prompt, g->n_gen);
     const uint64_t ms = g4_wire_now_ms() - g->t0;
     atomic_fetch_add(&m->lat_count, 1);
     atomic_fetch_add(&m->lat_sum_ms, ms);

@@ -1,12 +1,16 @@
 /* gw_server — the gateway's HTTP side: microhttpd with a thread per
- * connection, the body gathered (at most GW_MAX_BODY), the API key checked,
- * each route sent to its file; /v1/models and /health are answered here. */
+ * connection, the API key checked from the headers (before any of the body is
+ * read), the body gathered (at most GW_MAX_BODY), each route sent to its
+ * file; /v1/models and /health are answered here, / is the chat page
+ * (gw_page.c). Limits: connections in all and per client, header bytes, the
+ * time a request may take to arrive (gw_conn.c). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "g4_alloc.h"
@@ -18,7 +22,8 @@
 typedef struct s_conn {
     char *body;
     size_t len;
-    int too_big;
+    int too_big, answered;
+    char method[16], url[256]; /* for the access log */
 } s_conn_t;
 
 static enum MHD_Result s_health(gw_server_t *sv, struct MHD_Connection *c)
@@ -63,6 +68,22 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *c, const char
         cn = g4_calloc(1, sizeof *cn);
         if (!cn) return MHD_NO;
         *con_cls = cn;
+        snprintf(cn->method, sizeof cn->method, "%s", method);
+        snprintf(cn->url, sizeof cn->url, "%s", url);
+        gw_access_begin();
+        /* the headers are in, the body is not: a request without the key is
+         * answered now, and microhttpd never reads its body */
+        if (sv->api_key && strcmp(url, "/health") && strcmp(url, "/") &&
+            !gw_conn_key_ok(sv->api_key, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"))) {
+            atomic_fetch_add(&sv->m.n_req, 1);
+            cn->answered = 1;
+            return gw_reply_error(sv, c, 401, "invalid_request_error", NULL,
+                                  "a valid API key is required (Authorization: Bearer KEY)");
+        }
+        return MHD_YES;
+    }
+    if (cn->answered) {
+        *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size) {
@@ -72,16 +93,15 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *c, const char
         return MHD_YES;
     }
     atomic_fetch_add(&sv->m.n_req, 1);
-    if (sv->api_key && strcmp(url, "/health")) {
-        const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-        if (!auth || strncmp(auth, "Bearer ", 7) || strcmp(auth + 7, sv->api_key))
-            return gw_reply_error(sv, c, 401, "invalid_request_error", NULL,
-                                  "a valid API key is required (Authorization: Bearer KEY)");
-    }
+    gw_conn_arrived(sv, c, 1);
     if (cn->too_big) return gw_reply_error(sv, c, 413, "invalid_request_error", NULL, "the body is larger than 32 MiB");
     const int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
     const int gets = !strcmp(url, "/health") || !strcmp(url, "/metrics") || !strcmp(url, "/v1/models");
     if (gets && !get) return gw_reply_error(sv, c, 405, "invalid_request_error", NULL, "use GET");
+    if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
+        if (!get) return gw_reply_error(sv, c, 405, "invalid_request_error", NULL, "use GET");
+        return gw_page_reply(c);
+    }
     if (!strcmp(url, "/health")) return s_health(sv, c);
     if (!strcmp(url, "/metrics")) return gw_metrics_reply(sv, c);
     if (!strcmp(url, "/v1/models")) return s_models(sv, c);
@@ -94,28 +114,31 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *c, const char
 
 static void s_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
 {
-    (void)cls, (void)c, (void)t;
+    (void)t;
     s_conn_t *cn = *con_cls;
+    if (cn) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
+        if (ci && ci->http_status) gw_access_status(ci->http_status);
+        gw_access_log(c, cn->method, cn->url);
+        gw_conn_arrived(cls, c, 0);
+    }
     if (cn) g4_free(cn->body), g4_free(cn);
     *con_cls = NULL;
 }
 
 gw_server_t *gw_server_start(const gw_opts_t *o, g4_err_t *err)
 {
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)o->port);
-    if (inet_pton(AF_INET, o->host, &addr.sin_addr) != 1) {
-        g4_err_set(err, G4_ERR_RANGE, "--host must be an IPv4 address, got '%s'", o->host);
-        return NULL;
-    }
     gw_server_t *sv = g4_calloc(1, sizeof *sv);
-    if (!sv) return g4_err_set(err, G4_ERR_NOMEM, "out of memory"), NULL;
+    if (!sv) {
+        close(o->listen_fd);
+        return g4_err_set(err, G4_ERR_NOMEM, "out of memory"), NULL;
+    }
     snprintf(sv->sched_ep, sizeof sv->sched_ep, "%s", o->sched_ep);
     snprintf(sv->model_id, sizeof sv->model_id, "%s", o->model_id);
     sv->api_key = o->api_key && *o->api_key ? o->api_key : NULL;
+    sv->request_timeout_s = o->request_timeout_s > 0 ? o->request_timeout_s : 30;
     if (!(sv->zctx = g4_client_ctx_new(err))) {
+        close(o->listen_fd);
         g4_free(sv);
         return NULL;
     }
@@ -126,14 +149,19 @@ gw_server_t *gw_server_start(const gw_opts_t *o, g4_err_t *err)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+    gw_conn_watch_start(sv);
+    /* the memory limit bounds a request's header bytes (they must fit in it) */
     sv->mhd = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, (uint16_t)o->port, NULL, NULL,
-        s_handler, sv, MHD_OPTION_NOTIFY_COMPLETED, s_completed, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)20000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL, NULL, s_handler, sv,
+        MHD_OPTION_LISTEN_SOCKET, o->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, s_completed, sv,
+        MHD_OPTION_NOTIFY_CONNECTION, gw_conn_notify, sv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(o->max_conn_per_ip > 0 ? o->max_conn_per_ip : 16),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024), MHD_OPTION_END);
     if (!sv->mhd) {
-        g4_err_set(err, G4_ERR_IO, "cannot listen on %s:%d", o->host, o->port);
+        g4_err_set(err, G4_ERR_IO, "the HTTP server did not start");
+        close(o->listen_fd);
+        gw_conn_watch_stop(sv);
         zmq_ctx_term(sv->zctx);
         g4_free(sv);
         return NULL;
@@ -146,6 +174,7 @@ void gw_server_stop(gw_server_t **s)
     gw_server_t *sv = *s;
     if (!sv) return;
     MHD_stop_daemon(sv->mhd); /* joins the connections' threads: their sockets are closed */
+    gw_conn_watch_stop(sv);
     zmq_ctx_term(sv->zctx);
     g4_free(sv);
     *s = NULL;
