@@ -30,15 +30,21 @@ static void s_resubmit(void *user, const char *ep, size_t n_done)
 int cli_generate(const char *ep, const G4__V1__GenerateRequest *req, const g4_client_cb_t *cb, uint64_t deadline_ms,
                  G4__V1__Envelope **done_env)
 {
-    g4_client_cb_t c = {0};
-    if (cb) c = *cb;
-    c.on_notice = s_notice, c.on_resubmit = s_resubmit, c.interrupted = cli_stack_interrupted;
     g4_err_t err;
-    if (g4_client_generate(ep, req, deadline_ms, &c, done_env, &err)) {
+    if (cli_generate_err(ep, req, cb, deadline_ms, done_env, &err)) {
         cli_error("%s", err.msg);
         return 1;
     }
     return 0;
+}
+
+int cli_generate_err(const char *ep, const G4__V1__GenerateRequest *req, const g4_client_cb_t *cb,
+                     uint64_t deadline_ms, G4__V1__Envelope **done_env, g4_err_t *err)
+{
+    g4_client_cb_t c = {0};
+    if (cb) c = *cb;
+    c.on_notice = s_notice, c.on_resubmit = s_resubmit, c.interrupted = cli_stack_interrupted;
+    return g4_client_generate(ep, req, deadline_ms, &c, done_env, err) ? (err->code ? err->code : G4_ERR_STATE) : 0;
 }
 
 /* ---- in this process ---------------------------------------------------------------- */

@@ -20,6 +20,10 @@
  * g4__v1__envelope__free_unpacked), or 1 with the error printed. */
 int cli_generate(const char *ep, const G4__V1__GenerateRequest *req, const g4_client_cb_t *cb, uint64_t deadline_ms,
                  G4__V1__Envelope **done_env);
+/* The same with the error left in *err (its code says what to do: g4 chat
+ * drops old turns on G4_ERR_RANGE); 0 or the error's code. */
+int cli_generate_err(const char *ep, const G4__V1__GenerateRequest *req, const g4_client_cb_t *cb,
+                     uint64_t deadline_ms, G4__V1__Envelope **done_env, g4_err_t *err);
 
 typedef struct cli_local_req {
     const int32_t *ids;  /* prompt rows (a soft-token row's id is a placeholder) */

@@ -78,3 +78,13 @@ void cli_progress_clear_any(void)
 {
     if (s_active) cli_progress_clear(s_active);
 }
+
+void cli_progress_summary(int n_prompt, int n_gen, double prefill_ms, double decode_ms, int force)
+{
+    if (!force && (!isatty(2) || getenv("G4_NO_PROGRESS"))) return;
+    cli_progress_clear_any();
+    /* decode steps: the generated ids after the first, which the prefill makes */
+    fprintf(stderr, "%d prompt tokens, prefill %.1f tok/s, %d tokens at %.1f tok/s, first token after %.2f s\n",
+            n_prompt, prefill_ms > 0 ? n_prompt / (prefill_ms / 1e3) : 0, n_gen,
+            n_gen > 1 && decode_ms > 0 ? (n_gen - 1) / (decode_ms / 1e3) : 0, prefill_ms / 1e3);
+}

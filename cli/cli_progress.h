@@ -28,4 +28,9 @@ void cli_progress_clear(cli_progress_t *p);
 /* Erases whichever line is on screen (cli_error calls it). */
 void cli_progress_clear_any(void);
 
+/* The one-line summary after a generation, on stderr when it is a terminal
+ * or with force (--verbose): "12 prompt tokens, prefill 340.2 tok/s, 32 tokens
+ * at 25.1 tok/s, first token after 0.12 s". Times in milliseconds. */
+void cli_progress_summary(int n_prompt, int n_gen, double prefill_ms, double decode_ms, int force);
+
 #endif

@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "g4_alloc.h"
 #include "g4_client.h"
+#include "g4_model.h"
 #include "g4_wire.h"
 
 /* SIGINT / SIGTERM while this process owns a stack: the request in flight is
@@ -40,6 +41,8 @@ static void s_on_interrupt(int sig)
 }
 
 int cli_stack_interrupted(void) { return s_interrupted != 0; }
+
+void cli_stack_interrupt_clear(void) { s_interrupted = 0; }
 
 static void s_catch_interrupts(void)
 {
@@ -127,6 +130,9 @@ static int s_spawn_at(cli_stack_t *st, int k, int detach)
         if (detach) setsid();
         else {
             prctl(PR_SET_PDEATHSIG, SIGTERM); /* the daemons die with the g4 that started them */
+            /* a group of their own: Ctrl-C on the terminal reaches g4 (which
+             * stops the reply and keeps the stack), not the daemons */
+            setpgid(0, 0);
             if (getppid() != parent) _exit(1);
         }
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
@@ -262,7 +268,7 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
         a[k++] = "--name", a[k++] = name, a[k++] = "--slots", a[k++] = slots;
         if (o->threads > 0) a[k++] = "--threads", a[k++] = threads;
         if (o->n_ctx > 0) a[k++] = "--ctx", a[k++] = ctx;
-        if (o->kv_f32) a[k++] = "--kv-f32";
+        if (o->kv_f32) a[k++] = "--kv-type", a[k++] = (char *)g4_kv_type_name(o->kv_f32);
         if (o->mmap) a[k++] = "--mmap";
         if (n_numa > 1 && n == n_numa) { /* one shard per NUMA node, pinned there (g4 plan) */
             snprintf(node, sizeof node, "%d", i);
@@ -508,7 +514,7 @@ int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char
 
 int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v)
 {
-    if (!strcmp(a, "--kv-f32")) return o->kv_f32 = 1, 1;
+    if (!strcmp(a, "--kv-f32")) return o->kv_f32 = G4_KV_F32, 1;
     if (!strcmp(a, "--mmap")) return o->mmap = 1, 1;
     if (!v) return 0;
     if (!strcmp(a, "--shards")) o->n_shards = atoi(v);
@@ -517,6 +523,12 @@ int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v)
     else if (!strcmp(a, "--slots")) o->n_slots = atoi(v);
     else if (!strcmp(a, "--template")) o->template_path = v;
     else if (!strcmp(a, "--mmproj")) o->mmproj = v;
-    else return 0;
+    else if (!strcmp(a, "--kv-type") || !strcmp(a, "-ctk") || !strcmp(a, "-ctv")) {
+        if ((o->kv_f32 = g4_kv_type_from_name(v)) < 0) {
+            cli_error("--kv-type must be f16, f32 or q8_0, not '%s'", v);
+            o->kv_f32 = 0;
+            return 0;
+        }
+    } else return 0;
     return 2;
 }

@@ -22,7 +22,7 @@ typedef struct cli_stack_opts {
     const char *mmproj;        /* vision / audio projector: also start encoderd */
     int n_shards;              /* 0: one per NUMA node (at least 1) */
     int threads;               /* per shard; 0: the shard's cores */
-    int n_ctx, n_slots, kv_f32;
+    int n_ctx, n_slots, kv_f32; /* kv_f32: the KV cache type, G4_KV_* */
     int mmap;                  /* shards compute from the file's mapping (shardd --mmap) */
     int detach;                /* g4 up */
     const char *run_dir;       /* NULL: a fresh private directory */
@@ -73,6 +73,8 @@ void cli_stack_stop(cli_stack_t *st);
 void cli_stack_print_logs(cli_stack_t *st);
 /* 1 once SIGINT / SIGTERM came while this process owned a stack (it is being stopped). */
 int cli_stack_interrupted(void);
+/* The interruption handled (g4 chat stopped a reply): the next one stops the next reply. */
+void cli_stack_interrupt_clear(void);
 /* Starts one more daemon of the stack (swap, restart); argv without the binary path. */
 int cli_stack_spawn(cli_stack_t *st, const char *bin, const char *name, char *const *args, int detach);
 /* Frees what the record keeps to restart its daemons (they go on running). */

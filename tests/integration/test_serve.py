@@ -10,7 +10,7 @@
   * a dead shard -> /health 503 and requests 503 within seconds;
   * the `openai` npm package (chat, streaming) when node and the package are there.
 Usage: test_serve.py G4_BINARY TESTDATA_DIR"""
-import json, os, resource, socket, subprocess, sys, threading, time, urllib.request, urllib.error
+import http.client as httpclient, json, os, resource, socket, subprocess, sys, threading, time, urllib.request, urllib.error
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from g4test import Scratch, check, finish, start  # noqa: E402
@@ -25,7 +25,8 @@ env = dict(os.environ, G4_RUN_DIR=run_dir)
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 base = "http://127.0.0.1:%d" % port
 subprocess.run([g4, "up", "-m", model, "--shards", "2", "--slots", "32"], env=env, check=True, capture_output=True)
-srv = subprocess.Popen([g4, "serve", "-m", model, "--port", str(port), "--api-key", "sekret"], env=env,
+srv = subprocess.Popen([g4, "serve", "-m", model, "--port", str(port), "--api-key", "sekret",
+                        "--max-conn-per-ip", "128", "--request-timeout", "4"], env=env,
                        stdout=subprocess.DEVNULL, stderr=open(os.path.join(run_dir, "serve.log"), "w"))
 H = {"Authorization": "Bearer sekret", "Content-Type": "application/json"}
 
@@ -127,7 +128,10 @@ check(st == 401 and "API key" in json.loads(body)["error"]["message"], "no key: 
 st, body = http("POST", "/v1/completions", raw=b"x" * (33 << 20))
 check(st == 413, "huge body: %d" % st)
 
-# idle connections: many open sockets, service goes on
+# idle connections: one client (127.0.0.1) opens thousands that never finish
+# their request; it gets --max-conn-per-ip of them, another client
+# (127.0.0.2) is served meanwhile, and the slow ones are dropped once
+# --request-timeout passes
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 n_idle = min(2000 if sanitized else 10000, hard - 200)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -137,9 +141,24 @@ for _ in range(n_idle):
         c = socket.create_connection(("127.0.0.1", port), timeout=5); c.send(b"POST /v1/completions HTTP/1.1\r\n"); idle.append(c)
     except OSError:
         break
-st, body = http("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2, "temperature": 0})
-check(len(idle) >= n_idle // 2 and st == 200, "with %d idle connections open: %d %s" % (len(idle), st, body[:200]))
-print("idle connections open: %d, a request still served" % len(idle))
+other = httpclient.HTTPConnection("127.0.0.1", port, timeout=60, source_address=("127.0.0.2", 0))
+other.request("POST", "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 2, "temperature": 0}), H)
+resp = other.getresponse()
+st, body = resp.status, resp.read().decode()
+other.close()
+check(st == 200, "with %d idle connections of another client: %d %s" % (len(idle), st, body[:200]))
+time.sleep(6)
+alive = 0
+for c in idle:
+    try:
+        c.settimeout(0.01)
+        alive += c.recv(1) != b""
+    except socket.timeout:
+        alive += 1
+    except OSError:
+        pass
+check(alive == 0, "idle connections dropped after --request-timeout: %d of %d still open" % (alive, len(idle)))
+print("idle connections: %d opened, a request of another client served, all dropped after the timeout" % len(idle))
 for c in idle: c.close()
 
 # load: 64 concurrent clients
