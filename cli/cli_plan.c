@@ -173,7 +173,8 @@ int cli_plan(int argc, char **argv)
     } else if (!pl->fits) {
         printf("some shards do not fit: use more shards, a shorter --ctx or fewer --slots\n");
     }
+    const int fits = pl->fits;
     cJSON_Delete(root);
     g4_free(cp);
-    return 0;
+    return fits ? 0 : 1; /* scripts can test it: a plan that does not fit is a failure */
 }

@@ -111,6 +111,7 @@ typedef struct s_media {
     const char *mmproj;
 } s_media_t;
 static s_media_t s_med;
+static int s_verbose; /* --verbose: the timing summary even when stderr is not a terminal */
 
 /* A --raw prompt with media but no placeholders gets them in front. */
 static char *s_raw_prompt(const char *prompt)
@@ -312,7 +313,7 @@ int cli_run(int argc, char **argv)
     const char *sched_ep = NULL, *stops[16];
     int n_stop = 0;
     double timeout_s = 0;
-    int n_predict = 32, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_f32 = 0, mmap_only = 0, in_process = 0, verbose = 0;
+    int n_predict = -1, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_f32 = 0, mmap_only = 0, in_process = 0;
     g4_sampler_params_t sp;
     g4_sampler_params_default(&sp);
     for (int i = 1; i < argc; i++) {
@@ -365,7 +366,7 @@ int cli_run(int argc, char **argv)
         else if (!strcmp(a, "--raw")) raw = 1;
         else if (!strcmp(a, "--in-process")) in_process = 1;
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
-        else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) verbose = 1;
+        else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) s_verbose = 1;
         else return cli_bad_option("run", a);
 #undef OPT
     }
@@ -384,10 +385,7 @@ int cli_run(int argc, char **argv)
         cli_error("--image / --audio need the projector: --mmproj MMPROJ.gguf");
         return 2;
     }
-    if (logprobs < 0 || logprobs > 100 || n_predict < 0) {
-        cli_error("--logprobs must be in [0, 100] and -n non-negative");
-        return 2;
-    }
+    if (n_predict == 0) n_predict = -1; /* -n 0 meant "unlimited" on the stack: one meaning on both paths */
     if (!sched_ep && cli_plan_check_fits(model, n_shards, n_ctx)) return 1;
     if (!in_process) {
         char *ftext = NULL;
@@ -454,6 +452,13 @@ int cli_run(int argc, char **argv)
             cli_error("prompt id %d is outside the vocabulary (%u)", prompt_ids[i], hp->n_vocab);
             goto done;
         }
+    /* -n -1: until the end of the turn, bounded by the context (--ctx, else the plan's) as on the stack */
+    const int bounded = n_predict < 0;
+    if (bounded) n_predict = (n_ctx > 0 ? n_ctx : CLI_PLAN_CTX) - n_prompt;
+    if (n_predict < 1) {
+        cli_error("the prompt (%d tokens) fills the context (%d): give a larger --ctx", n_prompt, n_ctx > 0 ? n_ctx : CLI_PLAN_CTX);
+        goto done;
+    }
     g4_ctx_params_t cp = {.n_ctx = n_ctx > 0 ? n_ctx : n_prompt + n_predict + 1, .n_ubatch = 512, .n_seq_max = 1,
                           .kv_type = kv_f32};
     ctx = g4_ctx_new(m, &cp, &err);
@@ -480,6 +485,9 @@ int cli_run(int argc, char **argv)
     }
     const double prefill_ms = (double)(out.t_prefilled - out.t_start) / 1e6;
     const double decode_ms = (double)(out.t_end - out.t_prefilled) / 1e6;
+    if (!json) cli_progress_summary(n_prompt, out.n_out, prefill_ms, decode_ms, s_verbose);
+    if (bounded && !strcmp(out.finish, "length"))
+        fprintf(stderr, "note: the context (%d positions) ended the reply; a longer one: --ctx N\n", (int)cp.n_ctx);
     if (!json) {
         size_t before = lo.stream_len;
         if (tok_stream_flush(&lo.stream, &lo.stream_buf, &lo.stream_len) > 0)
@@ -596,7 +604,7 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
     req.media = medp, req.n_media = (size_t)s_med.n;
     g4_client_sampling(sp, logprobs, &p);
     req.sampling = &p;
-    req.max_tokens = n_predict;
+    req.max_tokens = n_predict > 0 ? n_predict : 0; /* 0: until the end of the turn or of the context */
     req.ignore_eos = ignore_eos;
     ProtobufCBinaryData stop_bin[16];
     for (int i = 0; i < n_stop; i++) stop_bin[i].data = (uint8_t *)stops[i], stop_bin[i].len = strlen(stops[i]);
@@ -629,6 +637,11 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
         G4__V1__Done *d = done->event->done;
         if (!json) {
             fputc('\n', stdout);
+            if (d->usage)
+                cli_progress_summary(d->usage->prompt_tokens, d->usage->completion_tokens, d->usage->prefill_ms,
+                                     d->usage->decode_ms, s_verbose);
+            if (!req.max_tokens && d->finish_reason && !strcmp(d->finish_reason, "length"))
+                fprintf(stderr, "note: the context ended the reply; a longer one: --ctx N\n");
         } else {
             /* the prompt ids came in the started event; the done event has the rest */
             const int n_out = (int)d->n_ids;

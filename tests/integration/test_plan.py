@@ -19,7 +19,8 @@ mdir = os.path.join(td, "models")
 
 def plan(model, *args):
     r = subprocess.run([g4, "plan", "-m", os.path.join(mdir, model), "--json"] + list(args), capture_output=True, text=True)
-    return json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr}
+    # exit 1 with the plan on stdout when it does not fit
+    return dict(json.loads(r.stdout), rc=r.returncode) if r.returncode in (0, 1) and r.stdout else {"error": r.stderr}
 
 for model in ("dense-f32.gguf", "moe-q8_0.gguf", "dense256-q4_k_m.gguf"):
     size = os.path.getsize(os.path.join(mdir, model))
@@ -34,7 +35,8 @@ for model in ("dense-f32.gguf", "moe-q8_0.gguf", "dense256-q4_k_m.gguf"):
         check(0.5 * size < w <= (1.1 if len(sh) == 1 else 2.0) * size + 1e6 and all(s["kv_bytes"] > 0 for s in sh), "%s weights %d vs file %d" % (model, w, size))
 # memory per node drives "fits"
 p = plan("dense-f32.gguf", "--topology", "numa:2(memory=1MB) core:2 pu:1")
-check(p.get("fits") is False and not all(s["fits"] for s in p["shards"]), "1 MB nodes must not fit: %s" % p)
+check(p.get("fits") is False and not all(s["fits"] for s in p["shards"]) and p["rc"] == 1,
+      "1 MB nodes must not fit (exit 1): %s" % p)
 p = plan("dense-f32.gguf", "--topology", "numa:2(memory=64GB) core:2 pu:1")
 check(p.get("fits") is True, "64 GB nodes fit: %s" % p)
 # E model: any split; a shard with KV-sharing layers also holds its source layers' caches
