@@ -13,6 +13,9 @@ PKGS=(
   python3                                       # fixture scripts, integration tests
   python3-matplotlib                            # bench/plot-prefill.sh: the tokens/s plot (PNG)
   curl iproute2                                 # tests: HTTP client, network namespaces
+  libedit-dev                                   # g4 chat: line editing and history
+  chromium                                      # tests: the chat page of g4 serve in a headless browser
+  systemd                                       # tests: systemd-analyze verify of deploy/systemd
 )
 # Node.js and npm (the openai npm client in the gateway test, the llama.cpp oracle) may come
 # from elsewhere (NodeSource, nvm): check for the commands, install Debian's only when absent.
@@ -24,4 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}"
+  echo "install-deps: installed ${missing[*]}"
+else
+  echo "install-deps: everything was already installed"
 fi
