@@ -46,7 +46,7 @@ int main(int argc, char **argv)
     if (!m) goto fail;
     zctx = zmq_ctx_new(); /* after the model: a file that does not load leaves nothing behind */
     const enc_info_t *in = enc_model_info(m);
-    if (!(sock = g4_daemon_listen(zctx, ZMQ_ROUTER, c.d.listen, &err))) goto fail;
+    if (!(sock = g4_daemon_listen(zctx, ZMQ_ROUTER, c.d.listen, G4_WIRE_PEERS_DAEMONS, &err))) goto fail;
     if (!(svc = enc_service_new(m, zctx, sock, (uint64_t)c.cache_mb << 20, &err))) goto fail;
     const g4_daemon_info_t info = {.role = G4__V1__ROLE__ROLE_ENCODER, .model = c.mmproj,
                                    .digest = enc_model_digest(m),

@@ -12,7 +12,8 @@
 typedef struct schedulerd_cfg {
     g4_daemon_cfg_t d;
     char *results;
-    int64_t ubatch, max_queue, heartbeat_timeout_ms, stuck_after_ms, park_timeout_ms;
+    int64_t ubatch, max_queue, heartbeat_timeout_ms, stuck_after_ms, park_timeout_ms, batch_timeout_ms;
+    int64_t max_stop, max_stop_bytes;
     int no_migrate;
 } schedulerd_cfg_t;
 
@@ -30,6 +31,11 @@ static const g4_cfg_opt_t s_opts[] = {
     {"park-timeout", S_OPT(G4_CFG_INT, park_timeout_ms), "30000", S_MS, 0,
      "requests of a lost stage wait this long for a replacement, then fail naming the missing layers",
      .env = "G4_PARK_TIMEOUT_MS", .arg = "MS"},
+    {"batch-timeout", S_OPT(G4_CFG_INT, batch_timeout_ms), "30000", S_MS, 0,
+     "a batch no stage has worked on this long is lost: its requests are fed again", .env = "G4_BATCH_TIMEOUT_MS",
+     .arg = "MS"},
+    {"max-stop", S_OPT(G4_CFG_INT, max_stop), "16", 1, 1 << 16, 0, "stop strings per request at most"},
+    {"max-stop-bytes", S_OPT(G4_CFG_INT, max_stop_bytes), "4096", 1, 1 << 24, 0, "bytes of a request's stop strings together"},
     {"no-migrate", S_OPT(G4_CFG_BOOL, no_migrate), NULL, 1, 0, 0, "fail the requests of a lost stage at once",
      .env = "G4_NO_MIGRATE"},
 };
@@ -49,7 +55,8 @@ int main(int argc, char **argv)
     const sched_params_t p = {.listen = c.d.listen, .results = c.results, .n_ubatch = (int)c.ubatch,
                               .max_queue = (int)c.max_queue, .heartbeat_timeout_ms = (int)c.heartbeat_timeout_ms,
                               .park_timeout_ms = (int)c.park_timeout_ms, .no_migrate = c.no_migrate,
-                              .stuck_after_ms = (int)c.stuck_after_ms};
+                              .stuck_after_ms = (int)c.stuck_after_ms, .batch_timeout_ms = (int)c.batch_timeout_ms,
+                              .max_stop = (int)c.max_stop, .max_stop_bytes = (int)c.max_stop_bytes};
     g4_daemon_signals();
     g4_err_t err;
     void *zctx = zmq_ctx_new();

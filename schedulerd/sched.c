@@ -36,6 +36,13 @@ static void s_on_router(sched_t *s)
             g4_msg_close(&m);
             continue;
         }
+        const int daemon_msg = m.env->body_case == G4__V1__ENVELOPE__BODY_REGISTER ||
+                               m.env->body_case == G4__V1__ENVELOPE__BODY_HEARTBEAT;
+        if (daemon_msg && !g4_wire_peer_is_daemon(&m)) { /* a client key may submit requests, nothing more */
+            sched_refuse(s, &m, "a Register or Heartbeat from a client key");
+            g4_msg_close(&m);
+            continue;
+        }
         switch (m.env->body_case) {
         case G4__V1__ENVELOPE__BODY_GENERATE: sched_req_generate(s, &m); break;
         case G4__V1__ENVELOPE__BODY_CANCEL: sched_req_cancel(s, &m); break;
@@ -64,13 +71,40 @@ static int s_push_tok(req_t *q, int32_t id)
     return 0;
 }
 
+void sched_refuse(sched_t *s, g4_msg_t *m, const char *what)
+{
+    static uint64_t last_ms;
+    s->n_refused++;
+    const uint64_t now = sched_now();
+    if (now - last_ms >= 1000) { /* a flood is one line a second */
+        last_ms = now;
+        g4_log_warn("sched", "refused %s (peer %s; %llu refused so far)", what, m->user_id[0] ? m->user_id : "without CURVE",
+                    (unsigned long long)s->n_refused);
+    }
+    if (m->route_len && m->env && m->env->body_case != G4__V1__ENVELOPE__BODY_REGISTER) /* (a Register got its reply) */
+        g4_wire_send_error(s->router, m->route, m->route_len, m->env && m->env->header ? m->env->header->request_id : 0,
+                           G4_ERR_STATE, "refused: %s", what);
+}
+
+/* The slot's error in r->failed, NULL when the slot ran. */
+static const G4__V1__SlotError *s_slot_error(const G4__V1__ForwardResult *r, int slot)
+{
+    for (size_t k = 0; k < r->n_failed; k++)
+        if (r->failed[k] && (int)r->failed[k]->slot == slot) return r->failed[k];
+    return NULL;
+}
+
 static void s_on_result(sched_t *s, g4_msg_t *m)
 {
     G4__V1__ForwardResult *r = m->env->forward_result;
     int bi = -1;
     for (int i = 0; i < s->n_b; i++)
         if (s->b[i].id == r->batch_id) bi = i;
-    if (bi < 0) return; /* a batch of a pipeline that is gone */
+    if (bi < 0) return; /* a batch of a pipeline that is gone (or a guess: ids are random) */
+    /* only the chain's last stage sends the result (by its authenticated key) */
+    const drec_t *last = &s->d[s->b[bi].last_stage];
+    if (m->user_id[0] && (strncmp(m->user_id, "daemon:", 7) || (last->user_id[0] && strcmp(last->user_id, m->user_id))))
+        return sched_refuse(s, m, "a ForwardResult from a peer that is not the chain's last stage");
     batch_t b = s->b[bi];
     s->b[bi] = s->b[--s->n_b];
     if (r->error) {
@@ -90,6 +124,12 @@ static void s_on_result(sched_t *s, g4_msg_t *m)
     for (int i = 0; i < b.n_req; i++) {
         req_t *q = &s->r[b.reqs[i]];
         q->in_flight = 0;
+        const G4__V1__SlotError *se = q->state == R_RUNNING ? s_slot_error(r, q->slot) : NULL;
+        if (se) { /* a shard refused this sequence: it alone fails, its batch-mates go on */
+            sched_req_fail(s, q, se->error ? g4_wire_g4code((int)se->error->code) : G4_ERR_RANGE, "%s",
+                           se->error && se->error->message ? se->error->message : "a shard refused the sequence");
+            continue;
+        }
         if (q->replay) { /* the pipeline changed while this batch was out: start over */
             q->n_fed = 0;
             q->replay = 0;
@@ -202,6 +242,7 @@ static void s_admit(sched_t *s)
     for (int k = 0; k < n; k++) {
         req_t *q = &s->r[s->bt_admit[k].seq];
         const int sl = s->bt_admit[k].slot;
+        if (sched_req_check_ids(s, q)) continue; /* (a pipeline of another vocabulary since it was queued) */
         if (sl < 0) {
             sched_req_fail(s, q, G4_ERR_RANGE, "the prompt has %d tokens; the context holds %d", q->n_tok, s->n_ctx);
             continue;
@@ -247,6 +288,13 @@ static int s_send_batch(sched_t *s, int max_seqs)
         g4_free(reqs), g4_free(fed), g4_free(fpos), g4_free(spos);
         return 1;
     }
+    /* batch ids are random: a result cannot be forged by counting */
+    uint64_t bid = 0;
+    for (int again = 1; again;) {
+        g4_wire_random(&bid, sizeof bid);
+        again = bid == 0;
+        for (int i = 0; i < s->n_b && !again; i++) again = s->b[i].id == bid;
+    }
     int n_p = 0;
     for (int k = 0; k < n_req; k++) {
         const sched_pick_t *pk = &s->bt_pick[k];
@@ -265,10 +313,9 @@ static int s_send_batch(sched_t *s, int max_seqs)
             n_p++;
         }
         reqs[k] = pk->seq, fed[k] = pk->n_rows, fpos[k] = pk->first_pos, spos[k] = pk->sample_pos;
-        q->in_flight = s->next_batch + 1;
+        q->in_flight = bid;
         s->bt_seq[pk->seq].in_flight = 1;
     }
-    const uint64_t bid = ++s->next_batch;
     char *route[MAX_CHAIN + 1];
     for (int c = 1; c < s->n_chain; c++) route[c - 1] = s->d[s->chain[c]].endpoint;
     route[s->n_chain - 1] = s->results_ep;
@@ -311,7 +358,8 @@ static int s_send_batch(sched_t *s, int max_seqs)
     }
     s->n_release = 0;
     batch_t *b = &s->b[s->n_b++];
-    b->id = bid, b->n_req = n_req, b->reqs = reqs, b->rows_fed = fed, b->sent_ms = sched_now(), b->frac = 0;
+    b->id = bid, b->n_req = n_req, b->reqs = reqs, b->rows_fed = fed, b->sent_ms = b->alive_ms = sched_now(), b->frac = 0;
+    b->last_stage = s->chain[s->n_chain - 1];
     b->first_pos = fpos, b->sample_pos = spos;
     b->stages = 0;
     for (int c = 0; c < s->n_chain; c++) b->stages |= 1ull << s->chain[c];
@@ -347,6 +395,9 @@ sched_t *sched_new(void *zctx, const sched_params_t *p, g4_err_t *err)
     if (s->p.heartbeat_timeout_ms <= 0) s->p.heartbeat_timeout_ms = 1500;
     if (s->p.stuck_after_ms <= 0) s->p.stuck_after_ms = 120000;
     if (s->p.park_timeout_ms <= 0) s->p.park_timeout_ms = 30000;
+    if (s->p.batch_timeout_ms <= 0) s->p.batch_timeout_ms = 30000;
+    if (s->p.max_stop <= 0) s->p.max_stop = 16;
+    if (s->p.max_stop_bytes <= 0) s->p.max_stop_bytes = 4096;
     s->zctx = zctx;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -366,7 +417,10 @@ sched_t *sched_new(void *zctx, const sched_params_t *p, g4_err_t *err)
     snprintf(s->results_ep, sizeof s->results_ep, "%s", p->results);
     s->router = g4_wire_socket(zctx, ZMQ_ROUTER, err);
     s->results = g4_wire_socket(zctx, ZMQ_PULL, err);
-    if (!s->router || !s->results || g4_wire_bind(s->router, p->listen, err) || g4_wire_bind(s->results, p->results, err)) {
+    if (s->results) /* results: n_ubatch sampled rows with up to 64 log-probs each, and error text */
+        g4_wire_set_maxmsg(s->results, (int64_t)s->p.n_ubatch * 64 * 16 + (1 << 20));
+    if (!s->router || !s->results || g4_wire_bind_peers(s->router, p->listen, G4_WIRE_PEERS_CLIENTS, err) ||
+        g4_wire_bind(s->results, p->results, err)) {
         sched_free(&s);
         return NULL;
     }
@@ -420,6 +474,30 @@ static void s_on_daemon(sched_t *s, int i)
     }
 }
 
+/* A batch that never comes back (a stage dropped it, a frame was lost) is a
+ * lost stage: its requests are parked and fed again. It is alive while a
+ * stage of its chain works on it or on a batch sent before it (it may wait
+ * in that stage's queue). */
+static void s_batch_timers(sched_t *s, uint64_t now)
+{
+    for (int i = 0; i < s->n_b; i++) {
+        batch_t *b = &s->b[i];
+        for (int k = 0; k < MAX_DAEMONS; k++) {
+            if (!((b->stages >> k) & 1) || !s->d[k].work.batch_id) continue;
+            for (int j = 0; j < s->n_b; j++)
+                if (s->b[j].id == s->d[k].work.batch_id && s->b[j].sent_ms <= b->sent_ms) b->alive_ms = now;
+        }
+        if (now - b->alive_ms <= (uint64_t)s->p.batch_timeout_ms) continue;
+        char why[256];
+        snprintf(why, sizeof why, "batch %016llx did not come back within %.0f s", (unsigned long long)b->id,
+                 s->p.batch_timeout_ms / 1000.0);
+        g4_log_warn("sched", "%s: treated as a lost stage", why);
+        s->n_batch_timeouts++;
+        sched_peers_park(s, why);
+        return;
+    }
+}
+
 void sched_poll(sched_t *s, int timeout_ms)
 {
     zmq_pollitem_t it[2 + MAX_DAEMONS];
@@ -438,6 +516,7 @@ void sched_poll(sched_t *s, int timeout_ms)
         }
     const uint64_t now = sched_now();
     sched_peers_timers(s, now);
+    s_batch_timers(s, now);
     sched_req_timers(s, now);
     s_schedule(s);
 }

@@ -62,6 +62,8 @@ typedef struct drec {
     uint64_t progress_ms; /* when work.progress last changed */
     int stuck;
     uint32_t restarts; /* registrations of this name by a new process */
+    char user_id[48];  /* its authenticated identity ("daemon:KEY"; "" without CURVE) */
+    int insecure;      /* it runs on a non-loopback tcp:// without CURVE */
 } drec_t;
 
 /* ---- a request --------------------------------------------------------------- */
@@ -131,7 +133,8 @@ typedef struct batch {
     int *first_pos; /* position of each request's first row */
     int *sample_pos; /* position of each request's first sampled row */
     uint64_t stages; /* daemons (bit per record) the batch goes through */
-    uint64_t sent_ms;
+    int last_stage;  /* record of the chain's last shard: only it sends the result */
+    uint64_t sent_ms, alive_ms; /* alive: a stage of its chain was last seen working on it (or an older batch) */
     double frac;     /* share of the layers it has been through (stages' heartbeats) */
 } batch_t;
 
@@ -152,7 +155,8 @@ struct sched {
     uint64_t next_id, next_batch;
     int rr; /* round-robin start */
     int draining;
-    uint64_t n_done, n_failed, n_migrated;
+    uint64_t n_done, n_failed, n_migrated, n_batch_timeouts, n_refused;
+    int n_vocab; /* of the pipeline (0: unknown): prompt ids are checked against it at admission */
     char model[512];
     uint64_t chain_lost_ms;
     uint64_t epoch; /* this scheduler's start (realtime ms): its batches and slots */
@@ -176,6 +180,8 @@ static inline uint64_t sched_now(void) { return g4_wire_now_ms(); }
 
 /* Forgets every batch in flight (their results will match none). */
 void sched_forget_batches(sched_t *s);
+/* A message from a peer that may not send it: counted, logged (rate-limited), answered where possible. */
+void sched_refuse(sched_t *s, g4_msg_t *m, const char *what);
 
 /* ---- sched_peers.c ------------------------------------------------------------- */
 
@@ -194,6 +200,8 @@ void sched_peers_timers(sched_t *s, uint64_t now);
 void sched_peers_missing_layers(sched_t *s, char *buf, size_t size);
 /* Sends a call lost with its tokenizer / encoder again once there is one. */
 void sched_peers_retry_calls(sched_t *s, req_t *q);
+/* Every batch in flight is lost: running requests wait and are fed again (a lost stage's path). */
+void sched_peers_park(sched_t *s, const char *why);
 
 /* ---- sched_req.c ----------------------------------------------------------------- */
 
@@ -208,6 +216,9 @@ void sched_req_free(sched_t *s, req_t *q);
 void sched_req_client_gone(sched_t *s, req_t *q);
 /* A call that could not go out, or was lost with its daemon, waits for one. */
 void sched_req_call_lost(req_t *q, int kind);
+/* q's ids against the pipeline's vocabulary (soft-token rows aside); fails q
+ * (RANGE) and returns nonzero on the first id outside it. */
+int sched_req_check_ids(sched_t *s, req_t *q);
 /* Sends a tokenizer call for q (env borrowed); G4_ERR_UNAVAILABLE without a tokenizer. */
 int sched_req_call(sched_t *s, req_t *q, int kind, G4__V1__Envelope *env);
 void sched_req_render(sched_t *s, req_t *q);

@@ -9,12 +9,15 @@
  *   sched_peers_register       Register → a record, a PUSH / DEALER to it
  *   sched_peers_heartbeat      Heartbeat → liveness, counters, Work, stuck
  *   s_build_chain              the forward chain from layer 0 (newest first)
- *   s_daemon_gone → s_park_running   a lost stage's requests wait
+ *   s_daemon_gone → sched_peers_park   a lost stage's requests wait (a lost batch too)
  *   sched_peers_retry_calls    a lost call goes out again
  *   sched_peers_timers         heartbeat timeouts, stuck stages
  *   sched_peers_status         StatusReply: every daemon, request counts */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "g4_alloc.h"
 #include "g4_log.h"
@@ -63,6 +66,26 @@ static void s_resize_slots(sched_t *s, int slots)
     s->n_slots = slots;
 }
 
+/* Tells every ready shard the chain (names, endpoints, results): a shard
+ * forwards only to the stage after itself in a chain it was sent. */
+static void s_send_chain(sched_t *s)
+{
+    char *names[MAX_CHAIN], *eps[MAX_CHAIN];
+    for (int c = 0; c < s->n_chain; c++) names[c] = s->d[s->chain[c]].name, eps[c] = s->d[s->chain[c]].endpoint;
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__Chain ch = G4__V1__CHAIN__INIT;
+    ch.epoch = s->epoch;
+    ch.names = names, ch.n_names = (size_t)s->n_chain;
+    ch.endpoints = eps, ch.n_endpoints = (size_t)s->n_chain;
+    ch.results = s->results_ep;
+    env.body_case = G4__V1__ENVELOPE__BODY_CHAIN;
+    env.chain = &ch;
+    g4_err_t err;
+    for (int i = 0; i < MAX_DAEMONS; i++)
+        if (s->d[i].state == D_READY && s->d[i].role == G4__V1__ROLE__ROLE_SHARD && s->d[i].route_len)
+            g4_wire_send(s->router, s->d[i].route, s->d[i].route_len, &env, NULL, NULL, 0, 1, &err);
+}
+
 /* The forward chain: from layer 0, the newest ready shard starting where the
  * previous one ends. */
 static void s_build_chain(sched_t *s)
@@ -92,10 +115,12 @@ static void s_build_chain(sched_t *s)
             if (s->d[s->chain[i]].n_ctx > 0 && s->d[s->chain[i]].n_ctx < ctx) ctx = s->d[s->chain[i]].n_ctx;
         }
         s->n_ctx = ctx;
+        s->n_vocab = s->d[s->chain[0]].n_vocab;
         if (slots != s->n_slots) s_resize_slots(s, slots);
     }
     int changed = s->n_chain != old_n;
     for (int i = 0; !changed && i < s->n_chain; i++) changed = s->chain[i] != old_chain[i];
+    if (changed && s->n_chain) s_send_chain(s);
     if (changed && s->n_chain && old_n) {
         /* a stage was replaced (g4 swap): the new daemon has none of the
          * sequences, so every running request is fed again from position 0 */
@@ -124,7 +149,7 @@ static void s_build_chain(sched_t *s)
  * and are fed again from position 0 once a pipeline covers every layer (a
  * restarted shard, a standby, another chain); only when none does within
  * park_timeout_ms do they fail (sched_req_timers). With migration off they fail now. */
-static void s_park_running(sched_t *s, const char *why)
+void sched_peers_park(sched_t *s, const char *why)
 {
     sched_forget_batches(s);
     /* a new epoch: every request is fed again from position 0, so the shards
@@ -170,7 +195,7 @@ static void s_daemon_gone(sched_t *s, int i, const char *why)
         char msg[400];
         snprintf(msg, sizeof msg, "shard %s (layers %d-%d) %s; the request's state on it is lost", d->name,
                  d->layer_begin, d->layer_end, why);
-        s_park_running(s, msg);
+        sched_peers_park(s, msg);
         if (s->p.no_migrate) /* the surviving shards forget every slot (the replacement starts empty) */
             for (int k = 0; k < s->n_slots; k++) s->slot_used[k] = 0;
     }
@@ -252,9 +277,32 @@ void sched_peers_register(sched_t *s, g4_msg_t *m)
         return;
     }
     int i = sched_peers_find(s, r->name);
-    if (i >= 0 && s->d[i].state != D_GONE && s->d[i].pid != r->pid) {
-        /* same name, new process: the old one is gone */
-        s_daemon_gone(s, i, "was replaced by a new process of the same name");
+    if (i >= 0 && s->d[i].state != D_GONE) {
+        /* a name is held by its identity: another key never takes it over */
+        if (s->d[i].user_id[0] && strcmp(s->d[i].user_id, m->user_id)) {
+            s_reply_register(s, m, 0, "the name is registered by another key");
+            return sched_refuse(s, m, "a Register of a name held by another key");
+        }
+        /* a new process of the same name while the old one still lives (it
+         * heartbeats, and on this host its pid exists) evicts nothing: it
+         * waits ("retry") until the old one is gone. A restart after a crash
+         * finds the old pid dead; g4 swap starts its replacement under a new name. */
+        const int same_proc = s->d[i].pid == r->pid && r->host && !strcmp(s->d[i].host, r->host);
+        if (!same_proc) {
+            char host[64] = "";
+            gethostname(host, sizeof host - 1);
+            const int here = !strcmp(s->d[i].host, host) && r->host && !strcmp(r->host, host);
+            const int old_alive = s->d[i].pid > 0 && here && (kill(s->d[i].pid, 0) == 0 || errno == EPERM);
+            const int old_silent = sched_now() - s->d[i].last_seen_ms > 1000u;
+            if (old_alive || (!here && !old_silent)) {
+                char retry[160];
+                snprintf(retry, sizeof retry, "retry: the name %s is held by a live process (pid %d)", r->name, s->d[i].pid);
+                s_reply_register(s, m, 0, retry);
+                return sched_refuse(s, m, "a Register of a name a live daemon holds");
+            }
+            /* same name, new process: the old one is gone */
+            s_daemon_gone(s, i, "was replaced by a new process of the same name");
+        }
     }
     if (i < 0 || s->d[i].state == D_GONE) {
         if (i < 0)
@@ -284,6 +332,8 @@ void sched_peers_register(sched_t *s, g4_msg_t *m)
     d->n_slots = r->n_slots, d->n_vocab = r->n_vocab, d->n_ctx = r->n_ctx;
     for (int k = 0; k < 6; k++) d->media_ids[k] = k < (int)r->n_media_ids ? r->media_ids[k] : -1;
     d->n_embd = r->n_embd, d->has_vision = r->has_vision, d->has_audio = r->has_audio;
+    d->insecure = r->insecure;
+    snprintf(d->user_id, sizeof d->user_id, "%s", m->user_id);
     memcpy(d->route, m->route, m->route_len);
     d->route_len = m->route_len;
     d->last_seen_ms = sched_now();
@@ -303,7 +353,9 @@ void sched_peers_register(sched_t *s, g4_msg_t *m)
     }
     d->state = D_READY;
     s_reply_register(s, m, 1, NULL);
+    const int n_before = s->n_chain;
     s_build_chain(s);
+    if (d->role == G4__V1__ROLE__ROLE_SHARD && s->n_chain && s->n_chain == n_before) s_send_chain(s); /* (it needs the chain too) */
 }
 
 /* ---- heartbeats, liveness, stuck stages -------------------------------------------- */
@@ -446,6 +498,8 @@ void sched_peers_status(sched_t *s, g4_msg_t *m)
         ds[n].activity = d->state == D_GONE ? "" : d->stuck ? "stuck" : d->work.batch_id ? "busy" : "idle";
         ds[n].last_seen_ms = (double)(now - d->last_seen_ms);
         ds[n].restarts = d->restarts;
+        ds[n].insecure = d->insecure;
+        rep.insecure |= d->insecure && d->state != D_GONE;
         ds[n].model = d->model, ds[n].backend = d->backend, ds[n].host = d->host;
         dp[n] = &ds[n];
         n++;
@@ -462,6 +516,9 @@ void sched_peers_status(sched_t *s, g4_msg_t *m)
     rep.model = s->model, rep.n_layer = s->n_layer;
     rep.requests_done = s->n_done, rep.requests_failed = s->n_failed;
     rep.requests_migrated = s->n_migrated;
+    rep.insecure |= g4_wire_insecure_used();
+    rep.batches_timed_out = s->n_batch_timeouts;
+    rep.refused = s->n_refused;
     h.request_id = m->env->header->request_id;
     env.header = &h;
     env.body_case = G4__V1__ENVELOPE__BODY_STATUS_REPLY;

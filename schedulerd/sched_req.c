@@ -18,6 +18,7 @@
 
 #include "g4_alloc.h"
 #include "g4_log.h"
+#include "g4_media.h"
 #include "sched_internal.h"
 
 /* ---- events and the end of a request ---------------------------------------------- */
@@ -255,6 +256,29 @@ void sched_req_started(sched_t *s, req_t *q)
 
 /* ---- admission ----------------------------------------------------------------------- */
 
+int sched_req_check_ids(sched_t *s, req_t *q)
+{
+    int n_vocab = s->n_vocab;
+    const int t = sched_peers_tokenizer(s);
+    if (!n_vocab && t >= 0) n_vocab = s->d[t].n_vocab;
+    if (n_vocab <= 0) return 0; /* not known yet: checked again when the request gets a slot */
+    for (int i = 0; i < q->n_tok; i++) {
+        if (q->rflag && i < q->n_prompt && (q->rflag[i] & G4_ROW_EMBD)) continue;
+        if (q->tok[i] < 0 || q->tok[i] >= n_vocab) {
+            sched_req_fail(s, q, G4_ERR_RANGE, "token id %d at position %d is outside the vocabulary (%d ids)", q->tok[i],
+                           i, n_vocab);
+            return -1;
+        }
+    }
+    if (q->resume)
+        for (int i = 0; i < q->n_quiet; i++)
+            if (q->resume[i] < 0 || q->resume[i] >= n_vocab) {
+                sched_req_fail(s, q, G4_ERR_RANGE, "resumed id %d is outside the vocabulary (%d ids)", q->resume[i], n_vocab);
+                return -1;
+            }
+    return 0;
+}
+
 static req_t *s_new_req(sched_t *s)
 {
     for (int i = 0; i < s->n_r; i++)
@@ -294,6 +318,13 @@ static int s_options(sched_t *s, req_t *q, const G4__V1__GenerateRequest *g)
     if (q->sp.logprobs > 64) q->sp.logprobs = 64;
     q->max_tokens = g->max_tokens;
     q->ignore_eos = g->ignore_eos;
+    size_t stop_bytes = 0;
+    for (size_t i = 0; i < g->n_stop; i++) stop_bytes += g->stop[i].len;
+    if (g->n_stop > (size_t)s->p.max_stop || stop_bytes > (size_t)s->p.max_stop_bytes)
+        return sched_req_fail(s, q, G4_ERR_RANGE, "%zu stop strings of %zu bytes: at most %d of %d bytes together",
+                              g->n_stop, stop_bytes, s->p.max_stop, s->p.max_stop_bytes), -1;
+    if (g->n_resume_ids > (size_t)1 << 24)
+        return sched_req_fail(s, q, G4_ERR_RANGE, "%zu resumed ids", g->n_resume_ids), -1;
     if (g->n_stop) {
         q->stop = g4_calloc(g->n_stop, sizeof *q->stop);
         q->stop_len = g4_calloc(g->n_stop, sizeof *q->stop_len);
@@ -364,7 +395,9 @@ void sched_req_generate(sched_t *s, g4_msg_t *m)
     case G4__V1__GENERATE_REQUEST__PROMPT_IDS: {
         G4__V1__PromptIds *p = g->ids;
         if (!p || !p->n_ids) return sched_req_fail(s, q, G4_ERR_RANGE, "the prompt is empty");
-        if (s_set_prompt(s, q, p->ids, p->n_ids)) return;
+        if (s->n_ctx > 0 && p->n_ids > (size_t)s->n_ctx)
+            return sched_req_fail(s, q, G4_ERR_RANGE, "the prompt has %zu tokens; the context holds %d", p->n_ids, s->n_ctx);
+        if (s_set_prompt(s, q, p->ids, p->n_ids) || sched_req_check_ids(s, q)) return;
         sched_media_prompt_ready(s, q);
         break;
     }

@@ -34,6 +34,10 @@ typedef struct sched_params {
     int no_migrate;         /* fail the requests of a lost stage at once (the old behaviour) */
     int stuck_after_ms;     /* a busy stage without progress this long (and 20x its last
                                batch time) is reported stuck (default 120000) */
+    int batch_timeout_ms;   /* a batch no stage of its chain has worked on for this long is lost:
+                               its requests are parked and fed again (default 30000) */
+    int max_stop;           /* stop strings per request (default 16) */
+    int max_stop_bytes;     /* their bytes together (default 4096) */
 } sched_params_t;
 
 sched_t *sched_new(void *zctx, const sched_params_t *p, g4_err_t *err);

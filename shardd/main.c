@@ -15,7 +15,7 @@
 
 typedef struct shardd_cfg {
     g4_daemon_cfg_t d;
-    char *model, *layers, *cpuset;
+    char *model, *layers, *cpuset, *kv_type;
     int64_t threads, numa_node, slots, ctx, ubatch, min_forward_ms;
     int kv_f32, mmap;
 } shardd_cfg_t;
@@ -30,7 +30,8 @@ static const g4_cfg_opt_t s_opts[] = {
     {"slots", S_OPT(G4_CFG_INT, slots), "16", 1, 1 << 16, 0, "sequences held at once"},
     {"ctx", S_OPT(G4_CFG_INT, ctx), "0", 0, 1 << 24, 0, "positions per sequence (0: the model's)"},
     {"ubatch", S_OPT(G4_CFG_INT, ubatch), "512", 1, 1 << 20, 0, "rows per batch at most"},
-    {"kv-f32", S_OPT(G4_CFG_BOOL, kv_f32), NULL, 1, 0, 0, "keep the KV cache in f32 (default f16)"},
+    {"kv-type", S_OPT(G4_CFG_STRING, kv_type), "f16", 1, 0, 0, "KV cache type: f16, f32 or q8_0 (llama.cpp's -ctk/-ctv)", .arg = "T"},
+    {"kv-f32", S_OPT(G4_CFG_BOOL, kv_f32), NULL, 1, 0, 0, "the same as --kv-type f32"},
     {"mmap", S_OPT(G4_CFG_BOOL, mmap), NULL, 1, 0, 0,
      "compute from the file's mapping (default: copy the weights to huge pages in the background)"},
     {"min-forward-ms", S_OPT(G4_CFG_INT, min_forward_ms), "0", 0, 1 << 30, 0,
@@ -51,7 +52,13 @@ int main(int argc, char **argv)
     if (usage >= 0) return usage;
     char name[64];
     shard_params_t p = {.model_path = c.model, .n_slots = (int)c.slots, .n_ctx = (int)c.ctx,
-                        .n_ubatch = (int)c.ubatch, .kv_f32 = c.kv_f32, .min_forward_ms = (int)c.min_forward_ms};
+                        .n_ubatch = (int)c.ubatch, .kv_f32 = c.kv_f32 ? G4_KV_F32 : g4_kv_type_from_name(c.kv_type),
+                        .min_forward_ms = (int)c.min_forward_ms};
+    if (p.kv_f32 < 0) {
+        fprintf(stderr, "shardd: --kv-type must be f16, f32 or q8_0, not '%s'\n", c.kv_type);
+        g4_daemon_opts_fini(&o);
+        return 2;
+    }
     if (shard_place_layers(c.layers, &p.begin, &p.end, name, sizeof name)) {
         fprintf(stderr, "shardd: --layers wants A-B, got '%s'\n", c.layers);
         g4_daemon_opts_fini(&o);
@@ -69,7 +76,10 @@ int main(int argc, char **argv)
     if (g4_wire_security_init(zctx, 1, &err) || shard_init(&s, zctx, &p, &err)) goto fail;
     const g4_weights_mode_t wmode = g4_model_warm(s.model, c.mmap ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY);
     shard_place_bind_weights((int)c.numa_node, s.model);
-    if (!(data = g4_wire_socket(zctx, ZMQ_PULL, &err)) || g4_wire_bind(data, c.d.listen, &err)) goto fail;
+    s.check_route = c.d.scheduler != NULL; /* forwards only along the chains the scheduler sends */
+    if (!(data = g4_wire_socket(zctx, ZMQ_PULL, &err))) goto fail;
+    g4_wire_set_maxmsg(data, shard_max_frame(&s)); /* the largest frame a batch of --ubatch rows has */
+    if (g4_wire_bind(data, c.d.listen, &err)) goto fail;
     const g4_daemon_info_t info = {.role = G4__V1__ROLE__ROLE_SHARD, .name = p.name, .model = c.model,
                                    .digest = g4_gguf_digest(g4_model_gguf(s.model)), .layer_begin = s.begin,
                                    .layer_end = s.end, .n_layer = (int)s.hp->n_layer, .n_slots = s.n_slots,

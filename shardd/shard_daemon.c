@@ -15,6 +15,8 @@ void shard_daemon_run(shard_t *s, g4_daemon_t *d, g4_weights_mode_t wmode)
         if (g4_daemon_wait(d, G4_HEARTBEAT_MS / 2, &m)) {
             if (m.env->body_case == G4__V1__ENVELOPE__BODY_RELEASE)
                 shard_worker_release(s, m.env->release->slots, m.env->release->n_slots);
+            else if (m.env->body_case == G4__V1__ENVELOPE__BODY_CHAIN)
+                shard_set_chain(s, m.env->chain); /* where the worker may send next */
             g4_msg_close(&m);
         }
         if (!warm_logged && atomic_load(&s->weights_ready)) {

@@ -1,6 +1,7 @@
 /* shard_service — see shard_service.h. */
 #include "shard_service.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,11 +10,20 @@
 #include "g4_alloc.h"
 #include "g4_log.h"
 
+struct shard_hops {
+    pthread_mutex_t mu;
+    shard_hop_t hop[SHARD_CHAINS];
+    uint64_t seq;
+};
+
 int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err)
 {
     memset(s, 0, sizeof *s);
     s->zctx = zctx;
     s->name = p->name;
+    s->hops = g4_calloc(1, sizeof *s->hops);
+    if (!s->hops) return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&s->hops->mu, NULL);
     s->model = g4_model_load(p->model_path, p->begin, p->end, err);
     if (!s->model) return err->code;
     s->hp = g4_model_hparams(s->model);
@@ -23,7 +33,7 @@ int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err)
     s->n_slots = p->n_slots > 0 ? p->n_slots : 16;
     s->n_ubatch = p->n_ubatch > 0 ? p->n_ubatch : 512;
     s->min_forward_ms = p->min_forward_ms;
-    g4_ctx_params_t cp = {.n_ctx = p->n_ctx, .n_ubatch = s->n_ubatch, .n_seq_max = s->n_slots, .kv_f32 = p->kv_f32};
+    g4_ctx_params_t cp = {.n_ctx = p->n_ctx, .n_ubatch = s->n_ubatch, .n_seq_max = s->n_slots, .kv_type = p->kv_f32};
     s->ctx = g4_ctx_new(s->model, &cp, err);
     if (!s->ctx) return err->code;
     s->slot_seq = g4_malloc((size_t)s->n_slots * sizeof *s->slot_seq);
@@ -57,15 +67,79 @@ void shard_release(shard_t *s, const uint32_t *slots, size_t n)
 
 void shard_free(shard_t *s)
 {
+    if (s->hops) pthread_mutex_destroy(&s->hops->mu);
+    g4_free(s->hops);
+    s->hops = NULL;
     for (int i = 0; i < s->n_peers; i++) zmq_close(s->peers[i].sock);
     if (s->slot_smp)
         for (int i = 0; i < s->n_slots; i++) g4_sampler_destroy(&s->slot_smp[i]);
     g4_free(s->slot_seq), g4_free(s->slot_smp), g4_free(s->slot_logprobs), g4_free(s->slot_sampled);
     g4_free(s->slot_past_sample);
+    g4_free(s->bad), g4_free(s->failed_p);
     g4_free(s->seq_buf), g4_free(s->want_buf);
     g4_free(s->hidden), g4_free(s->ple), g4_free(s->logits);
     g4_ctx_destroy(&s->ctx);
     g4_model_destroy(&s->model);
+}
+
+/* ---- where a shard may send: only what the scheduler registered ------------------- */
+
+void shard_set_chain(shard_t *s, const G4__V1__Chain *ch)
+{
+    if (!s->hops || !ch->results) return;
+    int me = -1;
+    for (size_t i = 0; i < ch->n_names && i < ch->n_endpoints; i++)
+        if (ch->names[i] && s->name && !strcmp(ch->names[i], s->name)) me = (int)i;
+    if (me < 0) return; /* not a stage of it (a standby): batches of the chains it was in still go */
+    pthread_mutex_lock(&s->hops->mu);
+    shard_hop_t *h = &s->hops->hop[s->hops->seq % SHARD_CHAINS];
+    h->seq = ++s->hops->seq;
+    const char *next = (size_t)me + 1 < ch->n_endpoints ? ch->endpoints[me + 1] : "";
+    snprintf(h->next, sizeof h->next, "%s", next ? next : "");
+    snprintf(h->results, sizeof h->results, "%s", ch->results);
+    pthread_mutex_unlock(&s->hops->mu);
+}
+
+/* 1 when one of the chains says: next (NULL: any) after this stage, results at sink. */
+static int s_hop_known(shard_t *s, const char *next, const char *sink)
+{
+    int ok = 0;
+    pthread_mutex_lock(&s->hops->mu);
+    for (int i = 0; i < SHARD_CHAINS && !ok; i++) {
+        const shard_hop_t *h = &s->hops->hop[i];
+        ok = h->seq && !strcmp(h->results, sink) && (!next || !strcmp(h->next, next));
+    }
+    pthread_mutex_unlock(&s->hops->mu);
+    return ok;
+}
+
+/* The batch's route names the next stage and the results endpoint the
+ * scheduler registered (a Chain may trail its first batch: wait up to 1 s). */
+static int s_route_ok(shard_t *s, const G4__V1__ForwardBatch *fb)
+{
+    if (!s->check_route || !s->hops) return 1;
+    const char *sink = fb->route[fb->n_route - 1];
+    const char *next = s->last ? "" : fb->route[0];
+    if (!s->last && fb->n_route < 2) return 0;
+    if (s->last && fb->n_route != 1) return 0;
+    for (int k = 0; k < 100; k++) {
+        if (s_hop_known(s, next, sink)) return 1;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+int64_t shard_max_frame(const shard_t *s)
+{
+    const int64_t U = s->n_ubatch, H = s->hp->n_embd, PW = (int64_t)s->hp->n_layer * s->hp->ple_dim;
+    const int64_t hd = s->hp->hd_full > s->hp->hd_swa ? s->hp->hd_full : s->hp->hd_swa;
+    int64_t kv = 0; /* every KV-source layer's rows, K and V (f32 at most), with section headers */
+    for (uint32_t l = 0; l < s->hp->n_layer && l < G4_MAX_LAYERS; l++) kv += 2 * (int64_t)s->hp->n_head_kv[l] * hd * 4 * U + 64;
+    const int64_t a = U * H * 4, b = U * PW * 4;
+    int64_t m = a > b ? a : b;
+    if (kv > m) m = kv;
+    return m + (1 << 20); /* protobuf: route, ids, positions, flags of U rows */
 }
 
 static void *s_peer(shard_t *s, const char *ep, g4_err_t *err)
@@ -108,6 +182,7 @@ static void s_fail(shard_t *s, G4__V1__ForwardBatch *fb, int code, const char *f
     s->n_errors++;
     g4_log_warn("shard", "batch %llu: %s", (unsigned long long)fb->batch_id, msg);
     if (!fb->n_route) return;
+    if (s->check_route && s->hops && !s_hop_known(s, NULL, fb->route[fb->n_route - 1])) return;
     g4_err_t err;
     void *sink = s_peer(s, fb->route[fb->n_route - 1], &err);
     if (!sink) return;
@@ -146,25 +221,166 @@ static void s_stretch(const shard_t *s, uint64_t t0_us)
     }
 }
 
+/* ---- a refused sequence fails alone ------------------------------------------------ */
+
+static void s_bad(shard_t *s, uint32_t slot, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void s_bad(shard_t *s, uint32_t slot, int code, const char *fmt, ...)
+{
+    for (int k = 0; k < s->n_bad; k++)
+        if (s->bad[k].slot == slot) return;
+    shard_bad_t *b = &s->bad[s->n_bad++];
+    b->slot = slot, b->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = snprintf(b->msg, sizeof b->msg, "%s: ", s->name ? s->name : "shard");
+    vsnprintf(b->msg + k, sizeof b->msg - (size_t)k, fmt, ap);
+    va_end(ap);
+}
+
+static int s_is_bad(const shard_t *s, uint32_t slot)
+{
+    for (int k = 0; k < s->n_bad; k++)
+        if (s->bad[k].slot == slot) return 1;
+    return 0;
+}
+
+/* The sequences of the batch this stage refuses (into s->bad); -1: no memory. */
+static int s_check_rows(shard_t *s, const G4__V1__ForwardBatch *fb, const int8_t *flags, int has_embd)
+{
+    const int n = (int)fb->n_pos;
+    if (!s->bad || s->cap_bad < n) {
+        shard_bad_t *nb = g4_realloc(s->bad, (size_t)n * sizeof *nb);
+        if (!nb) return -1;
+        s->bad = nb, s->cap_bad = n;
+    }
+    s->n_bad = 0;
+    for (int i = 0; i < n; i++) {
+        const uint32_t sl = fb->slot[i];
+        if (sl >= (uint32_t)s->n_slots) {
+            s_bad(s, sl, G4_ERR_RANGE, "slot %u out of range (%d slots)", sl, s->n_slots);
+            continue;
+        }
+        if (s->first && !(has_embd && (flags[i] & G4_ROW_EMBD)) && (fb->tokens[i] < 0 || fb->tokens[i] >= (int32_t)s->hp->n_vocab))
+            s_bad(s, sl, G4_ERR_RANGE, "token id %d outside the vocabulary (%u)", fb->tokens[i], s->hp->n_vocab);
+        if (fb->pos[i] < 0) s_bad(s, sl, G4_ERR_RANGE, "negative position");
+        int first_row = 1;
+        for (int j = 0; j < i && first_row; j++) first_row = fb->slot[j] != sl;
+        if (!first_row || fb->pos[i] <= 0) continue;
+        if (s->slot_seq[sl] < 0)
+            s_bad(s, sl, G4_ERR_STATE, "slot %u is unknown here (was this shard restarted?)", sl);
+        else if (fb->pos[i] > g4_seq_n_past(s->ctx, s->slot_seq[sl]))
+            s_bad(s, sl, G4_ERR_STATE, "slot %u: position %d does not continue %d", sl, fb->pos[i],
+                  g4_seq_n_past(s->ctx, s->slot_seq[sl]));
+    }
+    if (s->n_bad) s->n_errors++;
+    for (int k = 0; k < s->n_bad; k++)
+        g4_log_warn("shard", "batch %llu: sequence in slot %u refused: %s", (unsigned long long)fb->batch_id,
+                    s->bad[k].slot, s->bad[k].msg);
+    return s->n_bad;
+}
+
+/* Takes the rows of refused sequences out of the batch (ids, positions,
+ * slots, flags, soft-token rows, hidden states, per-layer inputs; sample
+ * rows renumbered); returns the rows left. */
+static int s_drop_rows(shard_t *s, G4__V1__ForwardBatch *fb, int8_t *flags, float *embd, float *hidden, size_t PW)
+{
+    const int n = (int)fb->n_pos;
+    const size_t H = s->hp->n_embd;
+    int k = 0, e_in = 0, e_out = 0;
+    size_t ns = 0, si = 0;
+    for (int i = 0; i < n; i++) {
+        const int soft = flags && (flags[i] & G4_ROW_EMBD);
+        const int keep = !s_is_bad(s, fb->slot[i]);
+        const int sampled = si < fb->n_sample_rows && fb->sample_rows[si] == (uint32_t)i;
+        si += sampled;
+        if (keep) {
+            if (sampled) fb->sample_rows[ns++] = (uint32_t)k;
+            fb->tokens[k] = fb->tokens[i], fb->pos[k] = fb->pos[i], fb->slot[k] = fb->slot[i];
+            if (flags) flags[k] = flags[i];
+            if (embd && soft) memmove(embd + (size_t)e_out++ * H, embd + (size_t)e_in * H, H * sizeof(float));
+            if (hidden) memmove(hidden + (size_t)k * H, hidden + (size_t)i * H, H * sizeof(float));
+            if (PW) memmove(s->ple + (size_t)k * PW, s->ple + (size_t)i * PW, PW * sizeof(float));
+            k++;
+        }
+        e_in += soft;
+    }
+    fb->n_pos = fb->n_tokens = fb->n_slot = (size_t)k;
+    fb->n_sample_rows = ns;
+    if (flags) fb->row_flags.len = (size_t)k;
+    return k;
+}
+
+/* fb->failed: what came in, plus this stage's refusals (restored by shard_handle). */
+static void s_set_failed(shard_t *s, G4__V1__ForwardBatch *fb)
+{
+    if (!s->n_bad) return;
+    const size_t n = fb->n_failed + (size_t)s->n_bad;
+    if (s->cap_failed < n) { /* one block: [n] pointers, then [n] entries */
+        void *nb = g4_realloc(s->failed_p, n * (sizeof(G4__V1__SlotError *) + sizeof(shard_failed_t)));
+        if (!nb) return;
+        s->failed_p = nb;
+        s->failed_e = (shard_failed_t *)(s->failed_p + n);
+        s->cap_failed = n;
+    }
+    for (size_t i = 0; i < fb->n_failed; i++) s->failed_p[i] = fb->failed[i];
+    for (int k = 0; k < s->n_bad; k++) {
+        shard_failed_t *f = &s->failed_e[k];
+        g4__v1__slot_error__init(&f->e);
+        g4__v1__error__init(&f->r);
+        f->r.code = (G4__V1__ErrorCode)g4_wire_code(s->bad[k].code);
+        f->r.message = s->bad[k].msg;
+        f->e.slot = s->bad[k].slot;
+        f->e.error = &f->r;
+        s->failed_p[fb->n_failed + (size_t)k] = &f->e;
+    }
+    fb->failed = s->failed_p, fb->n_failed = n;
+}
+
+/* Every sequence of the batch was refused: the result says so at once. */
+static void s_send_failed(shard_t *s, G4__V1__ForwardBatch *fb)
+{
+    s_set_failed(s, fb);
+    G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
+    G4__V1__ForwardResult res = G4__V1__FORWARD_RESULT__INIT;
+    res.batch_id = fb->batch_id;
+    res.failed = fb->failed, res.n_failed = fb->n_failed;
+    env.body_case = G4__V1__ENVELOPE__BODY_FORWARD_RESULT;
+    env.forward_result = &res;
+    g4_err_t err;
+    void *sink = s_peer(s, fb->route[fb->n_route - 1], &err);
+    if (!sink || g4_wire_send(sink, NULL, 0, &env, NULL, NULL, 0, 0, &err))
+        g4_log_warn("shard", "result of batch %llu: %s", (unsigned long long)fb->batch_id, err.msg);
+}
+
 static void s_handle(shard_t *s, g4_msg_t *m);
 
 void shard_handle(shard_t *s, g4_msg_t *m)
 {
     G4__V1__ForwardBatch *fb = m->env->forward;
+    G4__V1__SlotError **failed = fb->failed; /* (owned by the message: put back before it is freed) */
+    const size_t n_failed = fb->n_failed;
+    s->n_bad = 0;
     if (s->work) g4_daemon_work_begin(s->work, fb->batch_id, (uint32_t)fb->n_pos, (uint32_t)(s->end - s->begin));
     s_handle(s, m);
     if (s->work) g4_daemon_work_end(s->work);
+    fb->failed = failed, fb->n_failed = n_failed;
 }
 
 static void s_handle(shard_t *s, g4_msg_t *m)
 {
     G4__V1__ForwardBatch *fb = m->env->forward;
     const uint64_t t0 = s_now_us();
-    const int n = (int)fb->n_pos;
+    int n = (int)fb->n_pos;
     const size_t H = s->hp->n_embd, PW = (size_t)s->hp->n_layer * s->hp->ple_dim;
     if (fb->n_route == 0) {
         s->n_errors++;
         g4_log_warn("shard", "batch %llu without a route: dropped", (unsigned long long)fb->batch_id);
+        return;
+    }
+    if (!s_route_ok(s, fb)) { /* never to an endpoint only the batch names */
+        s->n_errors++;
+        g4_log_warn("shard", "batch %llu names a route the scheduler did not register (%s ...): dropped",
+                    (unsigned long long)fb->batch_id, fb->route[0]);
         return;
     }
     if (fb->epoch && fb->epoch < s->epoch) { /* a lost scheduler's batch, still travelling */
@@ -214,15 +430,24 @@ static void s_handle(shard_t *s, g4_msg_t *m)
             embd = e; /* the model reads the soft-token rows in order, straight from the frame */
         }
     }
-    for (int i = 0; i < n; i++) {
-        if (fb->slot[i] >= (uint32_t)s->n_slots)
-            return s_fail(s, fb, G4_ERR_RANGE, "slot %u out of range (%d slots)", fb->slot[i], s->n_slots);
-        if (s->first && !(embd && (flags[i] & G4_ROW_EMBD)) && (fb->tokens[i] < 0 || fb->tokens[i] >= (int32_t)s->hp->n_vocab))
-            return s_fail(s, fb, G4_ERR_RANGE, "token id %d outside the vocabulary (%u)", fb->tokens[i], s->hp->n_vocab);
-        if (fb->pos[i] < 0) return s_fail(s, fb, G4_ERR_RANGE, "negative position");
-    }
+    /* bounded work: each row sampled at most once, in order; params and releases per slot */
     for (size_t i = 0; i < fb->n_sample_rows; i++)
-        if (fb->sample_rows[i] >= (uint32_t)n) return s_fail(s, fb, G4_ERR_RANGE, "sample row out of range");
+        if (fb->sample_rows[i] >= (uint32_t)n || (i && fb->sample_rows[i] <= fb->sample_rows[i - 1]))
+            return s_fail(s, fb, G4_ERR_RANGE, "sample rows must be increasing rows of the batch (%zu for %d rows)",
+                          fb->n_sample_rows, n);
+    if (fb->n_params > (size_t)s->n_slots || fb->n_release > (size_t)s->n_slots || fb->n_failed > (size_t)s->n_slots)
+        return s_fail(s, fb, G4_ERR_RANGE, "%zu params, %zu releases, %zu failed for %d slots", fb->n_params,
+                      fb->n_release, fb->n_failed, s->n_slots);
+    /* per sequence: one that fails these checks is refused alone (its rows
+     * taken out of the batch); its batch-mates run */
+    int n_bad = s_check_rows(s, fb, flags, embd != NULL);
+    if (n_bad < 0) return s_fail(s, fb, G4_ERR_NOMEM, "out of memory");
+    if (n_bad) {
+        if (fb->kv && !s->first) /* K/V sections cannot be cut by row: the whole batch fails, as before */
+            return s_fail(s, fb, s->bad[0].code, "%s", s->bad[0].msg);
+        n = s_drop_rows(s, fb, (int8_t *)flags, (float *)embd, (float *)hidden_in, PW);
+        if (!n) return s_send_failed(s, fb);
+    }
     /* sequences: a row at position 0 starts its slot afresh; otherwise the
      * slot must exist and continue where it is (or go back: truncate) */
     g4_err_t err;
@@ -352,6 +577,7 @@ static void s_handle(shard_t *s, g4_msg_t *m)
         } else {
             fb->kv = NULL;
         }
+        s_set_failed(s, fb); /* refused sequences travel on to the result */
         env.body_case = G4__V1__ENVELOPE__BODY_FORWARD;
         env.forward = fb;
         rc = g4_wire_send(next, NULL, 0, &env, raw, raw_len, n_raw, 0, &err);
@@ -416,6 +642,8 @@ static void s_handle(shard_t *s, g4_msg_t *m)
     res.batch_id = fb->batch_id;
     res.tokens = tokp, res.n_tokens = fb->n_sample_rows;
     res.compute_us = s_now_us() - t0;
+    s_set_failed(s, fb);
+    res.failed = fb->failed, res.n_failed = fb->n_failed;
     env.body_case = G4__V1__ENVELOPE__BODY_FORWARD_RESULT;
     env.forward_result = &res;
     void *sink = s_peer(s, fb->route[fb->n_route - 1], &err);

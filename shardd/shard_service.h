@@ -12,11 +12,31 @@
 #include "g4_wire.h"
 
 #define SHARD_MAX_PEERS 16
+#define SHARD_CHAINS 4 /* chains remembered: batches of the previous ones may still travel */
+
+/* Where this shard may send, from one Chain the scheduler sent. */
+typedef struct shard_hop {
+    uint64_t seq;      /* 0: empty */
+    char next[256];    /* the stage after this one ("" when this one is the last) */
+    char results[256]; /* the scheduler's results endpoint */
+} shard_hop_t;
 
 typedef struct shard_peer {
     char ep[256];
     void *sock; /* PUSH */
 } shard_peer_t;
+
+/* A sequence this stage refuses (its request fails alone). */
+typedef struct shard_bad {
+    uint32_t slot;
+    int code;
+    char msg[200];
+} shard_bad_t;
+
+typedef struct shard_failed {
+    G4__V1__SlotError e;
+    G4__V1__Error r;
+} shard_failed_t;
 
 typedef struct shard {
     g4_model_t *model;
@@ -40,6 +60,15 @@ typedef struct shard {
     g4_daemon_work_t *work;   /* where shard_handle publishes its progress (NULL: nowhere) */
     int min_forward_ms;       /* fault injection: every forward pass lasts at least this long */
     uint64_t epoch;           /* of the scheduler whose slots these are (ForwardBatch.epoch) */
+    /* the next hops the scheduler registered (shard_set_chain, from the control
+     * thread; read by the worker): a batch naming any other endpoint is refused */
+    int check_route;          /* 1 with a scheduler; standalone shards follow the route they are given */
+    shard_bad_t *bad;         /* [cap_bad] the batch's refused sequences (n_bad) */
+    int n_bad, cap_bad;
+    G4__V1__SlotError **failed_p; /* the batch's failed list as it goes on (one block with failed_e) */
+    shard_failed_t *failed_e;
+    size_t cap_failed;
+    struct shard_hops *hops;  /* (a mutex and SHARD_CHAINS shard_hop_t) */
     /* the worker thread (shard_worker_start) and what it publishes for heartbeats */
     g4_worker_t worker;
     _Atomic uint64_t batches_pub, errors_pub, weights_ready, weights_ready_ms;
@@ -48,7 +77,7 @@ typedef struct shard {
 typedef struct shard_params {
     const char *model_path, *name;
     int begin, end;       /* end = -1: to the last layer */
-    int n_slots, n_ctx, n_ubatch, kv_f32;
+    int n_slots, n_ctx, n_ubatch, kv_f32; /* kv_f32: the KV cache type, G4_KV_* */
     int min_forward_ms;   /* fault injection (tests): stretch every forward pass to this */
 } shard_params_t;
 
@@ -57,6 +86,10 @@ void shard_free(shard_t *s);
 /* Runs one ForwardBatch and pushes the result on along its route (on the
  * thread that owns the shard: its worker, never the heartbeat loop). */
 void shard_handle(shard_t *s, g4_msg_t *m);
+/* A Chain from the scheduler (control thread): where this shard may send next. */
+void shard_set_chain(shard_t *s, const G4__V1__Chain *ch);
+/* The largest ForwardBatch frame this shard can legitimately receive (ZMQ_MAXMSGSIZE of its data socket). */
+int64_t shard_max_frame(const shard_t *s);
 /* Drops the given slots (on the shard's thread). */
 void shard_release(shard_t *s, const uint32_t *slots, size_t n);
 

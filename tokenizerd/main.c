@@ -39,7 +39,7 @@ int main(int argc, char **argv)
     void *zctx = NULL, *sock = NULL;
     if (tokd_open(&t, c.model, c.template_path, &err)) goto fail;
     zctx = zmq_ctx_new(); /* after the model: a file that does not open leaves nothing behind */
-    if (!(sock = g4_daemon_listen(zctx, ZMQ_ROUTER, c.d.listen, &err))) goto fail;
+    if (!(sock = g4_daemon_listen(zctx, ZMQ_ROUTER, c.d.listen, G4_WIRE_PEERS_CLIENTS, &err))) goto fail;
     int32_t media_ids[6];
     tokd_media_ids(t.vocab, media_ids);
     const g4_daemon_info_t info = {.role = G4__V1__ROLE__ROLE_TOKENIZER, .model = c.model,

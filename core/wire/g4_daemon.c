@@ -22,6 +22,9 @@ static const g4_cfg_opt_t s_common[] = {
     {"name", S_OPT(name), NULL, 1, 0, 0, "unique name of this daemon", .arg = "NAME"},
     {"listen", S_OPT(listen), NULL, 1, 0, 0, "serve here: ipc://PATH or tcp://HOST:PORT", .flags = G4_CFG_REQUIRED, .arg = "EP"},
     {"log-level", S_OPT(log_level), "info", 1, 0, 1, "error, warn, info or debug", .arg = "LEVEL"},
+    {"insecure", S_FLAG(insecure), NULL, 1, 0, 0,
+     "allow a non-loopback tcp:// endpoint without CURVE keys (anyone who reaches it owns the stack)",
+     .env = "G4_INSECURE"},
     {"config", S_OPT(config), NULL, 1, 0, 0, "read `key value` lines from FILE (flags win)", .flags = G4_CFG_ARGV_ONLY,
      .arg = "FILE"},
     {"print-config", S_FLAG(print_config), NULL, 1, 0, 0, "print the configuration and exit", .flags = G4_CFG_ARGV_ONLY},
@@ -66,6 +69,7 @@ int g4_daemon_configure(g4_daemon_opts_t *o, const g4_daemon_spec_t *spec, void 
         return 2;
     }
     g4_log_set_level(level);
+    g4_wire_set_insecure(d->insecure);
     if (d->print_config) g4_cfg_print(o->opt, o->n, cfg, stdout);
     if (d->print_config || d->check_config) {
         g4_daemon_opts_fini(o);
@@ -146,6 +150,7 @@ int g4_daemon_register(g4_daemon_t *d, void *zctx, const g4_daemon_cfg_t *c, con
     zmq_setsockopt(d->ctl, ZMQ_SNDHWM, &hwm, sizeof hwm);
     int rc = g4_wire_connect(d->ctl, sched_ep, err);
     if (rc) return rc;
+    r->insecure = g4_wire_insecure_used(); /* (after its own bind and this connect) */
     s_register(d);
     d->last_hb_ms = g4_wire_now_ms();
     return G4_OK;
@@ -157,6 +162,11 @@ void g4_daemon_tick(g4_daemon_t *d)
     uint64_t now = g4_wire_now_ms();
     if (now - d->last_hb_ms < G4_HEARTBEAT_MS) return;
     d->last_hb_ms = now;
+    if (d->reregister) { /* the scheduler said "retry": the name was held by a live process */
+        d->reregister = 0;
+        s_register(d);
+        return;
+    }
     G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
     G4__V1__Heartbeat hb = G4__V1__HEARTBEAT__INIT;
     hb.name = d->reg.name;
@@ -227,6 +237,9 @@ int g4_daemon_handle(g4_daemon_t *d, g4_msg_t *m)
             const char *why = m->env->register_reply->reason;
             if (why && !strncmp(why, "unknown", 7)) {
                 s_register(d); /* the scheduler restarted and forgot us */
+            } else if (why && !strncmp(why, "retry", 5)) {
+                if (!d->reregister) g4_log_warn("daemon", "scheduler: %s", why);
+                d->reregister = 1; /* at the next heartbeat */
             } else {
                 g4_log_error("daemon", "scheduler refused registration: %s", why ? why : "");
                 g4_daemon_stop = 1;
@@ -272,11 +285,11 @@ int g4_daemon_wait(g4_daemon_t *d, int timeout_ms, g4_msg_t *m)
 
 /* ---- serving ------------------------------------------------------------------ */
 
-void *g4_daemon_listen(void *zctx, int type, const char *ep, g4_err_t *err)
+void *g4_daemon_listen(void *zctx, int type, const char *ep, int peers, g4_err_t *err)
 {
     if (g4_wire_security_init(zctx, 1, err)) return NULL;
     void *sock = g4_wire_socket(zctx, type, err);
-    if (sock && g4_wire_bind(sock, ep, err)) {
+    if (sock && g4_wire_bind_peers(sock, ep, peers, err)) {
         zmq_close(sock);
         return NULL;
     }

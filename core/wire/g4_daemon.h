@@ -39,6 +39,7 @@ typedef struct g4_daemon_cfg {
     char *name;              /* --name: unique per daemon */
     char *log_level;         /* --log-level error|warn|info|debug */
     char *config;            /* --config FILE: `key value` lines, before the flags */
+    int insecure;            /* --insecure: non-loopback tcp:// without CURVE keys (warned loudly) */
     int help, print_config, check_config;
 } g4_daemon_cfg_t;
 
@@ -113,6 +114,7 @@ typedef struct g4_daemon {
     char host[64], digest[24];
     int32_t media_ids[6];
     uint64_t last_hb_ms;
+    int reregister;           /* the scheduler asked to register again later ("retry: ...") */
     /* metrics sent with every heartbeat (names borrowed; values updated by the daemon) */
     int n_counters;
     const char *counter_names[16];
@@ -162,8 +164,9 @@ void g4_daemon_poll_ctl(g4_daemon_t *d);
 int g4_daemon_wait(g4_daemon_t *d, int timeout_ms, g4_msg_t *m);
 
 /* A socket of `type` bound to ep, on a context whose security (CURVE) is set
- * up for serving. */
-void *g4_daemon_listen(void *zctx, int type, const char *ep, g4_err_t *err);
+ * up for serving; peers: G4_WIRE_PEERS_DAEMONS or G4_WIRE_PEERS_CLIENTS (who
+ * may connect under CURVE). */
+void *g4_daemon_listen(void *zctx, int type, const char *ep, int peers, g4_err_t *err);
 /* Up to `max` waiting requests of a ROUTER socket to fn (a burst, then the
  * caller's heartbeats get their turn); a malformed one is counted in
  * *n_errors (may be NULL) and answered with an error where it can be. */

@@ -4,10 +4,13 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "g4_alloc.h"
+#include "g4_log.h"
 
 void *g4_wire_socket(void *zctx, int type, g4_err_t *err)
 {
@@ -16,9 +19,10 @@ void *g4_wire_socket(void *zctx, int type, g4_err_t *err)
         g4_err_set(err, G4_ERR_IO, "zmq_socket: %s", zmq_strerror(errno));
         return NULL;
     }
-    int linger = 100, hwm = 10000;
+    int linger = 100, hwm = G4_WIRE_HWM, sndtimeo = G4_WIRE_SNDTIMEO_MS;
     int64_t maxmsg = G4_WIRE_MAX_MSG;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
@@ -29,18 +33,95 @@ void *g4_wire_socket(void *zctx, int type, g4_err_t *err)
     return s;
 }
 
-int g4_wire_bind(void *sock, const char *ep, g4_err_t *err)
+void g4_wire_set_maxmsg(void *sock, int64_t bytes) { zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &bytes, sizeof bytes); }
+
+/* ---- authenticated by default: non-loopback tcp:// needs CURVE ------------------------ */
+
+static int s_insecure = -1; /* -1: not set, G4_INSECURE decides */
+static int s_insecure_used;
+
+void g4_wire_set_insecure(int on) { s_insecure = on != 0; }
+int g4_wire_insecure_used(void) { return s_insecure_used; }
+
+int g4_wire_ep_local(const char *ep)
 {
-    if (g4_wire_curve_on() && !strncmp(ep, "tcp://", 6)) g4_wire_curve_server(sock);
+    if (strncmp(ep, "tcp://", 6)) return 1; /* ipc://, inproc:// rely on the file system */
+    const char *h = ep + 6, *semi = strchr(h, ';');
+    if (semi) h = semi + 1; /* "tcp://src;dst": the destination counts */
+    if (!strncmp(h, "127.", 4) || !strncmp(h, "localhost:", 10) || !strncmp(h, "[::1]:", 6) || !strncmp(h, "::1:", 4))
+        return 1;
+    return 0;
+}
+
+static int s_insecure_on(void)
+{
+    if (s_insecure < 0) {
+        const char *e = getenv("G4_INSECURE");
+        s_insecure = e && *e && strcmp(e, "0");
+    }
+    return s_insecure;
+}
+
+/* Non-loopback tcp:// without keys: refused, or allowed loudly under --insecure. */
+static int s_check_open(const char *what, const char *ep, g4_err_t *err)
+{
+    if (g4_wire_curve_on() || g4_wire_ep_local(ep)) return G4_OK;
+    if (!s_insecure_on())
+        return g4_err_set(err, G4_ERR_STATE,
+                          "%s %s: not a loopback address, and no CURVE keys are set: anyone who can reach it could "
+                          "join or drive the stack. Make keys with `g4 keygen DIR` and set G4_CURVE_KEYS=DIR, or pass "
+                          "--insecure (G4_INSECURE=1) to run open",
+                          what, ep);
+    if (!s_insecure_used)
+        g4_log_warn("wire", "INSECURE: %s %s without CURVE (--insecure): anyone who can reach this endpoint can "
+                    "register daemons, send results and read prompts", what, ep);
+    s_insecure_used = 1;
+    return G4_OK;
+}
+
+int g4_wire_bind_peers(void *sock, const char *ep, int peers, g4_err_t *err)
+{
+    if (s_check_open("bind", ep, err)) return err ? err->code : G4_ERR_STATE;
+    if (g4_wire_curve_on() && !strncmp(ep, "tcp://", 6)) g4_wire_curve_server(sock, peers);
     if (zmq_bind(sock, ep) != 0) return g4_err_set(err, G4_ERR_IO, "bind %s: %s", ep, zmq_strerror(errno));
     return G4_OK;
 }
 
+int g4_wire_bind(void *sock, const char *ep, g4_err_t *err)
+{
+    return g4_wire_bind_peers(sock, ep, G4_WIRE_PEERS_DAEMONS, err);
+}
+
 int g4_wire_connect(void *sock, const char *ep, g4_err_t *err)
 {
+    if (s_check_open("connect", ep, err)) return err ? err->code : G4_ERR_STATE;
     if (g4_wire_curve_on() && !strncmp(ep, "tcp://", 6)) g4_wire_curve_client(sock);
     if (zmq_connect(sock, ep) != 0) return g4_err_set(err, G4_ERR_IO, "connect %s: %s", ep, zmq_strerror(errno));
     return G4_OK;
+}
+
+int g4_wire_peer_is_daemon(const g4_msg_t *m)
+{
+    return !g4_wire_curve_on() || !m->user_id[0] || !strncmp(m->user_id, "daemon:", 7);
+}
+
+void g4_wire_random(void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(p + got, n - got, 0);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    if (got == n) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t x = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)buf;
+    for (size_t i = got; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        p[i] = (uint8_t)x;
+    }
 }
 
 static void s_drain(void *sock)
@@ -88,6 +169,8 @@ int g4_wire_recv(void *sock, int router, g4_msg_t *m, int timeout_ms, g4_err_t *
         zmq_msg_close(&f);
         return g4_err_set(err, errno == EAGAIN ? G4_ERR_TIMEOUT : G4_ERR_IO, "recv: %s", zmq_strerror(errno));
     }
+    const char *uid = zmq_msg_gets(&f, "User-Id");
+    if (uid) snprintf(m->user_id, sizeof m->user_id, "%s", uid);
     m->env = g4__v1__envelope__unpack(NULL, zmq_msg_size(&f), zmq_msg_data(&f));
     size_t flen = zmq_msg_size(&f);
     zmq_msg_close(&f);
