@@ -83,6 +83,7 @@ int cli_status(int argc, char **argv)
         cJSON_AddNumberToObject(j, "requests_done", (double)r->requests_done);
         cJSON_AddNumberToObject(j, "requests_failed", (double)r->requests_failed);
         cJSON_AddNumberToObject(j, "requests_migrated", (double)r->requests_migrated);
+        cJSON_AddBoolToObject(j, "insecure", r->insecure);
         cJSON *a = cJSON_AddArrayToObject(j, "daemons");
         for (size_t i = 0; i < r->n_daemons; i++) {
             G4__V1__DaemonStatus *d = r->daemons[i];
@@ -130,6 +131,9 @@ int cli_status(int argc, char **argv)
                ep, r->ready ? "ready" : "not ready", r->model, r->n_layer, r->active_requests, r->queued_requests,
                (unsigned long long)r->requests_done, (unsigned long long)r->requests_failed,
                (unsigned long long)r->requests_migrated);
+        if (r->insecure)
+            printf("WARNING: INSECURE: a daemon runs on a non-loopback tcp:// endpoint without CURVE (--insecure): "
+                   "anyone who reaches it can join the pipeline and read prompts (g4 keygen, docs/security.md)\n");
         printf("%-10s %-24s %8s %-9s %-9s %9s %8s  %-34s %s\n", "ROLE", "NAME", "PID", "LAYERS", "STATE", "UPTIME",
                "RESTARTS", "ACTIVITY", "ENDPOINT");
         for (size_t i = 0; i < r->n_daemons; i++) {
@@ -206,7 +210,7 @@ int cli_up(int argc, char **argv)
         fflush(stdout), fflush(stderr);
         char log[300];
         snprintf(log, sizeof log, "%s/supervisor.log", dir);
-        const int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600), devnull = open("/dev/null", O_RDONLY);
+        const int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600), devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0) dup2(devnull, 0);
         if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
         g4_log_set_ident("g4-supervise");
@@ -247,10 +251,19 @@ int cli_down(int argc, char **argv)
     }
     cJSON *j = cJSON_Parse(buf);
     g4_free(buf);
+    if (cli_run_dir_check(dir)) {
+        cJSON_Delete(j);
+        return 1;
+    }
+    /* only processes the file recorded, still running the program it
+     * recorded, started when it recorded (not a reused or a planted pid) */
+    const cJSON *sup_start = j ? cJSON_GetObjectItemCaseSensitive(j, "supervisor_start") : NULL;
     /* the supervisor stops the daemons it supervises (shards and tokenizer,
      * then the scheduler, which drains) and exits */
     const cJSON *sup = j ? cJSON_GetObjectItemCaseSensitive(j, "supervisor") : NULL;
-    if (cJSON_IsNumber(sup) && cli_proc_is_g4(sup->valueint, "g4") && kill((pid_t)sup->valueint, SIGTERM) == 0) {
+    if (cJSON_IsNumber(sup) && cJSON_IsNumber(sup_start) &&
+        cli_proc_is_recorded(sup->valueint, "g4", (unsigned long long)sup_start->valuedouble) &&
+        kill((pid_t)sup->valueint, SIGTERM) == 0) {
         const uint64_t t0 = g4_wire_now_ms();
         while (kill((pid_t)sup->valueint, 0) == 0 && g4_wire_now_ms() - t0 < 70000) usleep(20000);
     }
@@ -261,9 +274,11 @@ int cli_down(int argc, char **argv)
     cJSON_ArrayForEach(e, d)
     {
         /* only pids that still are g4 daemons (a pid may have been reused since) */
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "pid");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "pid"), *t = cJSON_GetObjectItemCaseSensitive(e, "start");
         n_listed += cJSON_IsNumber(p);
-        if (cJSON_IsNumber(p) && n < CLI_STACK_MAX && cli_proc_is_g4(p->valueint, NULL)) pids[n++] = (pid_t)p->valuedouble;
+        if (cJSON_IsNumber(p) && cJSON_IsNumber(t) && n < CLI_STACK_MAX &&
+            cli_proc_is_recorded(p->valueint, NULL, (unsigned long long)t->valuedouble))
+            pids[n++] = (pid_t)p->valuedouble;
     }
     cJSON_Delete(j);
     /* shards and tokenizer first, the scheduler (first in the file) last so it drains */
@@ -326,6 +341,12 @@ int cli_swap(int argc, char **argv)
     char old_ep[256];
     snprintf(old_ep, sizeof old_ep, "%s", old->endpoint);
     g4__v1__envelope__free_unpacked(owner, NULL);
+    /* the pid the scheduler reports is re-run below: it must be a g4 daemon
+     * binary (not whatever registered under that pid) */
+    if (!cli_proc_is_g4(old_pid, NULL)) {
+        cli_error("pid %d of '%s' is not a g4 daemon here: not swapping it", (int)old_pid, name);
+        return 1;
+    }
     /* the old daemon's command line, with a new name and endpoint */
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/cmdline", (int)old_pid);
@@ -430,50 +451,5 @@ int cli_swap(int argc, char **argv)
     }
     printf("swapped %s (pid %d) for %s (pid %d) in %.1f s\n", name, (int)old_pid, new_name, (int)new_pid,
            (double)(g4_wire_now_ms() - t0) / 1000.0);
-    return 0;
-}
-
-/* g4 keygen [--out PREFIX]
- * A CURVE key pair: PREFIX.key (public= and secret= lines, mode 0600) for
- * G4_CURVE_SECRET, and PREFIX.pub (the public key) for G4_CURVE_SERVER and
- * allow-lists (G4_CURVE_ALLOW). Without --out both lines go to stdout. */
-int cli_keygen(int argc, char **argv)
-{
-    const char *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
-        else {
-            cli_error("usage: g4 keygen [--out PREFIX]");
-            return 2;
-        }
-    }
-    char pub[41], sec[41];
-    if (zmq_curve_keypair(pub, sec) != 0) {
-        cli_error("this libzmq has no CURVE support (built without libsodium)");
-        return 1;
-    }
-    if (!out) {
-        printf("public=%s\nsecret=%s\n", pub, sec);
-        return 0;
-    }
-    char path[4096];
-    snprintf(path, sizeof path, "%s.key", out);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f) {
-        cli_error("%s: %s", path, strerror(errno));
-        return 1;
-    }
-    fprintf(f, "public=%s\nsecret=%s\n", pub, sec);
-    fclose(f);
-    snprintf(path, sizeof path, "%s.pub", out);
-    f = fopen(path, "w");
-    if (!f) {
-        cli_error("%s: %s", path, strerror(errno));
-        return 1;
-    }
-    fprintf(f, "%s\n", pub);
-    fclose(f);
-    printf("wrote %s.key (keep secret) and %s.pub\n", out, out);
     return 0;
 }

@@ -27,7 +27,7 @@ static const cli_cmd_t s_cmds[] = {
     {"up", cli_up, "start a persistent local stack of daemons"},
     {"status", cli_status, "show the daemons of the stack (--json)"},
     {"down", cli_down, "stop the persistent stack"},
-    {"keygen", cli_keygen, "make a CURVE key pair for tcp:// endpoints"},
+    {"keygen", cli_keygen, "make the CURVE key set (daemon and client keys) for tcp:// endpoints"},
     {"swap", cli_swap, "replace a running daemon with a new process, without failing requests"},
     {"encode", cli_encode, "run the vision / audio tower on media files, write the embeddings"},
     {"chat-template", cli_chat_template, "print the prompt a conversation renders to"},

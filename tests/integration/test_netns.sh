@@ -41,7 +41,8 @@ want=$("$BIN/g4" run --in-process -m "$M" --prompt-ids $IDS -n 32 --temp 0 --jso
 "$BIN/g4" keygen --out "$LOGS/cluster" >/dev/null && "$BIN/g4" keygen --out "$LOGS/intruder" >/dev/null
 pass=0; fail=0
 for mode in plain curve; do
-  if [ $mode = curve ]; then export G4_CURVE_SECRET=$LOGS/cluster.key; P=7320; else unset G4_CURVE_SECRET; P=7300; fi
+  # plain: open tcp:// off loopback needs --insecure (G4_INSECURE=1)
+  if [ $mode = curve ]; then export G4_CURVE_SECRET=$LOGS/cluster.key; unset G4_INSECURE; P=7320; else unset G4_CURVE_SECRET; export G4_INSECURE=1; P=7300; fi
   S=tcp://10.231.0.1:$((P+1))
   "$BIN/schedulerd" --listen $S --results tcp://10.231.0.1:$((P+2)) >"$LOGS/sched-$mode.log" 2>&1 & PIDS+=($!)
   "$BIN/tokenizerd" --model "$M" --listen tcp://10.231.0.1:$((P+3)) --scheduler $S >"$LOGS/tok-$mode.log" 2>&1 & PIDS+=($!)
