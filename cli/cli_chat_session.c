@@ -246,6 +246,7 @@ int cli_chat(int argc, char **argv)
             fprintf(stderr, "note: the conversation outgrew the context; its oldest turn was dropped\n");
         }
         fputc('\n', stdout);
+        const int stopped = r && cli_stack_interrupted();
         if (r == 0) {
             const G4__V1__Done *d = done->event->done;
             if (d->usage)
@@ -254,17 +255,17 @@ int cli_chat(int argc, char **argv)
             if (d->finish_reason && !strcmp(d->finish_reason, "length") && n_predict <= 0)
                 fprintf(stderr, "note: the context ended the reply (a longer one: --ctx N)\n");
             g4__v1__envelope__free_unpacked(done, NULL);
-        } else if (cli_stack_interrupted()) {
+        } else if (stopped) {
             cli_stack_interrupt_clear(); /* the reply stopped; the conversation goes on */
             fprintf(stderr, "(stopped)\n");
         } else {
             cli_error("%s", err.msg);
             rc = 1;
         }
-        if (r == 0 || cs.len) s_add(msgs, "assistant", cs.text ? cs.text : "");
+        if (r == 0 || stopped) s_add(msgs, "assistant", cs.text ? cs.text : ""); /* a stopped reply: what came */
         else cJSON_DeleteItemFromArray(msgs, cJSON_GetArraySize(msgs) - 1); /* the turn failed: not kept */
         g4_free(cs.text);
-        if (r && !tty && !cli_stack_interrupted() && rc) break;
+        if (rc && !tty) break;
         if (sp.seed) sp.seed++; /* a fixed seed stays reproducible, turns differ */
     }
     cJSON_Delete(conv);

@@ -135,7 +135,7 @@ static int s_spawn_at(cli_stack_t *st, int k, int detach)
             setpgid(0, 0);
             if (getppid() != parent) _exit(1);
         }
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
         int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0) dup2(devnull, 0);
         if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
@@ -181,11 +181,13 @@ void cli_stack_write_state(cli_stack_t *st, const cli_stack_opts_t *o, pid_t sup
     cJSON_AddStringToObject(j, "model", o->model);
     cJSON_AddStringToObject(j, "scheduler", st->sched_ep);
     if (supervisor > 0) cJSON_AddNumberToObject(j, "supervisor", supervisor);
+    if (supervisor > 0) cJSON_AddNumberToObject(j, "supervisor_start", (double)cli_proc_start(supervisor));
     cJSON *d = cJSON_AddArrayToObject(j, "daemons");
     for (int i = 0; i < st->n; i++) {
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "name", st->name[i]);
         cJSON_AddNumberToObject(e, "pid", st->pid[i]);
+        cJSON_AddNumberToObject(e, "start", (double)cli_proc_start(st->pid[i]));
         cJSON_AddItemToArray(d, e);
     }
     char *s = cJSON_Print(j);
@@ -208,6 +210,7 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
             cli_error("%s: %s", st->dir, strerror(errno));
             return 1;
         }
+        if (cli_run_dir_check(st->dir)) return 1;
     } else {
         const char *tmp = getenv("TMPDIR");
         snprintf(st->dir, sizeof st->dir, "%s/g4-run-XXXXXX", tmp && strlen(tmp) < 100 ? tmp : "/tmp");
@@ -386,6 +389,8 @@ void cli_stack_stop(cli_stack_t *st)
 int cli_stack_find(char *dir, size_t dir_size, char *ep, size_t ep_size)
 {
     cli_run_dir(dir, dir_size);
+    struct stat sb;
+    if (lstat(dir, &sb) || cli_run_dir_check(dir)) return -1; /* (absent: no stack, silently) */
     char path[300];
     snprintf(path, sizeof path, "%s/stack.json", dir);
     size_t len;
@@ -414,6 +419,44 @@ int cli_proc_is_g4(int pid, const char *want)
     if (want) return !strcmp(base, want);
     return !strcmp(base, "shardd") || !strcmp(base, "tokenizerd") || !strcmp(base, "schedulerd") ||
            !strcmp(base, "encoderd");
+}
+
+unsigned long long cli_proc_start(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    const int fd = pid > 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    const ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0) close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    unsigned long long start = 0;
+    /* after ") ": field 3 (state) ... field 22 (starttime) */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &start) != 1)
+        return 0;
+    return start;
+}
+
+int cli_proc_is_recorded(int pid, const char *want, unsigned long long start)
+{
+    return start && cli_proc_is_g4(pid, want) && cli_proc_start(pid) == start;
+}
+
+int cli_run_dir_check(const char *dir)
+{
+    struct stat sb;
+    if (lstat(dir, &sb)) {
+        cli_error("%s: %s", dir, strerror(errno));
+        return -1;
+    }
+    const char *why = S_ISLNK(sb.st_mode)          ? "is a symbolic link"
+                      : !S_ISDIR(sb.st_mode)       ? "is not a directory"
+                      : sb.st_uid != getuid()      ? "belongs to another user"
+                      : (sb.st_mode & 077) != 0    ? "is open to other users (want mode 0700)"
+                                                   : NULL;
+    if (why) cli_error("run directory %s %s: not trusted (remove it, or set $G4_RUN_DIR)", dir, why);
+    return why ? -1 : 0;
 }
 
 /* pids of g4 daemons whose command line names dir (their sockets are there) */

@@ -113,5 +113,15 @@ int cli_stack_find_embedded(char *ep, size_t ep_size);
 /* pid runs the g4 program `want`, or with NULL one of the g4 daemons (a
  * recorded pid may have been reused since). */
 int cli_proc_is_g4(int pid, const char *want);
+/* The start time of pid (/proc/PID/stat, clock ticks since boot), 0 when it is gone. */
+unsigned long long cli_proc_start(int pid);
+/* pid is the process a stack file recorded: the g4 program `want` (NULL: a
+ * daemon) that started at `start` (a reused pid, or a planted file naming
+ * some other process, is not). */
+int cli_proc_is_recorded(int pid, const char *want, unsigned long long start);
+/* The run directory is this user's own: a directory, not a symlink, owned by
+ * us, mode 0700 (nobody else could have planted stack.json or sockets in it).
+ * 0, or -1 after printing why. */
+int cli_run_dir_check(const char *dir);
 
 #endif

@@ -4,7 +4,7 @@ on stdout with exit 0; bad numbers refused; llama.cpp's spellings and
 with "address in use"; `g4 plan` exits 1 when the model does not fit; `g4 chat`
 driven through a pseudo-terminal: /help, an unknown /command refused, a
 multi-line turn, Ctrl-C stops a reply and the history is kept (/save shows
-it); and nothing is left behind (no run directory in $TMPDIR, no process)
+it); g4 down with a planted state file signals nothing else; and nothing is left behind (no run directory in $TMPDIR, no process)
 after a run, a failed run and a Ctrl-C.
 
 usage: test_cli.py G4_BINARY TESTDATA_DIR"""
@@ -156,6 +156,24 @@ def main():
           and msgs[2]["content"] == "Another turn" and msgs[1]["content"],
           "the history survived Ctrl-C (partial replies kept): %s" % [(m["role"], m["content"][:30]) for m in msgs])
     check(leftovers(sc) == ([], []), "after chat: nothing left: %s" % (leftovers(sc),))
+
+    # a planted state file: g4 down signals nothing that is not the daemon it recorded
+    victim = sc.spawn(["sleep", "300"])
+    start_t = open("/proc/%d/stat" % victim.pid).read().rsplit(")", 1)[1].split()[19]
+    planted = {"model": model, "scheduler": "ipc:///nonexistent", "supervisor": victim.pid,
+               "supervisor_start": int(start_t), "daemons": [{"name": "x", "pid": victim.pid, "start": int(start_t)}]}
+    json.dump(planted, open(sc.path("stack.json"), "w"))
+    rc, out, err = g4run("down")
+    time.sleep(0.3)
+    check(victim.poll() is None, "g4 down left a process that is not its daemon alone: rc %d %s %s" % (rc, out, err))
+    json.dump(planted, open(sc.path("stack.json"), "w"))
+    os.chmod(sc.dir, 0o755)
+    rc, out, err = g4run("down")
+    check(rc == 1 and "not trusted" in err and victim.poll() is None, "a run directory open to others is refused: %s" % err)
+    os.chmod(sc.dir, 0o700)
+    os.unlink(sc.path("stack.json"))
+    victim.kill()
+    victim.wait()
 
     # Ctrl-C (SIGINT) of a run on its own stack: nothing left
     p = sc.spawn([g4, "run", "-m", model, "-p", "Hi", "-n", "-1", "--ctx", "32768", "--shards", "1"], env=sc.env,
