@@ -77,6 +77,40 @@ void g4_attn_f16(const float *q, const uint8_t *K, const uint8_t *V, size_t row_
     }
 }
 
+void g4_attn_q8(const float *q, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo, int hi,
+                const g4_attn_view_t *vw, int simd_step, float *out, uint8_t *buf)
+{
+    const g4_type_ops_t *q8 = g4_type_ops(G4_DTYPE_Q8_0);
+    float *v32 = (float *)buf;
+    uint8_t *qq = buf + (size_t)hd * 4;
+    q8->from_float(q, qq, hd);
+    const int np = simd_step > 0 ? hd / simd_step * simd_step : 0;
+    memset(out, 0, (size_t)hd * sizeof *out);
+    float S = 0.0f, M = -INFINITY;
+    for (int i = 0; i < vw->n_kv; i++) {
+        const int p = s_cell_pos(vw, i);
+        if (p < lo || p > hi) continue;
+        const size_t cell = (size_t)(p % vw->ring) * row_bytes;
+        float s;
+        q8->vec_dot(hd, &s, K + cell, qq);
+        float ms = 1.0f, vs = 1.0f;
+        if (s > M) {
+            const float Mold = M;
+            M = s;
+            ms = expf(Mold - M);
+            for (int d = 0; d < hd; d++) out[d] *= ms;
+        } else {
+            vs = expf(s - M);
+        }
+        g4_dequant_row(G4_DTYPE_Q8_0, V + cell, v32, hd);
+        for (int d = 0; d < np; d++) out[d] = fmaf(v32[d], vs, out[d]);
+        for (int d = np; d < hd; d++) out[d] += v32[d] * vs;
+        S = S * ms + vs;
+    }
+    const float inv = S == 0.0f ? 0.0f : 1.0f / S;
+    for (int d = 0; d < hd; d++) out[d] *= inv;
+}
+
 /* ggml_vec_soft_max_f32 over one tile row: y = exp(x - M), the sum in double
  * of 16-wide partial sums (the AVX-512 build's lanes, reduced as
  * _mm512_reduce_add_ps does) */

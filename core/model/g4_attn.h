@@ -57,6 +57,16 @@ void g4_attn_f32(const float *q, size_t q_stride, int nr, int G, const uint8_t *
                  size_t out_stride, uint8_t *buf);
 size_t g4_attn_f32_buf_bytes(int G, int hd);
 
+/* One query row (q: [hd] f32, hd a multiple of 32) over a Q8_0 cache (rows
+ * of row_bytes, a head's K and V in hd/32 blocks of 34 bytes), the
+ * single-query kernel ggml's CPU backend runs for every row of a quantized
+ * cache (no split, no tiles): Q quantized to Q8_0, Q8_0 x Q8_0 scores, cells
+ * in view order, online softmax with V dequantized and Σ softmax·V kept in
+ * f32 (fused multiply-adds over the first hd rounded down to simd_step
+ * elements, as ggml_vec_mad_f32). out: [hd] f32. buf: 4 * hd + hd + 64 bytes. */
+void g4_attn_q8(const float *q, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo, int hi,
+                const g4_attn_view_t *vw, int simd_step, float *out, uint8_t *buf);
+
 /* The plain twin: one query row, scores and softmax in double, the textbook
  * two-pass formula over the positions [lo, hi] (view order does not matter).
  * No rounding is shared with the kernels above: tests state a tolerance (F16

@@ -23,6 +23,7 @@
 #include "g4_act.h"
 #include "g4_alloc.h"
 #include "g4_attn.h"
+#include "g4_dot.h"
 #include "g4_matmul.h"
 #include "g4_model_internal.h"
 #include "g4_norm.h"
@@ -48,7 +49,35 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->p.n_ctx = c->n_ctx;
     c->n_ring = (int)hp->n_swa + c->p.n_ubatch;
     if (c->n_ring > c->n_ctx) c->n_ring = c->n_ctx;
-    c->kv_elem = c->p.kv_f32 ? 4 : 2;
+    c->kv_type = c->p.kv_type ? c->p.kv_type : c->p.kv_f32 ? G4_KV_F32 : G4_KV_F16;
+    if (c->kv_type < G4_KV_F16 || c->kv_type > G4_KV_Q8_0) {
+        g4_err_set(err, G4_ERR_RANGE, "unknown KV cache type %d", c->kv_type);
+        g4_free(c);
+        return NULL;
+    }
+    if (c->kv_type == G4_KV_Q8_0 && (hp->hd_full % 32 || hp->hd_swa % 32)) {
+        g4_err_set(err, G4_ERR_RANGE, "a q8_0 KV cache needs head sizes that are multiples of 32 (%u, %u)",
+                   hp->hd_full, hp->hd_swa);
+        g4_free(c);
+        return NULL;
+    }
+    c->p.kv_type = c->kv_type;
+    c->kv_elem = c->kv_type == G4_KV_F32 ? 4 : c->kv_type == G4_KV_F16 ? 2 : 0;
+    if (c->kv_type == G4_KV_Q8_0) {
+        /* llama.cpp rotates K (with Q) of each cache by the largest power of two
+         * >= 64 dividing its layers' head size, V by 64, when layer 0's head
+         * size is a multiple of 64 */
+        const int hd0 = (int)(hp->is_swa[0] ? hp->hd_swa : hp->hd_full);
+        for (int kind = 0; kind < 2 && hd0 % 64 == 0; kind++) {
+            const int hdk = (int)(kind ? hp->hd_swa : hp->hd_full);
+            int nrot = 64;
+            do nrot *= 2;
+            while (hdk % nrot == 0);
+            c->rot_k[kind] = nrot / 2, c->rot_v[kind] = 64;
+        }
+        g4_kernels_init();
+        c->simd_step = !strcmp(g4_kernels_isa(), "avx512") ? 64 : !strcmp(g4_kernels_isa(), "avx2") ? 32 : 0;
+    }
     /* llama.cpp's sliding cache: n_swa + its ubatch cells, rounded up to 256.
      * Its ubatch is ours + 1: node-llama-cpp (the oracle, and the engine of
      * many applications) sizes llama.cpp's batch one row larger than the
@@ -117,9 +146,9 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     for (uint32_t l = 0; l < hp->n_layer; l++)
         if (hp->n_head_kv[l] && hp->n_head_kv[l] < nkv_min) nkv_min = hp->n_head_kv[l];
     const size_t grp_max = nkv_min ? hp->n_head / nkv_min : 1;
-    /* g4_attn_f16: 12 hd bytes; g4_attn_f32: its tiles */
+    /* g4_attn_f16: 12 hd bytes; g4_attn_q8: 5 hd + 64; g4_attn_f32: its tiles */
     size_t abuf = g4_attn_f32_buf_bytes((int)(grp_max <= G4_ATTN_GMAX ? grp_max : 1), (int)hd_max);
-    if (abuf < 12 * hd_max) abuf = 12 * hd_max;
+    if (abuf < 12 * hd_max + 64) abuf = 12 * hd_max + 64;
     c->attn_buf_stride = (abuf + 256 + 63) & ~(size_t)63;
     c->attn_buf = g4_malloc_aligned(c->attn_buf_stride * (size_t)c->n_thr, 64);
     if (!c->seqs || !c->seq_rows || !c->x || !c->a || !c->q || !c->k || !c->v || !c->o || !c->t1 || !c->fg || !c->fu || !c->ple ||
@@ -230,6 +259,7 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
         float *qt = c->q + (size_t)t * nq;
         for (int h = 0; h < nh; h++) g4_rmsnorm(qt + h * hd, L->q_norm, qt + h * hd, hd, hp->eps);
         g4_rope_apply(qt, nh, hd, n_rot, c->rope_cs + (size_t)t * hd);
+        if (c->rot_k[swa]) g4_kv_rotate(qt, nq, c->rot_k[swa]); /* Q8_0 cache: Q as K */
     }
     const int src = g4_model_kv_source(m, l);
     if (src == l) {
@@ -243,6 +273,8 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
                 g4_rmsnorm(vt + h * hd, NULL, vt + h * hd, hd, hp->eps);
             }
             g4_rope_apply(kt, nkv, hd, n_rot, c->rope_cs + (size_t)t * hd);
+            if (c->rot_k[swa]) g4_kv_rotate(kt, nkvd, c->rot_k[swa]);
+            if (c->rot_v[swa]) g4_kv_rotate(vt, nkvd, c->rot_v[swa]);
             g4_seq_t *s = &c->seqs[b->seq[t]];
             g4_kv_store(c, s->k[l], g4_kv_cells(c, l), kt, nkvd, b->pos[t]);
             g4_kv_store(c, s->v[l], g4_kv_cells(c, l), vt, nkvd, b->pos[t]);
@@ -257,7 +289,7 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
     for (int t = 0; t < T; t++) c->seq_rows[b->seq[t]]++;
     const size_t row_bytes = g4_kv_row_bytes(c, src);
     const int grp = nh / nkv;
-    const int f16 = c->kv_elem == 2;
+    const int f16 = c->kv_elem == 2, q8 = c->kv_type == G4_KV_Q8_0;
     /* when every row takes the tiled path (long runs of a sequence, or an F32
      * cache) an item is the G query heads of one KV head; otherwise (decode)
      * one head, so the items spread over more threads */
@@ -265,7 +297,7 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
 #define ROW_STEP(t) (c->seq_rows[b->seq[t]] == 1 || (b->flags && (b->flags[t] & G4_ROW_STEP)))
     int G = grp <= G4_ATTN_GMAX ? grp : 1;
     for (int t = 0; t < T && G > 1; t++)
-        if (f16 && (c->seq_rows[b->seq[t]] < 64 || ROW_STEP(t))) G = 1;
+        if (q8 || (f16 && (c->seq_rows[b->seq[t]] < 64 || ROW_STEP(t)))) G = 1;
     const int nhg = nh / G;
     /* blocks of rows: a row alone (single-query kernel), or up to
      * G4_ATTN_TILE_Q consecutive rows of one sequence (tiled kernel: each K/V
@@ -273,7 +305,7 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
     int nblk = 0;
     for (int t = 0; t < T;) {
         int n = 1;
-        if ((!f16 || c->seq_rows[b->seq[t]] >= 64) && !ROW_STEP(t))
+        if (!q8 && (!f16 || c->seq_rows[b->seq[t]] >= 64) && !ROW_STEP(t))
             while (t + n < T && n < G4_ATTN_TILE_Q && b->seq[t + n] == b->seq[t] && !ROW_STEP(t + n)) n++;
         c->blk_t0[nblk] = t, c->blk_n[nblk++] = n;
         t += n;
@@ -288,8 +320,8 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
             hi[r] = swa ? c->row_hi[t0 + r] : p1;
             lo[r] = swa ? (p1 - (int)hp->n_swa + 1 > 0 ? p1 - (int)hp->n_swa + 1 : 0) : 0;
         }
-        const uint8_t *K = (const uint8_t *)s->k[src] + (size_t)kh * hd * c->kv_elem;
-        const uint8_t *V = (const uint8_t *)s->v[src] + (size_t)kh * hd * c->kv_elem;
+        const uint8_t *K = (const uint8_t *)s->k[src] + (size_t)kh * g4_kv_head_bytes(c, hd);
+        const uint8_t *V = (const uint8_t *)s->v[src] + (size_t)kh * g4_kv_head_bytes(c, hd);
         uint8_t *buf = c->attn_buf + c->attn_buf_stride * (size_t)omp_get_thread_num();
         const float *qv = c->q + (size_t)t0 * nq + (size_t)h * hd;
         float *out = c->o + (size_t)t0 * nq + (size_t)h * hd;
@@ -297,7 +329,11 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
         const g4_attn_view_t vw = fed_again ? (g4_attn_view_t){swa && c->n_lcell ? c->row_view + (size_t)t0 * c->n_lcell : NULL,
                                                               c->row_nkv[2 * t0 + swa], cells}
                                             : (g4_attn_view_t){swa ? s->lcell : NULL, swa ? s->nkv_swa : s->nkv_full, cells};
-        if (f16 && (c->seq_rows[b->seq[t0]] < 64 || step)) {
+        if (q8) { /* a quantized cache: the single-query kernel for every row */
+            for (int g = 0; g < G; g++)
+                g4_attn_q8(qv + (size_t)g * hd, K, V, row_bytes, hd, lo[0], hi[0], &vw, c->simd_step,
+                           out + (size_t)g * hd, buf);
+        } else if (f16 && (c->seq_rows[b->seq[t0]] < 64 || step)) {
             /* the split-KV path serves a one-row call (a decode step) */
             const int splits = step ? c->attn_splits : 1;
             for (int g = 0; g < G; g++)
@@ -307,6 +343,8 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
         }
     }
 #undef ROW_STEP
+    if (c->rot_v[swa])
+        for (int t = 0; t < T; t++) g4_kv_rotate(c->o + (size_t)t * nq, nq, c->rot_v[swa]); /* back from V's rotation */
     s_mm(c, &L->wo, 0, -1, c->o, nq, T, c->t1, H);
     for (int t = 0; t < T; t++) {
         float *r = c->t1 + (size_t)t * H, *xt = x + (size_t)t * H;

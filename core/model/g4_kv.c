@@ -3,9 +3,12 @@
  * the forward pass uses, and the K/V rows one pipeline stage hands the next
  * for its KV-sharing layers (byte-exact copies of the cache rows).
  * Not here: attention over a cache (g4_attn.c), the run state (g4_forward.c). */
+#include <math.h>
 #include <string.h>
+#include <strings.h>
 
 #include "g4_alloc.h"
+#include "g4_dot.h"
 #include "g4_dtype.h"
 #include "g4_model_internal.h"
 
@@ -173,8 +176,41 @@ void g4_kv_view_step(const g4_ctx_t *c, g4_seq_t *s, const int32_t *pos, int n)
     if (s->nkv_swa > size) s->nkv_swa = size;
 }
 
+int g4_kv_type_from_name(const char *name)
+{
+    static const char *names[] = {"f16", "f32", "q8_0"};
+    for (int i = 0; name && i < 3; i++)
+        if (!strcasecmp(name, names[i])) return i;
+    return -1;
+}
+
+const char *g4_kv_type_name(int kv_type)
+{
+    return kv_type == G4_KV_F32 ? "f32" : kv_type == G4_KV_Q8_0 ? "q8_0" : "f16";
+}
+
+void g4_kv_rotate(float *x, int64_t n, int nb)
+{
+    const float scale = 1.0f / sqrtf((float)nb);
+    for (int64_t b = 0; b + nb <= n; b += nb) {
+        float *r = x + b;
+        for (int j = 0; j < nb; j++) r[j] *= scale;
+        for (int len = 1; len < nb; len <<= 1)
+            for (int i = 0; i < nb; i += 2 * len)
+                for (int j = 0; j < len; j++) {
+                    const float u = r[i + j], v = r[i + len + j];
+                    r[i + j] = u + v, r[i + len + j] = u - v;
+                }
+    }
+}
+
 void g4_kv_store(const g4_ctx_t *c, void *cache, int cells, const float *src, int64_t n, int pos)
 {
+    if (c->kv_type == G4_KV_Q8_0) { /* rows of n (a multiple of 32) as Q8_0 blocks, ggml's quantize_row_q8_0 */
+        uint8_t *dst = (uint8_t *)cache + (size_t)(pos % cells) * (size_t)(n / 32 * 34);
+        g4_type_ops(G4_DTYPE_Q8_0)->from_float(src, dst, n);
+        return;
+    }
     uint8_t *dst = (uint8_t *)cache + (size_t)(pos % cells) * (size_t)n * c->kv_elem;
     if (c->kv_elem == 2) {
         g4_fp16_t *h = (g4_fp16_t *)dst;

@@ -82,11 +82,20 @@ int g4_model_kv_exported(const g4_model_t *m, int l);
 
 typedef struct g4_ctx g4_ctx_t;
 
+/* KV cache element types (llama.cpp's -ctk/-ctv): F16 (its default), F32,
+ * Q8_0 (blocks of 32 with an F16 scale; as llama.cpp, K, Q and V rotated by
+ * Walsh-Hadamard transforms first, and the output rotated back). */
+enum { G4_KV_F16 = 0, G4_KV_F32 = 1, G4_KV_Q8_0 = 2 };
+/* "f16", "f32", "q8_0" (case-insensitive) -> G4_KV_*, or -1 */
+int g4_kv_type_from_name(const char *name);
+const char *g4_kv_type_name(int kv_type);
+
 typedef struct g4_ctx_params {
     int n_ctx;      /* max positions per sequence (full layers); 0: min(train, 4096) */
     int n_ubatch;   /* max rows per forward call (default 512)                     */
     int n_seq_max;  /* max live sequences (default 8)                              */
     int kv_f32;     /* store K/V in f32 (default F16, as llama.cpp)                */
+    int kv_type;    /* G4_KV_*: the cache's element type; 0 with kv_f32: F32        */
     int attn_splits; /* KV chunks of a one-row decode over >= 512 cells: llama.cpp
                       * uses one per thread, so its numbers depend on its thread
                       * count; 0: $G4_ATTN_SPLITS, else g4_cpu_math_cores() (the

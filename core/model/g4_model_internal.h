@@ -107,7 +107,11 @@ struct g4_ctx {
     int n_ctx, n_ring;          /* cells of full / sliding caches          */
     int n_lcell;                /* cells of llama.cpp's sliding cache      */
     int attn_splits;            /* KV chunks of a one-row decode (g4_attn_f16) */
-    size_t kv_elem;             /* 2 (f16) or 4 (f32)                      */
+    size_t kv_elem;             /* 2 (f16) or 4 (f32); Q8_0: 0              */
+    int kv_type;                /* G4_KV_*                                 */
+    int rot_k[2], rot_v[2];     /* Q8_0: Walsh-Hadamard block sizes of K (and Q) and V
+                                 * for the full [0] and sliding [1] caches, 0: none */
+    int simd_step;              /* Q8_0: elements ggml_vec_mad_f32 fuses (its SIMD step) */
     g4_seq_t *seqs;             /* [n_seq_max]                             */
     int *seq_rows;              /* rows of each sequence in the current batch */
     /* scratch for T <= n_ubatch rows, f32, allocated once (g4_ctx_new) */
@@ -135,12 +139,18 @@ struct g4_ctx {
     void *on_layer_user;
 };
 
+/* bytes of one head's K (or V) in the cache */
+static inline size_t g4_kv_head_bytes(const g4_ctx_t *c, int hd)
+{
+    return c->kv_type == G4_KV_Q8_0 ? (size_t)hd / 32 * 34 : (size_t)hd * c->kv_elem;
+}
+
 /* bytes of one K (or V) row of layer l's cache */
 static inline size_t g4_kv_row_bytes(const g4_ctx_t *c, int l)
 {
     const g4_hparams_t *hp = &c->m->hp;
-    const size_t hd = hp->is_swa[l] ? hp->hd_swa : hp->hd_full;
-    return (size_t)hp->n_head_kv[l] * hd * c->kv_elem;
+    const int hd = (int)(hp->is_swa[l] ? hp->hd_swa : hp->hd_full);
+    return (size_t)hp->n_head_kv[l] * g4_kv_head_bytes(c, hd);
 }
 
 /* cells of layer l's cache: a ring on sliding layers */
@@ -151,6 +161,11 @@ static inline int g4_kv_cells(const g4_ctx_t *c, int l) { return c->m->hp.is_swa
  * search and reuse (find_slot / apply_ubatch), then the view sizes n_kv of
  * both caches (used cells rounded up to 256) into s->nkv_full / nkv_swa. */
 void g4_kv_view_step(const g4_ctx_t *c, g4_seq_t *s, const int32_t *pos, int n);
+
+/* g4_kv.c: x[0, n) through llama.cpp's Walsh-Hadamard rotation in blocks of
+ * nb (a power of two): each block scaled by 1/sqrt(nb), then butterflies
+ * (u + v, u - v) of span 1, 2, ... nb/2 (ggml's fwht) */
+void g4_kv_rotate(float *x, int64_t n, int nb);
 
 /* g4_kv.c: the live sequence id, or NULL */
 g4_seq_t *g4_kv_seq(g4_ctx_t *c, int id);

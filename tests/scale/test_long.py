@@ -7,6 +7,8 @@ tests/data/long/*.json (tests/data/long/make_long_refs.sh remakes them).
 At these lengths llama.cpp reduces the KV of a decode step in chunks (one per
 thread: the references were made with 2), walks its sliding-window cache in
 its own cell order and its prefill in 64-cell tiles; g4 reproduces each.
+With --kv-type q8_0 (llama.cpp's -ctk/-ctv q8_0: K, Q and V rotated by Walsh-Hadamard
+transforms, K and V stored as Q8_0) at 2k on the 31B- and 26B-like models.
 Checks, per model and length, `g4 run --in-process` and (8k) the default stack:
   * greedy ids equal llama.cpp's up to the first position where llama.cpp's
     own top-2 margin is under 0.02 (rounding noise for float weights);
@@ -62,17 +64,20 @@ def compare(label, ref, got):
            "identical for %d ids (then margin %.4f)" % (first, pos[first]["margin"]), worst))
 
 
-for n in (2048, 8192):
+for n, kv in ((2048, "f16"), (8192, "f16"), (2048, "q8_0")):
     ids = long_cases.prompt_ids(n)
     for name in long_cases.MODELS:
-        ref = json.load(open(os.path.join(refdir, "%s-%d.json" % (name, n))))
+        refname = os.path.join(refdir, "%s-%d%s.json" % (name, n, "" if kv == "f16" else "-" + kv))
+        if not os.path.exists(refname):
+            continue
+        ref = json.load(open(refname))
         check(ref["n_prompt"] == n, "%s-%d: reference of %d tokens" % (name, n, ref["n_prompt"]))
         modes = [["--in-process"]] + ([[]] if n == 8192 and name == "l31" else [])
         for mode in modes:
-            label = "%s %dk %s" % (name, n // 1024, "in-process" if mode else "stack")
+            label = "%s %dk %s%s" % (name, n // 1024, "in-process" if mode else "stack", "" if kv == "f16" else " kv " + kv)
             r = subprocess.run([g4, "run"] + mode + ["-m", models[name], "--prompt-ids", ",".join(map(str, ids)), "-n",
                                str(len(ref["greedy"])), "--temp", "0", "--json", "--logprobs", "8", "--ctx",
-                               str(n + 256)], capture_output=True, text=True, timeout=1200, env=env)
+                               str(n + 256), "--kv-type", kv], capture_output=True, text=True, timeout=1200, env=env)
             if r.returncode != 0:
                 fail("%s: g4 run failed: %s" % (label, r.stderr.strip()[-400:]))
                 continue

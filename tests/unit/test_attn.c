@@ -55,6 +55,29 @@ static int s_view_step(void)
     return 0;
 }
 
+/* g4_kv_rotate is the orthonormal Sylvester Hadamard matrix of llama.cpp's
+ * ggml_gen_hadamard (H[i][j] = (-1)^popcount(i & j) / sqrt(n)) applied per block,
+ * and its own inverse */
+static int s_rotate(void)
+{
+    enum { N = 128, NB = 64 };
+    float x[N], y[N], z[N];
+    uint64_t rng = 3;
+    for (int i = 0; i < N; i++) x[i] = y[i] = z[i] = g4_test_randn(&rng);
+    g4_kv_rotate(y, N, NB);
+    double e_mat = 0, e_inv = 0;
+    for (int b = 0; b < N; b += NB)
+        for (int i = 0; i < NB; i++) {
+            double acc = 0;
+            for (int j = 0; j < NB; j++) acc += (__builtin_popcount(i & j) & 1 ? -1.0 : 1.0) * x[b + j];
+            e_mat = fmax(e_mat, fabs(acc / sqrt(NB) - y[b + i]));
+        }
+    g4_kv_rotate(y, N, NB);
+    for (int i = 0; i < N; i++) e_inv = fmax(e_inv, fabs(y[i] - z[i]));
+    CHECKF(e_mat < 1e-5 && e_inv < 1e-5, "Walsh-Hadamard rotation: %g from the matrix, %g from the identity", e_mat, e_inv);
+    return 0;
+}
+
 int test_attn(void)
 {
     uint64_t rng = 42;
@@ -122,5 +145,6 @@ int test_attn(void)
     CHECKF(max_f16 < 1e-2, "F16 kernel differs from the reference by %g", max_f16);
     CHECKF(max_split < 1e-2, "split F16 kernel differs from the reference by %g", max_split);
     s_view_step();
+    s_rotate();
     return g4_test_failures;
 }

@@ -23,3 +23,8 @@ for n in 2048 8192; do
       --n-predict 16 --top-k 8 2>/dev/null | python3 "$here/long_cases.py" trim > "$here/$m-$n.json"
   done
 done
+# a Q8_0 KV cache (llama.cpp's -ctk q8_0 -ctv q8_0), 2k
+for m in l31 l26; do
+  node "$oracle/run_llama.mjs" --model "$tmp/$m.gguf" --tokens "$(cat "$tmp/ids2048.txt")" --ctx 2304 --kv-type Q8_0 \
+    --n-predict 16 --top-k 8 2>/dev/null | python3 "$here/long_cases.py" trim > "$here/$m-2048-q8_0.json"
+done
