@@ -25,7 +25,7 @@
     "  --slots N             sequences computed at once\n"                                                         \
     "  --template T.jinja    chat template instead of the GGUF's\n"                                                \
     "  --mmproj MMPROJ.gguf  vision / audio projector (starts encoderd)\n"                                         \
-    "  --kv-f32              KV cache in f32 (default f16)\n"                                                      \
+    "  --kv-type T           KV cache type: f16 (default), f32, q8_0; alias -ctk/-ctv, --kv-f32 = f32\n"          \
     "  --mmap                compute from the file's mapping (no background copy to huge pages)\n"
 
 #define LENGTH                                                                                                       \
