@@ -11,6 +11,15 @@
 
 /* ---- images ---------------------------------------------------------------- */
 
+static long long s_max_pixels = ENC_MAX_IMAGE_PIXELS;
+static int s_max_audio_s = ENC_MAX_AUDIO_SECONDS;
+
+void enc_media_set_limits(long long max_pixels, int max_audio_s)
+{
+    if (max_pixels > 0) s_max_pixels = max_pixels;
+    if (max_audio_s > 0) s_max_audio_s = max_audio_s;
+}
+
 int enc_image_decode(const uint8_t *data, size_t len, uint8_t **rgb, int *w, int *h, g4_err_t *err)
 {
     int x = 0, y = 0, c = 0;
@@ -20,8 +29,9 @@ int enc_image_decode(const uint8_t *data, size_t len, uint8_t **rgb, int *w, int
     if (!stbi_info_from_memory(data, (int)len, &x, &y, &c))
         return g4_err_set(err, G4_ERR_FORMAT, "not an image g4 can decode (%s)", stbi_failure_reason());
     if (x <= 0 || y <= 0) return g4_err_set(err, G4_ERR_FORMAT, "image has no pixels");
-    if ((long long)x * y > ENC_MAX_IMAGE_PIXELS)
-        return g4_err_set(err, G4_ERR_RANGE, "image %dx%d is larger than %lld pixels", x, y, ENC_MAX_IMAGE_PIXELS);
+    if ((long long)x * y > s_max_pixels)
+        return g4_err_set(err, G4_ERR_RANGE, "image %dx%d is larger than %lld pixels (encoderd --max-image-pixels)", x, y,
+                          s_max_pixels);
     uint8_t *p = stbi_load_from_memory(data, (int)len, &x, &y, &c, 3);
     if (!p) return g4_err_set(err, G4_ERR_FORMAT, "cannot decode image (%s)", stbi_failure_reason());
     *rgb = p;
@@ -271,15 +281,16 @@ static int s_wav(const uint8_t *d, size_t len, float **mono, size_t *frames, uin
             have_fmt = 1;
         } else if (!memcmp(d + off, "data", 4)) {
             if (!have_fmt) return g4_err_set(err, G4_ERR_FORMAT, "WAV data before fmt");
-            if (ch == 0 || ch > 64 || sr == 0 || sr > 1000000)
-                return g4_err_set(err, G4_ERR_FORMAT, "WAV with %u channels at %u Hz is not supported", ch, sr);
+            if (ch == 0 || ch > 64 || sr < ENC_MIN_AUDIO_RATE || sr > ENC_MAX_AUDIO_RATE)
+                return g4_err_set(err, G4_ERR_RANGE, "WAV with %u channels at %u Hz: %d to %d Hz and 1 to 64 channels are taken",
+                                  ch, sr, ENC_MIN_AUDIO_RATE, ENC_MAX_AUDIO_RATE);
             const int bps = bits / 8;
             if (!((fmt == 1 && (bits == 8 || bits == 16 || bits == 24 || bits == 32)) ||
                   (fmt == 3 && (bits == 32 || bits == 64))))
                 return g4_err_set(err, G4_ERR_FORMAT, "WAV format %u with %u bits is not supported", fmt, bits);
             size_t n = (csz < avail ? csz : avail) / ((size_t)bps * ch);
-            if (n > (size_t)sr * ENC_MAX_AUDIO_SECONDS)
-                return g4_err_set(err, G4_ERR_RANGE, "audio longer than %d s", ENC_MAX_AUDIO_SECONDS);
+            if (n > (size_t)sr * (size_t)s_max_audio_s)
+                return g4_err_set(err, G4_ERR_RANGE, "audio longer than %d s (encoderd --max-audio-seconds)", s_max_audio_s);
             if (n == 0) return g4_err_set(err, G4_ERR_FORMAT, "WAV has no samples");
             float *inter = malloc(n * ch * 4), *m = malloc(n * 4);
             if (!inter || !m) {
@@ -376,8 +387,8 @@ static int s_mp3(const uint8_t *d, size_t len, float **mono, size_t *frames, uin
             }
             memcpy(buf + nbuf, tmp, nf * 4);
             nbuf += nf;
-            if (r > 0 && nbuf / (size_t)(ch ? ch : 1) > (size_t)r * ENC_MAX_AUDIO_SECONDS) {
-                rc = g4_err_set(err, G4_ERR_RANGE, "audio longer than %d s", ENC_MAX_AUDIO_SECONDS);
+            if (r > 0 && nbuf / (size_t)(ch ? ch : 1) > (size_t)r * (size_t)s_max_audio_s) {
+                rc = g4_err_set(err, G4_ERR_RANGE, "audio longer than %d s (encoderd --max-audio-seconds)", s_max_audio_s);
                 goto out;
             }
         }
@@ -518,6 +529,11 @@ int enc_audio_decode(const uint8_t *data, size_t len, float **pcm, size_t *n, g4
     if (len >= 12 && !memcmp(data, "RIFF", 4) && !memcmp(data + 8, "WAVE", 4)) rc = s_wav(data, len, &mono, &frames, &rate, err);
     else rc = s_mp3(data, len, &mono, &frames, &rate, err);
     if (rc) return rc;
+    if (rate < ENC_MIN_AUDIO_RATE || rate > ENC_MAX_AUDIO_RATE || frames > (size_t)rate * (size_t)s_max_audio_s) {
+        free(mono);
+        return g4_err_set(err, G4_ERR_RANGE, "audio of %zu samples at %u Hz: %d to %d Hz, at most %d s", frames, rate,
+                          ENC_MIN_AUDIO_RATE, ENC_MAX_AUDIO_RATE, s_max_audio_s);
+    }
     rc = enc_audio_resample(mono, frames, rate, ENC_AUDIO_RATE, pcm, n);
     free(mono);
     if (rc) return g4_err_set(err, rc, "out of memory");

@@ -17,9 +17,14 @@
 
 #include "g4_err.h"
 
-/* Limits on what is decoded at all. */
-#define ENC_MAX_IMAGE_PIXELS (64LL * 1024 * 1024)
-#define ENC_MAX_AUDIO_SECONDS (4 * 3600)
+/* Limits on what is decoded at all (defaults; enc_media_set_limits changes them). */
+#define ENC_MAX_IMAGE_PIXELS (32LL * 1024 * 1024)
+#define ENC_MAX_AUDIO_SECONDS 300
+#define ENC_MIN_AUDIO_RATE 8000   /* Hz: below is not speech a model was trained on (a 1 Hz header is an attack) */
+#define ENC_MAX_AUDIO_RATE 192000
+
+/* Process-wide limits (0 keeps one): image pixels, audio seconds. */
+void enc_media_set_limits(long long max_pixels, int max_audio_s);
 
 /* ---- images ---------------------------------------------------------------- */
 int enc_image_decode(const uint8_t *data, size_t len, uint8_t **rgb, int *w, int *h, g4_err_t *err);

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "enc_media.h"
 #include "enc_service.h"
 #include "g4_daemon.h"
 #include "g4_log.h"
@@ -14,7 +15,7 @@
 typedef struct encoderd_cfg {
     g4_daemon_cfg_t d;
     char *mmproj;
-    int64_t cache_mb, threads;
+    int64_t cache_mb, threads, max_image_pixels, max_audio_s;
 } encoderd_cfg_t;
 
 #define S_OPT(t, field) .type = t, .offset = offsetof(encoderd_cfg_t, field)
@@ -23,6 +24,10 @@ static const g4_cfg_opt_t s_opts[] = {
      .flags = G4_CFG_REQUIRED, .arg = "MMPROJ.gguf"},
     {"cache-mb", S_OPT(G4_CFG_INT, cache_mb), "512", 0, 1 << 20, 0, "embedding cache size in MiB (0: off)"},
     {"threads", S_OPT(G4_CFG_INT, threads), "0", 0, 4096, 0, "compute threads (0: all)", .alias = "-t"},
+    {"max-image-pixels", S_OPT(G4_CFG_INT, max_image_pixels), "33554432", 1, (int64_t)1 << 32, 0,
+     "pixels of an image at most (refused before decoding)"},
+    {"max-audio-seconds", S_OPT(G4_CFG_INT, max_audio_s), "300", 1, 4 * 3600, 0,
+     "length of an audio clip at most (8 to 192 kHz are taken)"},
 };
 static const g4_daemon_spec_t s_spec = {
     .prog = "encoderd",
@@ -39,6 +44,7 @@ int main(int argc, char **argv)
     if (usage >= 0) return usage;
     g4_daemon_signals();
     if (c.threads > 0) g4_kernels_set_threads((int)c.threads);
+    enc_media_set_limits(c.max_image_pixels, (int)c.max_audio_s);
     g4_err_t err;
     void *zctx = NULL, *sock = NULL;
     enc_service_t *svc = NULL;

@@ -12,6 +12,7 @@
 typedef struct tokenizerd_cfg {
     g4_daemon_cfg_t d;
     char *model, *template_path;
+    int64_t max_input_bytes, max_messages, max_render_mb, max_render_steps;
 } tokenizerd_cfg_t;
 
 #define S_STR(field) .type = G4_CFG_STRING, .offset = offsetof(tokenizerd_cfg_t, field)
@@ -19,6 +20,15 @@ static const g4_cfg_opt_t s_opts[] = {
     {"model", S_STR(model), NULL, 1, 0, 0, "the GGUF whose tokenizer to serve", .alias = "-m", .flags = G4_CFG_REQUIRED,
      .arg = "M.gguf"},
     {"template", S_STR(template_path), NULL, 1, 0, 0, "chat template file (default: the GGUF's)", .arg = "T.jinja"},
+    /* bounded work: one request never holds the worker long (each call is refused past these) */
+    {"max-input-bytes", .type = G4_CFG_INT, .offset = offsetof(tokenizerd_cfg_t, max_input_bytes), "2097152", 1,
+     64 << 20, 0, "bytes of text (or conversation JSON) per call", .env = "G4_TOK_MAX_INPUT_BYTES", .arg = "N"},
+    {"max-messages", .type = G4_CFG_INT, .offset = offsetof(tokenizerd_cfg_t, max_messages), "1024", 1, 1 << 20, 0,
+     "messages per conversation"},
+    {"max-render-mb", .type = G4_CFG_INT, .offset = offsetof(tokenizerd_cfg_t, max_render_mb), "256", 1, 1 << 16, 0,
+     "memory a chat rendering may use (MiB, its output included)"},
+    {"max-render-steps", .type = G4_CFG_INT, .offset = offsetof(tokenizerd_cfg_t, max_render_steps), "20000000", 1000,
+     (int64_t)1 << 40, 0, "template expressions a chat rendering may evaluate"},
 };
 static const g4_daemon_spec_t s_spec = {
     .prog = "tokenizerd",
@@ -38,6 +48,8 @@ int main(int argc, char **argv)
     tokd_t t;
     void *zctx = NULL, *sock = NULL;
     if (tokd_open(&t, c.model, c.template_path, &err)) goto fail;
+    t.max_text = (size_t)c.max_input_bytes, t.max_messages = (int)c.max_messages;
+    tj_set_limits((size_t)c.max_render_mb << 20, (uint64_t)c.max_render_steps);
     zctx = zmq_ctx_new(); /* after the model: a file that does not open leaves nothing behind */
     if (!(sock = g4_daemon_listen(zctx, ZMQ_ROUTER, c.d.listen, G4_WIRE_PEERS_CLIENTS, &err))) goto fail;
     int32_t media_ids[6];

@@ -28,11 +28,27 @@ typedef struct arena {
     ablk *head;
     jmp_buf *jb;
     g4_err_t *err;
+    size_t total, max_total; /* bytes allocated; a render past max_total is refused (0: no limit) */
 } arena;
+
+/* the budget of one render (tj_set_limits) */
+static size_t s_max_bytes = (size_t)256 << 20;
+static uint64_t s_max_steps = 20000000;
+
+void tj_set_limits(size_t max_bytes, uint64_t max_steps)
+{
+    if (max_bytes) s_max_bytes = max_bytes;
+    if (max_steps) s_max_steps = max_steps;
+}
 
 static void *a_alloc(arena *A, size_t n)
 {
     n = (n + 15) & ~(size_t)15;
+    if (A->max_total && (A->total += n) > A->max_total) {
+        g4_err_set(A->err, G4_ERR_RANGE, "template: rendering needs more than %zu MiB (a limit of tokenizerd: --max-render-mb)",
+                   A->max_total >> 20);
+        longjmp(*A->jb, 1);
+    }
     if (!A->head || A->head->size - A->head->used < n) {
         size_t sz = n > 65536 ? n : 65536;
         ablk *b = g4_malloc(sizeof(ablk) + sz);
@@ -1134,6 +1150,7 @@ typedef struct scope {
 typedef struct rctx {
     arena *A;
     int depth;
+    uint64_t steps; /* expressions evaluated: bounded by s_max_steps */
 } rctx;
 
 static _Noreturn void r_fail(rctx *R, int line, const char *fmt, ...)
@@ -2339,6 +2356,9 @@ static val call_global(rctx *R, const char *name, const args *a, int line)
 
 static val eval(rctx *R, const node *e, scope *S)
 {
+    if (++R->steps > s_max_steps)
+        r_fail(R, e->line, "rendering takes more than %llu steps (a limit of tokenizerd: --max-render-steps)",
+               (unsigned long long)s_max_steps);
     switch (e->kind) {
     case E_LIT: return e->lit;
     case E_NAME: {
@@ -2593,7 +2613,7 @@ char *tj_render(const tj_template_t *t, const cJSON *ctx, size_t *len, g4_err_t 
 {
     arena A = {0};
     jmp_buf jb;
-    A.jb = &jb, A.err = err;
+    A.jb = &jb, A.err = err, A.max_total = s_max_bytes;
     volatile char *result = NULL;
     if (setjmp(jb)) {
         a_free(&A);

@@ -15,6 +15,7 @@
 #define TOK_JINJA_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cjson/cJSON.h>
 
@@ -28,5 +29,9 @@ void tj_free(tj_template_t **t);
 /* Renders with the members of ctx (a JSON object) as variables. Returns a
  * NUL-terminated string the caller g4_free()s, its length in *len. */
 char *tj_render(const tj_template_t *t, const cJSON *ctx, size_t *len, g4_err_t *err);
+/* The budget of every render in this process: bytes of memory (the output
+ * included) and expressions evaluated; past either the render fails with
+ * G4_ERR_RANGE. 0 keeps a limit as it is (defaults 256 MiB, 20,000,000). */
+void tj_set_limits(size_t max_bytes, uint64_t max_steps);
 
 #endif

@@ -36,10 +36,22 @@ static void s_error(tokd_t *t, void *sock, g4_msg_t *m, int code, const char *ms
                        code, "%s", msg);
 }
 
+static size_t s_max_text(const tokd_t *t) { return t->max_text ? t->max_text : TOKD_MAX_TEXT; }
+
+/* bounded work: a call over the input limit is refused before any work */
+static int s_too_long(tokd_t *t, void *sock, g4_msg_t *m, size_t len)
+{
+    if (len <= s_max_text(t)) return 0;
+    char msg[160];
+    snprintf(msg, sizeof msg, "text of %zu bytes: the tokenizer takes at most %zu (--max-input-bytes)", len, s_max_text(t));
+    s_error(t, sock, m, G4_ERR_RANGE, msg);
+    return 1;
+}
+
 static void s_tokenize(tokd_t *t, void *sock, g4_msg_t *m)
 {
     G4__V1__TokenizeRequest *r = m->env->tokenize;
-    if (r->text.len > TOKD_MAX_TEXT) return s_error(t, sock, m, G4_ERR_RANGE, "text longer than 64 MiB");
+    if (s_too_long(t, sock, m, r->text.len)) return;
     if (!s_valid_utf8(r->text.data, r->text.len)) return s_error(t, sock, m, G4_ERR_FORMAT, "text is not valid UTF-8");
     int32_t *ids = NULL;
     int n = 0;
@@ -105,9 +117,18 @@ static void s_render(tokd_t *t, void *sock, g4_msg_t *m)
 {
     if (!t->tmpl) return s_error(t, sock, m, G4_ERR_UNAVAILABLE, "the model has no chat template (start tokenizerd with --template)");
     const char *js = m->env->render_chat->conversation_json;
-    if (!js || strlen(js) > TOKD_MAX_TEXT) return s_error(t, sock, m, G4_ERR_RANGE, "conversation missing or too long");
+    if (!js) return s_error(t, sock, m, G4_ERR_RANGE, "conversation missing");
+    if (s_too_long(t, sock, m, strlen(js))) return;
     cJSON *conv = cJSON_Parse(js);
     if (!conv) return s_error(t, sock, m, G4_ERR_FORMAT, "conversation is not valid JSON");
+    const cJSON *msgs = cJSON_IsArray(conv) ? conv : cJSON_GetObjectItemCaseSensitive(conv, "messages");
+    const int max_msgs = t->max_messages > 0 ? t->max_messages : 1024, n_msgs = cJSON_GetArraySize(msgs);
+    if (n_msgs > max_msgs) {
+        cJSON_Delete(conv);
+        char msg[128];
+        snprintf(msg, sizeof msg, "%d messages: a conversation has at most %d (--max-messages)", n_msgs, max_msgs);
+        return s_error(t, sock, m, G4_ERR_RANGE, msg);
+    }
     if (!t->native_tools) { /* OpenAI role:"tool" messages, as llama.cpp rewrites them for older templates */
         cJSON *f = tok_chat_fold_tool_responses(conv);
         cJSON_Delete(conv);
@@ -130,7 +151,7 @@ static void s_render(tokd_t *t, void *sock, g4_msg_t *m)
 static void s_parse(tokd_t *t, void *sock, g4_msg_t *m)
 {
     G4__V1__ParseOutputRequest *r = m->env->parse_output;
-    if (r->text.len > TOKD_MAX_TEXT) return s_error(t, sock, m, G4_ERR_RANGE, "text longer than 64 MiB");
+    if (s_too_long(t, sock, m, r->text.len)) return;
     g4_err_t err;
     cJSON *j = tok_chat_parse_output((const char *)r->text.data, r->text.len, &err);
     if (!j) return s_error(t, sock, m, err.code, err.msg);

@@ -23,6 +23,8 @@ typedef struct tokd {
     uint64_t n_requests, n_errors;
     g4_daemon_work_t *work; /* tokd_serve publishes each call there (may be NULL) */
     uint64_t n_calls;
+    size_t max_text;      /* bytes of text per tokenize / render / parse call (0: TOKD_MAX_TEXT) */
+    int max_messages;     /* messages per conversation (0: 1024) */
 } tokd_t;
 
 /* Opens the model's vocabulary and the chat template: `tmpl` (a .jinja file;
