@@ -39,6 +39,7 @@ static void s_on_router(sched_t *s)
         const int daemon_msg = m.env->body_case == G4__V1__ENVELOPE__BODY_REGISTER ||
                                m.env->body_case == G4__V1__ENVELOPE__BODY_HEARTBEAT;
         if (daemon_msg && !g4_wire_peer_is_daemon(&m)) { /* a client key may submit requests, nothing more */
+            if (m.env->body_case == G4__V1__ENVELOPE__BODY_REGISTER) sched_peers_refuse_register(s, &m, "refused: not a daemon key");
             sched_refuse(s, &m, "a Register or Heartbeat from a client key");
             g4_msg_close(&m);
             continue;

@@ -192,6 +192,8 @@ int sched_peers_tokenizer(sched_t *s);
 int sched_peers_encoder(sched_t *s);
 /* Register, Heartbeat and Status from the ROUTER (m borrowed). */
 void sched_peers_register(sched_t *s, g4_msg_t *m);
+/* RegisterReply{accepted: false, reason} to the sender of m. */
+void sched_peers_refuse_register(sched_t *s, g4_msg_t *m, const char *reason);
 void sched_peers_heartbeat(sched_t *s, g4_msg_t *m);
 void sched_peers_status(sched_t *s, g4_msg_t *m);
 /* Daemons silent past heartbeat_timeout_ms are gone; busy ones without progress are stuck. */

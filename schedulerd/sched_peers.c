@@ -249,6 +249,8 @@ static void s_reply_register(sched_t *s, g4_msg_t *m, int accepted, const char *
     g4_wire_send(s->router, m->route, m->route_len, &env, NULL, NULL, 0, 1, &err);
 }
 
+void sched_peers_refuse_register(sched_t *s, g4_msg_t *m, const char *reason) { s_reply_register(s, m, 0, reason); }
+
 static const char *s_refuse(sched_t *s, const G4__V1__Register *r)
 {
     if (!r->name || !*r->name || !r->endpoint || !*r->endpoint) return "a name and an endpoint are needed";
