@@ -167,6 +167,13 @@ srv = scratch.spawn([g4, "serve", "--connect", ep("ctl"), "-m", model, "--port",
                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(D, "serve.log"), "w"))
 
 
+def health_ok():
+    try:
+        return urllib.request.urlopen("http://127.0.0.1:%d/health" % hp, timeout=2).status == 200
+    except OSError:
+        return False
+
+
 def http(path, body, timeout=60):
     req = urllib.request.Request("http://127.0.0.1:%d%s" % (hp, path), data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
@@ -178,12 +185,9 @@ def http(path, body, timeout=60):
         return e.code, e.read().decode(), time.time() - t
 
 
-for _ in range(100):
-    try:
-        urllib.request.urlopen("http://127.0.0.1:%d/health" % hp, timeout=2)
-        break
-    except OSError:
-        time.sleep(0.1)
+deadline = time.time() + 10  # the gateway answers /health
+while time.time() < deadline and not health_ok():
+    time.sleep(0.1)
 hres = {}
 
 
