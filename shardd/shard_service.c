@@ -21,6 +21,7 @@ int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err)
     memset(s, 0, sizeof *s);
     s->zctx = zctx;
     s->name = p->name;
+    s->route_wait_ms = 1000;
     s->hops = g4_calloc(1, sizeof *s->hops);
     if (!s->hops) return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&s->hops->mu, NULL);
@@ -122,7 +123,7 @@ static int s_route_ok(shard_t *s, const G4__V1__ForwardBatch *fb)
     const char *next = s->last ? "" : fb->route[0];
     if (!s->last && fb->n_route < 2) return 0;
     if (s->last && fb->n_route != 1) return 0;
-    for (int k = 0; k < 100; k++) {
+    for (int k = 0; k <= s->route_wait_ms / 10; k++) {
         if (s_hop_known(s, next, sink)) return 1;
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);

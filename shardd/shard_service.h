@@ -63,6 +63,7 @@ typedef struct shard {
     /* the next hops the scheduler registered (shard_set_chain, from the control
      * thread; read by the worker): a batch naming any other endpoint is refused */
     int check_route;          /* 1 with a scheduler; standalone shards follow the route they are given */
+    int route_wait_ms;        /* how long a batch waits for the Chain that names its route (1000) */
     shard_bad_t *bad;         /* [cap_bad] the batch's refused sequences (n_bad) */
     int n_bad, cap_bad;
     G4__V1__SlotError **failed_p; /* the batch's failed list as it goes on (one block with failed_e) */
