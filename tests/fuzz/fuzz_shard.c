@@ -7,6 +7,8 @@
  * an inproc sink this target drains. Input: [n_raw][len16 x n_raw][frames][envelope]. */
 #include <stdint.h>
 #include <stdlib.h>
+
+#include "fuzz_drain.h"
 #include <string.h>
 
 #include "shard_service.h"
@@ -58,12 +60,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (g4_wire_recv(s_pull, 0, &m, 1000, &err) == G4_OK && m.env->body_case == G4__V1__ENVELOPE__BODY_FORWARD)
         shard_handle(&s_sh, &m);
     g4_msg_close(&m);
-    for (;;) { /* results and errors that reached the sink */
-        zmq_msg_t f;
-        zmq_msg_init(&f);
-        const int n = zmq_msg_recv(&f, s_sink, ZMQ_DONTWAIT);
-        zmq_msg_close(&f);
-        if (n < 0) break;
-    }
+    fuzz_drain(s_sink); /* results and errors that reached the sink */
     return 0;
 }
