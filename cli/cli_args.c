@@ -142,6 +142,7 @@ int cli_args_normalize(const char *cmd, int *argc, char ***argv)
         }
         for (size_t j = 0; j < sizeof s_alias / sizeof s_alias[0]; j++)
             if (!strcmp(a, s_alias[j][0])) a = s_alias[j][1];
+        if (name && a != name) g4_free(name), name = NULL; /* (an alias took its place) */
         if (s_is_gpu(a) || !strcmp(a, "-fa") || !strcmp(a, "--flash-attn")) {
             const char *next = i + 1 < n ? in[i + 1] : "";
             if (!v && ((s_is_gpu(a) && i + 1 < n) || !strcmp(next, "on") || !strcmp(next, "off") || !strcmp(next, "auto")))
