@@ -25,7 +25,7 @@ env = dict(os.environ, G4_RUN_DIR=run_dir)
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 base = "http://127.0.0.1:%d" % port
 subprocess.run([g4, "up", "-m", model, "--shards", "2", "--slots", "32"], env=env, check=True, capture_output=True)
-srv = subprocess.Popen([g4, "serve", "-m", model, "--port", str(port), "--api-key", "sekret",
+srv = scratch.spawn([g4, "serve", "-m", model, "--port", str(port), "--api-key", "sekret",  # killed by Scratch whatever happens
                         "--max-conn-per-ip", "128", "--request-timeout", "4"], env=env,
                        stdout=subprocess.DEVNULL, stderr=open(os.path.join(run_dir, "serve.log"), "w"))
 H = {"Authorization": "Bearer sekret", "Content-Type": "application/json"}
