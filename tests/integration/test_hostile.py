@@ -62,7 +62,7 @@ def stack(tag, ep, env, extra=()):
         if rc == 0 and json.loads(out).get("ready"):
             return procs, g4run
         time.sleep(0.1)
-    check(False, "%s stack not ready: %s" % (tag, log_of(tag + "-sched")[-500:]))
+    check(False, "%s stack not ready: %s" % (tag, "".join(log_of(tag + s)[-600:] for s in ("-sched", "-tok", "-sa", "-sb"))))
     return procs, g4run
 
 
