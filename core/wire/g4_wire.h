@@ -19,7 +19,7 @@
 #define G4_WIRE_VERSION 1
 #define G4_WIRE_MAX_RAW 4
 #define G4_WIRE_MAX_MSG (64LL << 20) /* bytes per frame, default (g4_wire_set_maxmsg raises it per socket) */
-#define G4_WIRE_HWM 1000             /* messages queued per peer and direction */
+#define G4_WIRE_HWM 2000             /* messages queued per peer and direction (was 10,000) */
 #define G4_WIRE_SNDTIMEO_MS 5000     /* a blocking send gives up after this (G4_ERR_AGAIN) */
 
 typedef struct g4_msg {

@@ -13,7 +13,7 @@ clients that send too much:
   * each limit (tokenizer input, messages, stop strings, sample rows) is
     refused within a second while the stack keeps serving.
 Usage: test_hostile.py G4_BINARY TESTDATA_DIR HOSTILE_PEER"""
-import json, os, shutil, socket, subprocess, sys, threading, time, urllib.error, urllib.request
+import json, os, random, shutil, socket, subprocess, sys, threading, time, urllib.error, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from g4test import Scratch, check, finish, runner, start  # noqa: E402
@@ -30,12 +30,25 @@ D = scratch.dir
 base_env = {k: v for k, v in scratch.env.items() if not k.startswith("G4_CURVE") and k != "G4_INSECURE"}
 
 
+_taken = set()
+
+
 def port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """A free port below the ephemeral range (outgoing connections never take it),
+    distinct from every other this test took."""
+    while True:
+        p = random.randrange(20000, 32000)
+        if p in _taken:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("0.0.0.0", p))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _taken.add(p)
+        return p
 
 
 def daemon(name, argv, env=None):
