@@ -11,7 +11,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 G4=${G4:-$ROOT/build/bin/g4}
 ORACLE=${ORACLE:-$ROOT/../shared/tools/oracle}
 g4_json=$("$G4" bench --in-process -m "$M" -p "$NP" -n "$NG" -t "$TH" --reps "$REPS" --warmup 1 --json)
-llama_json=$(node "$ORACLE/bench_llama.mjs" --model "$M" --threads "$TH" --n-prompt "$NP" --n-gen "$NG" --reps "$REPS" --warmup 1 2>/dev/null)
+# llama.cpp's batch as g4's: 512 rows (a batch of the whole prompt would need a
+# logits buffer of n_prompt x n_vocab floats)
+llama_json=$(node "$ORACLE/bench_llama.mjs" --model "$M" --threads "$TH" --n-prompt "$NP" --n-gen "$NG" --reps "$REPS" --warmup 1 \
+             --batch $((NP < 512 ? NP : 512)) 2>/dev/null)
 python3 - "$g4_json" "$llama_json" "$M" "$NP" "$NG" "$TH" <<'PY'
 import json, sys
 g = json.loads(sys.argv[1])

@@ -124,6 +124,13 @@ static void *s_warm_thread(void *arg)
         }
         if (k >= n) atomic_store_explicit(&m->pf[i].copy, dst, memory_order_release);
     }
+    /* the per-layer embedding table is only looked up (a row per token), so
+     * it stays the file's mapping; mapped in last, so that a long prompt does
+     * not wait on a page fault per row and the process holds what g4 plan
+     * counts for it */
+    if (m->ple_tok_embd.data && m->begin == 0 && !atomic_load(&m->pf_stop))
+        s_populate(m, m->ple_tok_embd.data,
+                   (size_t)(m->ple_tok_embd.nb[3] * (uint64_t)m->ple_tok_embd.ne[3]), &have_madv);
     m->warm_ns = g4_clock_mono_ns() - t0;
     atomic_store(&m->pf_done, 1);
     return NULL;
