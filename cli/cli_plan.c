@@ -44,7 +44,7 @@ int cli_plan_make(const char *model, const char *topo_desc, int n_shards, int n_
     out->n_nodes = g4_topo_n_nodes(topo) < G4_PLAN_MAX ? g4_topo_n_nodes(topo) : G4_PLAN_MAX;
     for (int i = 0; i < out->n_nodes; i++) out->nodes[i] = *g4_topo_node(topo, i);
     const g4_plan_model_t pm = {out->n_layer, fp->layer_weight_bytes, fp->layer_kv_bytes, fp->kv_source,
-                                fp->embd_bytes,  fp->head_bytes,       fp->tied_bytes};
+                                fp->embd_bytes,  fp->head_bytes,       fp->tied_bytes, fp->stage_bytes};
     g4_plan_make(&pm, out->nodes, out->n_nodes, n_shards, &out->plan);
     rc = 0;
 done:

@@ -197,6 +197,24 @@ void g4_hparams_footprint(const g4_gguf_t *g, const g4_hparams_t *hp, int n_ctx,
             out->head_bytes += t.n_bytes, out->tied_bytes = t.n_bytes;
         }
     }
+    /* the run state g4_ctx_new allocates for n_ubatch rows (g4_forward.c):
+     * [T, H] x3, [T, n_head*hd] x2, [T, n_kv*hd] x2, [T, ff] x2, [T, PLE],
+     * the matmul scratch [T, widest input] (4 bytes an element at most) and
+     * the sliding view of each row; plus the GGUF's header, which the
+     * tokenizer and the loader read whole */
+    {
+        uint64_t hd = hp->hd_full > hp->hd_swa ? hp->hd_full : hp->hd_swa, nkv = 0, ff = 0;
+        for (int l = 0; l < L; l++) {
+            if (hp->n_head_kv[l] > nkv) nkv = hp->n_head_kv[l];
+            if (hp->n_ff[l] > ff) ff = hp->n_ff[l];
+        }
+        const uint64_t T = (uint64_t)(n_ubatch > 0 ? n_ubatch : 512), H = hp->n_embd, nq = hp->n_head * hd;
+        uint64_t kmax = H > nq ? H : nq;
+        if (ff > kmax) kmax = ff;
+        if (hp->n_ff_exp > kmax) kmax = hp->n_ff_exp;
+        const uint64_t per_row = 3 * H + 2 * nq + 2 * nkv * hd + 2 * ff + (uint64_t)L * hp->ple_dim + kmax + hp->n_swa + T;
+        out->stage_bytes = 4 * T * per_row + g4_gguf_data_offset(g);
+    }
     for (int l = 0; l < L; l++) {
         out->kv_source[l] = g4_hparams_kv_source(hp, l);
         if (out->kv_source[l] != l) continue; /* reuses another layer's cache */

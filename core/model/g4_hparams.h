@@ -51,6 +51,9 @@ typedef struct g4_footprint {
     uint64_t embd_bytes;                        /* token / per-layer embeddings, rope_freqs */
     uint64_t head_bytes;                        /* output norm + LM head       */
     uint64_t tied_bytes;                        /* of head: the token embedding it reuses */
+    uint64_t stage_bytes;                       /* what every stage holds besides: its
+                                                 * compute scratch for n_ubatch rows
+                                                 * and the GGUF's metadata (vocabulary) */
 } g4_footprint_t;
 
 void g4_hparams_footprint(const g4_gguf_t *g, const g4_hparams_t *hp, int n_ctx, int n_slots, int n_ubatch,

@@ -86,7 +86,7 @@ int g4_plan_make(const g4_plan_model_t *m, const g4_topo_node_t *nodes, int n_no
         }
         if (bounds[i] == 0) s->weight_bytes += m->embd_bytes;
         if (bounds[i + 1] == L) s->weight_bytes += bounds[i] == 0 ? m->head_bytes - m->tied_bytes : m->head_bytes; /* one mapping when one stage */
-        s->total_bytes = s->weight_bytes + s->kv_bytes;
+        s->total_bytes = s->weight_bytes + s->kv_bytes + m->stage_bytes;
         s->fits = nd->memory_bytes == 0 || s->total_bytes <= nd->memory_bytes;
         plan->fits &= s->fits;
     }

@@ -30,6 +30,7 @@ typedef struct g4_plan_model {
     uint64_t embd_bytes;                /* token and per-layer embeddings: stage 0  */
     uint64_t head_bytes;                /* output norm + LM head: the last stage    */
     uint64_t tied_bytes;                /* of head_bytes, the embedding it reuses   */
+    uint64_t stage_bytes;               /* every stage besides: scratch, metadata   */
 } g4_plan_model_t;
 
 typedef enum {

@@ -13,6 +13,8 @@ Checks, per model and length, `g4 run --in-process` and (8k) the default stack:
   * greedy ids equal llama.cpp's up to the first position where llama.cpp's
     own top-2 margin is under 0.02 (rounding noise for float weights);
   * top-8 log-probs within 3e-2 up to there.
+And memory: an E2B-shaped model (6 layers of the real width) with an 8k-token
+prompt keeps its peak RSS within 10 % of g4 plan's estimate.
 Usage: test_long.py G4_BINARY TESTDATA_DIR G4_MAKE_MODEL"""
 import json, os, subprocess, sys
 
@@ -82,5 +84,23 @@ for n, kv in ((2048, "f16"), (8192, "f16"), (2048, "q8_0")):
                 fail("%s: g4 run failed: %s" % (label, r.stderr.strip()[-400:]))
                 continue
             compare(label, ref, json.loads(r.stdout.strip().splitlines()[-1]))
+# memory: an 8k-token prompt on an E2B-shaped model (6 layers of the real width, Q4_K_M):
+# g4's peak RSS within 10 % of g4 plan's estimate for one sequence of that length
+e2b = scratch.path("e2b6.gguf")
+r = subprocess.run([make_model, "--preset", "e2b", "--n-layer", "6", "--type", "Q4_K_M", "--seed", "5", "-o", e2b],
+                   capture_output=True, text=True, timeout=600)
+check(r.returncode == 0, "g4_make_model e2b: %s" % r.stderr[-300:])
+n = 8192
+r = subprocess.run([g4, "bench", "--in-process", "-m", e2b, "-p", str(n), "-n", "8", "--reps", "1", "--warmup", "0",
+                    "--json"], capture_output=True, text=True, timeout=1200, env=env)
+b = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {}
+r = subprocess.run([g4, "plan", "-m", e2b, "--ctx", str(n + 9), "--slots", "1", "--json"], capture_output=True,
+                   text=True, env=env)
+p = json.loads(r.stdout) if r.stdout.strip() else {}
+est = sum(s["total_bytes"] for s in p.get("shards", [])) / 2**20
+rss = b.get("peak_rss_mb", 0)
+check(est > 0 and abs(rss - est) <= 0.10 * est, "E2B %d tokens: peak RSS %.0f MiB, g4 plan %.0f MiB" % (n, rss, est))
+print("E2B-shaped, %d-token prompt: peak RSS %.0f MiB, g4 plan's estimate %.0f MiB (%.2f); decode %.1f tok/s" %
+      (n, rss, est, rss / est if est else 0, b.get("decode_tps", 0)))
 scratch.close()
 finish()

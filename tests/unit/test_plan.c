@@ -17,7 +17,7 @@ static int s_src[S_L];
 static g4_plan_model_t s_model(void)
 {
     for (int l = 0; l < S_L; l++) s_w[l] = 100, s_kv[l] = l < 10 ? 10 : 0, s_src[l] = l < 10 ? l : 9;
-    return (g4_plan_model_t){S_L, s_w, s_kv, s_src, 50, 30, 0};
+    return (g4_plan_model_t){S_L, s_w, s_kv, s_src, 50, 30, 0, 0};
 }
 
 static int s_layers(const g4_plan_t *p, int i) { return p->stages[i].layer_end - p->stages[i].layer_begin; }
