@@ -112,8 +112,10 @@ static int s_allow_file(const char *path, int daemon, int missing_ok, g4_err_t *
     char line[256];
     while (fgets(line, sizeof line, g)) {
         char k[41];
+        size_t n = strlen(line);
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ')) line[--n] = 0;
         if (s_read_key(line, "public", k)) s_allow(k, daemon);
-        else if (strlen(line) >= 40 && line[0] != '#' && !strchr(line, '=')) {
+        else if (n == 40) { /* a bare Z85 key ('=' and '#' are Z85 characters too) */
             memcpy(k, line, 40), k[40] = 0;
             s_allow(k, daemon);
         }
