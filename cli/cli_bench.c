@@ -69,7 +69,7 @@ static int32_t *s_prompt(int n, int n_vocab, uint64_t seed)
     return ids;
 }
 
-static int s_in_process(const char *model, int np, int ng, int warmup, int reps, int kv_f32, int mmap_only, bench_run_t *runs,
+static int s_in_process(const char *model, int np, int ng, int warmup, int reps, int kv_type, int mmap_only, bench_run_t *runs,
                         double *ready_ms, double *weights_ms)
 {
     const uint64_t t0 = g4_clock_mono_ns();
@@ -80,7 +80,7 @@ static int s_in_process(const char *model, int np, int ng, int warmup, int reps,
         return 1;
     }
     const g4_hparams_t *hp = g4_model_hparams(m);
-    g4_ctx_params_t cp = {.n_ctx = np + ng + 1, .n_ubatch = 512, .n_seq_max = 1, .kv_f32 = kv_f32};
+    g4_ctx_params_t cp = {.n_ctx = np + ng + 1, .n_ubatch = 512, .n_seq_max = 1, .kv_type = kv_type};
     g4_ctx_t *c = g4_ctx_new(m, &cp, &err);
     *ready_ms = (double)(g4_clock_mono_ns() - t0) / 1e6;
     /* timed runs start once the weights sit where they stay (g4_model_warm) */
@@ -157,7 +157,7 @@ static void s_first(void *user, const G4__V1__TokenEvent *t)
 int cli_bench(int argc, char **argv)
 {
     const char *model = NULL;
-    int np = 512, ng = 128, threads = 0, reps = 3, warmup = 1, shards = 0, in_process = 0, json = 0, kv_f32 = 0, mmap_only = 0;
+    int np = 512, ng = 128, threads = 0, reps = 3, warmup = 1, shards = 0, in_process = 0, json = 0, kv_type = 0, mmap_only = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = v, i++;
@@ -168,7 +168,14 @@ int cli_bench(int argc, char **argv)
         else if (!strcmp(a, "--warmup") && v) warmup = atoi(v), i++;
         else if (!strcmp(a, "--shards") && v) shards = atoi(v), i++;
         else if (!strcmp(a, "--in-process")) in_process = 1;
-        else if (!strcmp(a, "--kv-f32")) kv_f32 = 1;
+        else if (!strcmp(a, "--kv-f32")) kv_type = G4_KV_F32;
+        else if ((!strcmp(a, "--kv-type") || !strcmp(a, "-ctk") || !strcmp(a, "-ctv")) && v) {
+            if ((kv_type = g4_kv_type_from_name(v)) < 0) {
+                cli_error("--kv-type must be f16, f32 or q8_0, not '%s'", v);
+                return 2;
+            }
+            i++;
+        }
         else if (!strcmp(a, "--mmap")) mmap_only = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else return cli_bad_option("bench", a);
@@ -183,7 +190,7 @@ int cli_bench(int argc, char **argv)
     cJSON *procs = cJSON_CreateArray();
     if (in_process) {
         if (threads > 0) g4_kernels_set_threads(threads);
-        rc = s_in_process(model, np, ng, warmup, reps, kv_f32, mmap_only, runs, &ready_ms, &weights_ms);
+        rc = s_in_process(model, np, ng, warmup, reps, kv_type, mmap_only, runs, &ready_ms, &weights_ms);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         cJSON *p = cJSON_CreateObject();
@@ -194,7 +201,7 @@ int cli_bench(int argc, char **argv)
         cli_stack_t st;
         int own = 0;
         char ep[300];
-        cli_stack_opts_t o = {.model = model, .n_shards = shards, .threads = threads, .n_slots = 2, .kv_f32 = kv_f32, .mmap = mmap_only,
+        cli_stack_opts_t o = {.model = model, .n_shards = shards, .threads = threads, .n_slots = 2, .kv_type = kv_type, .mmap = mmap_only,
                               .n_ctx = np + ng + 8};
         const uint64_t t0 = g4_clock_mono_ns();
         if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) {

@@ -95,7 +95,7 @@ static const cli_help_t s_help[] = {
               "  -n, --n-gen N         generated tokens (default 128)\n"
               "  -t, --threads N       (default: every core)\n"
               "  --reps N              repetitions, 1..100 (default 3)   --warmup N (default 1)\n"
-              "  --shards N | --in-process   --mmap   --kv-f32   --json\n"},
+              "  --shards N | --in-process   --mmap   --kv-type T   --json\n"},
     {"plan", "usage: g4 plan -m MODEL.gguf [--topology FILE.xml|SYNTHETIC] [--shards N] [--ctx N] [--slots N] [--json]\n"
              "  where the layers would go on this machine and what memory they take; exits 1 when\n"
              "  some shards do not fit\n"

@@ -163,7 +163,7 @@ static char *s_chat_json(const char *prompt, const char *system)
 
 static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
-                       int threads, int n_ctx, int kv_f32, int mmap_only, const char *tmpl, int ignore_eos,
+                       int threads, int n_ctx, int kv_type, int mmap_only, const char *tmpl, int ignore_eos,
                        const char *sched_ep, const char **stops, int n_stop, double timeout_s);
 
 /* ---- in this process ---------------------------------------------------------------- */
@@ -313,7 +313,7 @@ int cli_run(int argc, char **argv)
     const char *sched_ep = NULL, *stops[16];
     int n_stop = 0;
     double timeout_s = 0;
-    int n_predict = -1, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_f32 = 0, mmap_only = 0, in_process = 0;
+    int n_predict = -1, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_type = 0, mmap_only = 0, in_process = 0;
     g4_sampler_params_t sp;
     g4_sampler_params_default(&sp);
     for (int i = 1; i < argc; i++) {
@@ -354,9 +354,9 @@ int cli_run(int argc, char **argv)
             s_med.file[s_med.n++] = v;
         } else if (OPT("--image-min-tokens")) s_med.opts.image_min_tokens = atoi(v);
         else if (OPT("--image-max-tokens")) s_med.opts.image_max_tokens = atoi(v);
-        else if (!strcmp(a, "--kv-f32")) kv_f32 = G4_KV_F32;
+        else if (!strcmp(a, "--kv-f32")) kv_type = G4_KV_F32;
         else if (OPT("--kv-type") || OPT("-ctk") || OPT("-ctv")) {
-            if ((kv_f32 = g4_kv_type_from_name(v)) < 0) {
+            if ((kv_type = g4_kv_type_from_name(v)) < 0) {
                 cli_error("--kv-type must be f16, f32 or q8_0, not '%s'", v);
                 return 2;
             }
@@ -401,7 +401,7 @@ int cli_run(int argc, char **argv)
             return 2;
         }
         int r = s_run_stack(model, ftext ? ftext : prompt, raw, system, ids, n_ids, &sp, n_predict, logprobs, json,
-                            n_shards, threads, n_ctx, kv_f32, mmap_only, tmpl, ignore_eos, sched_ep, stops, n_stop, timeout_s);
+                            n_shards, threads, n_ctx, kv_type, mmap_only, tmpl, ignore_eos, sched_ep, stops, n_stop, timeout_s);
         g4_free(ftext);
         g4_free(ids);
         return r;
@@ -460,7 +460,7 @@ int cli_run(int argc, char **argv)
         goto done;
     }
     g4_ctx_params_t cp = {.n_ctx = n_ctx > 0 ? n_ctx : n_prompt + n_predict + 1, .n_ubatch = 512, .n_seq_max = 1,
-                          .kv_type = kv_f32};
+                          .kv_type = kv_type};
     ctx = g4_ctx_new(m, &cp, &err);
     smp = ctx ? g4_sampler_new(&sp, (int)hp->n_vocab, &err) : NULL;
     lo.ids = g4_malloc((size_t)(n_predict + 1) * sizeof *lo.ids);
@@ -570,14 +570,14 @@ static void s_on_token(void *user, const G4__V1__TokenEvent *t)
 
 static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
-                       int threads, int n_ctx, int kv_f32, int mmap_only, const char *tmpl, int ignore_eos,
+                       int threads, int n_ctx, int kv_type, int mmap_only, const char *tmpl, int ignore_eos,
                        const char *sched_ep, const char **stops, int n_stop, double timeout_s)
 {
     char ep[300];
     cli_stack_t st;
     int own = 0;
     cli_stack_opts_t o = {.model = model, .template_path = tmpl, .n_shards = n_shards, .threads = threads,
-                          .n_ctx = n_ctx, .n_slots = 4, .kv_f32 = kv_f32, .mmap = mmap_only,
+                          .n_ctx = n_ctx, .n_slots = 4, .kv_type = kv_type, .mmap = mmap_only,
                           .mmproj = s_med.mmproj};
     if (sched_ep) snprintf(ep, sizeof ep, "%s", sched_ep); /* a stack anywhere: tcp://host:port */
     else if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) return 1;

@@ -271,7 +271,7 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
         a[k++] = "--name", a[k++] = name, a[k++] = "--slots", a[k++] = slots;
         if (o->threads > 0) a[k++] = "--threads", a[k++] = threads;
         if (o->n_ctx > 0) a[k++] = "--ctx", a[k++] = ctx;
-        if (o->kv_f32) a[k++] = "--kv-type", a[k++] = (char *)g4_kv_type_name(o->kv_f32);
+        if (o->kv_type) a[k++] = "--kv-type", a[k++] = (char *)g4_kv_type_name(o->kv_type);
         if (o->mmap) a[k++] = "--mmap";
         if (n_numa > 1 && n == n_numa) { /* one shard per NUMA node, pinned there (g4 plan) */
             snprintf(node, sizeof node, "%d", i);
@@ -557,7 +557,7 @@ int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char
 
 int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v)
 {
-    if (!strcmp(a, "--kv-f32")) return o->kv_f32 = G4_KV_F32, 1;
+    if (!strcmp(a, "--kv-f32")) return o->kv_type = G4_KV_F32, 1;
     if (!strcmp(a, "--mmap")) return o->mmap = 1, 1;
     if (!v) return 0;
     if (!strcmp(a, "--shards")) o->n_shards = atoi(v);
@@ -567,9 +567,9 @@ int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v)
     else if (!strcmp(a, "--template")) o->template_path = v;
     else if (!strcmp(a, "--mmproj")) o->mmproj = v;
     else if (!strcmp(a, "--kv-type") || !strcmp(a, "-ctk") || !strcmp(a, "-ctv")) {
-        if ((o->kv_f32 = g4_kv_type_from_name(v)) < 0) {
+        if ((o->kv_type = g4_kv_type_from_name(v)) < 0) {
             cli_error("--kv-type must be f16, f32 or q8_0, not '%s'", v);
-            o->kv_f32 = 0;
+            o->kv_type = 0;
             return 0;
         }
     } else return 0;

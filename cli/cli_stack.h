@@ -22,7 +22,7 @@ typedef struct cli_stack_opts {
     const char *mmproj;        /* vision / audio projector: also start encoderd */
     int n_shards;              /* 0: one per NUMA node (at least 1) */
     int threads;               /* per shard; 0: the shard's cores */
-    int n_ctx, n_slots, kv_f32; /* kv_f32: the KV cache type, G4_KV_* */
+    int n_ctx, n_slots, kv_type; /* G4_KV_* */
     int mmap;                  /* shards compute from the file's mapping (shardd --mmap) */
     int detach;                /* g4 up */
     const char *run_dir;       /* NULL: a fresh private directory */

@@ -52,9 +52,9 @@ int main(int argc, char **argv)
     if (usage >= 0) return usage;
     char name[64];
     shard_params_t p = {.model_path = c.model, .n_slots = (int)c.slots, .n_ctx = (int)c.ctx,
-                        .n_ubatch = (int)c.ubatch, .kv_f32 = c.kv_f32 ? G4_KV_F32 : g4_kv_type_from_name(c.kv_type),
+                        .n_ubatch = (int)c.ubatch, .kv_type = c.kv_f32 ? G4_KV_F32 : g4_kv_type_from_name(c.kv_type),
                         .min_forward_ms = (int)c.min_forward_ms};
-    if (p.kv_f32 < 0) {
+    if (p.kv_type < 0) {
         fprintf(stderr, "shardd: --kv-type must be f16, f32 or q8_0, not '%s'\n", c.kv_type);
         g4_daemon_opts_fini(&o);
         return 2;

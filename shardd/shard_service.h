@@ -78,7 +78,7 @@ typedef struct shard {
 typedef struct shard_params {
     const char *model_path, *name;
     int begin, end;       /* end = -1: to the last layer */
-    int n_slots, n_ctx, n_ubatch, kv_f32; /* kv_f32: the KV cache type, G4_KV_* */
+    int n_slots, n_ctx, n_ubatch, kv_type; /* kv_type: G4_KV_* */
     int min_forward_ms;   /* fault injection (tests): stretch every forward pass to this */
 } shard_params_t;
 

@@ -49,7 +49,7 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->p.n_ctx = c->n_ctx;
     c->n_ring = (int)hp->n_swa + c->p.n_ubatch;
     if (c->n_ring > c->n_ctx) c->n_ring = c->n_ctx;
-    c->kv_type = c->p.kv_type ? c->p.kv_type : c->p.kv_f32 ? G4_KV_F32 : G4_KV_F16;
+    c->kv_type = c->p.kv_type;
     if (c->kv_type < G4_KV_F16 || c->kv_type > G4_KV_Q8_0) {
         g4_err_set(err, G4_ERR_RANGE, "unknown KV cache type %d", c->kv_type);
         g4_free(c);

@@ -94,8 +94,7 @@ typedef struct g4_ctx_params {
     int n_ctx;      /* max positions per sequence (full layers); 0: min(train, 4096) */
     int n_ubatch;   /* max rows per forward call (default 512)                     */
     int n_seq_max;  /* max live sequences (default 8)                              */
-    int kv_f32;     /* store K/V in f32 (default F16, as llama.cpp)                */
-    int kv_type;    /* G4_KV_*: the cache's element type; 0 with kv_f32: F32        */
+    int kv_type;    /* G4_KV_*: the cache's element type (default F16, as llama.cpp) */
     int attn_splits; /* KV chunks of a one-row decode over >= 512 cells: llama.cpp
                       * uses one per thread, so its numbers depend on its thread
                       * count; 0: $G4_ATTN_SPLITS, else g4_cpu_math_cores() (the

@@ -86,7 +86,7 @@ void g4_warm_fini(g4_model_t *m);
 /* ---- the context (g4_forward.c, g4_kv.c) --------------------------------- */
 
 /* A sequence: its next position and its caches. k[l], v[l]:
- * [cells(l)][n_head_kv(l) * hd(l)] F16 (or f32 with kv_f32); full layers
+ * [cells(l)][n_head_kv(l) * hd(l)] F16, f32 or Q8_0 (kv_type); full layers
  * hold n_ctx cells, sliding ones a ring of n_swa + n_ubatch cells indexed by
  * position % cells. NULL for layers the range neither runs nor imports. */
 typedef struct g4_seq {
