@@ -258,34 +258,6 @@ static g4_type_ops_t s_ops[G4_DTYPE_COUNT];
 static const char *s_isa = "scalar";
 static pthread_once_t s_once = PTHREAD_ONCE_INIT;
 
-static float s_dot_f16_f32(const uint16_t *x, const float *y, int64_t n)
-{
-    float s = 0;
-    for (int64_t i = 0; i < n; i++) s += g4_fp16_to_fp32(x[i]) * y[i];
-    return s;
-}
-static float s_dot_f32_f32(const float *x, const float *y, int64_t n)
-{
-    float s = 0;
-    for (int64_t i = 0; i < n; i++) s += x[i] * y[i];
-    return s;
-}
-static void s_axpy_f16(float *y, float a, const uint16_t *x, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) y[i] += a * g4_fp16_to_fp32(x[i]);
-}
-static void s_axpy_f32(float *y, float a, const float *x, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
-}
-static void s_dot_f16_f32_g(const uint16_t *x, const float *y, int64_t ys, int G, float *out, int64_t n)
-{
-    for (int g = 0; g < G; g++) out[g] = s_dot_f16_f32(x, y + g * ys, n);
-}
-static void s_axpy_f16_g(float *y, int64_t ys, const float *a, int G, const uint16_t *x, int64_t n)
-{
-    for (int g = 0; g < G; g++) s_axpy_f16(y + g * ys, a[g], x, n);
-}
 static void s_f16_scale(uint16_t *acc, float s, int64_t n)
 {
     for (int64_t d = 0; d < n; d++) acc[d] = g4_fp32_to_fp16(g4_fp16_to_fp32(acc[d]) * s);
@@ -296,12 +268,6 @@ static void s_f16_mad(uint16_t *acc, const uint16_t *v, float s, int64_t n)
 }
 static void (*s_p_f16_scale)(uint16_t *, float, int64_t) = s_f16_scale;
 static void (*s_p_f16_mad)(uint16_t *, const uint16_t *, float, int64_t) = s_f16_mad;
-static float (*s_p_dot_f16_f32)(const uint16_t *, const float *, int64_t) = s_dot_f16_f32;
-static float (*s_p_dot_f32_f32)(const float *, const float *, int64_t) = s_dot_f32_f32;
-static void (*s_p_axpy_f16)(float *, float, const uint16_t *, int64_t) = s_axpy_f16;
-static void (*s_p_axpy_f32)(float *, float, const float *, int64_t) = s_axpy_f32;
-static void (*s_p_dot_f16_f32_g)(const uint16_t *, const float *, int64_t, int, float *, int64_t) = s_dot_f16_f32_g;
-static void (*s_p_axpy_f16_g)(float *, int64_t, const float *, int, const uint16_t *, int64_t) = s_axpy_f16_g;
 
 static void s_set(g4_dtype_t w, g4_dtype_t act, g4_from_float_fn ff, g4_vec_dot_fn dot)
 {
@@ -340,12 +306,6 @@ static void s_init(void)
         g4_dot_fill_avx512(&t, s_cpuid7(0, 2, 11), s_cpuid7(1, 0, 5));
         s_isa = "avx512";
     }
-    if (t.dot_f16_f32) s_p_dot_f16_f32 = t.dot_f16_f32;
-    if (t.dot_f32_f32) s_p_dot_f32_f32 = t.dot_f32_f32;
-    if (t.axpy_f16) s_p_axpy_f16 = t.axpy_f16;
-    if (t.axpy_f32) s_p_axpy_f32 = t.axpy_f32;
-    if (t.dot_f16_f32_g) s_p_dot_f16_f32_g = t.dot_f16_f32_g;
-    if (t.axpy_f16_g) s_p_axpy_f16_g = t.axpy_f16_g;
     if (t.f16_scale) s_p_f16_scale = t.f16_scale;
     if (t.f16_mad) s_p_f16_mad = t.f16_mad;
     for (int w = 0; w < G4_DTYPE_COUNT; w++) {
@@ -376,36 +336,6 @@ const g4_type_ops_t *g4_type_ops(uint32_t t)
     return &s_ops[t];
 }
 
-float g4_dot_f16_f32(const uint16_t *x, const float *y, int64_t n)
-{
-    g4_kernels_init();
-    return s_p_dot_f16_f32(x, y, n);
-}
-float g4_dot_f32_f32(const float *x, const float *y, int64_t n)
-{
-    g4_kernels_init();
-    return s_p_dot_f32_f32(x, y, n);
-}
-void g4_axpy_f16(float *y, float a, const uint16_t *x, int64_t n)
-{
-    g4_kernels_init();
-    s_p_axpy_f16(y, a, x, n);
-}
-void g4_dot_f16_f32_g(const uint16_t *x, const float *y, int64_t ys, int G, float *out, int64_t n)
-{
-    g4_kernels_init();
-    s_p_dot_f16_f32_g(x, y, ys, G, out, n);
-}
-void g4_axpy_f16_g(float *y, int64_t ys, const float *a, int G, const uint16_t *x, int64_t n)
-{
-    g4_kernels_init();
-    s_p_axpy_f16_g(y, ys, a, G, x, n);
-}
-void g4_axpy_f32(float *y, float a, const float *x, int64_t n)
-{
-    g4_kernels_init();
-    s_p_axpy_f32(y, a, x, n);
-}
 void g4_f16_scale(uint16_t *acc, float s, int64_t n)
 {
     g4_kernels_init();

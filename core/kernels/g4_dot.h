@@ -52,18 +52,6 @@ void g4_kernels_init(void);
 /* "avx512", "avx2" or "scalar": the widest instruction set in use. */
 const char *g4_kernels_isa(void);
 
-/* Attention helpers over F16 or F32 KV rows (dispatched; SIMD sums in a
- * different order than the scalar loop, so not bit-identical to it). */
-float g4_dot_f16_f32(const uint16_t *x, const float *y, int64_t n);
-float g4_dot_f32_f32(const float *x, const float *y, int64_t n);
-void g4_axpy_f16(float *y, float a, const uint16_t *x, int64_t n); /* y += a*x */
-void g4_axpy_f32(float *y, float a, const float *x, int64_t n);
-/* The same for G vectors at once (the query heads that share a KV head):
- * out[g] = g4_dot_f16_f32(x, y + g*ys, n) and y + g*ys += a[g]*x, each with
- * the bits of the single call; one pass over x. */
-void g4_dot_f16_f32_g(const uint16_t *x, const float *y, int64_t ys, int G, float *out, int64_t n);
-void g4_axpy_f16_g(float *y, int64_t ys, const float *a, int G, const uint16_t *x, int64_t n);
-
 /* F16 accumulators as ggml's flash attention keeps them (every result rounded
  * to F16, nearest even): acc = f16(acc * s); acc = f16(fma(v, s, acc)).
  * Exact: the SIMD versions give the same bits as the scalar ones. */

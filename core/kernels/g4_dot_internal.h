@@ -12,12 +12,6 @@ typedef struct g4_dot_simd {
     g4_vec_dot4x2_fn dot4x4[G4_DTYPE_COUNT];
     g4_vec_dot4x2_fn dot8x4[G4_DTYPE_COUNT];
     g4_vec_dot4x2_fn dot1x4[G4_DTYPE_COUNT];
-    float (*dot_f16_f32)(const uint16_t *x, const float *y, int64_t n);
-    float (*dot_f32_f32)(const float *x, const float *y, int64_t n);
-    void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);
-    void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
-    void (*dot_f16_f32_g)(const uint16_t *x, const float *y, int64_t ys, int G, float *out, int64_t n);
-    void (*axpy_f16_g)(float *y, int64_t ys, const float *a, int G, const uint16_t *x, int64_t n);
     void (*f16_scale)(uint16_t *acc, float s, int64_t n);
     void (*f16_mad)(uint16_t *acc, const uint16_t *v, float s, int64_t n);
 } g4_dot_simd_t;

@@ -143,85 +143,6 @@ AVX2 static void s_dot4_q8_0(int64_t n, float *s, int64_t ss, const void *vw, co
     s[0] = s_hsum_ps(c0), s[ss] = s_hsum_ps(c1), s[2 * ss] = s_hsum_ps(c2), s[3 * ss] = s_hsum_ps(c3);
 }
 
-AVX2 static float s_dot_f16_f32(const uint16_t *x, const float *y, int64_t n)
-{
-    __m256 c0 = _mm256_setzero_ps(), c1 = c0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        c0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))), _mm256_loadu_ps(y + i), c0);
-        c1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8))), _mm256_loadu_ps(y + i + 8), c1);
-    }
-    float s = s_hsum_ps(_mm256_add_ps(c0, c1));
-    for (; i < n; i++) s += s_f16(x[i]) * y[i];
-    return s;
-}
-
-AVX2 static float s_dot_f32_f32(const float *x, const float *y, int64_t n)
-{
-    __m256 c0 = _mm256_setzero_ps(), c1 = c0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        c0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), c0);
-        c1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), c1);
-    }
-    float s = s_hsum_ps(_mm256_add_ps(c0, c1));
-    for (; i < n; i++) s += x[i] * y[i];
-    return s;
-}
-
-AVX2 static void s_axpy_f16(float *y, float a, const uint16_t *x, int64_t n)
-{
-    const __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
-                                                _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * s_f16(x[i]);
-}
-
-/* four queries per pass over the K row: eight independent fma chains (the
- * single dot has two, and waits on their latency); per query the arithmetic
- * of s_dot_f16_f32 */
-AVX2 static void s_dot_f16_f32_g(const uint16_t *x, const float *y, int64_t ys, int G, float *out, int64_t n)
-{
-    int g = 0;
-    for (; g + 4 <= G; g += 4) {
-        const float *yk[4] = {y + g * ys, y + (g + 1) * ys, y + (g + 2) * ys, y + (g + 3) * ys};
-        __m256 c0[4], c1[4];
-        for (int k = 0; k < 4; k++) c0[k] = c1[k] = _mm256_setzero_ps();
-        int64_t i = 0;
-        for (; i + 16 <= n; i += 16) {
-            const __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
-            const __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8)));
-            for (int k = 0; k < 4; k++) {
-                c0[k] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(yk[k] + i), c0[k]);
-                c1[k] = _mm256_fmadd_ps(x1, _mm256_loadu_ps(yk[k] + i + 8), c1[k]);
-            }
-        }
-        for (int k = 0; k < 4; k++) {
-            float sum = s_hsum_ps(_mm256_add_ps(c0[k], c1[k]));
-            for (int64_t j = i; j < n; j++) sum += s_f16(x[j]) * yk[k][j];
-            out[g + k] = sum;
-        }
-    }
-    for (; g < G; g++) out[g] = s_dot_f16_f32(x, y + g * ys, n);
-}
-
-/* each V element converted once for the G outputs; per output the fma of s_axpy_f16 */
-AVX2 static void s_axpy_f16_g(float *y, int64_t ys, const float *a, int G, const uint16_t *x, int64_t n)
-{
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
-        for (int g = 0; g < G; g++) {
-            float *yg = y + g * ys + i;
-            _mm256_storeu_ps(yg, _mm256_fmadd_ps(_mm256_set1_ps(a[g]), xv, _mm256_loadu_ps(yg)));
-        }
-    }
-    for (; i < n; i++)
-        for (int g = 0; g < G; g++) y[g * ys + i] += a[g] * s_f16(x[i]);
-}
-
 AVX2 static void s_f16_scale(uint16_t *acc, float sc, int64_t n)
 {
     const __m256 vs = _mm256_set1_ps(sc);
@@ -243,14 +164,6 @@ AVX2 static void s_f16_mad(uint16_t *acc, const uint16_t *v, float sc, int64_t n
         _mm_storeu_si128((__m128i *)(acc + d), _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
     }
     for (; d < n; d++) acc[d] = _cvtss_sh(fmaf(s_f16(v[d]), sc, s_f16(acc[d])), _MM_FROUND_TO_NEAREST_INT);
-}
-
-AVX2 static void s_axpy_f32(float *y, float a, const float *x, int64_t n)
-{
-    const __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
 }
 
 AVX2 static void s_dot_q8_0(int64_t n, float *s, const void *vw, const void *va)
@@ -531,9 +444,6 @@ void g4_dot_fill_avx2(g4_dot_simd_t *t)
     t->dot4[G4_DTYPE_Q8_0] = s_dot4_q8_0;
     t->dot4[G4_DTYPE_Q4_K] = s_dot4_q4_K;
     t->dot4[G4_DTYPE_Q6_K] = s_dot4_q6_K;
-    t->dot_f16_f32 = s_dot_f16_f32, t->dot_f32_f32 = s_dot_f32_f32;
-    t->axpy_f16 = s_axpy_f16, t->axpy_f32 = s_axpy_f32;
-    t->dot_f16_f32_g = s_dot_f16_f32_g, t->axpy_f16_g = s_axpy_f16_g;
     t->f16_scale = s_f16_scale, t->f16_mad = s_f16_mad;
     t->dot[G4_DTYPE_Q4_0] = s_dot_q4_0;
     t->dot[G4_DTYPE_Q4_1] = s_dot_q4_1;

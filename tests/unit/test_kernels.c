@@ -151,33 +151,7 @@ static int s_check_f16acc(void)
         g4_f16_scale(acc, sc * 0.5f, N);
         for (int i = 0; i < N; i++) acc2[i] = g4_fp32_to_fp16(g4_fp16_to_fp32(acc2[i]) * (sc * 0.5f));
         CHECK(memcmp(acc, acc2, sizeof acc) == 0);
-        float y[N], x[N], want = 0, got;
-        for (int i = 0; i < N; i++) x[i] = g4_test_randn(&rs), y[i] = 0;
-        got = g4_dot_f16_f32(v, x, N);
-        for (int i = 0; i < N; i++) want += g4_fp16_to_fp32(v[i]) * x[i];
-        CHECK(fabsf(got - want) <= 1e-3f * (1.0f + fabsf(want)));
-        g4_axpy_f16(y, 0.5f, v, N);
-        for (int i = 0; i < N; i++) CHECK(y[i] == 0.5f * g4_fp16_to_fp32(v[i]));
     }
-    /* the grouped forms (query heads of one KV head): the single calls' bits */
-    enum { NQ = 9, HD = 272 };
-    static float q[NQ * HD], ya[NQ * HD], yb[NQ * HD];
-    uint16_t kv[HD];
-    for (int G = 1; G <= NQ; G++)
-        for (int n = HD - 16 * (G % 3) - (G == 5 ? 7 : 0), rep = 0; rep < 2; rep++) {
-            float got[NQ], a[NQ];
-            for (int i = 0; i < HD; i++) kv[i] = g4_fp32_to_fp16(g4_test_randn(&rs));
-            for (int i = 0; i < NQ * HD; i++) q[i] = g4_test_randn(&rs), ya[i] = yb[i] = g4_test_randn(&rs);
-            for (int g = 0; g < G; g++) a[g] = g4_test_randn(&rs);
-            g4_dot_f16_f32_g(kv, q, HD, G, got, n);
-            for (int g = 0; g < G; g++) {
-                const float want = g4_dot_f16_f32(kv, q + g * HD, n);
-                CHECKF(memcmp(&got[g], &want, 4) == 0, "grouped dot G=%d n=%d query %d: %.9g != %.9g", G, n, g, got[g], want);
-            }
-            g4_axpy_f16_g(ya, HD, a, G, kv, n);
-            for (int g = 0; g < G; g++) g4_axpy_f16(yb + g * HD, a[g], kv, n);
-            CHECKF(memcmp(ya, yb, sizeof ya) == 0, "grouped axpy G=%d n=%d differs from single calls", G, n);
-        }
     return 0;
 }
 
