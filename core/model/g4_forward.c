@@ -100,6 +100,7 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->p.attn_splits = c->attn_splits;
     c->seqs = g4_calloc((size_t)c->p.n_seq_max, sizeof *c->seqs);
     c->seq_rows = g4_calloc((size_t)c->p.n_seq_max, sizeof *c->seq_rows);
+    c->seq_extra = g4_calloc((size_t)c->p.n_seq_max, sizeof *c->seq_extra);
     const size_t T = (size_t)c->p.n_ubatch, H = hp->n_embd;
     size_t hd_max = hp->hd_full > hp->hd_swa ? hp->hd_full : hp->hd_swa, nkv_max = 0, ff_max = 0;
     for (uint32_t l = 0; l < hp->n_layer; l++) {
@@ -123,7 +124,7 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     c->tok_ple = g4_malloc((PW ? PW : 1) * 4);
     c->rope_cs = g4_malloc(T * hd_max * 4);
     c->row_hi = g4_malloc(T * sizeof *c->row_hi);
-    c->row_pos = g4_malloc(T * sizeof *c->row_pos);
+    c->row_pos = g4_malloc(2 * T * sizeof *c->row_pos); /* a ubatch, and a restored chunk's rows before it */
     c->blk_t0 = g4_malloc(T * sizeof *c->blk_t0);
     c->blk_n = g4_malloc(T * sizeof *c->blk_n);
     c->row_nkv = g4_malloc(2 * T * sizeof *c->row_nkv);
@@ -151,7 +152,7 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     if (abuf < 12 * hd_max + 64) abuf = 12 * hd_max + 64;
     c->attn_buf_stride = (abuf + 256 + 63) & ~(size_t)63;
     c->attn_buf = g4_malloc_aligned(c->attn_buf_stride * (size_t)c->n_thr, 64);
-    if (!c->seqs || !c->seq_rows || !c->x || !c->a || !c->q || !c->k || !c->v || !c->o || !c->t1 || !c->fg || !c->fu || !c->ple ||
+    if (!c->seqs || !c->seq_rows || !c->seq_extra || !c->x || !c->a || !c->q || !c->k || !c->v || !c->o || !c->t1 || !c->fg || !c->fu || !c->ple ||
         !c->tok_ple || !c->rope_cs || !c->row_hi || !c->row_pos || !c->blk_t0 || !c->blk_n || !c->row_nkv || !c->row_view || !c->mm_scratch || !c->attn_buf ||
         (hp->n_expert && (!c->moe_in || !c->moe_acc || !c->moe_g || !c->moe_d || !c->moe_probs || !c->moe_sel ||
                           !c->moe_w))) {
@@ -170,6 +171,7 @@ void g4_ctx_destroy(g4_ctx_t **pc)
         for (int i = 0; i < c->p.n_seq_max; i++) g4_kv_seq_free(c, &c->seqs[i]);
     g4_free(c->seqs);
     g4_free(c->seq_rows);
+    g4_free(c->seq_extra);
     float *bufs[] = {c->x, c->a, c->q, c->k, c->v, c->o, c->t1, c->fg, c->fu, c->ple, c->tok_ple,
                      c->rope_cs, c->moe_in, c->moe_acc, c->moe_g, c->moe_d, c->moe_probs, c->moe_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) g4_free(bufs[i]);
@@ -285,7 +287,7 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
      * it per sequence (its own rows), so a sequence computes the same numbers
      * whatever other sequences share the batch */
     const int cells = g4_kv_cells(c, src);
-    for (int t = 0; t < T; t++) c->seq_rows[b->seq[t]] = 0;
+    for (int t = 0; t < T; t++) c->seq_rows[b->seq[t]] = c->seq_extra[b->seq[t]];
     for (int t = 0; t < T; t++) c->seq_rows[b->seq[t]]++;
     const size_t row_bytes = g4_kv_row_bytes(c, src);
     const int grp = nh / nkv;
@@ -551,6 +553,7 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
         if (b->flags && (b->flags[t] & G4_ROW_STEP)) {
             /* decode steps fed again: placed one at a time, each row with the
              * view it had then */
+            s->start0 = s->vhead = -1;
             for (int u = t; u < T; u++) {
                 if (b->seq[u] != b->seq[t]) continue;
                 g4_kv_view_step(c, s, &b->pos[u], 1);
@@ -559,10 +562,18 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
             }
             continue;
         }
+        /* prompt rows: the layout before them is what a saved chunk keeps
+         * (g4_prefix.c); a sequence restored inside a chunk lays out the
+         * chunk's cached rows first, as the cold run placed them with these */
         int32_t *pos = (int32_t *)c->row_pos;
         int n = 0;
+        if (s->vhead >= 0 && s->n_past - s->vhead <= c->p.n_ubatch)
+            for (int p = s->vhead; p < s->n_past; p++) pos[n++] = p;
+        c->seq_extra[b->seq[t]] = n;
         for (int u = t; u < T; u++)
             if (b->seq[u] == b->seq[t]) pos[n++] = b->pos[u];
+        if (c->n_lcell) memcpy(s->lcell0, s->lcell, (size_t)c->n_lcell * sizeof *s->lcell0);
+        s->lhead0 = s->lhead, s->start0 = pos[0], s->vhead = -1;
         g4_kv_view_step(c, s, pos, n);
     }
     if (m->begin == 0) {
@@ -583,6 +594,7 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
     for (int t = 0; t < T; t++) {
         g4_seq_t *s = &c->seqs[b->seq[t]];
         if (b->pos[t] + 1 > s->n_past) s->n_past = b->pos[t] + 1;
+        c->seq_extra[b->seq[t]] = 0;
     }
     if (m->end < (int)hp->n_layer) {
         if (!hidden_out) return g4_err_set(err, G4_ERR_RANGE, "layers up to %d must hand on hidden states", m->end);

@@ -22,6 +22,7 @@ void g4_kv_seq_free(g4_ctx_t *c, g4_seq_t *s)
     g4_free(s->k);
     g4_free(s->v);
     g4_free(s->lcell);
+    g4_free(s->lcell0);
     memset(s, 0, sizeof *s);
 }
 
@@ -41,9 +42,11 @@ static int s_seq_alloc(g4_ctx_t *c, g4_seq_t *s, g4_err_t *err)
     }
     if (c->n_lcell) {
         s->lcell = g4_malloc((size_t)c->n_lcell * sizeof *s->lcell);
-        if (!s->lcell) goto nomem;
+        s->lcell0 = g4_malloc((size_t)c->n_lcell * sizeof *s->lcell0);
+        if (!s->lcell || !s->lcell0) goto nomem;
         for (int i = 0; i < c->n_lcell; i++) s->lcell[i] = -1;
     }
+    s->start0 = s->vhead = -1;
     s->used = 1;
     return G4_OK;
 nomem:
@@ -81,8 +84,11 @@ int g4_seq_fork(g4_ctx_t *c, int src, g4_err_t *err)
         memcpy(d->v[l], s->v[l], bytes);
     }
     d->n_past = s->n_past;
-    if (c->n_lcell) memcpy(d->lcell, s->lcell, (size_t)c->n_lcell * sizeof *d->lcell);
-    d->lhead = s->lhead;
+    if (c->n_lcell) {
+        memcpy(d->lcell, s->lcell, (size_t)c->n_lcell * sizeof *d->lcell);
+        memcpy(d->lcell0, s->lcell0, (size_t)c->n_lcell * sizeof *d->lcell0);
+    }
+    d->lhead = s->lhead, d->lhead0 = s->lhead0, d->start0 = s->start0, d->vhead = s->vhead;
     return id;
 }
 
@@ -99,6 +105,7 @@ int g4_seq_truncate(g4_ctx_t *c, int id, int n_keep, g4_err_t *err)
                           "cannot truncate to %d: the sliding-window cache no longer holds positions before %d", n_keep,
                           lost_before);
     s->n_past = n_keep;
+    s->start0 = s->vhead = -1; /* (the prefix cache's layout is gone with the rows) */
     /* llama.cpp's seq_rm(n_keep, -1): the cells free, the search starts at the first */
     for (int i = 0; i < c->n_lcell; i++)
         if (s->lcell[i] >= n_keep) {

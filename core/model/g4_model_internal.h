@@ -99,6 +99,13 @@ typedef struct g4_seq {
     int32_t *lcell; /* [n_lcell] position in each cell, -1 empty      */
     int lhead;      /* where llama.cpp's next slot search starts       */
     int nkv_full, nkv_swa; /* view sizes for this ubatch               */
+    /* the prefix cache (g4_prefix.c): the layout before the last ubatch of
+     * prompt rows and that ubatch's first position (-1: the last ubatch was
+     * decode steps), what a saved chunk keeps; and, after a restore inside a
+     * chunk, the first position of the ubatch a cold run would have been in
+     * (-1: none): the next ubatch is laid out and sized as if it began there */
+    int32_t *lcell0;
+    int lhead0, start0, vhead;
 } g4_seq_t;
 
 struct g4_ctx {
@@ -114,6 +121,7 @@ struct g4_ctx {
     int simd_step;              /* Q8_0: elements ggml_vec_mad_f32 fuses (its SIMD step) */
     g4_seq_t *seqs;             /* [n_seq_max]                             */
     int *seq_rows;              /* rows of each sequence in the current batch */
+    int *seq_extra;             /* rows a restored sequence's ubatch counts before its own (g4_prefix.c) */
     /* scratch for T <= n_ubatch rows, f32, allocated once (g4_ctx_new) */
     float *x, *a;               /* [T, H] residual stream, normed input    */
     float *q, *k, *v, *o;       /* [T, n_head*hd] [T, n_kv*hd] x2 [T, n_head*hd] */

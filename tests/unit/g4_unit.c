@@ -25,6 +25,7 @@ int g4_test_failures;
     X(base)          \
     X(model)        \
     X(attn)         \
+    X(prefix)       \
     X(plan)         \
     X(sched_batch)  \
     X(sched_stop)
