@@ -26,7 +26,9 @@
     "  --template T.jinja    chat template instead of the GGUF's\n"                                                \
     "  --mmproj MMPROJ.gguf  vision / audio projector (starts encoderd)\n"                                         \
     "  --kv-type T           KV cache type: f16 (default), f32, q8_0; alias -ctk/-ctv, --kv-f32 = f32\n"          \
-    "  --mmap                compute from the file's mapping (no background copy to huge pages)\n"
+    "  --mmap                compute from the file's mapping (no background copy to huge pages)\n"            \
+    "  --cache-mb N          prefix cache per shard, MiB (default: a quarter of the memory available)\n"        \
+    "  --no-prefix-cache     compute every prompt from its start (no prefix cache)\n"
 
 #define LENGTH                                                                                                       \
     "  -n, --n-predict N     tokens to generate; default: until the end of the turn, bounded by the context\n"     \

@@ -239,7 +239,7 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
     snprintf(results, sizeof results, "ipc://%s/sched.res", st->dir);
     snprintf(tok_ep, sizeof tok_ep, "ipc://%s/tok.sock", st->dir);
     {
-        char *a[] = {"--listen", st->sched_ep, "--results", results, NULL};
+        char *a[] = {"--listen", st->sched_ep, "--results", results, o->no_prefix_cache ? "--no-prefix-cache" : NULL, NULL};
         if (cli_stack_spawn(st, "schedulerd", "schedulerd", a, o->detach)) goto fail;
     }
     {
@@ -257,7 +257,7 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
         st->want_encoder = 1;
     }
     for (int i = 0; i < n; i++) {
-        char ep[256], layers[32], name[64], threads[16], ctx[16], slots[16], node[16];
+        char ep[256], layers[32], name[64], threads[16], ctx[16], slots[16], node[16], cache[24];
         snprintf(ep, sizeof ep, "ipc://%s/shard-%d.sock", st->dir, i);
         snprintf(layers, sizeof layers, "%d-%d", bounds[i], bounds[i + 1]);
         snprintf(name, sizeof name, "shard-%d", i);
@@ -273,6 +273,8 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
         if (o->n_ctx > 0) a[k++] = "--ctx", a[k++] = ctx;
         if (o->kv_type) a[k++] = "--kv-type", a[k++] = (char *)g4_kv_type_name(o->kv_type);
         if (o->mmap) a[k++] = "--mmap";
+        snprintf(cache, sizeof cache, "%ld", o->no_prefix_cache ? 0 : o->cache_mb);
+        if (o->no_prefix_cache || o->cache_mb > 0) a[k++] = "--cache-mb", a[k++] = cache;
         if (n_numa > 1 && n == n_numa) { /* one shard per NUMA node, pinned there (g4 plan) */
             snprintf(node, sizeof node, "%d", i);
             a[k++] = "--numa-node", a[k++] = node;
@@ -559,7 +561,19 @@ int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v)
 {
     if (!strcmp(a, "--kv-f32")) return o->kv_type = G4_KV_F32, 1;
     if (!strcmp(a, "--mmap")) return o->mmap = 1, 1;
+    if (!strcmp(a, "--no-prefix-cache")) return o->no_prefix_cache = 1, 1;
     if (!v) return 0;
+    if (!strcmp(a, "--cache-mb")) {
+        char *end;
+        o->cache_mb = strtol(v, &end, 10);
+        if (*end || o->cache_mb < 0) {
+            cli_error("--cache-mb wants MiB (0 or more), not '%s'", v);
+            o->cache_mb = 0;
+            return 0;
+        }
+        if (!o->cache_mb) o->no_prefix_cache = 1;
+        return 2;
+    }
     if (!strcmp(a, "--shards")) o->n_shards = atoi(v);
     else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) o->threads = atoi(v);
     else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) o->n_ctx = atoi(v);

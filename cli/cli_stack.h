@@ -24,6 +24,8 @@ typedef struct cli_stack_opts {
     int threads;               /* per shard; 0: the shard's cores */
     int n_ctx, n_slots, kv_type; /* G4_KV_* */
     int mmap;                  /* shards compute from the file's mapping (shardd --mmap) */
+    int no_prefix_cache;       /* schedulerd --no-prefix-cache, shards keep none */
+    long cache_mb;             /* shardd --cache-mb (0: the shard's default) */
     int detach;                /* g4 up */
     const char *run_dir;       /* NULL: a fresh private directory */
     int quiet;

@@ -77,6 +77,7 @@ int gw_gen_next(gw_gen_t *g)
             gw_append(&g->text, &g->text_len, d->text.data, d->text.len);
             if (!g->text) gw_append(&g->text, &g->text_len, "", 0);
             g->n_gen = (int)d->n_ids;
+            if (d->usage) g->n_cached = d->usage->cached_tokens;
             g->done = 1;
             r = 2;
             break;
@@ -143,6 +144,8 @@ cJSON *gw_gen_usage(const gw_gen_t *g)
     cJSON_AddNumberToObject(u, "prompt_tokens", g->n_prompt);
     cJSON_AddNumberToObject(u, "completion_tokens", g->n_gen);
     cJSON_AddNumberToObject(u, "total_tokens", g->n_prompt + g->n_gen);
+    cJSON *det = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+    if (det) cJSON_AddNumberToObject(det, "cached_tokens", g->n_cached);
     return u;
 }
 

@@ -108,7 +108,7 @@ typedef struct gw_gen {
     /* accumulated output */
     char *text;
     size_t text_len;
-    int n_prompt, n_gen;
+    int n_prompt, n_gen, n_cached; /* n_cached: prompt tokens from the prefix cache */
     const char *finish;
     /* what the stream has sent of the parsed parts */
     size_t sent_content, sent_reasoning;

@@ -64,6 +64,32 @@ enum MHD_Result gw_metrics_reply(gw_server_t *sv, struct MHD_Connection *c)
             "# TYPE g4_stage_restarts_total counter\n");
         for (size_t i = 0; i < r->n_daemons; i++)
             OUT("g4_stage_restarts_total{name=\"%s\"} %u\n", r->daemons[i]->name, r->daemons[i]->restarts);
+        if (r->prefix_cache) {
+            const G4__V1__PrefixCacheStatus *pc = r->prefix_cache;
+            OUT("# HELP g4_prefix_cache_enabled The shards keep prompt prefixes for reuse.\n# TYPE g4_prefix_cache_enabled gauge\n");
+            OUT("g4_prefix_cache_enabled %d\n", pc->enabled);
+            OUT("# HELP g4_prefix_cache_lookups_total Requests that started from cached chunks (hit) or found none (miss).\n"
+                "# TYPE g4_prefix_cache_lookups_total counter\n");
+            OUT("g4_prefix_cache_lookups_total{result=\"hit\"} %llu\n", (unsigned long long)pc->hits);
+            OUT("g4_prefix_cache_lookups_total{result=\"miss\"} %llu\n", (unsigned long long)pc->misses);
+            OUT("# HELP g4_prompt_tokens_cached_total Prompt tokens taken from the prefix cache.\n"
+                "# TYPE g4_prompt_tokens_cached_total counter\n");
+            OUT("g4_prompt_tokens_cached_total %llu\n", (unsigned long long)pc->tokens_reused);
+            OUT("# HELP g4_prompt_tokens_computed_total Prompt tokens the shards computed.\n"
+                "# TYPE g4_prompt_tokens_computed_total counter\n");
+            OUT("g4_prompt_tokens_computed_total %llu\n", (unsigned long long)pc->tokens_computed);
+            OUT("# HELP g4_prefix_cache_bytes Bytes the prefix cache keeps (the stage keeping most).\n"
+                "# TYPE g4_prefix_cache_bytes gauge\n");
+            OUT("g4_prefix_cache_bytes %llu\n", (unsigned long long)pc->bytes);
+            OUT("# HELP g4_prefix_cache_budget_bytes Bytes the prefix cache may keep (the smallest stage budget).\n"
+                "# TYPE g4_prefix_cache_budget_bytes gauge\n");
+            OUT("g4_prefix_cache_budget_bytes %llu\n", (unsigned long long)pc->budget);
+            OUT("# HELP g4_prefix_cache_chunks Prompt chunks kept.\n# TYPE g4_prefix_cache_chunks gauge\n");
+            OUT("g4_prefix_cache_chunks %llu\n", (unsigned long long)pc->chunks);
+            OUT("# HELP g4_prefix_cache_evictions_total Chunks forgotten to stay within the budget.\n"
+                "# TYPE g4_prefix_cache_evictions_total counter\n");
+            OUT("g4_prefix_cache_evictions_total %llu\n", (unsigned long long)pc->evictions);
+        }
         OUT("# HELP g4_stage_up A pipeline daemon is registered and ready.\n# TYPE g4_stage_up gauge\n");
         for (size_t i = 0; i < r->n_daemons; i++)
             OUT("g4_stage_up{name=\"%s\",layers=\"%d-%d\"} %d\n", r->daemons[i]->name, r->daemons[i]->layer_begin,

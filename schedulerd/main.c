@@ -14,7 +14,7 @@ typedef struct schedulerd_cfg {
     char *results;
     int64_t ubatch, max_queue, heartbeat_timeout_ms, stuck_after_ms, park_timeout_ms, batch_timeout_ms;
     int64_t max_stop, max_stop_bytes;
-    int no_migrate;
+    int no_migrate, no_prefix_cache;
 } schedulerd_cfg_t;
 
 /* the environment variables reach a scheduler that a g4 command starts */
@@ -38,6 +38,8 @@ static const g4_cfg_opt_t s_opts[] = {
     {"max-stop-bytes", S_OPT(G4_CFG_INT, max_stop_bytes), "4096", 1, 1 << 24, 0, "bytes of a request's stop strings together"},
     {"no-migrate", S_OPT(G4_CFG_BOOL, no_migrate), NULL, 1, 0, 0, "fail the requests of a lost stage at once",
      .env = "G4_NO_MIGRATE"},
+    {"no-prefix-cache", S_OPT(G4_CFG_BOOL, no_prefix_cache), NULL, 1, 0, 0,
+     "compute every prompt from its start (no prefix cache)", .env = "G4_NO_PREFIX_CACHE"},
 };
 static const g4_daemon_spec_t s_spec = {
     .prog = "schedulerd",
@@ -54,7 +56,7 @@ int main(int argc, char **argv)
     if (usage >= 0) return usage;
     const sched_params_t p = {.listen = c.d.listen, .results = c.results, .n_ubatch = (int)c.ubatch,
                               .max_queue = (int)c.max_queue, .heartbeat_timeout_ms = (int)c.heartbeat_timeout_ms,
-                              .park_timeout_ms = (int)c.park_timeout_ms, .no_migrate = c.no_migrate,
+                              .park_timeout_ms = (int)c.park_timeout_ms, .no_migrate = c.no_migrate, .no_prefix_cache = c.no_prefix_cache,
                               .stuck_after_ms = (int)c.stuck_after_ms, .batch_timeout_ms = (int)c.batch_timeout_ms,
                               .max_stop = (int)c.max_stop, .max_stop_bytes = (int)c.max_stop_bytes};
     g4_daemon_signals();

@@ -60,6 +60,14 @@ static void s_on_router(sched_t *s)
 
 /* ---- results: the sampled ids come back ------------------------------------------------ */
 
+static void s_batch_free(batch_t *b)
+{
+    g4_free(b->reqs), g4_free(b->rows_fed), g4_free(b->first_pos), g4_free(b->sample_pos);
+    g4_free(b->px_save), g4_free(b->px_save_id), g4_free(b->px_restored);
+    b->reqs = b->rows_fed = b->first_pos = b->sample_pos = b->px_save = NULL;
+    b->px_save_id = NULL, b->px_restored = NULL;
+}
+
 static int s_push_tok(req_t *q, int32_t id)
 {
     if (q->n_tok == q->cap_tok) {
@@ -109,16 +117,16 @@ static void s_on_result(sched_t *s, g4_msg_t *m)
     batch_t b = s->b[bi];
     s->b[bi] = s->b[--s->n_b];
     if (r->error) {
-        g4_free(b.first_pos), g4_free(b.sample_pos);
         char msg[G4_ERR_MSG_MAX];
         snprintf(msg, sizeof msg, "%s", r->error->message ? r->error->message : "forward failed");
         for (int i = 0; i < b.n_req; i++) {
             req_t *q = &s->r[b.reqs[i]];
             q->in_flight = 0;
+            sched_cache_result(s, &b, i, 0, NULL, 0);
             if (q->state == R_FINISHING) sched_req_free(s, q);
             else if (q->state == R_RUNNING) sched_req_fail(s, q, g4_wire_g4code((int)r->error->code), "%s", msg);
         }
-        g4_free(b.reqs), g4_free(b.rows_fed);
+        s_batch_free(&b);
         return;
     }
     int *seen = g4_calloc((size_t)b.n_req + 1, sizeof *seen);
@@ -126,6 +134,16 @@ static void s_on_result(sched_t *s, g4_msg_t *m)
         req_t *q = &s->r[b.reqs[i]];
         q->in_flight = 0;
         const G4__V1__SlotError *se = q->state == R_RUNNING ? s_slot_error(r, q->slot) : NULL;
+        sched_cache_result(s, &b, i, !se && !q->replay, r->cache_lost, r->n_cache_lost);
+        if (se && b.px_restored[i]) { /* a stage could not restore its prefix: computed from position 0 instead */
+            g4_log_warn("sched", "request %llu: %s; its prompt is computed from the start",
+                        (unsigned long long)q->client_req_id, se->error && se->error->message ? se->error->message : "restore failed");
+            q->n_fed = 0;
+            sched_cache_req_restart(q, 1);
+            b.rows_fed[i] = -1;
+            if (q->state == R_FINISHING) sched_req_free(s, q);
+            continue;
+        }
         if (se) { /* a shard refused this sequence: it alone fails, its batch-mates go on */
             sched_req_fail(s, q, se->error ? g4_wire_g4code((int)se->error->code) : G4_ERR_RANGE, "%s",
                            se->error && se->error->message ? se->error->message : "a shard refused the sequence");
@@ -134,6 +152,7 @@ static void s_on_result(sched_t *s, g4_msg_t *m)
         if (q->replay) { /* the pipeline changed while this batch was out: start over */
             q->n_fed = 0;
             q->replay = 0;
+            sched_cache_req_restart(q, 0);
             b.rows_fed[i] = -1;
         } else {
             q->n_fed += b.rows_fed[i];
@@ -181,15 +200,14 @@ static void s_on_result(sched_t *s, g4_msg_t *m)
         sched_text_send_detok(s, q);
     }
     g4_free(seen);
-    g4_free(b.reqs), g4_free(b.rows_fed), g4_free(b.first_pos), g4_free(b.sample_pos);
+    s_batch_free(&b);
 }
 
 /* ---- batches: the former decides (sched_batch.c), this sends --------------------------- */
 
 void sched_forget_batches(sched_t *s)
 {
-    for (int i = 0; i < s->n_b; i++)
-        g4_free(s->b[i].reqs), g4_free(s->b[i].rows_fed), g4_free(s->b[i].first_pos), g4_free(s->b[i].sample_pos);
+    for (int i = 0; i < s->n_b; i++) s_batch_free(&s->b[i]);
     s->n_b = 0;
 }
 
@@ -231,7 +249,9 @@ static void s_seq_view(sched_t *s)
             .tok = q->tok,
             .rflag = q->rflag,
             .n_embd = q->n_embd,
+            .vrows = q->vrows,
         };
+        sched_cache_lookup(s, &s->r[i], &s->bt_seq[i]);
     }
 }
 
@@ -283,12 +303,17 @@ static int s_send_batch(sched_t *s, int max_seqs)
     if (!rows.n_rows) return 1;
     if (rows.n_embd_rows && s_gather_embd(s, &rows, n_req)) return 1;
     /* the batch record keeps these until its result comes back */
-    int *reqs = g4_malloc((size_t)n_req * sizeof *reqs), *fed = g4_malloc((size_t)n_req * sizeof *fed);
-    int *fpos = g4_malloc((size_t)n_req * sizeof *fpos), *spos = g4_malloc((size_t)n_req * sizeof *spos);
-    if (!reqs || !fed || !fpos || !spos) {
-        g4_free(reqs), g4_free(fed), g4_free(fpos), g4_free(spos);
+    batch_t nb = {0};
+    nb.reqs = g4_malloc((size_t)n_req * sizeof *nb.reqs), nb.rows_fed = g4_malloc((size_t)n_req * sizeof *nb.rows_fed);
+    nb.first_pos = g4_malloc((size_t)n_req * sizeof *nb.first_pos), nb.sample_pos = g4_malloc((size_t)n_req * sizeof *nb.sample_pos);
+    nb.px_save = g4_malloc((size_t)n_req * sizeof *nb.px_save), nb.px_save_id = g4_malloc((size_t)n_req * sizeof *nb.px_save_id);
+    nb.px_restored = g4_calloc((size_t)n_req, 1);
+    if (!nb.reqs || !nb.rows_fed || !nb.first_pos || !nb.sample_pos || !nb.px_save || !nb.px_save_id || !nb.px_restored) {
+        s_batch_free(&nb);
         return 1;
     }
+    int *reqs = nb.reqs, *fed = nb.rows_fed, *fpos = nb.first_pos, *spos = nb.sample_pos;
+    nb.n_req = n_req;
     /* batch ids are random: a result cannot be forged by counting */
     uint64_t bid = 0;
     for (int again = 1; again;) {
@@ -306,7 +331,8 @@ static int s_send_batch(sched_t *s, int max_seqs)
             q->parked_ms = 0;
             s->n_migrated++;
         }
-        if (pk->first_pos == 0) { /* the slot starts: its sampling parameters go along */
+        if (pk->first_pos == 0 || (s->px_on && q->px_phase == PX_LOOKUP && q->n_fed > 0)) {
+            /* the slot starts (at 0, or from the prefix cache): its sampling parameters go along */
             g4__v1__seq_params__init(&s->bt_sps[n_p]);
             s->bt_sps[n_p].slot = (uint32_t)q->slot;
             s->bt_sps[n_p].sampling = &q->sp;
@@ -346,22 +372,25 @@ static int s_send_batch(sched_t *s, int max_seqs)
     }
     env.body_case = G4__V1__ENVELOPE__BODY_FORWARD;
     env.forward = &fb;
+    sched_cache_mem_t *cmem = sched_cache_orders(s, &nb, &fb); /* the prefix cache's orders go along */
     g4_err_t err;
     int rc = g4_wire_send(s->d[s->chain[0]].sock, NULL, 0, &env, n_erows ? eraw : NULL, n_erows ? eraw_len : NULL,
                           n_erows ? 1 : 0, 1, &err);
+    sched_cache_orders_free(&cmem);
     if (rc) {
         for (int i = 0; i < n_req; i++) {
             s->r[reqs[i]].in_flight = 0;
+            sched_cache_result(s, &nb, i, 0, NULL, 0);
             sched_req_fail(s, &s->r[reqs[i]], rc, "could not reach shard %s: %s", s->d[s->chain[0]].name, err.msg);
         }
-        g4_free(reqs), g4_free(fed), g4_free(fpos), g4_free(spos);
+        s_batch_free(&nb);
         return 1;
     }
-    s->n_release = 0;
+    s->n_release = 0, s->n_px_drop = 0;
     batch_t *b = &s->b[s->n_b++];
-    b->id = bid, b->n_req = n_req, b->reqs = reqs, b->rows_fed = fed, b->sent_ms = b->alive_ms = sched_now(), b->frac = 0;
+    *b = nb;
+    b->id = bid, b->sent_ms = b->alive_ms = sched_now(), b->frac = 0;
     b->last_stage = s->chain[s->n_chain - 1];
-    b->first_pos = fpos, b->sample_pos = spos;
     b->stages = 0;
     for (int c = 0; c < s->n_chain; c++) b->stages |= 1ull << s->chain[c];
     return 0;
@@ -443,6 +472,8 @@ void sched_free(sched_t **sp)
     g4_free(s->bt_tok), g4_free(s->bt_pos), g4_free(s->bt_slot), g4_free(s->bt_srows), g4_free(s->bt_flags);
     g4_free(s->bt_embd), g4_free(s->bt_sps), g4_free(s->bt_spp);
     g4_free(s->bt_seq), g4_free(s->bt_admit), g4_free(s->bt_pick);
+    spx_fini(&s->px);
+    g4_free(s->px_drop);
     g4_free(s);
     *sp = NULL;
 }

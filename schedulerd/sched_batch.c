@@ -41,7 +41,11 @@ int sched_batch_max_seqs(int n_running, int n_stages)
 int sched_batch_need(const sched_seq_t *q, int n_ubatch)
 {
     if (q->n_fed >= q->n_tok) return 0;
-    if (q->n_fed < q->n_prompt) return g4_prefill_chunk(q->rflag, q->n_fed, q->n_prompt, n_ubatch);
+    if (q->n_fed < q->n_prompt) {
+        /* a prompt goes in the same ubatches from position 0 whatever the prefix cache restored */
+        const int from = q->n_fed - (q->vrows > 0 && q->vrows <= q->n_fed ? q->vrows : 0);
+        return g4_prefill_chunk(q->rflag, from, q->n_prompt, n_ubatch) - (q->n_fed - from);
+    }
     /* generated tokens: one per step, or up to 63 when fed again after a
      * pipeline change (fewer than 64 rows of one sequence use the same
      * attention kernel as one row, so the numbers come out the same) */

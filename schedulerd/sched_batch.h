@@ -37,6 +37,8 @@ typedef struct sched_seq {
     const int32_t *tok;   /* [n_tok] */
     const int8_t *rflag;  /* [n_prompt] G4_ROW_* flags, NULL for a prompt of ids only */
     int n_embd;           /* width of its soft-token rows (with rflag) */
+    int vrows;            /* restored from the prefix cache inside a ubatch: its rows before n_fed
+                           * (the next chunk ends where the cold run's ubatch does); else 0 */
 } sched_seq_t;
 
 /* One admission: seq gets slot, or is refused (slot -1: its prompt does not fit n_ctx). */

@@ -26,6 +26,7 @@
 #include "g4_wire.h"
 #include "schedulerd.h"
 #include "sched_batch.h"
+#include "sched_prefix.h"
 
 #define MAX_DAEMONS 64
 #define MAX_CHAIN 32
@@ -46,6 +47,7 @@ typedef struct drec {
     G4__V1__Role role;
     char name[96], endpoint[256], model[512], backend[32], host[64], digest[32];
     int pid, layer_begin, layer_end, n_layer, n_slots, n_vocab, n_ctx;
+    spx_stage_t cache; /* shards: the prefix cache's budget and accounting */
     uint8_t route[256];
     size_t route_len;
     uint64_t registered_ms, last_seen_ms;
@@ -121,7 +123,15 @@ typedef struct req {
     int8_t *rflag;   /* [n_prompt] G4_ROW_* flags once the soft tokens are spliced in */
     float *embd;     /* rows with G4_ROW_EMBD, in prompt order, [n][n_embd] */
     int n_embd;
+    /* the prefix cache (sched_cache.c): the prompt rows' keys; whether a
+     * lookup is due (PX_LOOKUP), done (PX_ACTIVE) or off; the chunk its next
+     * one goes under; a restore to send with its next batch */
+    uint64_t *pkeys;
+    int px_phase, px_node, vrows, cached;
+    uint64_t px_node_id;
+    int *px_path, n_px_path; /* [n_px_path] node indices, from position 0 */
 } req_t;
+enum { PX_LOOKUP = 0, PX_ACTIVE = 1, PX_OFF = 2 };
 
 /* ---- a micro-batch in flight, and the scheduler ------------------------------ */
 
@@ -136,6 +146,9 @@ typedef struct batch {
     int last_stage;  /* record of the chain's last shard: only it sends the result */
     uint64_t sent_ms, alive_ms; /* alive: a stage of its chain was last seen working on it (or an older batch) */
     double frac;     /* share of the layers it has been through (stages' heartbeats) */
+    int *px_save;    /* per request: the prefix-cache node its chunk is kept as (-1: none) */
+    uint64_t *px_save_id;
+    uint8_t *px_restored; /* per request: the batch restored it from the prefix cache */
 } batch_t;
 
 struct sched {
@@ -172,6 +185,13 @@ struct sched {
     sched_admit_t *bt_admit;    /* [n_r] */
     sched_pick_t *bt_pick;      /* [n_r] */
     int bt_cap_r;
+    /* the prefix cache's index (sched_cache.c), chunks to drop with the next batch, counters */
+    spx_t px;
+    int px_on;
+    uint8_t px_hkey[16];        /* the key soft-token rows are hashed with */
+    uint64_t *px_drop;
+    int n_px_drop, cap_px_drop;
+    uint64_t px_hits, px_misses, px_reused, px_computed;
 };
 
 static inline uint64_t sched_now(void) { return g4_wire_now_ms(); }
@@ -241,6 +261,25 @@ void sched_text_send_detok(sched_t *s, req_t *q);
 void sched_text_on_detok(sched_t *s, req_t *q, G4__V1__DetokenizeReply *r);
 /* A Progress event: prompt rows computed, with the share of the chunk in flight. */
 void sched_text_progress(sched_t *s, req_t *q, uint64_t now);
+
+/* ---- sched_cache.c ------------------------------------------------------------------ */
+
+/* The chain changed (or was lost): the index starts empty for its stages (what it knew is dropped). */
+void sched_cache_chain(sched_t *s);
+/* q is fed again from position 0 (a new pipeline, a failed restore: off = no cache for it). */
+void sched_cache_req_restart(req_t *q, int off);
+void sched_cache_req_free(req_t *q);
+/* Before a batch is formed: a running request yet to start looks its prompt up (q and its view sq). */
+void sched_cache_lookup(sched_t *s, req_t *q, sched_seq_t *sq);
+/* The orders of a batch for its picked requests (fb's cache fields, storage in *mem: free with
+ * sched_cache_orders_free after the send); b's px arrays filled. */
+typedef struct sched_cache_mem sched_cache_mem_t;
+sched_cache_mem_t *sched_cache_orders(sched_t *s, batch_t *b, G4__V1__ForwardBatch *fb);
+void sched_cache_orders_free(sched_cache_mem_t **mem);
+/* The batch came back: request i of it ran (ok) or not; lost: chunks a stage could not keep. */
+void sched_cache_result(sched_t *s, const batch_t *b, int i, int ok, const uint64_t *lost, size_t n_lost);
+/* The StatusReply's part. */
+void sched_cache_status(sched_t *s, G4__V1__PrefixCacheStatus *st);
 
 /* ---- sched_media.c ------------------------------------------------------------------ */
 

@@ -120,6 +120,7 @@ static void s_build_chain(sched_t *s)
     }
     int changed = s->n_chain != old_n;
     for (int i = 0; !changed && i < s->n_chain; i++) changed = s->chain[i] != old_chain[i];
+    if (changed) sched_cache_chain(s); /* (a new stage keeps nothing yet) */
     if (changed && s->n_chain) s_send_chain(s);
     if (changed && s->n_chain && old_n) {
         /* a stage was replaced (g4 swap): the new daemon has none of the
@@ -129,7 +130,7 @@ static void s_build_chain(sched_t *s)
             req_t *q = &s->r[i];
             if (q->state != R_RUNNING) continue;
             if (q->in_flight) q->replay = 1;
-            else q->n_fed = 0;
+            else q->n_fed = 0, sched_cache_req_restart(q, 0);
             n++;
         }
         g4_log_info("sched", "pipeline changed: %d stage(s); %d running request(s) re-prefilled", s->n_chain, n);
@@ -156,6 +157,7 @@ void sched_peers_park(sched_t *s, const char *why)
      * forget every slot at the first new batch and drop the lost batches that
      * still travel (or wait in a socket queue for a restarted shard) */
     s->epoch++;
+    sched_cache_chain(s); /* (the shards forget their chunks with the epoch) */
     int n = 0;
     for (int i = 0; i < s->n_r; i++) {
         req_t *q = &s->r[i];
@@ -166,6 +168,7 @@ void sched_peers_park(sched_t *s, const char *why)
             sched_req_fail(s, q, G4_ERR_UNAVAILABLE, "%s", why);
         } else if (q->state == R_RUNNING) {
             q->n_fed = 0, q->replay = 0;
+            sched_cache_req_restart(q, 0);
             if (!q->parked_ms) q->parked_ms = sched_now();
             n++;
             G4__V1__GenerateEvent ev = G4__V1__GENERATE_EVENT__INIT;
@@ -332,6 +335,7 @@ void sched_peers_register(sched_t *s, g4_msg_t *m)
     snprintf(d->digest, sizeof d->digest, "%s", r->model_digest ? r->model_digest : "");
     d->pid = r->pid, d->layer_begin = r->layer_begin, d->layer_end = r->layer_end, d->n_layer = r->n_layer;
     d->n_slots = r->n_slots, d->n_vocab = r->n_vocab, d->n_ctx = r->n_ctx;
+    d->cache = (spx_stage_t){r->cache_budget, r->cache_row, r->cache_fixed};
     for (int k = 0; k < 6; k++) d->media_ids[k] = k < (int)r->n_media_ids ? r->media_ids[k] : -1;
     d->n_embd = r->n_embd, d->has_vision = r->has_vision, d->has_audio = r->has_audio;
     d->insecure = r->insecure;
@@ -521,6 +525,9 @@ void sched_peers_status(sched_t *s, g4_msg_t *m)
     rep.insecure |= g4_wire_insecure_used();
     rep.batches_timed_out = s->n_batch_timeouts;
     rep.refused = s->n_refused;
+    G4__V1__PrefixCacheStatus pcs = G4__V1__PREFIX_CACHE_STATUS__INIT;
+    sched_cache_status(s, &pcs);
+    rep.prefix_cache = &pcs;
     h.request_id = m->env->header->request_id;
     env.header = &h;
     env.body_case = G4__V1__ENVELOPE__BODY_STATUS_REPLY;

@@ -87,6 +87,7 @@ void sched_req_done(sched_t *s, req_t *q)
     u.queue_ms = q->t_start ? (double)(q->t_start - q->t_arrive) : 0;
     u.prefill_ms = q->t_first ? (double)(q->t_first - q->t_start) : 0;
     u.decode_ms = q->t_first ? (double)(q->t_end - q->t_first) : 0;
+    u.cached_tokens = q->cached;
     d.usage = &u;
     ev.event_case = G4__V1__GENERATE_EVENT__EVENT_DONE;
     ev.done = &d;
@@ -110,6 +111,7 @@ void sched_req_free(sched_t *s, req_t *q)
     g4_free(q->tok), g4_free(q->out), g4_free(q->held), g4_free(q->tops);
     for (int i = 0; i < q->n_media; i++) g4_free(q->media[i].data), g4_free(q->media[i].emb);
     g4_free(q->media), g4_free(q->rflag), g4_free(q->embd), g4_free(q->resume);
+    sched_cache_req_free(q);
     if (q->state == R_ENCODING && q->enc_rec >= 0 && s->d[q->enc_rec].outstanding > 0)
         s->d[q->enc_rec].outstanding -= q->n_enc_sent - q->n_encoded;
     if (q->detok_tok >= 0 && s->d[q->detok_tok].outstanding > 0) s->d[q->detok_tok].outstanding--;

@@ -38,6 +38,7 @@ typedef struct sched_params {
                                its requests are parked and fed again (default 30000) */
     int max_stop;           /* stop strings per request (default 16) */
     int max_stop_bytes;     /* their bytes together (default 4096) */
+    int no_prefix_cache;    /* never restore prompts from the shards' prefix caches, nor keep any */
 } sched_params_t;
 
 sched_t *sched_new(void *zctx, const sched_params_t *p, g4_err_t *err);

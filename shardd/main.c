@@ -16,7 +16,7 @@
 typedef struct shardd_cfg {
     g4_daemon_cfg_t d;
     char *model, *layers, *cpuset, *kv_type;
-    int64_t threads, numa_node, slots, ctx, ubatch, min_forward_ms;
+    int64_t threads, numa_node, slots, ctx, ubatch, min_forward_ms, cache_mb;
     int kv_f32, mmap;
 } shardd_cfg_t;
 
@@ -32,6 +32,8 @@ static const g4_cfg_opt_t s_opts[] = {
     {"ubatch", S_OPT(G4_CFG_INT, ubatch), "512", 1, 1 << 20, 0, "rows per batch at most"},
     {"kv-type", S_OPT(G4_CFG_STRING, kv_type), "f16", 1, 0, 0, "KV cache type: f16, f32 or q8_0 (llama.cpp's -ctk/-ctv)", .arg = "T"},
     {"kv-f32", S_OPT(G4_CFG_BOOL, kv_f32), NULL, 1, 0, 0, "the same as --kv-type f32"},
+    {"cache-mb", S_OPT(G4_CFG_INT, cache_mb), "-1", -1, 1ll << 40, 0,
+     "prefix cache budget in MiB (0: none; -1: a quarter of the memory available at start)", .arg = "N"},
     {"mmap", S_OPT(G4_CFG_BOOL, mmap), NULL, 1, 0, 0,
      "compute from the file's mapping (default: copy the weights to huge pages in the background)"},
     {"min-forward-ms", S_OPT(G4_CFG_INT, min_forward_ms), "0", 0, 1 << 30, 0,
@@ -53,7 +55,7 @@ int main(int argc, char **argv)
     char name[64];
     shard_params_t p = {.model_path = c.model, .n_slots = (int)c.slots, .n_ctx = (int)c.ctx,
                         .n_ubatch = (int)c.ubatch, .kv_type = c.kv_f32 ? G4_KV_F32 : g4_kv_type_from_name(c.kv_type),
-                        .min_forward_ms = (int)c.min_forward_ms};
+                        .min_forward_ms = (int)c.min_forward_ms, .cache_mb = c.cache_mb};
     if (p.kv_type < 0) {
         fprintf(stderr, "shardd: --kv-type must be f16, f32 or q8_0, not '%s'\n", c.kv_type);
         g4_daemon_opts_fini(&o);
@@ -83,7 +85,9 @@ int main(int argc, char **argv)
     const g4_daemon_info_t info = {.role = G4__V1__ROLE__ROLE_SHARD, .name = p.name, .model = c.model,
                                    .digest = g4_gguf_digest(g4_model_gguf(s.model)), .layer_begin = s.begin,
                                    .layer_end = s.end, .n_layer = (int)s.hp->n_layer, .n_slots = s.n_slots,
-                                   .n_ctx = g4_ctx_n_ctx(s.ctx), .n_vocab = (int)s.hp->n_vocab};
+                                   .n_ctx = g4_ctx_n_ctx(s.ctx), .n_vocab = (int)s.hp->n_vocab,
+                                   .cache_budget = shard_store_budget(s.store), .cache_row = s.cache_cost.row,
+                                   .cache_fixed = s.cache_cost.fixed};
     g4_daemon_t d;
     if (g4_daemon_register(&d, zctx, &c.d, &info, &err)) goto fail;
     g4_log_info("shardd", "%s: layers %d-%d of %u on %s, %d threads, %d slots, weights %s", c.model, s.begin, s.end,

@@ -5,8 +5,9 @@
 
 void shard_daemon_run(shard_t *s, g4_daemon_t *d, g4_weights_mode_t wmode)
 {
-    enum { C_BATCHES, C_ERRORS, C_WEIGHTS_READY, C_WEIGHTS_MS, C_N };
-    static const char *const cnames[C_N] = {"batches", "errors", "weights_ready", "weights_ready_ms"};
+    enum { C_BATCHES, C_ERRORS, C_WEIGHTS_READY, C_WEIGHTS_MS, C_CACHE_BYTES, C_CACHE_CHUNKS, C_N };
+    static const char *const cnames[C_N] = {"batches", "errors", "weights_ready", "weights_ready_ms",
+                                            "prefix_cache_bytes", "prefix_cache_chunks"};
     d->n_counters = C_N;
     for (int i = 0; i < C_N; i++) d->counter_names[i] = cnames[i];
     int warm_logged = 0;
@@ -28,6 +29,8 @@ void shard_daemon_run(shard_t *s, g4_daemon_t *d, g4_weights_mode_t wmode)
         }
         d->counter_values[C_BATCHES] = atomic_load(&s->batches_pub);
         d->counter_values[C_ERRORS] = atomic_load(&s->errors_pub);
+        d->counter_values[C_CACHE_BYTES] = atomic_load(&s->cache_bytes_pub);
+        d->counter_values[C_CACHE_CHUNKS] = atomic_load(&s->cache_chunks_pub);
         g4_daemon_tick(d);
     }
 }

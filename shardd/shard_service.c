@@ -51,6 +51,11 @@ int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err)
     if (!s->slot_seq || !s->slot_smp || !s->slot_logprobs || !s->slot_sampled || !s->slot_past_sample || !s->seq_buf || !s->want_buf || !s->hidden || (PW && !s->ple) || (s->last && !s->logits))
         return g4_err_set(err, G4_ERR_NOMEM, "shard: out of memory for %d rows", s->n_ubatch);
     for (int i = 0; i < s->n_slots; i++) s->slot_seq[i] = -1;
+    g4_ctx_chunk_cost(s->ctx, &s->cache_cost);
+    if (p->cache_mb) {
+        s->store = shard_store_new(p->cache_mb < 0 ? shard_store_default_budget() : (uint64_t)p->cache_mb << 20);
+        if (!s->store) return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
+    }
     return G4_OK;
 }
 
@@ -79,6 +84,8 @@ void shard_free(shard_t *s)
     g4_free(s->bad), g4_free(s->failed_p);
     g4_free(s->seq_buf), g4_free(s->want_buf);
     g4_free(s->hidden), g4_free(s->ple), g4_free(s->logits);
+    shard_store_free(&s->store);
+    g4_free(s->lost);
     g4_ctx_destroy(&s->ctx);
     g4_model_destroy(&s->model);
 }
@@ -245,16 +252,97 @@ static int s_is_bad(const shard_t *s, uint32_t slot)
     return 0;
 }
 
+/* room in s->bad for n more refusals; -1: no memory */
+static int s_bad_reserve(shard_t *s, int n)
+{
+    if (s->bad && s->cap_bad >= s->n_bad + n) return 0;
+    shard_bad_t *nb = g4_realloc(s->bad, (size_t)(s->n_bad + n) * sizeof *nb);
+    if (!nb) return -1;
+    s->bad = nb, s->cap_bad = s->n_bad + n;
+    return 0;
+}
+
+/* ---- the prefix cache's orders (shard_prefix.h): drops and restores before
+ * the rows, the sampler's look-back after the parameters, saves after ---- */
+
+static void s_cache_restore(shard_t *s, G4__V1__ForwardBatch *fb)
+{
+    if (fb->n_cache_drop) shard_store_drop(s->store, fb->cache_drop, fb->n_cache_drop);
+    if (!fb->n_cache_restore || s_bad_reserve(s, (int)fb->n_cache_restore)) return;
+    for (size_t i = 0; i < fb->n_cache_restore; i++) {
+        const G4__V1__CacheRestore *cr = fb->cache_restore[i];
+        if (!cr || cr->slot >= (uint32_t)s->n_slots) continue;
+        const uint32_t sl = cr->slot;
+        shard_release(s, &sl, 1); /* the slot starts afresh */
+        g4_err_t err;
+        g4_err_set(&err, G4_ERR_STATE, "this stage keeps no prefix cache");
+        g4_kv_chunk_t **ch = cr->n_chunks ? g4_malloc(cr->n_chunks * sizeof *ch) : NULL;
+        int rc = G4_ERR_STATE, seq = -1;
+        if (s->store && ch && shard_store_get(s->store, cr->chunks, cr->n_chunks, ch) == (int)cr->n_chunks) {
+            seq = g4_seq_new(s->ctx, &err);
+            rc = seq < 0 ? seq : g4_ctx_chunk_restore(s->ctx, seq, ch, (int)cr->n_chunks, (int)cr->n_keep, (int)cr->vstart, &err);
+        } else if (s->store) {
+            g4_err_set(&err, G4_ERR_STATE, "a chunk of the prefix is not kept here");
+        }
+        g4_free(ch);
+        if (rc) {
+            if (seq >= 0) g4_seq_release(s->ctx, seq);
+            s_bad(s, sl, G4_ERR_STATE, "prefix cache: %s", err.msg);
+            continue;
+        }
+        s->slot_seq[sl] = seq;
+    }
+}
+
+/* last stage: the prompt ids before a restored prefix, into the slot's sampler (its penalties look back on them) */
+static void s_cache_history(shard_t *s, const G4__V1__ForwardBatch *fb)
+{
+    for (size_t i = 0; i < fb->n_cache_restore; i++) {
+        const G4__V1__CacheRestore *cr = fb->cache_restore[i];
+        if (!cr || cr->slot >= (uint32_t)s->n_slots || s->slot_seq[cr->slot] < 0) continue;
+        g4_err_t err;
+        if (!s->slot_smp[cr->slot]) {
+            g4_sampler_params_t p;
+            g4_sampler_params_default(&p);
+            p.temp = 0;
+            s->slot_smp[cr->slot] = g4_sampler_new(&p, (int)s->hp->n_vocab, &err);
+        }
+        for (size_t k = 0; s->slot_smp[cr->slot] && k < cr->n_history; k++)
+            if (cr->history[k] >= 0 && cr->history[k] < (int32_t)s->hp->n_vocab)
+                g4_sampler_accept(s->slot_smp[cr->slot], cr->history[k]);
+    }
+}
+
+/* the chunks to keep; what came in lost and what this stage cannot keep go on in s->lost */
+static void s_cache_save(shard_t *s, const G4__V1__ForwardBatch *fb)
+{
+    s->n_lost = 0;
+    const size_t want = fb->n_cache_lost + fb->n_cache_save;
+    if (!want) return;
+    if (s->cap_lost < want) {
+        uint64_t *nl = g4_realloc(s->lost, want * sizeof *nl);
+        if (!nl) return;
+        s->lost = nl, s->cap_lost = want;
+    }
+    for (size_t i = 0; i < fb->n_cache_lost; i++) s->lost[s->n_lost++] = fb->cache_lost[i];
+    for (size_t i = 0; i < fb->n_cache_save; i++) {
+        const G4__V1__CacheSave *cs = fb->cache_save[i];
+        if (!cs) continue;
+        g4_err_t err;
+        const int ok = cs->slot < (uint32_t)s->n_slots && s->slot_seq[cs->slot] >= 0 && !s_is_bad(s, cs->slot) &&
+                       shard_store_save(s->store, s->ctx, s->slot_seq[cs->slot], cs->id, (int)cs->begin, (int)cs->end,
+                                        &err) == G4_OK;
+        if (!ok) s->lost[s->n_lost++] = cs->id;
+    }
+    atomic_store(&s->cache_bytes_pub, shard_store_bytes(s->store));
+    atomic_store(&s->cache_chunks_pub, (uint64_t)shard_store_count(s->store));
+}
+
 /* The sequences of the batch this stage refuses (into s->bad); -1: no memory. */
 static int s_check_rows(shard_t *s, const G4__V1__ForwardBatch *fb, const int8_t *flags, int has_embd)
 {
     const int n = (int)fb->n_pos;
-    if (!s->bad || s->cap_bad < n) {
-        shard_bad_t *nb = g4_realloc(s->bad, (size_t)n * sizeof *nb);
-        if (!nb) return -1;
-        s->bad = nb, s->cap_bad = n;
-    }
-    s->n_bad = 0;
+    if (s_bad_reserve(s, n)) return -1;
     for (int i = 0; i < n; i++) {
         const uint32_t sl = fb->slot[i];
         if (sl >= (uint32_t)s->n_slots) {
@@ -345,6 +433,7 @@ static void s_send_failed(shard_t *s, G4__V1__ForwardBatch *fb)
     G4__V1__ForwardResult res = G4__V1__FORWARD_RESULT__INIT;
     res.batch_id = fb->batch_id;
     res.failed = fb->failed, res.n_failed = fb->n_failed;
+    res.cache_lost = fb->cache_lost, res.n_cache_lost = fb->n_cache_lost;
     env.body_case = G4__V1__ENVELOPE__BODY_FORWARD_RESULT;
     env.forward_result = &res;
     g4_err_t err;
@@ -360,11 +449,14 @@ void shard_handle(shard_t *s, g4_msg_t *m)
     G4__V1__ForwardBatch *fb = m->env->forward;
     G4__V1__SlotError **failed = fb->failed; /* (owned by the message: put back before it is freed) */
     const size_t n_failed = fb->n_failed;
-    s->n_bad = 0;
+    uint64_t *lost = fb->cache_lost;
+    const size_t n_lost = fb->n_cache_lost;
+    s->n_bad = 0, s->n_lost = 0;
     if (s->work) g4_daemon_work_begin(s->work, fb->batch_id, (uint32_t)fb->n_pos, (uint32_t)(s->end - s->begin));
     s_handle(s, m);
     if (s->work) g4_daemon_work_end(s->work);
     fb->failed = failed, fb->n_failed = n_failed;
+    fb->cache_lost = lost, fb->n_cache_lost = n_lost;
 }
 
 static void s_handle(shard_t *s, g4_msg_t *m)
@@ -391,10 +483,12 @@ static void s_handle(shard_t *s, g4_msg_t *m)
     if (fb->epoch > s->epoch) { /* a new scheduler numbers the slots afresh */
         if (s->epoch) g4_log_info("shard", "a new scheduler (epoch %llu): every slot forgotten", (unsigned long long)fb->epoch);
         for (uint32_t sl = 0; sl < (uint32_t)s->n_slots; sl++) shard_release(s, &sl, 1);
+        shard_store_clear(s->store); /* (its index of them starts empty) */
         s->epoch = fb->epoch;
     }
     /* releases travel with the data, so they are ordered with the rows */
     shard_release(s, fb->release, fb->n_release);
+    s_cache_restore(s, fb);
     if (n <= 0 || n > s->n_ubatch || fb->n_slot != (size_t)n || fb->n_tokens != (size_t)n)
         return s_fail(s, fb, G4_ERR_PROTO, "batch of %d rows (limit %d) with %zu slots and %zu tokens", n, s->n_ubatch,
                       fb->n_slot, fb->n_tokens);
@@ -436,7 +530,8 @@ static void s_handle(shard_t *s, g4_msg_t *m)
         if (fb->sample_rows[i] >= (uint32_t)n || (i && fb->sample_rows[i] <= fb->sample_rows[i - 1]))
             return s_fail(s, fb, G4_ERR_RANGE, "sample rows must be increasing rows of the batch (%zu for %d rows)",
                           fb->n_sample_rows, n);
-    if (fb->n_params > (size_t)s->n_slots || fb->n_release > (size_t)s->n_slots || fb->n_failed > (size_t)s->n_slots)
+    if (fb->n_params > (size_t)s->n_slots || fb->n_release > (size_t)s->n_slots || fb->n_failed > (size_t)s->n_slots ||
+        fb->n_cache_restore > (size_t)s->n_slots || fb->n_cache_save > (size_t)s->n_slots)
         return s_fail(s, fb, G4_ERR_RANGE, "%zu params, %zu releases, %zu failed for %d slots", fb->n_params,
                       fb->n_release, fb->n_failed, s->n_slots);
     /* per sequence: one that fails these checks is refused alone (its rows
@@ -499,6 +594,7 @@ static void s_handle(shard_t *s, g4_msg_t *m)
             g4_sampler_destroy(&s->slot_smp[sp->slot]);
             s->slot_smp[sp->slot] = g4_sampler_new(&p, (int)s->hp->n_vocab, &err);
         }
+        s_cache_history(s, fb);
         for (size_t i = 0; i < fb->n_sample_rows; i++) want[fb->sample_rows[i]] = 1;
         /* prompt rows go into the penalties' history, as the in-process run does;
          * rows after a sampled row are tokens sampled before (a sequence fed
@@ -530,6 +626,7 @@ static void s_handle(shard_t *s, g4_msg_t *m)
     int rc = g4_ctx_forward(s->ctx, &b, hidden_in, PW ? s->ple : NULL, s->last ? NULL : s->hidden,
                             s->last ? s->logits : NULL, &err);
     if (rc) return s_fail(s, fb, rc, "%s", err.msg);
+    s_cache_save(s, fb);
     s_stretch(s, t0);
     s->n_batches++;
     const uint64_t dt = s_now_us() - t0;
@@ -579,6 +676,7 @@ static void s_handle(shard_t *s, g4_msg_t *m)
             fb->kv = NULL;
         }
         s_set_failed(s, fb); /* refused sequences travel on to the result */
+        fb->cache_lost = s->lost, fb->n_cache_lost = s->n_lost; /* (put back by shard_handle) */
         env.body_case = G4__V1__ENVELOPE__BODY_FORWARD;
         env.forward = fb;
         rc = g4_wire_send(next, NULL, 0, &env, raw, raw_len, n_raw, 0, &err);
@@ -645,6 +743,7 @@ static void s_handle(shard_t *s, g4_msg_t *m)
     res.compute_us = s_now_us() - t0;
     s_set_failed(s, fb);
     res.failed = fb->failed, res.n_failed = fb->n_failed;
+    res.cache_lost = s->lost, res.n_cache_lost = s->n_lost;
     env.body_case = G4__V1__ENVELOPE__BODY_FORWARD_RESULT;
     env.forward_result = &res;
     void *sink = s_peer(s, fb->route[fb->n_route - 1], &err);

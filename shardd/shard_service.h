@@ -10,6 +10,7 @@
 #include "g4_model.h"
 #include "g4_sampler.h"
 #include "g4_wire.h"
+#include "shard_prefix.h"
 
 #define SHARD_MAX_PEERS 16
 #define SHARD_CHAINS 4 /* chains remembered: batches of the previous ones may still travel */
@@ -73,6 +74,12 @@ typedef struct shard {
     /* the worker thread (shard_worker_start) and what it publishes for heartbeats */
     g4_worker_t worker;
     _Atomic uint64_t batches_pub, errors_pub, weights_ready, weights_ready_ms;
+    /* the prefix cache (NULL: off), what its chunks cost, the chunks the batch could not keep */
+    shard_store_t *store;
+    g4_chunk_cost_t cache_cost;
+    _Atomic uint64_t cache_bytes_pub, cache_chunks_pub;
+    uint64_t *lost;
+    size_t n_lost, cap_lost;
 } shard_t;
 
 typedef struct shard_params {
@@ -80,6 +87,7 @@ typedef struct shard_params {
     int begin, end;       /* end = -1: to the last layer */
     int n_slots, n_ctx, n_ubatch, kv_type; /* kv_type: G4_KV_* */
     int min_forward_ms;   /* fault injection (tests): stretch every forward pass to this */
+    int64_t cache_mb;     /* prefix cache budget in MiB: 0 none, < 0 a quarter of the memory available */
 } shard_params_t;
 
 int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err);

@@ -10,13 +10,12 @@
 
 struct g4_kv_chunk {
     int begin, end;  /* positions */
-    int sbegin;      /* sliding rows kept: [sbegin, end); -1: no sliding part */
-    int lhead;       /* llama.cpp's layout before the chunk (sliding part) */
+    int lhead;       /* llama.cpp's layout before the chunk */
     int32_t *lcell;  /* [n_lcell] */
     int n_layer;
     size_t *off;     /* [n_layer] K then V rows of layer l in data; SIZE_MAX: none */
     uint8_t *data;
-    size_t bytes;    /* accounted (g4_chunk_cost_bytes) */
+    size_t bytes;    /* accounted (g4_ctx_chunk_bytes) */
 };
 
 /* layer l has a cache in this range (as s_seq_alloc decides) */
@@ -30,30 +29,16 @@ static int s_has_cache(const g4_ctx_t *c, int l)
 void g4_ctx_chunk_cost(const g4_ctx_t *c, g4_chunk_cost_t *k)
 {
     memset(k, 0, sizeof *k);
-    for (int l = 0; l < (int)c->m->hp.n_layer; l++) {
-        if (!s_has_cache(c, l)) continue;
-        if (c->m->hp.is_swa[l]) k->row_swa += 2 * g4_kv_row_bytes(c, l);
-        else k->row_full += 2 * g4_kv_row_bytes(c, l);
-    }
+    for (int l = 0; l < (int)c->m->hp.n_layer; l++)
+        if (s_has_cache(c, l)) k->row += 2 * g4_kv_row_bytes(c, l);
     k->fixed = sizeof(g4_kv_chunk_t) + (size_t)c->m->hp.n_layer * sizeof(size_t) + (size_t)c->n_lcell * sizeof(int32_t);
-    k->n_swa = (int)c->m->hp.n_swa;
 }
 
-size_t g4_chunk_cost_bytes(const g4_chunk_cost_t *k, int begin, int end, int sliding)
-{
-    size_t b = k->fixed + (size_t)(end - begin) * k->row_full;
-    if (sliding && k->row_swa) {
-        const int sb = begin - k->n_swa + 1 > 0 ? begin - k->n_swa + 1 : 0;
-        b += (size_t)(end - sb) * k->row_swa;
-    }
-    return b;
-}
-
-size_t g4_ctx_chunk_bytes(const g4_ctx_t *c, int begin, int end, int sliding)
+size_t g4_ctx_chunk_bytes(const g4_ctx_t *c, int begin, int end)
 {
     g4_chunk_cost_t k;
     g4_ctx_chunk_cost(c, &k);
-    return g4_chunk_cost_bytes(&k, begin, end, sliding);
+    return k.fixed + (size_t)(end - begin) * k.row;
 }
 
 void g4_kv_chunk_free(g4_kv_chunk_t **pch)
@@ -67,12 +52,11 @@ void g4_kv_chunk_free(g4_kv_chunk_t **pch)
     *pch = NULL;
 }
 
-int g4_kv_chunk_info(const g4_kv_chunk_t *ch, int *begin, int *end, size_t *bytes)
+void g4_kv_chunk_info(const g4_kv_chunk_t *ch, int *begin, int *end, size_t *bytes)
 {
     if (begin) *begin = ch->begin;
     if (end) *end = ch->end;
     if (bytes) *bytes = ch->bytes;
-    return ch->sbegin >= 0;
 }
 
 /* rows [p0, p1) of a cache of `cells` rows (position p at row p % cells) to / from dst */
@@ -94,7 +78,7 @@ static void s_rows_in(uint8_t *cache, const uint8_t *src, size_t rb, int cells, 
     }
 }
 
-g4_kv_chunk_t *g4_ctx_chunk_save(g4_ctx_t *c, int id, int begin, int end, int sliding, g4_err_t *err)
+g4_kv_chunk_t *g4_ctx_chunk_save(g4_ctx_t *c, int id, int begin, int end, g4_err_t *err)
 {
     g4_seq_t *s = g4_kv_seq(c, id);
     const g4_hparams_t *hp = &c->m->hp;
@@ -102,52 +86,34 @@ g4_kv_chunk_t *g4_ctx_chunk_save(g4_ctx_t *c, int id, int begin, int end, int sl
         g4_err_set(err, G4_ERR_RANGE, "no sequence %d", id);
         return NULL;
     }
-    if (begin < 0 || end <= begin || end > s->n_past) {
-        g4_err_set(err, G4_ERR_RANGE, "cannot save positions [%d, %d) of a sequence at %d", begin, end, s->n_past);
+    /* right after the ubatch of these rows: the layout before it is known, the ring holds them */
+    if (begin < 0 || end <= begin || s->start0 != begin || s->n_past != end || end - begin > c->n_ring) {
+        g4_err_set(err, G4_ERR_STATE, "cannot keep positions [%d, %d): the last ubatch was %d..%d", begin, end, s->start0,
+                   s->n_past);
         return NULL;
-    }
-    g4_chunk_cost_t k;
-    g4_ctx_chunk_cost(c, &k);
-    const int sb = begin - (int)hp->n_swa + 1 > 0 ? begin - (int)hp->n_swa + 1 : 0;
-    if (sliding && k.row_swa) {
-        /* the layout before the chunk is known only right after it, and the
-         * ring must still hold the window before it */
-        if (s->start0 != begin || s->n_past != end) {
-            g4_err_set(err, G4_ERR_STATE, "the sliding part of [%d, %d) needs the ubatch that computed it (last: %d..%d)",
-                       begin, end, s->start0, s->n_past);
-            return NULL;
-        }
-        if (s->n_past - c->n_ring > sb) {
-            g4_err_set(err, G4_ERR_STATE, "the sliding-window cache no longer holds position %d", sb);
-            return NULL;
-        }
     }
     g4_kv_chunk_t *ch = g4_calloc(1, sizeof *ch);
     if (!ch) goto nomem;
-    ch->begin = begin, ch->end = end, ch->sbegin = sliding ? sb : -1;
+    ch->begin = begin, ch->end = end;
     ch->n_layer = (int)hp->n_layer;
-    ch->bytes = g4_chunk_cost_bytes(&k, begin, end, sliding);
+    ch->bytes = g4_ctx_chunk_bytes(c, begin, end);
     ch->off = g4_malloc((size_t)ch->n_layer * sizeof *ch->off);
     if (!ch->off) goto nomem;
     size_t total = 0;
     for (int l = 0; l < ch->n_layer; l++) {
-        ch->off[l] = SIZE_MAX;
-        if (!s->k[l] || (hp->is_swa[l] && !sliding)) continue;
-        const int p0 = hp->is_swa[l] ? sb : begin;
-        ch->off[l] = total;
-        total += 2 * (size_t)(end - p0) * g4_kv_row_bytes(c, l);
+        ch->off[l] = s->k[l] ? total : SIZE_MAX;
+        if (s->k[l]) total += 2 * (size_t)(end - begin) * g4_kv_row_bytes(c, l);
     }
     ch->data = g4_malloc(total ? total : 1);
     if (!ch->data) goto nomem;
     for (int l = 0; l < ch->n_layer; l++) {
         if (ch->off[l] == SIZE_MAX) continue;
         const size_t rb = g4_kv_row_bytes(c, l);
-        const int p0 = hp->is_swa[l] ? sb : begin, cells = g4_kv_cells(c, l);
         uint8_t *dst = ch->data + ch->off[l];
-        s_rows_out(dst, s->k[l], rb, cells, p0, end);
-        s_rows_out(dst + (size_t)(end - p0) * rb, s->v[l], rb, cells, p0, end);
+        s_rows_out(dst, s->k[l], rb, g4_kv_cells(c, l), begin, end);
+        s_rows_out(dst + (size_t)(end - begin) * rb, s->v[l], rb, g4_kv_cells(c, l), begin, end);
     }
-    if (sliding && c->n_lcell) {
+    if (c->n_lcell) {
         ch->lcell = g4_malloc((size_t)c->n_lcell * sizeof *ch->lcell);
         if (!ch->lcell) goto nomem;
         memcpy(ch->lcell, s->lcell0, (size_t)c->n_lcell * sizeof *ch->lcell);
@@ -156,7 +122,7 @@ g4_kv_chunk_t *g4_ctx_chunk_save(g4_ctx_t *c, int id, int begin, int end, int sl
     return ch;
 nomem:
     g4_kv_chunk_free(&ch);
-    g4_err_set(err, G4_ERR_NOMEM, "out of memory saving positions [%d, %d)", begin, end);
+    g4_err_set(err, G4_ERR_NOMEM, "out of memory keeping positions [%d, %d)", begin, end);
     return NULL;
 }
 
@@ -178,34 +144,24 @@ int g4_ctx_chunk_restore(g4_ctx_t *c, int id, g4_kv_chunk_t *const *chunks, int 
     if (vstart != n_keep && vstart != x->begin)
         return g4_err_set(err, G4_ERR_RANGE, "a ubatch at %d cannot continue %d (chunk from %d)", vstart, n_keep,
                           x->begin);
-    /* every cache the sequence holds must come back */
-    for (int l = 0; l < (int)hp->n_layer; l++) {
-        if (!s->k[l]) continue;
-        if (hp->is_swa[l] ? x->off[l] == SIZE_MAX : 0)
-            return g4_err_set(err, G4_ERR_STATE, "chunk [%d, %d) has no sliding-window part", x->begin, x->end);
-        for (int i = 0; i < n && !hp->is_swa[l]; i++)
-            if (chunks[i]->off[l] == SIZE_MAX && chunks[i]->begin < n_keep)
+    for (int l = 0; l < (int)hp->n_layer; l++)
+        for (int i = 0; s->k[l] && i < n; i++)
+            if (chunks[i]->off[l] == SIZE_MAX)
                 return g4_err_set(err, G4_ERR_STATE, "chunk [%d, %d) lacks layer %d", chunks[i]->begin, chunks[i]->end, l);
-    }
     for (int l = 0; l < (int)hp->n_layer; l++) {
         if (!s->k[l]) continue;
         const size_t rb = g4_kv_row_bytes(c, l);
         const int cells = g4_kv_cells(c, l);
-        if (hp->is_swa[l]) { /* the window before n_keep, from the last chunk */
-            const int p0 = n_keep - (int)hp->n_swa + 1 > x->sbegin ? n_keep - (int)hp->n_swa + 1 : x->sbegin;
-            const int rows = x->end - x->sbegin;
-            const uint8_t *src = x->data + x->off[l] + (size_t)(p0 - x->sbegin) * rb;
-            s_rows_in(s->k[l], src, rb, cells, p0, n_keep);
-            s_rows_in(s->v[l], src + (size_t)rows * rb, rb, cells, p0, n_keep);
-            continue;
-        }
+        /* full layers: every position; sliding ones: the window before n_keep */
+        const int from = hp->is_swa[l] && n_keep - (int)hp->n_swa + 1 > 0 ? n_keep - (int)hp->n_swa + 1 : 0;
         for (int i = 0; i < n; i++) {
             const g4_kv_chunk_t *ch = chunks[i];
-            const int p1 = ch->end < n_keep ? ch->end : n_keep, rows = ch->end - ch->begin;
-            if (p1 <= ch->begin) break;
-            const uint8_t *src = ch->data + ch->off[l];
-            s_rows_in(s->k[l], src, rb, cells, ch->begin, p1);
-            s_rows_in(s->v[l], src + (size_t)rows * rb, rb, cells, ch->begin, p1);
+            const int p0 = ch->begin > from ? ch->begin : from, p1 = ch->end < n_keep ? ch->end : n_keep;
+            if (p1 <= p0) continue;
+            const int rows = ch->end - ch->begin;
+            const uint8_t *src = ch->data + ch->off[l] + (size_t)(p0 - ch->begin) * rb;
+            s_rows_in(s->k[l], src, rb, cells, p0, p1);
+            s_rows_in(s->v[l], src + (size_t)rows * rb, rb, cells, p0, p1);
         }
     }
     s->n_past = n_keep;

@@ -5,14 +5,15 @@
  * A chunk is one ubatch of prompt rows, positions [begin, end), as a cold run
  * computes it (the scheduler feeds prompts in the same ubatches from position
  * 0 whatever is cached, so a chunk of one prompt is the chunk of any prompt
- * sharing its rows). It keeps the rows of the full (global) layers, and, when
- * `sliding`, what the sliding-window layers need to go on from any position
- * in it: their rows from begin - n_swa + 1 to end and llama.cpp's cache layout
- * before the chunk (the order attention visits cells in). A sequence restored
- * at n_keep inside the last chunk lays that chunk's cached rows out again
- * before its next ubatch and counts them in it (the kernel a ubatch takes
- * depends on its rows), so every logit after a restore is bit-identical to a
- * cold prefill of the same prompt: tests/unit/test_prefix.c.
+ * sharing its rows). It keeps the chunk's rows of every layer (full and
+ * sliding-window) and llama.cpp's cache layout before it (the order attention
+ * visits cells in). A sequence restored at n_keep takes the full layers' rows
+ * [0, n_keep) and the sliding layers' window before n_keep from the chunks,
+ * and the layout from the chunk holding n_keep; restored inside that chunk, it
+ * lays the chunk's cached rows out again before its next ubatch and counts
+ * them in it (the kernel a ubatch takes depends on its rows), so every logit
+ * after a restore is bit-identical to a cold prefill of the same prompt:
+ * tests/unit/test_prefix.c.
  *
  * Every layer whose cache the range holds is kept (its own and, on later
  * stages of E models, the imported sources of KV-sharing layers). No global
@@ -27,29 +28,25 @@
 typedef struct g4_kv_chunk g4_kv_chunk_t;
 
 /* The accounting of a chunk (what g4_ctx_chunk_bytes adds up): bytes per
- * position of the full layers and of the sliding layers of this range, the
- * fixed part (the layout and the record), and the window. */
+ * position of the layers this range keeps caches of, and the fixed part (the
+ * layout and the record). */
 typedef struct g4_chunk_cost {
-    size_t row_full, row_swa, fixed;
-    int n_swa;
+    size_t row, fixed;
 } g4_chunk_cost_t;
 void g4_ctx_chunk_cost(const g4_ctx_t *c, g4_chunk_cost_t *out);
-/* fixed + (end - begin) row_full + [sliding] (end - max(0, begin - n_swa + 1)) row_swa */
-size_t g4_chunk_cost_bytes(const g4_chunk_cost_t *k, int begin, int end, int sliding);
-size_t g4_ctx_chunk_bytes(const g4_ctx_t *c, int begin, int end, int sliding);
+/* fixed + (end - begin) row */
+size_t g4_ctx_chunk_bytes(const g4_ctx_t *c, int begin, int end);
 
-/* Copies positions [begin, end) of sequence seq out. With `sliding`, the
- * sequence's last ubatch must have been prompt rows starting at begin and
- * ending at end (its layout before them is kept). */
-g4_kv_chunk_t *g4_ctx_chunk_save(g4_ctx_t *c, int seq, int begin, int end, int sliding, g4_err_t *err);
+/* Copies positions [begin, end) of sequence seq out: its last ubatch must
+ * have been these prompt rows (the layout before them is kept). */
+g4_kv_chunk_t *g4_ctx_chunk_save(g4_ctx_t *c, int seq, int begin, int end, g4_err_t *err);
 void g4_kv_chunk_free(g4_kv_chunk_t **ch);
-/* Its positions and accounted bytes; returns whether it has the sliding part. */
-int g4_kv_chunk_info(const g4_kv_chunk_t *ch, int *begin, int *end, size_t *bytes);
+/* Its positions and accounted bytes. */
+void g4_kv_chunk_info(const g4_kv_chunk_t *ch, int *begin, int *end, size_t *bytes);
 
 /* Sequence seq (new, or dropped to nothing: its n_past must be 0) takes
  * positions [0, n_keep) from chunks[0..n) (contiguous from 0; the last one
- * holds n_keep, begin <= n_keep <= end, and has the sliding part when the
- * range has sliding layers). vstart: the first position of the ubatch a cold
+ * holds n_keep, begin <= n_keep <= end). vstart: the first position of the ubatch a cold
  * run computes position n_keep in — n_keep itself when a ubatch starts there,
  * else the last chunk's begin. */
 int g4_ctx_chunk_restore(g4_ctx_t *c, int seq, g4_kv_chunk_t *const *chunks, int n, int n_keep, int vstart,

@@ -105,6 +105,8 @@ typedef struct g4_daemon_info {
     int n_vocab;              /* shards, tokenizer */
     const int32_t *media_ids; /* tokenizer: 6 ids (copied) */
     int n_embd, has_vision, has_audio; /* encoder */
+    /* shards: the prefix cache's budget and accounting (Register.cache_*) */
+    uint64_t cache_budget, cache_row, cache_fixed;
 } g4_daemon_info_t;
 
 typedef struct g4_daemon {

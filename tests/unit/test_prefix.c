@@ -84,7 +84,7 @@ static int s_prefix_check(const char *td, const char *name, int split, int n_swa
     uint64_t rng = 11u + (uint64_t)U * 7u + (uint64_t)n_swa;
     for (int i = 0; i < NB + NG; i++) tb[i] = 2 + (int)(g4_test_rand(&rng) % 3000);
     for (int i = 0; i < NA; i++) ta[i] = i < P ? tb[i] : 2 + (int)(g4_test_rand(&rng) % 3000);
-    /* A cold, in ubatches of U; every chunk saved with its sliding part */
+    /* A cold, in ubatches of U; every chunk kept */
     g4_kv_chunk_t *ch[2][MAXC];
     int nch = 0;
     int sa[2];
@@ -94,7 +94,7 @@ static int s_prefix_check(const char *td, const char *name, int split, int n_swa
         const int e = p + U < NA ? p + U : NA;
         REQUIRE(s_feed(&r, sa[0], ta, p, e, cold, 0) == 0);
         for (int k = 0; k < r.n_st; k++) {
-            ch[k][nch] = g4_ctx_chunk_save(r.st[k].c, sa[k], p, e, 1, &err);
+            ch[k][nch] = g4_ctx_chunk_save(r.st[k].c, sa[k], p, e, &err);
             CHECKF(ch[k][nch] != NULL, "save: %s", err.msg);
             if (!ch[k][nch]) return 0;
         }
