@@ -84,6 +84,19 @@ int cli_status(int argc, char **argv)
         cJSON_AddNumberToObject(j, "requests_failed", (double)r->requests_failed);
         cJSON_AddNumberToObject(j, "requests_migrated", (double)r->requests_migrated);
         cJSON_AddBoolToObject(j, "insecure", r->insecure);
+        if (r->prefix_cache) {
+            const G4__V1__PrefixCacheStatus *pc = r->prefix_cache;
+            cJSON *p = cJSON_AddObjectToObject(j, "prefix_cache");
+            cJSON_AddBoolToObject(p, "enabled", pc->enabled);
+            cJSON_AddNumberToObject(p, "hits", (double)pc->hits);
+            cJSON_AddNumberToObject(p, "misses", (double)pc->misses);
+            cJSON_AddNumberToObject(p, "tokens_reused", (double)pc->tokens_reused);
+            cJSON_AddNumberToObject(p, "tokens_computed", (double)pc->tokens_computed);
+            cJSON_AddNumberToObject(p, "chunks", (double)pc->chunks);
+            cJSON_AddNumberToObject(p, "bytes", (double)pc->bytes);
+            cJSON_AddNumberToObject(p, "budget", (double)pc->budget);
+            cJSON_AddNumberToObject(p, "evictions", (double)pc->evictions);
+        }
         cJSON *a = cJSON_AddArrayToObject(j, "daemons");
         for (size_t i = 0; i < r->n_daemons; i++) {
             G4__V1__DaemonStatus *d = r->daemons[i];
@@ -131,6 +144,14 @@ int cli_status(int argc, char **argv)
                ep, r->ready ? "ready" : "not ready", r->model, r->n_layer, r->active_requests, r->queued_requests,
                (unsigned long long)r->requests_done, (unsigned long long)r->requests_failed,
                (unsigned long long)r->requests_migrated);
+        if (r->prefix_cache && r->prefix_cache->enabled) {
+            const G4__V1__PrefixCacheStatus *pc = r->prefix_cache;
+            printf("prefix cache: %llu hits, %llu misses, %llu prompt tokens reused, %llu computed; %llu chunks, "
+                   "%.1f of %.1f MiB\n",
+                   (unsigned long long)pc->hits, (unsigned long long)pc->misses, (unsigned long long)pc->tokens_reused,
+                   (unsigned long long)pc->tokens_computed, (unsigned long long)pc->chunks, pc->bytes / 1048576.0,
+                   pc->budget / 1048576.0);
+        }
         if (r->insecure)
             printf("WARNING: INSECURE: a daemon runs on a non-loopback tcp:// endpoint without CURVE (--insecure): "
                    "anyone who reaches it can join the pipeline and read prompts (g4 keygen, docs/security.md)\n");
