@@ -457,6 +457,9 @@ int cli_proc_is_g4(int pid, const char *want)
     const ssize_t n = pid > 0 ? readlink(path, exe, sizeof exe - 1) : -1;
     if (n <= 0) return 0;
     exe[n] = 0;
+    /* a binary replaced since it started (a rebuild, cmake --install) still runs it */
+    const size_t del = strlen(" (deleted)");
+    if ((size_t)n > del && !strcmp(exe + n - del, " (deleted)")) exe[n - del] = 0;
     const char *base = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
     if (want) return !strcmp(base, want);
     return !strcmp(base, "shardd") || !strcmp(base, "tokenizerd") || !strcmp(base, "schedulerd") ||

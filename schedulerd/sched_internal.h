@@ -64,6 +64,7 @@ typedef struct drec {
     uint32_t restarts; /* registrations of this name by a new process */
     char user_id[48];  /* its authenticated identity ("daemon:KEY"; "" without CURVE) */
     int insecure;      /* it runs on a non-loopback tcp:// without CURVE */
+    int replaced;      /* a new process took its name (g4 swap): kept until it stops, then forgotten */
 } drec_t;
 
 /* ---- a request --------------------------------------------------------------- */
@@ -185,7 +186,7 @@ void sched_refuse(sched_t *s, g4_msg_t *m, const char *what);
 
 /* ---- sched_peers.c ------------------------------------------------------------- */
 
-/* Record index of the daemon called name, -1 when unknown. */
+/* Record index of the daemon that holds name (not one a swap replaced), -1 when unknown. */
 int sched_peers_find(sched_t *s, const char *name);
 /* The newest ready tokenizer / encoder (a swapped-in one takes new work), -1 none. */
 int sched_peers_tokenizer(sched_t *s);

@@ -146,8 +146,9 @@ def streamer(i):
 threads = [threading.Thread(target=streamer, args=(i,)) for i in range(8)]
 for t in threads: t.start()
 time.sleep(0.3)
-names = [d["name"] for d in json.loads(g4run("status", "--json")[1])["daemons"] if d["state"] == "ready"]
-for name in sorted(names):
+old_pids = {d["name"]: d["pid"] for d in json.loads(g4run("status", "--json")[1])["daemons"] if d["state"] == "ready"}
+names = sorted(old_pids)
+for name in names:
     rc, out, err = g4run("swap", name)
     check(rc == 0, "g4 swap %s: %s" % (name, err))
     print(out.strip())
@@ -158,8 +159,23 @@ print("\n".join(replays))
 check(len(replays) >= 2 and all(" 0 running" not in l for l in replays), "the shard swaps happened while requests ran")
 check(during == before, "during swaps: %s" % {i: during[i] for i in during if during[i] != before[i]})
 st = json.loads(g4run("status", "--json")[1])
-check(st.get("ready") and all(d["name"] not in names for d in st["daemons"] if d["state"] == "ready"),
-      "after swaps: %s" % st)
+ready = {d["name"]: d["pid"] for d in st["daemons"] if d["state"] == "ready"}
+check(st.get("ready") and sorted(ready) == names and all(ready[n] != old_pids[n] for n in names),
+      "after swaps: the same names, new processes: %s" % st)
+# the name is kept, so it can be swapped again; the replaced processes leave no rows behind
+rc, out, err = g4run("swap", names[-1])
+check(rc == 0, "a second g4 swap %s: %s" % (names[-1], err))
+deadline = time.time() + 10
+while time.time() < deadline:
+    st = json.loads(g4run("status", "--json")[1])
+    rows = sorted((d["name"], d["state"]) for d in st["daemons"])
+    if rows == [(n, "ready") for n in names]:
+        break
+    time.sleep(0.2)
+check(rows == [(n, "ready") for n in names] and all(d["restarts"] >= 1 for d in st["daemons"]),
+      "after the swaps, one ready row per name: %s" % rows)
+rc, out, err = g4run(*req_args(0))
+check(rc == 0 and json.loads(out)["ids"] == alone[0], "after the swaps: %s %s" % (out, err))
 
 # 6. SIGTERM drains: a running request completes
 p = subprocess.Popen([g4, "run", "--raw", "-p", "Once upon a time", "-n", "200", "--ignore-eos", "--temp", "0", "--json"],
