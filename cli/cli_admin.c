@@ -48,6 +48,179 @@ static void s_activity(const G4__V1__DaemonStatus *d, char *buf, size_t size)
     }
 }
 
+/* The resident memory of pid when it runs on this host (/proc/PID/status), else 0. */
+static uint64_t s_rss_bytes(int pid, const char *host)
+{
+    char here[64] = "", path[64], line[256];
+    gethostname(here, sizeof here - 1);
+    if (pid <= 0 || (host && *host && strcmp(host, here))) return 0;
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+/* DIR/NAME.log of a stack on ipc:// sockets in DIR (where cli_stack puts
+ * each daemon's log), "" when the scheduler is elsewhere or there is none. */
+static void s_log_path(const char *sched_ep, const char *name, char *out, size_t size)
+{
+    out[0] = 0;
+    const char *slash = strrchr(sched_ep, '/');
+    if (strncmp(sched_ep, "ipc://", 6) || !slash || slash < sched_ep + 6) return;
+    snprintf(out, size, "%.*s/%s.log", (int)(slash - sched_ep - 6), sched_ep + 6, name);
+    if (access(out, R_OK)) out[0] = 0;
+}
+
+static void s_fmt_mib(uint64_t bytes, char *buf, size_t size)
+{
+    if (bytes) snprintf(buf, size, "%.1fM", (double)bytes / (1 << 20));
+    else snprintf(buf, size, "-");
+}
+
+/* "scheduler": the scheduler itself, as its StatusReply describes it */
+static cJSON *s_scheduler_json(const char *ep, const G4__V1__StatusReply *r)
+{
+    char log[600];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "role", "scheduler");
+    cJSON_AddStringToObject(o, "name", "schedulerd");
+    cJSON_AddStringToObject(o, "endpoint", ep);
+    cJSON_AddNumberToObject(o, "pid", r->pid);
+    cJSON_AddStringToObject(o, "host", r->host ? r->host : "");
+    cJSON_AddStringToObject(o, "state", r->ready ? "ready" : "not ready");
+    cJSON_AddNumberToObject(o, "uptime_s", r->uptime_s);
+    cJSON_AddNumberToObject(o, "active_requests", r->active_requests);
+    cJSON_AddNumberToObject(o, "queued_requests", r->queued_requests);
+    cJSON_AddNumberToObject(o, "n_slots", r->n_slots);
+    cJSON_AddNumberToObject(o, "slots_used", r->slots_used);
+    cJSON_AddNumberToObject(o, "n_ctx", r->n_ctx);
+    cJSON_AddNumberToObject(o, "batches_timed_out", (double)r->batches_timed_out);
+    cJSON_AddNumberToObject(o, "refused", (double)r->refused);
+    cJSON_AddNumberToObject(o, "rss_bytes", (double)s_rss_bytes(r->pid, r->host));
+    s_log_path(ep, "schedulerd", log, sizeof log);
+    cJSON_AddStringToObject(o, "log", log);
+    return o;
+}
+
+static cJSON *s_daemon_json(const char *ep, const G4__V1__DaemonStatus *d)
+{
+    char log[600];
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "role", s_role(d->role));
+    cJSON_AddStringToObject(e, "name", d->name);
+    cJSON_AddNumberToObject(e, "pid", d->pid);
+    cJSON_AddStringToObject(e, "endpoint", d->endpoint);
+    if (d->role == G4__V1__ROLE__ROLE_SHARD) {
+        cJSON *l = cJSON_AddArrayToObject(e, "layers");
+        cJSON_AddItemToArray(l, cJSON_CreateNumber(d->layer_begin));
+        cJSON_AddItemToArray(l, cJSON_CreateNumber(d->layer_end));
+    }
+    cJSON_AddStringToObject(e, "state", d->state);
+    cJSON_AddStringToObject(e, "activity", d->activity ? d->activity : "");
+    cJSON_AddNumberToObject(e, "uptime_s", d->uptime_s);
+    cJSON_AddNumberToObject(e, "last_seen_ms", d->last_seen_ms);
+    cJSON_AddNumberToObject(e, "restarts", d->restarts);
+    cJSON_AddNumberToObject(e, "in_flight", d->in_flight);
+    if (d->work) {
+        const G4__V1__Work *w = d->work;
+        cJSON *o = cJSON_AddObjectToObject(e, "work");
+        cJSON_AddNumberToObject(o, "batch_id", (double)w->batch_id);
+        cJSON_AddNumberToObject(o, "rows", w->rows);
+        cJSON_AddNumberToObject(o, "elapsed_ms", (double)w->elapsed_ms);
+        cJSON_AddNumberToObject(o, "steps_done", w->steps_done);
+        cJSON_AddNumberToObject(o, "steps_total", w->steps_total);
+        cJSON_AddNumberToObject(o, "last_batch_ms", (double)w->last_batch_ms);
+        cJSON_AddNumberToObject(o, "batches", (double)w->batches);
+    }
+    if (d->n_counters) {
+        cJSON *c = cJSON_AddObjectToObject(e, "counters");
+        for (size_t k = 0; k < d->n_counters; k++)
+            if (d->counters[k]->name) cJSON_AddNumberToObject(c, d->counters[k]->name, (double)d->counters[k]->value);
+    }
+    cJSON_AddStringToObject(e, "backend", d->backend);
+    cJSON_AddStringToObject(e, "host", d->host);
+    cJSON_AddNumberToObject(e, "rss_bytes", (double)s_rss_bytes(d->pid, d->host));
+    s_log_path(ep, d->name, log, sizeof log);
+    cJSON_AddStringToObject(e, "log", log);
+    return e;
+}
+
+static void s_status_json(const char *ep, const G4__V1__StatusReply *r)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddBoolToObject(j, "up", 1);
+    cJSON_AddBoolToObject(j, "ready", r->ready);
+    cJSON_AddItemToObject(j, "scheduler", s_scheduler_json(ep, r));
+    cJSON_AddStringToObject(j, "model", r->model ? r->model : "");
+    cJSON_AddNumberToObject(j, "n_layer", r->n_layer);
+    cJSON_AddNumberToObject(j, "active_requests", r->active_requests);
+    cJSON_AddNumberToObject(j, "queued_requests", r->queued_requests);
+    cJSON_AddNumberToObject(j, "requests_done", (double)r->requests_done);
+    cJSON_AddNumberToObject(j, "requests_failed", (double)r->requests_failed);
+    cJSON_AddNumberToObject(j, "requests_migrated", (double)r->requests_migrated);
+    cJSON_AddBoolToObject(j, "insecure", r->insecure);
+    cJSON *a = cJSON_AddArrayToObject(j, "daemons"); /* the scheduler's peers (the scheduler is above) */
+    for (size_t i = 0; i < r->n_daemons; i++) cJSON_AddItemToArray(a, s_daemon_json(ep, r->daemons[i]));
+    char *s = cJSON_PrintUnformatted(j);
+    puts(s);
+    cJSON_free(s);
+    cJSON_Delete(j);
+}
+
+static void s_status_text(const char *ep, const G4__V1__StatusReply *r)
+{
+    char mem[32], log[600];
+    printf("model %s (%d layers): %s; %d running, %d queued, %llu done, %llu failed, %llu migrated\n", r->model,
+           r->n_layer, r->ready ? "ready" : "not ready", r->active_requests, r->queued_requests,
+           (unsigned long long)r->requests_done, (unsigned long long)r->requests_failed,
+           (unsigned long long)r->requests_migrated);
+    if (r->insecure)
+        printf("WARNING: INSECURE: a daemon runs on a non-loopback tcp:// endpoint without CURVE (--insecure): "
+               "anyone who reaches it can join the pipeline and read prompts (g4 keygen, docs/security.md)\n");
+    printf("%-10s %-16s %8s %-9s %-9s %9s %8s %8s  %-34s %s\n", "ROLE", "NAME", "PID", "LAYERS", "STATE", "UPTIME",
+           "RESTARTS", "MEM", "ACTIVITY", "ENDPOINT");
+    /* the scheduler first: its activity is the requests and slots it holds */
+    char act[96];
+    snprintf(act, sizeof act, "%d running, %d queued, slots %u/%u", r->active_requests, r->queued_requests,
+             r->slots_used, r->n_slots);
+    s_fmt_mib(s_rss_bytes(r->pid, r->host), mem, sizeof mem);
+    printf("%-10s %-16s %8d %-9s %-9s %8.1fs %8s %8s  %-34s %s\n", "scheduler", "schedulerd", r->pid, "-",
+           r->ready ? "ready" : "waiting", r->uptime_s, "-", mem, act, ep);
+    for (size_t i = 0; i < r->n_daemons; i++) {
+        G4__V1__DaemonStatus *d = r->daemons[i];
+        char layers[32] = "-";
+        if (d->role == G4__V1__ROLE__ROLE_SHARD) snprintf(layers, sizeof layers, "%d-%d", d->layer_begin, d->layer_end);
+        s_activity(d, act, sizeof act);
+        s_fmt_mib(s_rss_bytes(d->pid, d->host), mem, sizeof mem);
+        printf("%-10s %-16s %8d %-9s %-9s %8.1fs %8u %8s  %-34s %s\n", s_role(d->role), d->name, d->pid, layers, d->state,
+               d->uptime_s, d->restarts, mem, act, d->endpoint);
+    }
+    s_log_path(ep, "schedulerd", log, sizeof log);
+    if (log[0]) printf("logs: %.*s/NAME.log\n", (int)(strlen(log) - strlen("/schedulerd.log")), log);
+}
+
+/* Nothing answers: {"up": false, "daemons": [], "error": ...} or the line; exit 1. */
+static int s_status_down(int json, const char *ep, const char *msg)
+{
+    if (!json) {
+        printf("%s\n", msg);
+        return 1;
+    }
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddBoolToObject(j, "up", 0);
+    if (ep) cJSON_AddStringToObject(cJSON_AddObjectToObject(j, "scheduler"), "endpoint", ep);
+    cJSON_AddArrayToObject(j, "daemons");
+    cli_json_add_error(j, msg, 1);
+    char *s = cJSON_PrintUnformatted(j);
+    puts(s);
+    cJSON_free(s);
+    cJSON_Delete(j);
+    return 1;
+}
+
 int cli_status(int argc, char **argv)
 {
     int json = 0;
@@ -60,91 +233,20 @@ int cli_status(int argc, char **argv)
     char dir[256], ep[300];
     if (ep_arg) snprintf(ep, sizeof ep, "%s", ep_arg);
     else if (cli_stack_find(dir, sizeof dir, ep, sizeof ep) && cli_stack_find_embedded(ep, sizeof ep)) {
-        if (json) puts("{\"up\":false,\"daemons\":[]}");
-        else printf("no stack is up (run directory %s)\n", cli_run_dir(dir, sizeof dir));
-        return 1;
+        char msg[400];
+        snprintf(msg, sizeof msg, "no stack is up (run directory %s)", cli_run_dir(dir, sizeof dir));
+        return s_status_down(json, NULL, msg);
     }
     G4__V1__Envelope *owner;
     G4__V1__StatusReply *r = g4_client_status(ep, 2000, &owner);
     if (!r) {
-        if (json) printf("{\"up\":false,\"scheduler\":\"%s\",\"daemons\":[]}\n", ep);
-        else printf("the scheduler at %s does not answer\n", ep);
-        return 1;
+        if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
+        char msg[400];
+        snprintf(msg, sizeof msg, "the scheduler at %s does not answer", ep);
+        return s_status_down(json, ep, msg);
     }
-    if (json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddBoolToObject(j, "up", 1);
-        cJSON_AddBoolToObject(j, "ready", r->ready);
-        cJSON_AddStringToObject(j, "scheduler", ep);
-        cJSON_AddStringToObject(j, "model", r->model ? r->model : "");
-        cJSON_AddNumberToObject(j, "n_layer", r->n_layer);
-        cJSON_AddNumberToObject(j, "active_requests", r->active_requests);
-        cJSON_AddNumberToObject(j, "queued_requests", r->queued_requests);
-        cJSON_AddNumberToObject(j, "requests_done", (double)r->requests_done);
-        cJSON_AddNumberToObject(j, "requests_failed", (double)r->requests_failed);
-        cJSON_AddNumberToObject(j, "requests_migrated", (double)r->requests_migrated);
-        cJSON_AddBoolToObject(j, "insecure", r->insecure);
-        cJSON *a = cJSON_AddArrayToObject(j, "daemons");
-        for (size_t i = 0; i < r->n_daemons; i++) {
-            G4__V1__DaemonStatus *d = r->daemons[i];
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddStringToObject(e, "role", s_role(d->role));
-            cJSON_AddStringToObject(e, "name", d->name);
-            cJSON_AddNumberToObject(e, "pid", d->pid);
-            cJSON_AddStringToObject(e, "endpoint", d->endpoint);
-            if (d->role == G4__V1__ROLE__ROLE_SHARD) {
-                cJSON *l = cJSON_AddArrayToObject(e, "layers");
-                cJSON_AddItemToArray(l, cJSON_CreateNumber(d->layer_begin));
-                cJSON_AddItemToArray(l, cJSON_CreateNumber(d->layer_end));
-            }
-            cJSON_AddStringToObject(e, "state", d->state);
-            cJSON_AddStringToObject(e, "activity", d->activity ? d->activity : "");
-            cJSON_AddNumberToObject(e, "uptime_s", d->uptime_s);
-            cJSON_AddNumberToObject(e, "last_seen_ms", d->last_seen_ms);
-            cJSON_AddNumberToObject(e, "restarts", d->restarts);
-            if (d->work) {
-                const G4__V1__Work *w = d->work;
-                cJSON *o = cJSON_AddObjectToObject(e, "work");
-                cJSON_AddNumberToObject(o, "batch_id", (double)w->batch_id);
-                cJSON_AddNumberToObject(o, "rows", w->rows);
-                cJSON_AddNumberToObject(o, "elapsed_ms", (double)w->elapsed_ms);
-                cJSON_AddNumberToObject(o, "steps_done", w->steps_done);
-                cJSON_AddNumberToObject(o, "steps_total", w->steps_total);
-                cJSON_AddNumberToObject(o, "last_batch_ms", (double)w->last_batch_ms);
-                cJSON_AddNumberToObject(o, "batches", (double)w->batches);
-            }
-            if (d->n_counters) {
-                cJSON *c = cJSON_AddObjectToObject(e, "counters");
-                for (size_t k = 0; k < d->n_counters; k++)
-                    if (d->counters[k]->name) cJSON_AddNumberToObject(c, d->counters[k]->name, (double)d->counters[k]->value);
-            }
-            cJSON_AddStringToObject(e, "backend", d->backend);
-            cJSON_AddStringToObject(e, "host", d->host);
-            cJSON_AddItemToArray(a, e);
-        }
-        char *s = cJSON_PrintUnformatted(j);
-        puts(s);
-        cJSON_free(s);
-        cJSON_Delete(j);
-    } else {
-        printf("scheduler %s: %s, model %s (%d layers), %d running, %d queued, %llu done, %llu failed, %llu migrated\n",
-               ep, r->ready ? "ready" : "not ready", r->model, r->n_layer, r->active_requests, r->queued_requests,
-               (unsigned long long)r->requests_done, (unsigned long long)r->requests_failed,
-               (unsigned long long)r->requests_migrated);
-        if (r->insecure)
-            printf("WARNING: INSECURE: a daemon runs on a non-loopback tcp:// endpoint without CURVE (--insecure): "
-                   "anyone who reaches it can join the pipeline and read prompts (g4 keygen, docs/security.md)\n");
-        printf("%-10s %-24s %8s %-9s %-9s %9s %8s  %-34s %s\n", "ROLE", "NAME", "PID", "LAYERS", "STATE", "UPTIME",
-               "RESTARTS", "ACTIVITY", "ENDPOINT");
-        for (size_t i = 0; i < r->n_daemons; i++) {
-            G4__V1__DaemonStatus *d = r->daemons[i];
-            char layers[32] = "-", act[96];
-            if (d->role == G4__V1__ROLE__ROLE_SHARD) snprintf(layers, sizeof layers, "%d-%d", d->layer_begin, d->layer_end);
-            s_activity(d, act, sizeof act);
-            printf("%-10s %-24s %8d %-9s %-9s %8.1fs %8u  %-34s %s\n", s_role(d->role), d->name, d->pid, layers, d->state,
-                   d->uptime_s, d->restarts, act, d->endpoint);
-        }
-    }
+    if (json) s_status_json(ep, r);
+    else s_status_text(ep, r);
     g4__v1__envelope__free_unpacked(owner, NULL);
     return 0;
 }

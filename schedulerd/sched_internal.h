@@ -161,6 +161,7 @@ struct sched {
     char model[512];
     uint64_t chain_lost_ms;
     uint64_t epoch; /* this scheduler's start (realtime ms): its batches and slots */
+    uint64_t started_ms; /* sched_now() at sched_new: its uptime in Status */
     /* the rows of the batch being formed (n_ubatch each; no allocation per step) */
     int32_t *bt_tok, *bt_pos;
     uint32_t *bt_slot, *bt_srows;

@@ -541,6 +541,15 @@ void sched_peers_status(sched_t *s, g4_msg_t *m)
     rep.insecure |= g4_wire_insecure_used();
     rep.batches_timed_out = s->n_batch_timeouts;
     rep.refused = s->n_refused;
+    /* the scheduler itself */
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    rep.pid = (int32_t)getpid();
+    rep.uptime_s = (double)(now - s->started_ms) / 1000.0;
+    rep.host = host;
+    rep.n_slots = s->n_chain ? (uint32_t)s->n_slots : 0;
+    for (int k = 0; k < s->n_slots && s->n_chain; k++) rep.slots_used += s->slot_used[k] != 0;
+    rep.n_ctx = s->n_chain ? s->n_ctx : 0;
     h.request_id = m->env->header->request_id;
     env.header = &h;
     env.body_case = G4__V1__ENVELOPE__BODY_STATUS_REPLY;

@@ -108,6 +108,7 @@ def main():
     for args, want_rc in ((["run", "-m", nothing, "-p", "hi", "--json"], 1),
                           (["run", "-m", model, "-p", "hi", "--temp", "abc", "--json"], 2),
                           (["run", "-m", model, "-p", "hi", "--in-process", "--json", "--bogus"], 2),
+                          (["status", "--json"], 1),
                           (["plan", "-m", nothing, "--json"], 1),
                           (["plan", "-m", model, "--json", "--topology", "numa:2(memory=1MB) core:2 pu:1"], 1),
                           (["bench", "-m", nothing, "--json"], 1),

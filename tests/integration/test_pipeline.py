@@ -3,6 +3,8 @@
   * g4 run on the embedded stack with --shards 1, 2 and 3 gives the same ids as
     --in-process, for every model in the shared test data;
   * g4 up / status --json / down: separate processes with role, pid, endpoint, layers;
+    the scheduler itself in its own "scheduler" object (pid, uptime, slots, log) and
+    as the first row of the table;
   * 16 clients x 8 requests at once, each with its own seed: every request
     completes and equals the same request run alone;
   * kill -9 of a shard mid-generation: the client hears of it within 3 s, the
@@ -53,6 +55,16 @@ check(st.get("ready") and roles == ["shard", "shard", "tokenizer"] and len(pids)
       all(os.path.exists("/proc/%d" % p) for p in pids) and
       sorted(tuple(d["layers"]) for d in daemons if d["role"] == "shard") == [(0, 2), (2, 4)],
       "status --json: %s" % out)
+sched = st.get("scheduler", {})
+recorded = json.load(open(os.path.join(run_dir, "stack.json")))["daemons"][0]
+check(isinstance(sched, dict) and sched.get("pid") == recorded["pid"] and sched["pid"] not in pids and
+      sched.get("endpoint", "").startswith("ipc://") and sched.get("uptime_s", -1) >= 0 and sched.get("n_slots") == 16 and
+      sched.get("rss_bytes", 0) > 0 and os.path.exists(sched.get("log", "")),
+      "status --json: the scheduler: %s" % sched)
+rc, out, err = g4run("status")
+rows = [l.split() for l in out.splitlines()]
+check(rc == 0 and any(r[:3] == ["scheduler", "schedulerd", str(recorded["pid"])] for r in rows),
+      "g4 status lists the scheduler: %s" % out)
 
 # streamed text == final text; stop strings end the output right before them, also when streaming
 rc, out, err = g4run("run", "--raw", "-p", "Once upon a time", "-n", "40", "--temp", "0", "--json")
