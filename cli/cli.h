@@ -5,6 +5,8 @@
 
 #include <stdio.h>
 
+#include <cjson/cJSON.h>
+
 #include "g4_plan.h"
 #include "g4_topo.h"
 
@@ -51,8 +53,24 @@ int cli_plan_check_fits(const char *model, int n_shards, int n_ctx);
  * (CLI_PLAN_SLOTS x CLI_PLAN_CTX) in sequences of n_ctx, 1 .. CLI_PLAN_SLOTS */
 int cli_plan_default_slots(int n_ctx);
 
-/* Prints "error: <msg>" on stderr (one line). */
+/* Prints "error: <msg>" on stderr (one line); with --json the first such
+ * message is also kept for cli_json_finish. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- --json and errors (cli_util.c) ----
+ * With --json a failing command says why on stdout as well, as one object
+ * {"error": {"message", "type": "usage" | "failure" | "interrupted", "code": EXIT}},
+ * so a script that parses stdout always gets JSON. main.c turns the mode on
+ * when --json is among a command's options. */
+void cli_json_errors_on(void);
+/* A command's own --json reply that goes with a failure (status: nothing is
+ * up; plan: it does not fit) carries the error in it: adds "error" to obj
+ * (message: the first cli_error, else msg, then also said on stderr) and
+ * marks the error as reported. */
+void cli_json_add_error(cJSON *obj, const char *msg, int exit_code);
+/* main.c, after cmd returned rc: the error object on stdout when rc != 0 in
+ * --json mode and the command did not report it itself. */
+void cli_json_finish(const char *cmd, int rc);
 /* Python-repr-like shortest round-trip text for a double ("1e-06", "30.0"). */
 void cli_fmt_double(char *buf, size_t size, double v);
 /* Whole file as a NUL-terminated buffer (caller g4_free()s); NULL + errno on failure. */

@@ -48,6 +48,199 @@ static void s_activity(const G4__V1__DaemonStatus *d, char *buf, size_t size)
     }
 }
 
+/* The resident memory of pid when it runs on this host (/proc/PID/status), else 0. */
+static uint64_t s_rss_bytes(int pid, const char *host)
+{
+    char here[64] = "", path[64], line[256];
+    gethostname(here, sizeof here - 1);
+    if (pid <= 0 || (host && *host && strcmp(host, here))) return 0;
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+/* DIR/NAME.log of a stack on ipc:// sockets in DIR (where cli_stack puts
+ * each daemon's log), "" when the scheduler is elsewhere or there is none. */
+static void s_log_path(const char *sched_ep, const char *name, char *out, size_t size)
+{
+    out[0] = 0;
+    const char *slash = strrchr(sched_ep, '/');
+    if (strncmp(sched_ep, "ipc://", 6) || !slash || slash < sched_ep + 6) return;
+    snprintf(out, size, "%.*s/%s.log", (int)(slash - sched_ep - 6), sched_ep + 6, name);
+    if (access(out, R_OK)) out[0] = 0;
+}
+
+static void s_fmt_mib(uint64_t bytes, char *buf, size_t size)
+{
+    if (bytes) snprintf(buf, size, "%.1fM", (double)bytes / (1 << 20));
+    else snprintf(buf, size, "-");
+}
+
+/* "scheduler": the scheduler itself, as its StatusReply describes it */
+static cJSON *s_scheduler_json(const char *ep, const G4__V1__StatusReply *r)
+{
+    char log[600];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "role", "scheduler");
+    cJSON_AddStringToObject(o, "name", "schedulerd");
+    cJSON_AddStringToObject(o, "endpoint", ep);
+    cJSON_AddNumberToObject(o, "pid", r->pid);
+    cJSON_AddStringToObject(o, "host", r->host ? r->host : "");
+    cJSON_AddStringToObject(o, "state", r->ready ? "ready" : "not ready");
+    cJSON_AddNumberToObject(o, "uptime_s", r->uptime_s);
+    cJSON_AddNumberToObject(o, "active_requests", r->active_requests);
+    cJSON_AddNumberToObject(o, "queued_requests", r->queued_requests);
+    cJSON_AddNumberToObject(o, "n_slots", r->n_slots);
+    cJSON_AddNumberToObject(o, "slots_used", r->slots_used);
+    cJSON_AddNumberToObject(o, "n_ctx", r->n_ctx);
+    cJSON_AddNumberToObject(o, "batches_timed_out", (double)r->batches_timed_out);
+    cJSON_AddNumberToObject(o, "refused", (double)r->refused);
+    cJSON_AddNumberToObject(o, "rss_bytes", (double)s_rss_bytes(r->pid, r->host));
+    s_log_path(ep, "schedulerd", log, sizeof log);
+    cJSON_AddStringToObject(o, "log", log);
+    return o;
+}
+
+static cJSON *s_daemon_json(const char *ep, const G4__V1__DaemonStatus *d)
+{
+    char log[600];
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "role", s_role(d->role));
+    cJSON_AddStringToObject(e, "name", d->name);
+    cJSON_AddNumberToObject(e, "pid", d->pid);
+    cJSON_AddStringToObject(e, "endpoint", d->endpoint);
+    if (d->role == G4__V1__ROLE__ROLE_SHARD) {
+        cJSON *l = cJSON_AddArrayToObject(e, "layers");
+        cJSON_AddItemToArray(l, cJSON_CreateNumber(d->layer_begin));
+        cJSON_AddItemToArray(l, cJSON_CreateNumber(d->layer_end));
+    }
+    cJSON_AddStringToObject(e, "state", d->state);
+    cJSON_AddStringToObject(e, "activity", d->activity ? d->activity : "");
+    cJSON_AddNumberToObject(e, "uptime_s", d->uptime_s);
+    cJSON_AddNumberToObject(e, "last_seen_ms", d->last_seen_ms);
+    cJSON_AddNumberToObject(e, "restarts", d->restarts);
+    cJSON_AddNumberToObject(e, "in_flight", d->in_flight);
+    if (d->work) {
+        const G4__V1__Work *w = d->work;
+        cJSON *o = cJSON_AddObjectToObject(e, "work");
+        cJSON_AddNumberToObject(o, "batch_id", (double)w->batch_id);
+        cJSON_AddNumberToObject(o, "rows", w->rows);
+        cJSON_AddNumberToObject(o, "elapsed_ms", (double)w->elapsed_ms);
+        cJSON_AddNumberToObject(o, "steps_done", w->steps_done);
+        cJSON_AddNumberToObject(o, "steps_total", w->steps_total);
+        cJSON_AddNumberToObject(o, "last_batch_ms", (double)w->last_batch_ms);
+        cJSON_AddNumberToObject(o, "batches", (double)w->batches);
+    }
+    if (d->n_counters) {
+        cJSON *c = cJSON_AddObjectToObject(e, "counters");
+        for (size_t k = 0; k < d->n_counters; k++)
+            if (d->counters[k]->name) cJSON_AddNumberToObject(c, d->counters[k]->name, (double)d->counters[k]->value);
+    }
+    cJSON_AddStringToObject(e, "backend", d->backend);
+    cJSON_AddStringToObject(e, "host", d->host);
+    cJSON_AddNumberToObject(e, "rss_bytes", (double)s_rss_bytes(d->pid, d->host));
+    s_log_path(ep, d->name, log, sizeof log);
+    cJSON_AddStringToObject(e, "log", log);
+    return e;
+}
+
+static void s_status_json(const char *ep, const G4__V1__StatusReply *r)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddBoolToObject(j, "up", 1);
+    cJSON_AddBoolToObject(j, "ready", r->ready);
+    cJSON_AddItemToObject(j, "scheduler", s_scheduler_json(ep, r));
+    cJSON_AddStringToObject(j, "model", r->model ? r->model : "");
+    cJSON_AddNumberToObject(j, "n_layer", r->n_layer);
+    cJSON_AddNumberToObject(j, "active_requests", r->active_requests);
+    cJSON_AddNumberToObject(j, "queued_requests", r->queued_requests);
+    cJSON_AddNumberToObject(j, "requests_done", (double)r->requests_done);
+    cJSON_AddNumberToObject(j, "requests_failed", (double)r->requests_failed);
+    cJSON_AddNumberToObject(j, "requests_migrated", (double)r->requests_migrated);
+    cJSON_AddBoolToObject(j, "insecure", r->insecure);
+    if (r->prefix_cache) {
+        const G4__V1__PrefixCacheStatus *pc = r->prefix_cache;
+        cJSON *p = cJSON_AddObjectToObject(j, "prefix_cache");
+        cJSON_AddBoolToObject(p, "enabled", pc->enabled);
+        cJSON_AddNumberToObject(p, "hits", (double)pc->hits);
+        cJSON_AddNumberToObject(p, "misses", (double)pc->misses);
+        cJSON_AddNumberToObject(p, "tokens_reused", (double)pc->tokens_reused);
+        cJSON_AddNumberToObject(p, "tokens_computed", (double)pc->tokens_computed);
+        cJSON_AddNumberToObject(p, "chunks", (double)pc->chunks);
+        cJSON_AddNumberToObject(p, "bytes", (double)pc->bytes);
+        cJSON_AddNumberToObject(p, "budget", (double)pc->budget);
+        cJSON_AddNumberToObject(p, "evictions", (double)pc->evictions);
+    }
+    cJSON *a = cJSON_AddArrayToObject(j, "daemons"); /* the scheduler's peers (the scheduler is above) */
+    for (size_t i = 0; i < r->n_daemons; i++) cJSON_AddItemToArray(a, s_daemon_json(ep, r->daemons[i]));
+    char *s = cJSON_PrintUnformatted(j);
+    puts(s);
+    cJSON_free(s);
+    cJSON_Delete(j);
+}
+
+static void s_status_text(const char *ep, const G4__V1__StatusReply *r)
+{
+    char mem[32], log[600];
+    printf("model %s (%d layers): %s; %d running, %d queued, %llu done, %llu failed, %llu migrated\n", r->model,
+           r->n_layer, r->ready ? "ready" : "not ready", r->active_requests, r->queued_requests,
+           (unsigned long long)r->requests_done, (unsigned long long)r->requests_failed,
+           (unsigned long long)r->requests_migrated);
+    if (r->prefix_cache && r->prefix_cache->enabled) {
+        const G4__V1__PrefixCacheStatus *pc = r->prefix_cache;
+        printf("prefix cache: %llu hits, %llu misses, %llu prompt tokens reused, %llu computed; %llu chunks, %.1f of %.1f MiB\n",
+               (unsigned long long)pc->hits, (unsigned long long)pc->misses, (unsigned long long)pc->tokens_reused,
+               (unsigned long long)pc->tokens_computed, (unsigned long long)pc->chunks, pc->bytes / 1048576.0,
+               pc->budget / 1048576.0);
+    }
+    if (r->insecure)
+        printf("WARNING: INSECURE: a daemon runs on a non-loopback tcp:// endpoint without CURVE (--insecure): "
+               "anyone who reaches it can join the pipeline and read prompts (g4 keygen, docs/security.md)\n");
+    printf("%-10s %-16s %8s %-9s %-9s %9s %8s %8s  %-34s %s\n", "ROLE", "NAME", "PID", "LAYERS", "STATE", "UPTIME",
+           "RESTARTS", "MEM", "ACTIVITY", "ENDPOINT");
+    /* the scheduler first: its activity is the requests and slots it holds */
+    char act[96];
+    snprintf(act, sizeof act, "%d running, %d queued, slots %u/%u", r->active_requests, r->queued_requests,
+             r->slots_used, r->n_slots);
+    s_fmt_mib(s_rss_bytes(r->pid, r->host), mem, sizeof mem);
+    printf("%-10s %-16s %8d %-9s %-9s %8.1fs %8s %8s  %-34s %s\n", "scheduler", "schedulerd", r->pid, "-",
+           r->ready ? "ready" : "waiting", r->uptime_s, "-", mem, act, ep);
+    for (size_t i = 0; i < r->n_daemons; i++) {
+        G4__V1__DaemonStatus *d = r->daemons[i];
+        char layers[32] = "-";
+        if (d->role == G4__V1__ROLE__ROLE_SHARD) snprintf(layers, sizeof layers, "%d-%d", d->layer_begin, d->layer_end);
+        s_activity(d, act, sizeof act);
+        s_fmt_mib(s_rss_bytes(d->pid, d->host), mem, sizeof mem);
+        printf("%-10s %-16s %8d %-9s %-9s %8.1fs %8u %8s  %-34s %s\n", s_role(d->role), d->name, d->pid, layers, d->state,
+               d->uptime_s, d->restarts, mem, act, d->endpoint);
+    }
+    s_log_path(ep, "schedulerd", log, sizeof log);
+    if (log[0]) printf("logs: %.*s/NAME.log\n", (int)(strlen(log) - strlen("/schedulerd.log")), log);
+}
+
+/* Nothing answers: {"up": false, "daemons": [], "error": ...} or the line; exit 1. */
+static int s_status_down(int json, const char *ep, const char *msg)
+{
+    if (!json) {
+        printf("%s\n", msg);
+        return 1;
+    }
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddBoolToObject(j, "up", 0);
+    if (ep) cJSON_AddStringToObject(cJSON_AddObjectToObject(j, "scheduler"), "endpoint", ep);
+    cJSON_AddArrayToObject(j, "daemons");
+    cli_json_add_error(j, msg, 1);
+    char *s = cJSON_PrintUnformatted(j);
+    puts(s);
+    cJSON_free(s);
+    cJSON_Delete(j);
+    return 1;
+}
+
 int cli_status(int argc, char **argv)
 {
     int json = 0;
@@ -60,112 +253,20 @@ int cli_status(int argc, char **argv)
     char dir[256], ep[300];
     if (ep_arg) snprintf(ep, sizeof ep, "%s", ep_arg);
     else if (cli_stack_find(dir, sizeof dir, ep, sizeof ep) && cli_stack_find_embedded(ep, sizeof ep)) {
-        if (json) puts("{\"up\":false,\"daemons\":[]}");
-        else printf("no stack is up (run directory %s)\n", cli_run_dir(dir, sizeof dir));
-        return 1;
+        char msg[400];
+        snprintf(msg, sizeof msg, "no stack is up (run directory %s)", cli_run_dir(dir, sizeof dir));
+        return s_status_down(json, NULL, msg);
     }
     G4__V1__Envelope *owner;
     G4__V1__StatusReply *r = g4_client_status(ep, 2000, &owner);
     if (!r) {
-        if (json) printf("{\"up\":false,\"scheduler\":\"%s\",\"daemons\":[]}\n", ep);
-        else printf("the scheduler at %s does not answer\n", ep);
-        return 1;
+        if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
+        char msg[400];
+        snprintf(msg, sizeof msg, "the scheduler at %s does not answer", ep);
+        return s_status_down(json, ep, msg);
     }
-    if (json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddBoolToObject(j, "up", 1);
-        cJSON_AddBoolToObject(j, "ready", r->ready);
-        cJSON_AddStringToObject(j, "scheduler", ep);
-        cJSON_AddStringToObject(j, "model", r->model ? r->model : "");
-        cJSON_AddNumberToObject(j, "n_layer", r->n_layer);
-        cJSON_AddNumberToObject(j, "active_requests", r->active_requests);
-        cJSON_AddNumberToObject(j, "queued_requests", r->queued_requests);
-        cJSON_AddNumberToObject(j, "requests_done", (double)r->requests_done);
-        cJSON_AddNumberToObject(j, "requests_failed", (double)r->requests_failed);
-        cJSON_AddNumberToObject(j, "requests_migrated", (double)r->requests_migrated);
-        cJSON_AddBoolToObject(j, "insecure", r->insecure);
-        if (r->prefix_cache) {
-            const G4__V1__PrefixCacheStatus *pc = r->prefix_cache;
-            cJSON *p = cJSON_AddObjectToObject(j, "prefix_cache");
-            cJSON_AddBoolToObject(p, "enabled", pc->enabled);
-            cJSON_AddNumberToObject(p, "hits", (double)pc->hits);
-            cJSON_AddNumberToObject(p, "misses", (double)pc->misses);
-            cJSON_AddNumberToObject(p, "tokens_reused", (double)pc->tokens_reused);
-            cJSON_AddNumberToObject(p, "tokens_computed", (double)pc->tokens_computed);
-            cJSON_AddNumberToObject(p, "chunks", (double)pc->chunks);
-            cJSON_AddNumberToObject(p, "bytes", (double)pc->bytes);
-            cJSON_AddNumberToObject(p, "budget", (double)pc->budget);
-            cJSON_AddNumberToObject(p, "evictions", (double)pc->evictions);
-        }
-        cJSON *a = cJSON_AddArrayToObject(j, "daemons");
-        for (size_t i = 0; i < r->n_daemons; i++) {
-            G4__V1__DaemonStatus *d = r->daemons[i];
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddStringToObject(e, "role", s_role(d->role));
-            cJSON_AddStringToObject(e, "name", d->name);
-            cJSON_AddNumberToObject(e, "pid", d->pid);
-            cJSON_AddStringToObject(e, "endpoint", d->endpoint);
-            if (d->role == G4__V1__ROLE__ROLE_SHARD) {
-                cJSON *l = cJSON_AddArrayToObject(e, "layers");
-                cJSON_AddItemToArray(l, cJSON_CreateNumber(d->layer_begin));
-                cJSON_AddItemToArray(l, cJSON_CreateNumber(d->layer_end));
-            }
-            cJSON_AddStringToObject(e, "state", d->state);
-            cJSON_AddStringToObject(e, "activity", d->activity ? d->activity : "");
-            cJSON_AddNumberToObject(e, "uptime_s", d->uptime_s);
-            cJSON_AddNumberToObject(e, "last_seen_ms", d->last_seen_ms);
-            cJSON_AddNumberToObject(e, "restarts", d->restarts);
-            if (d->work) {
-                const G4__V1__Work *w = d->work;
-                cJSON *o = cJSON_AddObjectToObject(e, "work");
-                cJSON_AddNumberToObject(o, "batch_id", (double)w->batch_id);
-                cJSON_AddNumberToObject(o, "rows", w->rows);
-                cJSON_AddNumberToObject(o, "elapsed_ms", (double)w->elapsed_ms);
-                cJSON_AddNumberToObject(o, "steps_done", w->steps_done);
-                cJSON_AddNumberToObject(o, "steps_total", w->steps_total);
-                cJSON_AddNumberToObject(o, "last_batch_ms", (double)w->last_batch_ms);
-                cJSON_AddNumberToObject(o, "batches", (double)w->batches);
-            }
-            if (d->n_counters) {
-                cJSON *c = cJSON_AddObjectToObject(e, "counters");
-                for (size_t k = 0; k < d->n_counters; k++)
-                    if (d->counters[k]->name) cJSON_AddNumberToObject(c, d->counters[k]->name, (double)d->counters[k]->value);
-            }
-            cJSON_AddStringToObject(e, "backend", d->backend);
-            cJSON_AddStringToObject(e, "host", d->host);
-            cJSON_AddItemToArray(a, e);
-        }
-        char *s = cJSON_PrintUnformatted(j);
-        puts(s);
-        cJSON_free(s);
-        cJSON_Delete(j);
-    } else {
-        printf("scheduler %s: %s, model %s (%d layers), %d running, %d queued, %llu done, %llu failed, %llu migrated\n",
-               ep, r->ready ? "ready" : "not ready", r->model, r->n_layer, r->active_requests, r->queued_requests,
-               (unsigned long long)r->requests_done, (unsigned long long)r->requests_failed,
-               (unsigned long long)r->requests_migrated);
-        if (r->prefix_cache && r->prefix_cache->enabled) {
-            const G4__V1__PrefixCacheStatus *pc = r->prefix_cache;
-            printf("prefix cache: %llu hits, %llu misses, %llu prompt tokens reused, %llu computed; %llu chunks, "
-                   "%.1f of %.1f MiB\n",
-                   (unsigned long long)pc->hits, (unsigned long long)pc->misses, (unsigned long long)pc->tokens_reused,
-                   (unsigned long long)pc->tokens_computed, (unsigned long long)pc->chunks, pc->bytes / 1048576.0,
-                   pc->budget / 1048576.0);
-        }
-        if (r->insecure)
-            printf("WARNING: INSECURE: a daemon runs on a non-loopback tcp:// endpoint without CURVE (--insecure): "
-                   "anyone who reaches it can join the pipeline and read prompts (g4 keygen, docs/security.md)\n");
-        printf("%-10s %-24s %8s %-9s %-9s %9s %8s  %-34s %s\n", "ROLE", "NAME", "PID", "LAYERS", "STATE", "UPTIME",
-               "RESTARTS", "ACTIVITY", "ENDPOINT");
-        for (size_t i = 0; i < r->n_daemons; i++) {
-            G4__V1__DaemonStatus *d = r->daemons[i];
-            char layers[32] = "-", act[96];
-            if (d->role == G4__V1__ROLE__ROLE_SHARD) snprintf(layers, sizeof layers, "%d-%d", d->layer_begin, d->layer_end);
-            s_activity(d, act, sizeof act);
-            printf("%-10s %-24s %8d %-9s %-9s %8.1fs %8u  %-34s %s\n", s_role(d->role), d->name, d->pid, layers, d->state,
-                   d->uptime_s, d->restarts, act, d->endpoint);
-        }
-    }
+    if (json) s_status_json(ep, r);
+    else s_status_text(ep, r);
     g4__v1__envelope__free_unpacked(owner, NULL);
     return 0;
 }
@@ -321,14 +422,131 @@ int cli_down(int argc, char **argv)
 
 /* g4 swap NAME [--bin PATH] [--listen EP]
  * Replaces a running daemon with a new process of the same command line (or
- * another build with --bin): starts it, waits until the scheduler routes new
- * work to it, waits until the old one has nothing in flight, then stops the
- * old one. Running requests are re-prefilled on the new pipeline, so none fails. */
-static G4__V1__DaemonStatus *s_find(G4__V1__StatusReply *r, const char *name)
+ * another build with --bin), under the same name: starts it with --replaces
+ * OLD_PID (the scheduler lets both hold the name), waits until the scheduler
+ * routes new work to it, waits until the old one has nothing in flight, then
+ * stops the old one. Running requests are re-prefilled on the new pipeline,
+ * so none fails. */
+
+/* The daemon called name with pid (0: the one in state "ready"). */
+static G4__V1__DaemonStatus *s_find(G4__V1__StatusReply *r, const char *name, int pid)
 {
     for (size_t i = 0; r && i < r->n_daemons; i++)
-        if (!strcmp(r->daemons[i]->name, name)) return r->daemons[i];
+        if (!strcmp(r->daemons[i]->name, name) && (pid ? r->daemons[i]->pid == pid : !strcmp(r->daemons[i]->state, "ready")))
+            return r->daemons[i];
     return NULL;
+}
+
+/* The replacement's endpoint: --listen, else the old ipc:// path with a new
+ * generation suffix (".N" of an earlier swap replaced). 0, or 2 after saying why. */
+static int s_swap_endpoint(const char *name, const char *old_ep, const char *listen, char *out, size_t size)
+{
+    if (listen) {
+        snprintf(out, size, "%s", listen);
+        return 0;
+    }
+    if (strncmp(old_ep, "ipc://", 6)) {
+        cli_error("%s listens on %s: give the replacement's endpoint with --listen", name, old_ep);
+        return 2;
+    }
+    size_t n = strlen(old_ep);
+    const char *dot = strrchr(old_ep, '.');
+    if (dot && dot[1] && strspn(dot + 1, "0123456789") == strlen(dot + 1) && dot > strrchr(old_ep, '/')) n = (size_t)(dot - old_ep);
+    snprintf(out, size, "%.*s.%u", (int)(n < 240 ? n : 240), old_ep, (unsigned)(g4_wire_now_ms() % 100000));
+    return 0;
+}
+
+/* The old daemon's command line (args[0] its binary; strings in *owned) with
+ * the new endpoint and --replaces old_pid; NULL after saying why. */
+static char **s_swap_args(int old_pid, const char *new_ep, char *replaces, char **owned, char **args, int max)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", old_pid);
+    size_t len;
+    if (!(*owned = cli_read_file(path, &len))) {
+        cli_error("cannot read %s: the daemon runs on another host? (%s)", path, strerror(errno));
+        return NULL;
+    }
+    int n = 0, has_replaces = 0;
+    for (size_t off = 0; off < len && n < max - 3; off += strlen(*owned + off) + 1) args[n++] = *owned + off;
+    for (int i = 1; i + 1 < n; i++) {
+        if (!strcmp(args[i], "--listen")) args[i + 1] = (char *)new_ep;
+        if (!strcmp(args[i], "--replaces")) args[i + 1] = replaces, has_replaces = 1; /* (a swapped-in one) */
+    }
+    if (!has_replaces) args[n++] = "--replaces", args[n++] = replaces;
+    args[n] = NULL;
+    return args;
+}
+
+/* The environment of old_pid (OMP_WAIT_POLICY of shards sharing cores, CURVE
+ * keys, a topology file...): the replacement runs as the daemon it replaces. */
+static void s_swap_environ(int old_pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/environ", old_pid);
+    size_t env_len;
+    char *envs = cli_read_file(path, &env_len);
+    for (size_t off = 0; envs && off < env_len; off += strlen(envs + off) + 1) {
+        char *eq = strchr(envs + off, '=');
+        if (!eq) continue;
+        *eq = 0;
+        setenv(envs + off, eq + 1, 1);
+        *eq = '=';
+    }
+    g4_free(envs);
+}
+
+/* Until the scheduler routes new work to new_pid and old_pid has nothing in
+ * flight: 0, or 1 after saying why. */
+static int s_swap_wait(const char *ep, const char *dir, const char *name, int old_pid, int new_pid)
+{
+    const uint64_t t0 = g4_wire_now_ms();
+    int phase = 0;
+    while (g4_wire_now_ms() - t0 < 60000) {
+        G4__V1__Envelope *owner;
+        G4__V1__StatusReply *r = g4_client_status(ep, 1000, &owner);
+        G4__V1__DaemonStatus *nd = s_find(r, name, new_pid), *od = s_find(r, name, old_pid);
+        /* (an old encoder stays "ready": new calls go to the newest one anyway) */
+        if (phase == 0 && nd && !strcmp(nd->state, "ready") &&
+            (!od || strcmp(od->state, "ready") || od->role == G4__V1__ROLE__ROLE_ENCODER))
+            phase = 1;
+        const int done = phase == 1 && (!od || od->in_flight == 0);
+        if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
+        if (done) return 0;
+        if (kill(new_pid, 0) != 0) {
+            cli_error("the replacement exited; see %s/%s.log", dir, name);
+            return 1;
+        }
+        usleep(20000);
+    }
+    cli_error("the replacement of %s did not take over within 60 s (still running as pid %d)", name, new_pid);
+    return 1;
+}
+
+/* RUN_DIR/stack.json lists the new process where it listed the old one. */
+static void s_swap_record(const char *dir, int old_pid, int new_pid)
+{
+    char sp[300];
+    snprintf(sp, sizeof sp, "%s/stack.json", dir);
+    char *buf = cli_read_file(sp, NULL);
+    cJSON *j = buf ? cJSON_Parse(buf) : NULL;
+    g4_free(buf);
+    cJSON *d = j ? cJSON_GetObjectItemCaseSensitive(j, "daemons") : NULL, *e;
+    cJSON_ArrayForEach(e, d)
+    {
+        cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "pid");
+        if (cJSON_IsNumber(p) && (int)p->valuedouble == old_pid) {
+            cJSON_SetNumberValue(p, new_pid);
+            cJSON_ReplaceItemInObject(e, "start", cJSON_CreateNumber((double)cli_proc_start(new_pid)));
+        }
+    }
+    char *s = j ? cJSON_Print(j) : NULL;
+    char tmp[310];
+    snprintf(tmp, sizeof tmp, "%s.tmp", sp);
+    FILE *f = s ? fopen(tmp, "w") : NULL;
+    if (f) fputs(s, f), fclose(f), rename(tmp, sp);
+    cJSON_free(s);
+    cJSON_Delete(j);
 }
 
 int cli_swap(int argc, char **argv)
@@ -352,14 +570,14 @@ int cli_swap(int argc, char **argv)
     }
     G4__V1__Envelope *owner;
     G4__V1__StatusReply *r = g4_client_status(ep, 2000, &owner);
-    G4__V1__DaemonStatus *old = s_find(r, name);
-    if (!old || strcmp(old->state, "ready")) {
+    G4__V1__DaemonStatus *old = s_find(r, name, 0);
+    if (!old) {
         cli_error("no ready daemon named '%s' (see g4 status)", name);
         if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
         return 1;
     }
     const pid_t old_pid = old->pid;
-    char old_ep[256];
+    char old_ep[256], new_ep[300], replaces[16];
     snprintf(old_ep, sizeof old_ep, "%s", old->endpoint);
     g4__v1__envelope__free_unpacked(owner, NULL);
     /* the pid the scheduler reports is re-run below: it must be a g4 daemon
@@ -368,109 +586,34 @@ int cli_swap(int argc, char **argv)
         cli_error("pid %d of '%s' is not a g4 daemon here: not swapping it", (int)old_pid, name);
         return 1;
     }
-    /* the old daemon's command line, with a new name and endpoint */
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)old_pid);
-    size_t len;
-    char *cmd = cli_read_file(path, &len);
-    if (!cmd) {
-        cli_error("cannot read %s: the daemon runs on another host? (%s)", path, strerror(errno));
-        return 1;
-    }
-    char *args[64], new_name[96], new_ep[300];
-    int n = 0;
-    for (size_t off = 0; off < len && n < 63; off += strlen(cmd + off) + 1) args[n++] = cmd + off;
-    args[n] = NULL;
-    const unsigned gen = (unsigned)(g4_wire_now_ms() % 100000);
-    snprintf(new_name, sizeof new_name, "%.60s.%u", name, gen);
-    if (listen) snprintf(new_ep, sizeof new_ep, "%s", listen);
-    else if (!strncmp(old_ep, "ipc://", 6)) snprintf(new_ep, sizeof new_ep, "%.250s.%u", old_ep, gen);
-    else {
-        cli_error("%s listens on %s: give the replacement's endpoint with --listen", name, old_ep);
-        g4_free(cmd);
-        return 2;
-    }
-    int has_name = 0;
-    for (int i = 1; i + 1 < n; i++) {
-        if (!strcmp(args[i], "--name")) args[i + 1] = new_name, has_name = 1;
-        if (!strcmp(args[i], "--listen")) args[i + 1] = new_ep;
-    }
-    if (!has_name && n < 61) args[n++] = "--name", args[n++] = new_name, args[n] = NULL;
-    /* and its environment (OMP_WAIT_POLICY of shards sharing cores, CURVE keys,
-     * a topology file...): the replacement runs as the daemon it replaces */
-    snprintf(path, sizeof path, "/proc/%d/environ", (int)old_pid);
-    size_t env_len;
-    char *envs = cli_read_file(path, &env_len);
-    for (size_t off = 0; envs && off < env_len; off += strlen(envs + off) + 1) {
-        char *eq = strchr(envs + off, '=');
-        if (!eq) continue;
-        *eq = 0;
-        setenv(envs + off, eq + 1, 1);
-        *eq = '=';
-    }
-    g4_free(envs);
+    int rc = s_swap_endpoint(name, old_ep, listen, new_ep, sizeof new_ep);
+    if (rc) return rc;
+    snprintf(replaces, sizeof replaces, "%d", (int)old_pid);
+    char *cmd = NULL, *args[64];
+    if (!s_swap_args(old_pid, new_ep, replaces, &cmd, args, 64)) return 1;
+    s_swap_environ(old_pid);
     cli_stack_t st;
     memset(&st, 0, sizeof st);
     snprintf(st.dir, sizeof st.dir, "%.199s", dir);
     const char *binary = bin ? bin : args[0];
-    if (cli_stack_spawn(&st, binary, new_name, args + 1, 1)) {
+    rc = cli_stack_spawn(&st, binary, name, args + 1, 1);
+    g4_free(cmd);
+    if (rc) {
         cli_error("could not start %s", binary);
-        g4_free(cmd);
         return 1;
     }
-    g4_free(cmd);
     const pid_t new_pid = st.pid[0];
     cli_stack_forget(&st); /* it runs on its own */
-    /* wait until the scheduler uses the new one and the old one is idle */
     const uint64_t t0 = g4_wire_now_ms();
-    int phase = 0, rc = 1;
-    while (g4_wire_now_ms() - t0 < 60000) {
-        r = g4_client_status(ep, 1000, &owner);
-        G4__V1__DaemonStatus *nd = s_find(r, new_name), *od = s_find(r, name);
-        if (phase == 0 && nd && !strcmp(nd->state, "ready") && (!od || strcmp(od->state, "ready"))) phase = 1;
-        if (phase == 1 && (!od || od->in_flight == 0)) {
-            rc = 0;
-            if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
-            break;
-        }
-        if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
-        if (kill(new_pid, 0) != 0) {
-            cli_error("the replacement exited; see %s/%s.log", dir, new_name);
-            return 1;
-        }
-        usleep(20000);
-    }
-    if (rc) {
-        cli_error("the replacement %s did not take over within 60 s (still running as pid %d)", new_name, (int)new_pid);
-        return 1;
-    }
+    if (s_swap_wait(ep, dir, name, (int)old_pid, (int)new_pid)) return 1;
     kill(old_pid, SIGTERM);
     const uint64_t t1 = g4_wire_now_ms();
     while (kill(old_pid, 0) == 0 && g4_wire_now_ms() - t1 < 10000) usleep(20000);
     if (kill(old_pid, 0) == 0) kill(old_pid, SIGKILL);
-    /* the stack file now lists the new process */
-    char sp[300];
-    snprintf(sp, sizeof sp, "%s/stack.json", dir);
-    char *buf = cli_read_file(sp, &len);
-    cJSON *j = buf ? cJSON_Parse(buf) : NULL;
-    g4_free(buf);
-    cJSON *d = j ? cJSON_GetObjectItemCaseSensitive(j, "daemons") : NULL, *e;
-    cJSON_ArrayForEach(e, d)
-    {
-        cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "pid");
-        if (cJSON_IsNumber(p) && (pid_t)p->valuedouble == old_pid) {
-            cJSON_SetNumberValue(p, new_pid);
-            cJSON_ReplaceItemInObject(e, "name", cJSON_CreateString(new_name));
-        }
-    }
-    if (j) {
-        char *s = cJSON_Print(j);
-        FILE *f = fopen(sp, "w");
-        if (f) fputs(s, f), fclose(f);
-        cJSON_free(s);
-        cJSON_Delete(j);
-    }
-    printf("swapped %s (pid %d) for %s (pid %d) in %.1f s\n", name, (int)old_pid, new_name, (int)new_pid,
+    const size_t dl = strlen(dir); /* its socket file, which ZeroMQ leaves behind */
+    if (!strncmp(old_ep, "ipc://", 6) && !strncmp(old_ep + 6, dir, dl) && old_ep[6 + dl] == '/') unlink(old_ep + 6);
+    s_swap_record(dir, (int)old_pid, (int)new_pid);
+    printf("swapped %s: pid %d for pid %d in %.1f s\n", name, (int)old_pid, (int)new_pid,
            (double)(g4_wire_now_ms() - t0) / 1000.0);
     return 0;
 }

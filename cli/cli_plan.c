@@ -167,6 +167,7 @@ int cli_plan(int argc, char **argv)
     }
     if (json) {
         cJSON_AddBoolToObject(root, "fits", pl->fits);
+        if (!pl->fits) cli_json_add_error(root, "some shards do not fit: use more shards, a shorter --ctx or fewer --slots", 1);
         char *str = cJSON_PrintUnformatted(root);
         puts(str);
         cJSON_free(str);

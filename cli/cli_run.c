@@ -386,6 +386,7 @@ int cli_run(int argc, char **argv)
         return 2;
     }
     if (n_predict == 0) n_predict = -1; /* -n 0 meant "unlimited" on the stack: one meaning on both paths */
+    if (!sched_ep && model && cli_check_files(model, s_med.mmproj)) return 1; /* before a daemon starts */
     if (!sched_ep && model && cli_plan_check_fits(model, n_shards, n_ctx)) return 1; /* (no -m: the stack that is up) */
     if (!in_process) {
         char *ftext = NULL;

@@ -20,6 +20,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "enc_model.h"
 #include "g4_alloc.h"
 #include "g4_client.h"
 #include "g4_model.h"
@@ -200,9 +201,50 @@ void cli_stack_write_state(cli_stack_t *st, const cli_stack_opts_t *o, pid_t sup
     cJSON_Delete(j);
 }
 
+/* The model's width (its header), or -1 after saying why it is not a model g4 runs. */
+static int s_check_model(const char *model)
+{
+    g4_err_t err;
+    g4_gguf_t *g = g4_gguf_open(model, &err);
+    g4_hparams_t *hp = g ? g4_malloc(sizeof *hp) : NULL;
+    int width = -1;
+    const int is_gguf = g != NULL;
+    if (g && !hp) g4_err_set(&err, G4_ERR_NOMEM, "out of memory");
+    if (hp && !g4_hparams_read(g, hp, &err)) width = (int)hp->n_embd;
+    g4_free(hp);
+    g4_gguf_destroy(&g);
+    enc_info_t info;
+    if (width < 0 && is_gguf && enc_model_probe(model, &info, NULL) == 0)
+        cli_error("%s is a projector (mmproj) file: give it with --mmproj, the model with -m", model);
+    else if (width < 0)
+        cli_error("%s", err.msg);
+    return width;
+}
+
+int cli_check_files(const char *model, const char *mmproj)
+{
+    const int width = model ? s_check_model(model) : 0;
+    if (width < 0) return 1;
+    if (!mmproj) return 0;
+    g4_err_t err;
+    enc_info_t info;
+    if (enc_model_probe(mmproj, &info, &err)) {
+        cli_error("--mmproj %s", err.msg);
+        return 1;
+    }
+    const int pw = info.v_proj_dim ? info.v_proj_dim : info.a_proj_dim;
+    if (width > 0 && ((info.v_proj_dim && info.v_proj_dim != width) || (info.a_proj_dim && info.a_proj_dim != width))) {
+        cli_error("--mmproj %s: the projector makes embeddings of width %d, the model %s has %d (a projector of "
+                  "another model?)", mmproj, pw, model, width);
+        return 1;
+    }
+    return 0;
+}
+
 int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
 {
     memset(st, 0, sizeof *st);
+    if (cli_check_files(o->model, o->mmproj)) return 1; /* before a daemon or a directory exists */
     st->detach = o->detach;
     if (o->run_dir) {
         snprintf(st->dir, sizeof st->dir, "%s", o->run_dir);
@@ -417,6 +459,9 @@ int cli_proc_is_g4(int pid, const char *want)
     const ssize_t n = pid > 0 ? readlink(path, exe, sizeof exe - 1) : -1;
     if (n <= 0) return 0;
     exe[n] = 0;
+    /* a binary replaced since it started (a rebuild, cmake --install) still runs it */
+    const size_t del = strlen(" (deleted)");
+    if ((size_t)n > del && !strcmp(exe + n - del, " (deleted)")) exe[n - del] = 0;
     const char *base = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
     if (want) return !strcmp(base, want);
     return !strcmp(base, "shardd") || !strcmp(base, "tokenizerd") || !strcmp(base, "schedulerd") ||

@@ -63,6 +63,13 @@ int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v);
 int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, int *bounds, int max_bounds, char *err,
                      size_t err_size);
 
+/* The files a stack (or an in-process run) is given, checked before anything
+ * starts: model (NULL: none) a GGUF of a model g4 runs, mmproj (NULL: none) a
+ * projector whose embeddings have the model's width. 0, or 1 after saying why
+ * in one line. */
+int cli_check_files(const char *model, const char *mmproj);
+
+/* Starts the daemons (after cli_check_files). 0, or 1 after saying why. */
 int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o);
 /* The stack to use: the one that is up (when it serves o->model and no
  * stack-shaping option is given), else a new embedded one (*own = 1: stop it

@@ -1,12 +1,66 @@
-/* cli_util — small formatting helpers shared by subcommands. */
+/* cli_util — small helpers shared by subcommands: errors (and their --json
+ * form), number formatting, files, JSON strings. */
 #include <errno.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "cli_progress.h"
+#include "cli_stack.h"
 #include "g4_alloc.h"
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+static int s_json_errors;      /* --json: failures also as an object on stdout */
+static int s_json_reported;    /* the command put its error in its own reply */
+static char s_first_error[512]; /* the first cli_error of this run */
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char msg[sizeof s_first_error];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cli_progress_clear_any();
+    fprintf(stderr, "error: %s\n", msg);
+    if (!s_first_error[0]) snprintf(s_first_error, sizeof s_first_error, "%s", msg);
+}
+
+void cli_json_errors_on(void) { s_json_errors = 1; }
+
+static cJSON *s_error_object(const char *msg, int exit_code)
+{
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "message", s_first_error[0] ? s_first_error : msg);
+    cJSON_AddStringToObject(e, "type", cli_stack_interrupted() ? "interrupted" : exit_code == 2 ? "usage" : "failure");
+    cJSON_AddNumberToObject(e, "code", exit_code);
+    return e;
+}
+
+void cli_json_add_error(cJSON *obj, const char *msg, int exit_code)
+{
+    if (!s_first_error[0]) cli_error("%s", msg); /* the line on stderr as well */
+    cJSON_AddItemToObject(obj, "error", s_error_object(msg, exit_code));
+    s_json_reported = 1;
+}
+
+void cli_json_finish(const char *cmd, int rc)
+{
+    if (!s_json_errors || !rc || s_json_reported) return;
+    char msg[96];
+    snprintf(msg, sizeof msg, "g4 %s failed (exit status %d)", cmd, rc);
+    cJSON *j = cJSON_CreateObject();
+    cli_json_add_error(j, msg, rc);
+    char *s = cJSON_PrintUnformatted(j);
+    if (s) puts(s);
+    fflush(stdout);
+    cJSON_free(s);
+    cJSON_Delete(j);
+}
 
 void cli_fmt_double(char *buf, size_t size, double v)
 {

@@ -1,11 +1,9 @@
 /* g4 — the command line: inspect, run, chat, tokenize, serve, ... */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "cli_args.h"
-#include "cli_progress.h"
 #include "g4_log.h"
 
 typedef struct cli_cmd {
@@ -34,15 +32,14 @@ static const cli_cmd_t s_cmds[] = {
     {"parse-output", cli_parse_output, "split generated text into thought, answer and tool calls"},
 };
 
-void cli_error(const char *fmt, ...)
+
+/* flag is among a command's arguments (argv[2..]), not as the value of -p TEXT */
+static int s_has_flag(int argc, char **argv, const char *flag)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    cli_progress_clear_any();
-    fputs("error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
+    for (int k = 2; k < argc; k++)
+        if (!strcmp(argv[k], flag) && !(k > 2 && (!strcmp(argv[k - 1], "-p") || !strcmp(argv[k - 1], "--prompt"))))
+            return 1;
+    return 0;
 }
 
 static void s_usage(FILE *out)
@@ -74,16 +71,17 @@ int main(int argc, char **argv)
         if (strcmp(argv[1], s_cmds[i].name)) continue;
         /* --help anywhere (not as the value of a text option): the command's
          * text from cli_help.c, on stdout, before anything is checked */
-        for (int k = 2; k < argc; k++)
-            if ((!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) &&
-                !(k > 2 && (!strcmp(argv[k - 1], "-p") || !strcmp(argv[k - 1], "--prompt")))) {
-                fputs(cli_help_find(s_cmds[i].name)->text, stdout);
-                return 0;
-            }
+        if (s_has_flag(argc, argv, "--help") || s_has_flag(argc, argv, "-h")) {
+            fputs(cli_help_find(s_cmds[i].name)->text, stdout);
+            return 0;
+        }
+        if (s_has_flag(argc, argv, "--json")) cli_json_errors_on();
         int n = argc - 1;
         char **args = argv + 1;
-        const int rc = cli_args_normalize(s_cmds[i].name, &n, &args);
-        return rc ? rc : s_cmds[i].fn(n, args);
+        int rc = cli_args_normalize(s_cmds[i].name, &n, &args);
+        if (!rc) rc = s_cmds[i].fn(n, args);
+        cli_json_finish(s_cmds[i].name, rc);
+        return rc;
     }
     const char *near = cli_closest(argv[1], names, (int)(sizeof names / sizeof names[0]));
     if (near) cli_error("unknown command '%s' (did you mean '%s'?)", argv[1], near);

@@ -348,6 +348,37 @@ static int s_proj_type(enc_model_t *m, const char *key, char *out, size_t cap)
     return 1;
 }
 
+/* The header of an mmproj: a "clip" file with a gemma4v and / or gemma4a
+ * projector (sets has_vision / has_audio). 0, or the error. */
+static int s_check_header(enc_model_t *m, const char *path, g4_err_t *err)
+{
+    const char *arch;
+    uint64_t alen;
+    int rc = g4_gguf_get_str(m->g, "general.architecture", &arch, &alen, err);
+    if (rc) return rc;
+    if (alen != 4 || memcmp(arch, "clip", 4))
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: architecture '%.*s' is not a projector (mmproj) file, expected 'clip'",
+                          path, (int)(alen > 64 ? 64 : alen), arch);
+    char pt[64];
+    /* older files have a single clip.projector_type for the vision tower */
+    if (!s_proj_type(m, "clip.vision.projector_type", pt, sizeof pt)) s_proj_type(m, "clip.projector_type", pt, sizeof pt);
+    if (pt[0]) {
+        if (strcmp(pt, "gemma4v"))
+            return g4_err_set(err, G4_ERR_FORMAT, "%s: vision projector type '%s' is not supported (g4 runs 'gemma4v')",
+                              path, pt);
+        m->info.has_vision = 1;
+    }
+    if (s_proj_type(m, "clip.audio.projector_type", pt, sizeof pt)) {
+        if (strcmp(pt, "gemma4a"))
+            return g4_err_set(err, G4_ERR_FORMAT, "%s: audio projector type '%s' is not supported (g4 runs 'gemma4a')",
+                              path, pt);
+        m->info.has_audio = 1;
+    }
+    if (!m->info.has_vision && !m->info.has_audio)
+        return g4_err_set(err, G4_ERR_FORMAT, "%s: no gemma4v or gemma4a projector in this file", path);
+    return G4_OK;
+}
+
 enc_model_t *enc_model_load(const char *path, g4_err_t *err)
 {
     enc_model_t *m = calloc(1, sizeof *m);
@@ -356,42 +387,27 @@ enc_model_t *enc_model_load(const char *path, g4_err_t *err)
         return NULL;
     }
     m->g = g4_gguf_open(path, err);
-    if (!m->g) goto fail;
-    const char *arch;
-    uint64_t alen;
-    if (g4_gguf_get_str(m->g, "general.architecture", &arch, &alen, err)) goto fail;
-    if (alen != 4 || memcmp(arch, "clip", 4)) {
-        g4_err_set(err, G4_ERR_FORMAT, "%s: architecture '%.*s' is not a projector (mmproj) file, expected 'clip'",
-                   path, (int)(alen > 64 ? 64 : alen), arch);
-        goto fail;
-    }
-    char pt[64];
-    /* older files have a single clip.projector_type for the vision tower */
-    if (!s_proj_type(m, "clip.vision.projector_type", pt, sizeof pt)) s_proj_type(m, "clip.projector_type", pt, sizeof pt);
-    if (pt[0]) {
-        if (strcmp(pt, "gemma4v")) {
-            g4_err_set(err, G4_ERR_FORMAT, "%s: vision projector type '%s' is not supported (g4 runs 'gemma4v')", path, pt);
-            goto fail;
-        }
-        m->info.has_vision = 1;
-    }
-    if (s_proj_type(m, "clip.audio.projector_type", pt, sizeof pt)) {
-        if (strcmp(pt, "gemma4a")) {
-            g4_err_set(err, G4_ERR_FORMAT, "%s: audio projector type '%s' is not supported (g4 runs 'gemma4a')", path, pt);
-            goto fail;
-        }
-        m->info.has_audio = 1;
-    }
-    if (!m->info.has_vision && !m->info.has_audio) {
-        g4_err_set(err, G4_ERR_FORMAT, "%s: no gemma4v or gemma4a projector in this file", path);
-        goto fail;
-    }
+    if (!m->g || s_check_header(m, path, err)) goto fail;
     if (m->info.has_vision && s_load_vision(m, err)) goto fail;
     if (m->info.has_audio && s_load_audio(m, err)) goto fail;
     return m;
 fail:
     enc_model_destroy(&m);
     return NULL;
+}
+
+int enc_model_probe(const char *path, enc_info_t *info, g4_err_t *err)
+{
+    enc_model_t m = {0};
+    memset(info, 0, sizeof *info);
+    if (!(m.g = g4_gguf_open(path, err))) return err ? err->code : G4_ERR_IO;
+    int rc = s_check_header(&m, path, err);
+    g4_tensor_t t;
+    if (!rc && m.info.has_vision && s_find(&m, "mm.input_projection.weight", &t)) m.info.v_proj_dim = (int)g4_tensor_nrows(&t);
+    if (!rc && m.info.has_audio && s_find(&m, "mm.a.input_projection.weight", &t)) m.info.a_proj_dim = (int)g4_tensor_nrows(&t);
+    *info = m.info;
+    g4_gguf_destroy(&m.g);
+    return rc;
 }
 
 void enc_model_destroy(enc_model_t **mp)

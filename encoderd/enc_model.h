@@ -29,6 +29,10 @@ typedef struct enc_info {
  * other than gemma4v / gemma4a by name, and any missing tensor. */
 enc_model_t *enc_model_load(const char *path, g4_err_t *err);
 void enc_model_destroy(enc_model_t **m);
+/* What enc_model_load would check of the file's header, without loading the
+ * towers: info gets has_vision / has_audio and the projections' widths
+ * (v_proj_dim, a_proj_dim; 0 where the tensor is absent). 0, or the error. */
+int enc_model_probe(const char *path, enc_info_t *info, g4_err_t *err);
 const enc_info_t *enc_model_info(const enc_model_t *m);
 uint64_t enc_model_digest(const enc_model_t *m);
 

@@ -429,6 +429,7 @@ sched_t *sched_new(void *zctx, const sched_params_t *p, g4_err_t *err)
     if (s->p.max_stop <= 0) s->p.max_stop = 16;
     if (s->p.max_stop_bytes <= 0) s->p.max_stop_bytes = 4096;
     s->zctx = zctx;
+    s->started_ms = sched_now();
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     s->epoch = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;

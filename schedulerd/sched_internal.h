@@ -66,6 +66,7 @@ typedef struct drec {
     uint32_t restarts; /* registrations of this name by a new process */
     char user_id[48];  /* its authenticated identity ("daemon:KEY"; "" without CURVE) */
     int insecure;      /* it runs on a non-loopback tcp:// without CURVE */
+    int replaced;      /* a new process took its name (g4 swap): kept until it stops, then forgotten */
 } drec_t;
 
 /* ---- a request --------------------------------------------------------------- */
@@ -173,6 +174,7 @@ struct sched {
     char model[512];
     uint64_t chain_lost_ms;
     uint64_t epoch; /* this scheduler's start (realtime ms): its batches and slots */
+    uint64_t started_ms; /* sched_now() at sched_new: its uptime in Status */
     /* the rows of the batch being formed (n_ubatch each; no allocation per step) */
     int32_t *bt_tok, *bt_pos;
     uint32_t *bt_slot, *bt_srows;
@@ -205,7 +207,7 @@ void sched_refuse(sched_t *s, g4_msg_t *m, const char *what);
 
 /* ---- sched_peers.c ------------------------------------------------------------- */
 
-/* Record index of the daemon called name, -1 when unknown. */
+/* Record index of the daemon that holds name (not one a swap replaced), -1 when unknown. */
 int sched_peers_find(sched_t *s, const char *name);
 /* The newest ready tokenizer / encoder (a swapped-in one takes new work), -1 none. */
 int sched_peers_tokenizer(sched_t *s);

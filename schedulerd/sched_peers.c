@@ -28,7 +28,17 @@
 int sched_peers_find(sched_t *s, const char *name)
 {
     for (int i = 0; i < MAX_DAEMONS; i++)
-        if (s->d[i].state != D_FREE && !strcmp(s->d[i].name, name)) return i;
+        if (s->d[i].state != D_FREE && !s->d[i].replaced && !strcmp(s->d[i].name, name)) return i;
+    return -1;
+}
+
+/* The record of the process that sent m under name (during a swap two hold the name). */
+static int s_find_sender(sched_t *s, const char *name, const g4_msg_t *m)
+{
+    for (int i = 0; i < MAX_DAEMONS; i++)
+        if (s->d[i].state != D_FREE && !strcmp(s->d[i].name, name) && s->d[i].route_len == m->route_len &&
+            !memcmp(s->d[i].route, m->route, m->route_len))
+            return i;
     return -1;
 }
 
@@ -223,6 +233,7 @@ static void s_daemon_gone(sched_t *s, int i, const char *why)
                 sched_req_call_lost(&s->r[k], CALL_ENCODE);
             }
     s_build_chain(s);
+    if (d->replaced) d->state = D_FREE; /* its name lives on in its replacement: no "gone" row */
 }
 
 void sched_peers_retry_calls(sched_t *s, req_t *q)
@@ -282,6 +293,7 @@ void sched_peers_register(sched_t *s, g4_msg_t *m)
         return;
     }
     int i = sched_peers_find(s, r->name);
+    int64_t restarts = -1; /* >= 0: carried over from the process a swap replaces */
     if (i >= 0 && s->d[i].state != D_GONE) {
         /* a name is held by its identity: another key never takes it over */
         if (s->d[i].user_id[0] && strcmp(s->d[i].user_id, m->user_id)) {
@@ -291,7 +303,8 @@ void sched_peers_register(sched_t *s, g4_msg_t *m)
         /* a new process of the same name while the old one still lives (it
          * heartbeats, and on this host its pid exists) evicts nothing: it
          * waits ("retry") until the old one is gone. A restart after a crash
-         * finds the old pid dead; g4 swap starts its replacement under a new name. */
+         * finds the old pid dead. g4 swap's replacement names the pid it
+         * replaces: both hold the name until the old one stops. */
         const int same_proc = s->d[i].pid == r->pid && r->host && !strcmp(s->d[i].host, r->host);
         if (!same_proc) {
             char host[64] = "";
@@ -299,14 +312,21 @@ void sched_peers_register(sched_t *s, g4_msg_t *m)
             const int here = !strcmp(s->d[i].host, host) && r->host && !strcmp(r->host, host);
             const int old_alive = s->d[i].pid > 0 && here && (kill(s->d[i].pid, 0) == 0 || errno == EPERM);
             const int old_silent = sched_now() - s->d[i].last_seen_ms > 1000u;
-            if (old_alive || (!here && !old_silent)) {
+            const int swap = r->replaces_pid && r->replaces_pid == s->d[i].pid && r->role == s->d[i].role;
+            if ((old_alive || (!here && !old_silent)) && swap) {
+                g4_log_info("sched", "%s: pid %d replaces pid %d (g4 swap)", r->name, r->pid, s->d[i].pid);
+                s->d[i].replaced = 1;
+                restarts = (int64_t)s->d[i].restarts + 1;
+                i = -1;
+            } else if (old_alive || (!here && !old_silent)) {
                 char retry[160];
                 snprintf(retry, sizeof retry, "retry: the name %s is held by a live process (pid %d)", r->name, s->d[i].pid);
                 s_reply_register(s, m, 0, retry);
                 return sched_refuse(s, m, "a Register of a name a live daemon holds");
+            } else {
+                /* same name, new process: the old one is gone */
+                s_daemon_gone(s, i, "was replaced by a new process of the same name");
             }
-            /* same name, new process: the old one is gone */
-            s_daemon_gone(s, i, "was replaced by a new process of the same name");
         }
     }
     if (i < 0 || s->d[i].state == D_GONE) {
@@ -319,10 +339,11 @@ void sched_peers_register(sched_t *s, g4_msg_t *m)
         if (i < 0) return s_reply_register(s, m, 0, "too many daemons");
         if (s->d[i].sock) zmq_close(s->d[i].sock);
         /* a new process under a known name: a restart (a supervisor's, a swap's) */
-        const uint32_t restarts = s->d[i].state == D_GONE && !strcmp(s->d[i].name, r->name)
-                                      ? s->d[i].restarts + (s->d[i].pid != r->pid) : 0;
+        if (restarts < 0)
+            restarts = s->d[i].state == D_GONE && !strcmp(s->d[i].name, r->name) ? s->d[i].restarts + (s->d[i].pid != r->pid)
+                                                                                   : 0;
         memset(&s->d[i], 0, sizeof s->d[i]);
-        s->d[i].restarts = restarts;
+        s->d[i].restarts = (uint32_t)restarts;
     }
     drec_t *d = &s->d[i];
     int fresh = d->state != D_READY;
@@ -376,9 +397,8 @@ static uint64_t s_stuck_after(const sched_t *s, const drec_t *d)
 void sched_peers_heartbeat(sched_t *s, g4_msg_t *m)
 {
     const G4__V1__Heartbeat *hb = m->env->heartbeat;
-    const int i = hb->name ? sched_peers_find(s, hb->name) : -1;
-    if (i < 0 || s->d[i].state == D_GONE || s->d[i].route_len != m->route_len ||
-        memcmp(s->d[i].route, m->route, m->route_len)) {
+    const int i = hb->name ? s_find_sender(s, hb->name, m) : -1;
+    if (i < 0 || s->d[i].state == D_GONE) {
         /* we do not know it (we restarted, or declared it gone): ask it to register */
         return s_reply_register(s, m, 0, "unknown: register again");
     }
@@ -528,6 +548,15 @@ void sched_peers_status(sched_t *s, g4_msg_t *m)
     G4__V1__PrefixCacheStatus pcs = G4__V1__PREFIX_CACHE_STATUS__INIT;
     sched_cache_status(s, &pcs);
     rep.prefix_cache = &pcs;
+    /* the scheduler itself */
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    rep.pid = (int32_t)getpid();
+    rep.uptime_s = (double)(now - s->started_ms) / 1000.0;
+    rep.host = host;
+    rep.n_slots = s->n_chain ? (uint32_t)s->n_slots : 0;
+    for (int k = 0; k < s->n_slots && s->n_chain; k++) rep.slots_used += s->slot_used[k] != 0;
+    rep.n_ctx = s->n_chain ? s->n_ctx : 0;
     h.request_id = m->env->header->request_id;
     env.header = &h;
     env.body_case = G4__V1__ENVELOPE__BODY_STATUS_REPLY;

@@ -5,7 +5,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 JOBS=$(nproc 2>/dev/null || echo 2)
-if ! pkg-config --exists libzmq libprotobuf-c hwloc libcjson libmicrohttpd libmpg123 libsodium libedit 2>/dev/null || [ ! -f /usr/include/stb/stb_image.h ]; then
+# the one list of dependencies is deploy/install-deps.sh's (commands, modules, headers)
+if ! bash deploy/install-deps.sh --check; then
   echo "dependencies missing: running deploy/install-deps.sh"
   bash deploy/install-deps.sh || exit 1
 fi

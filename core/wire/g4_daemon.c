@@ -20,6 +20,9 @@ static const g4_cfg_opt_t s_common[] = {
     {"scheduler", S_OPT(scheduler), NULL, 1, 0, 0, "register with the scheduler's control endpoint EP", .arg = "EP"},
     {"advertise", S_OPT(advertise), NULL, 1, 0, 0, "the endpoint others connect to (default: --listen)", .arg = "EP"},
     {"name", S_OPT(name), NULL, 1, 0, 0, "unique name of this daemon", .arg = "NAME"},
+    {"replaces", .type = G4_CFG_INT, .offset = offsetof(g4_daemon_cfg_t, replaces), "0", 0, 1 << 30, 0,
+     "take over --name from the live daemon with this pid (g4 swap); both serve until it stops",
+     .flags = G4_CFG_ARGV_ONLY, .arg = "PID"},
     {"listen", S_OPT(listen), NULL, 1, 0, 0, "serve here: ipc://PATH or tcp://HOST:PORT", .flags = G4_CFG_REQUIRED, .arg = "EP"},
     {"log-level", S_OPT(log_level), "info", 1, 0, 1, "error, warn, info or debug", .arg = "LEVEL"},
     {"insecure", S_FLAG(insecure), NULL, 1, 0, 0,
@@ -31,7 +34,7 @@ static const g4_cfg_opt_t s_common[] = {
     {"check-config", S_FLAG(check_config), NULL, 1, 0, 0, "validate the configuration and exit", .flags = G4_CFG_ARGV_ONLY},
     {"help", S_FLAG(help), NULL, 1, 0, 0, "print this and exit", .flags = G4_CFG_ARGV_ONLY},
 };
-enum { S_N_PEER = 3, S_N_COMMON = sizeof s_common / sizeof s_common[0] };
+enum { S_N_PEER = 4, S_N_COMMON = sizeof s_common / sizeof s_common[0] };
 
 static void s_help(const g4_daemon_spec_t *spec, const g4_daemon_opts_t *o, FILE *out)
 {
@@ -128,6 +131,7 @@ int g4_daemon_register(g4_daemon_t *d, void *zctx, const g4_daemon_cfg_t *c, con
     r->role = info->role;
     r->name = (char *)(info->name ? info->name : c->name);
     r->pid = (int)getpid();
+    r->replaces_pid = (int32_t)c->replaces;
     r->endpoint = (char *)(c->advertise ? c->advertise : c->listen); /* where others connect */
     r->model = (char *)info->model;
     r->model_digest = d->digest;

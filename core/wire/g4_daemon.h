@@ -37,6 +37,7 @@ typedef struct g4_daemon_cfg {
     char *scheduler;         /* --scheduler EP: registers there (NULL: standalone) */
     char *advertise;         /* --advertise EP: the endpoint others connect to (NULL: listen) */
     char *name;              /* --name: unique per daemon */
+    int64_t replaces;        /* --replaces PID: g4 swap's replacement of the live holder of --name (0: none) */
     char *log_level;         /* --log-level error|warn|info|debug */
     char *config;            /* --config FILE: `key value` lines, before the flags */
     int insecure;            /* --insecure: non-loopback tcp:// without CURVE keys (warned loudly) */
@@ -49,7 +50,7 @@ typedef struct g4_daemon_spec {
     const g4_cfg_opt_t *opts;  /* the daemon's own options (fields of its config struct) */
     size_t n_opts;
     size_t common_offset;      /* offsetof(config struct, its g4_daemon_cfg_t) */
-    int registers;             /* takes --scheduler, --advertise, --name (all but schedulerd) */
+    int registers;             /* takes --scheduler, --advertise, --name, --replaces (all but schedulerd) */
     const char *name;          /* default of --name (NULL: none, the daemon makes one up) */
 } g4_daemon_spec_t;
 

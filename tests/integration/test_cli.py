@@ -5,7 +5,9 @@ with "address in use"; `g4 plan` exits 1 when the model does not fit; `g4 chat`
 driven through a pseudo-terminal: /help, an unknown /command refused, a
 multi-line turn, Ctrl-C stops a reply and the history is kept (/save shows
 it); g4 down with a planted state file signals nothing else; and nothing is left behind (no run directory in $TMPDIR, no process)
-after a run, a failed run and a Ctrl-C.
+after a run, a failed run and a Ctrl-C. With --json every failing command prints
+{"error": {...}} on stdout and keeps its exit status; -m and --mmproj are checked
+(a GGUF, of the right kind, a projector of the model's width) before any daemon starts.
 
 usage: test_cli.py G4_BINARY TESTDATA_DIR"""
 import json, os, pty, select, signal, socket, subprocess, sys, time
@@ -100,6 +102,47 @@ def main():
     check(rc0 == 0 and rc1 == 0 and json.loads(out0)["ids"] == json.loads(out1)["ids"],
           "aliases: %s %s / %s %s" % (out0[:80], err0, out1[:80], err1))
     check("-ngl 99 ignored" in err1, "GPU flag explained: %r" % err1)
+
+    # --json: a failure is a JSON object on stdout too, with the exit status kept
+    nothing = sc.path("nonexistent.gguf")
+    for args, want_rc in ((["run", "-m", nothing, "-p", "hi", "--json"], 1),
+                          (["run", "-m", model, "-p", "hi", "--temp", "abc", "--json"], 2),
+                          (["run", "-m", model, "-p", "hi", "--in-process", "--json", "--bogus"], 2),
+                          (["status", "--json"], 1),
+                          (["plan", "-m", nothing, "--json"], 1),
+                          (["plan", "-m", model, "--json", "--topology", "numa:2(memory=1MB) core:2 pu:1"], 1),
+                          (["bench", "-m", nothing, "--json"], 1),
+                          (["tokenize", "-m", nothing, "-p", "hi", "--json"], 1),
+                          (["inspect", nothing, "--json"], 1)):
+        rc, out, err = g4run(*args)
+        try:
+            e = json.loads(out.strip().splitlines()[-1])["error"]
+        except (ValueError, IndexError, KeyError, TypeError):
+            e = None
+        check(rc == want_rc and e and e.get("message") and e.get("code") == want_rc and
+              e.get("type") == ("usage" if want_rc == 2 else "failure") and "error: " in err,
+              "g4 %s: rc %d, stdout %r, stderr %r" % (" ".join(args[:1] + args[-2:]), rc, out[-300:], err[-200:]))
+
+    # -m and --mmproj checked before any daemon starts: one line, at once, nothing left behind
+    mm = os.path.join(td, "mm")
+    proj = os.path.join(mm, "mmproj-gemma4-e2b-tiny-f32.gguf")  # width 96; the model's is 128
+    cases = [(["-m", model, "--mmproj", nothing], "No such file"),
+             (["-m", model, "--mmproj", model], "not a projector"),
+             (["-m", model, "--mmproj", os.path.join(td, "models", "dense-f32.short.json")], "not a GGUF"),
+             (["-m", os.path.join(td, "models", "dense-f32.short.json")], "not a GGUF")]
+    if os.path.exists(proj):
+        cases += [(["-m", model, "--mmproj", proj], "width 96"), (["-m", proj], "is a projector")]
+    else:
+        print("SKIP: the projector checks (no %s)" % proj)
+    for args, want in cases:
+        for cmd in (["run", "-p", "hi", "--shards", "1"], ["run", "-p", "hi", "--in-process"], ["up"],
+                    ["serve", "--port", "1"], ["chat"]):
+            t0 = time.time()
+            rc, out, err = g4run(cmd[0], *args, *cmd[1:])
+            lines = err.strip().splitlines()
+            check(rc == 1 and len(lines) == 1 and want in lines[0] and time.time() - t0 < 5 and
+                  leftovers(sc) == ([], []) and not os.path.exists(sc.path("stack.json")),
+                  "g4 %s %s: rc %d %r, left %s" % (cmd[0], args, rc, err[-300:], leftovers(sc)))
 
     # a plan that does not fit exits 1
     rc, out, _ = g4run("plan", "-m", model, "--topology", "numa:2(memory=1MB) core:2 pu:1")

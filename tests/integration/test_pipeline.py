@@ -3,6 +3,8 @@
   * g4 run on the embedded stack with --shards 1, 2 and 3 gives the same ids as
     --in-process, for every model in the shared test data;
   * g4 up / status --json / down: separate processes with role, pid, endpoint, layers;
+    the scheduler itself in its own "scheduler" object (pid, uptime, slots, log) and
+    as the first row of the table;
   * 16 clients x 8 requests at once, each with its own seed: every request
     completes and equals the same request run alone;
   * kill -9 of a shard mid-generation: the client hears of it within 3 s, the
@@ -53,6 +55,16 @@ check(st.get("ready") and roles == ["shard", "shard", "tokenizer"] and len(pids)
       all(os.path.exists("/proc/%d" % p) for p in pids) and
       sorted(tuple(d["layers"]) for d in daemons if d["role"] == "shard") == [(0, 2), (2, 4)],
       "status --json: %s" % out)
+sched = st.get("scheduler", {})
+recorded = json.load(open(os.path.join(run_dir, "stack.json")))["daemons"][0]
+check(isinstance(sched, dict) and sched.get("pid") == recorded["pid"] and sched["pid"] not in pids and
+      sched.get("endpoint", "").startswith("ipc://") and sched.get("uptime_s", -1) >= 0 and sched.get("n_slots") == 16 and
+      sched.get("rss_bytes", 0) > 0 and os.path.exists(sched.get("log", "")),
+      "status --json: the scheduler: %s" % sched)
+rc, out, err = g4run("status")
+rows = [l.split() for l in out.splitlines()]
+check(rc == 0 and any(r[:3] == ["scheduler", "schedulerd", str(recorded["pid"])] for r in rows),
+      "g4 status lists the scheduler: %s" % out)
 
 # streamed text == final text; stop strings end the output right before them, also when streaming
 rc, out, err = g4run("run", "--raw", "-p", "Once upon a time", "-n", "40", "--temp", "0", "--json")
@@ -146,8 +158,9 @@ def streamer(i):
 threads = [threading.Thread(target=streamer, args=(i,)) for i in range(8)]
 for t in threads: t.start()
 time.sleep(0.3)
-names = [d["name"] for d in json.loads(g4run("status", "--json")[1])["daemons"] if d["state"] == "ready"]
-for name in sorted(names):
+old_pids = {d["name"]: d["pid"] for d in json.loads(g4run("status", "--json")[1])["daemons"] if d["state"] == "ready"}
+names = sorted(old_pids)
+for name in names:
     rc, out, err = g4run("swap", name)
     check(rc == 0, "g4 swap %s: %s" % (name, err))
     print(out.strip())
@@ -158,8 +171,23 @@ print("\n".join(replays))
 check(len(replays) >= 2 and all(" 0 running" not in l for l in replays), "the shard swaps happened while requests ran")
 check(during == before, "during swaps: %s" % {i: during[i] for i in during if during[i] != before[i]})
 st = json.loads(g4run("status", "--json")[1])
-check(st.get("ready") and all(d["name"] not in names for d in st["daemons"] if d["state"] == "ready"),
-      "after swaps: %s" % st)
+ready = {d["name"]: d["pid"] for d in st["daemons"] if d["state"] == "ready"}
+check(st.get("ready") and sorted(ready) == names and all(ready[n] != old_pids[n] for n in names),
+      "after swaps: the same names, new processes: %s" % st)
+# the name is kept, so it can be swapped again; the replaced processes leave no rows behind
+rc, out, err = g4run("swap", names[-1])
+check(rc == 0, "a second g4 swap %s: %s" % (names[-1], err))
+deadline = time.time() + 10
+while time.time() < deadline:
+    st = json.loads(g4run("status", "--json")[1])
+    rows = sorted((d["name"], d["state"]) for d in st["daemons"])
+    if rows == [(n, "ready") for n in names]:
+        break
+    time.sleep(0.2)
+check(rows == [(n, "ready") for n in names] and all(d["restarts"] >= 1 for d in st["daemons"]),
+      "after the swaps, one ready row per name: %s" % rows)
+rc, out, err = g4run(*req_args(0))
+check(rc == 0 and json.loads(out)["ids"] == alone[0], "after the swaps: %s %s" % (out, err))
 
 # 6. SIGTERM drains: a running request completes
 p = subprocess.Popen([g4, "run", "--raw", "-p", "Once upon a time", "-n", "200", "--ignore-eos", "--temp", "0", "--json"],
