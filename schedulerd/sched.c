@@ -406,8 +406,10 @@ static void s_schedule(sched_t *s)
     int n_running = 0;
     for (int i = 0; i < s->n_r; i++) n_running += s->bt_seq[i].state == SCHED_SEQ_RUNNING;
     const int max_seqs = sched_batch_max_seqs(n_running, s->n_chain);
-    while (s->n_b < s->n_chain && s->n_b < MAX_BATCHES)
+    while (s->n_b < s->n_chain && s->n_b < MAX_BATCHES) {
         if (s_send_batch(s, max_seqs)) break;
+        s_seq_view(s); /* (prefix lookups see the chunks the batch just sent is computing) */
+    }
 }
 
 /* ---- the loop ------------------------------------------------------------------------------ */

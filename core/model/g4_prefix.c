@@ -152,8 +152,11 @@ int g4_ctx_chunk_restore(g4_ctx_t *c, int id, g4_kv_chunk_t *const *chunks, int 
         if (!s->k[l]) continue;
         const size_t rb = g4_kv_row_bytes(c, l);
         const int cells = g4_kv_cells(c, l);
-        /* full layers: every position; sliding ones: the window before n_keep */
-        const int from = hp->is_swa[l] && n_keep - (int)hp->n_swa + 1 > 0 ? n_keep - (int)hp->n_swa + 1 : 0;
+        /* full layers: every position; sliding ones: the window before the
+         * ubatch n_keep is in and that ubatch's rows (a chunk kept after it
+         * holds them all) */
+        const int w0 = (vstart < n_keep ? vstart : n_keep) - (int)hp->n_swa + 1;
+        const int from = hp->is_swa[l] && w0 > 0 ? w0 : 0;
         for (int i = 0; i < n; i++) {
             const g4_kv_chunk_t *ch = chunks[i];
             const int p0 = ch->begin > from ? ch->begin : from, p1 = ch->end < n_keep ? ch->end : n_keep;
