@@ -39,6 +39,8 @@ static const s_num_t s_nums[] = {
     {"run chat", "--repeat-last-n", S_INT, -1, 1 << 24},
     {"run chat", "--presence-penalty --frequency-penalty", S_REAL, -2, 2},
     {"run", "--logprobs", S_INT, 0, 100},
+    {"run bench", "--draft-max --draft-min", S_INT, 0, 256},
+    {"run bench", "--draft-p-min", S_REAL, 0, 1},
     {"run", "--timeout", S_REAL, 0, 1e9},
     {"*", "-t --threads", S_INT, 0, 4096},
     {"run chat up serve plan", "-c --ctx", S_INT, 0, 1 << 24},
@@ -102,6 +104,16 @@ static const char *const s_alias[][2] = {
     {"--ctx-size", "--ctx"},
     {"-s", "--seed"},
     {"--n-predict", "-n"},
+    /* speculative decoding: llama.cpp's old and new spellings */
+    {"-md", "--draft-model"},
+    {"--model-draft", "--draft-model"},
+    {"--spec-draft-model", "--draft-model"},
+    {"--draft", "--draft-max"},
+    {"--draft-n", "--draft-max"},
+    {"--spec-draft-n-max", "--draft-max"},
+    {"--draft-n-min", "--draft-min"},
+    {"--spec-draft-n-min", "--draft-min"},
+    {"--spec-draft-p-min", "--draft-p-min"},
 };
 
 /* llama.cpp's GPU options: a user coming from llama-cli types them by habit */

@@ -29,6 +29,7 @@
 
 typedef struct bench_run {
     double prefill_tps, decode_tps, ttft_ms;
+    int n_drafted, n_accepted; /* speculative decoding */
 } bench_run_t;
 
 static int s_cmp(const void *a, const void *b)
@@ -69,8 +70,8 @@ static int32_t *s_prompt(int n, int n_vocab, uint64_t seed)
     return ids;
 }
 
-static int s_in_process(const char *model, int np, int ng, int warmup, int reps, int kv_type, int mmap_only, bench_run_t *runs,
-                        double *ready_ms, double *weights_ms)
+static int s_in_process(const char *model, int np, int ng, int warmup, int reps, int kv_type, int mmap_only,
+                        const char *draft, cli_spec_t *spec, bench_run_t *runs, double *ready_ms, double *weights_ms)
 {
     const uint64_t t0 = g4_clock_mono_ns();
     g4_err_t err;
@@ -82,10 +83,16 @@ static int s_in_process(const char *model, int np, int ng, int warmup, int reps,
     const g4_hparams_t *hp = g4_model_hparams(m);
     g4_ctx_params_t cp = {.n_ctx = np + ng + 1, .n_ubatch = 512, .n_seq_max = 1, .kv_type = kv_type};
     g4_ctx_t *c = g4_ctx_new(m, &cp, &err);
+    if (c && draft && cli_spec_load(draft, m, cp.n_ctx, kv_type, spec)) {
+        g4_ctx_destroy(&c);
+        g4_model_destroy(&m);
+        return 1;
+    }
     *ready_ms = (double)(g4_clock_mono_ns() - t0) / 1e6;
     /* timed runs start once the weights sit where they stay (g4_model_warm) */
     g4_model_warm(m, mmap_only ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY);
     g4_model_warmed(m, 1, NULL);
+    if (spec->draft) g4_model_warmed(spec->draft, 1, NULL);
     *weights_ms = (double)(g4_clock_mono_ns() - t0) / 1e6;
     g4_sampler_params_t sp;
     g4_sampler_params_default(&sp);
@@ -102,7 +109,7 @@ static int s_in_process(const char *model, int np, int ng, int warmup, int reps,
             g4_sampler_destroy(&smp);
             break;
         }
-        const cli_local_req_t req = {.ids = ids, .n_ids = np, .n_predict = ng, .ignore_eos = 1};
+        const cli_local_req_t req = {.ids = ids, .n_ids = np, .n_predict = ng, .ignore_eos = 1, .spec = draft ? spec : NULL};
         cli_local_out_t o;
         rc = cli_generate_local(m, c, smp, &req, NULL, &o, &err);
         if (rc) cli_error("%s", err.msg);
@@ -110,10 +117,12 @@ static int s_in_process(const char *model, int np, int ng, int warmup, int reps,
             runs[r].prefill_tps = np / ((double)(o.t_first - o.t_start) / 1e9);
             runs[r].ttft_ms = (double)(o.t_first - o.t_start) / 1e6;
             runs[r].decode_tps = ng > 1 ? (ng - 1) / ((double)(o.t_end - o.t_first) / 1e9) : 0;
+            runs[r].n_drafted = o.n_drafted, runs[r].n_accepted = o.n_accepted;
         }
         g4_sampler_destroy(&smp);
         g4_free(ids);
     }
+    cli_spec_free(spec);
     g4_ctx_destroy(&c);
     g4_model_destroy(&m);
     return rc;
@@ -158,6 +167,8 @@ int cli_bench(int argc, char **argv)
 {
     const char *model = NULL;
     int np = 512, ng = 128, threads = 0, reps = 3, warmup = 1, shards = 0, in_process = 0, json = 0, kv_type = 0, mmap_only = 0;
+    const char *draft = NULL;
+    cli_spec_t spec = {.n_max = 3};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = v, i++;
@@ -168,6 +179,10 @@ int cli_bench(int argc, char **argv)
         else if (!strcmp(a, "--warmup") && v) warmup = atoi(v), i++;
         else if (!strcmp(a, "--shards") && v) shards = atoi(v), i++;
         else if (!strcmp(a, "--in-process")) in_process = 1;
+        else if (!strcmp(a, "--draft-model") && v) draft = v, i++;
+        else if (!strcmp(a, "--draft-max") && v) spec.n_max = atoi(v), i++;
+        else if (!strcmp(a, "--draft-min") && v) spec.n_min = atoi(v), i++;
+        else if (!strcmp(a, "--draft-p-min") && v) spec.p_min = (float)atof(v), i++;
         else if (!strcmp(a, "--kv-f32")) kv_type = G4_KV_F32;
         else if ((!strcmp(a, "--kv-type") || !strcmp(a, "-ctk") || !strcmp(a, "-ctv")) && v) {
             if ((kv_type = g4_kv_type_from_name(v)) < 0) {
@@ -184,13 +199,17 @@ int cli_bench(int argc, char **argv)
         cli_error("usage: g4 bench -m MODEL.gguf [-p 512] [-n 128] ... (-p 1..32768, -n >= 1, --reps 1..100)");
         return 2;
     }
+    if (draft && !in_process) {
+        cli_error("speculative decoding (--draft-model) runs with --in-process for now");
+        return 2;
+    }
     bench_run_t *runs = g4_calloc((size_t)reps, sizeof *runs);
     double ready_ms = 0, weights_ms = 0;
     int rc = 0;
     cJSON *procs = cJSON_CreateArray();
     if (in_process) {
         if (threads > 0) g4_kernels_set_threads(threads);
-        rc = s_in_process(model, np, ng, warmup, reps, kv_type, mmap_only, runs, &ready_ms, &weights_ms);
+        rc = s_in_process(model, np, ng, warmup, reps, kv_type, mmap_only, draft, &spec, runs, &ready_ms, &weights_ms);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         cJSON *p = cJSON_CreateObject();
@@ -272,6 +291,9 @@ int cli_bench(int argc, char **argv)
         for (int r = 0; r < reps; r++) v[r] = k == 0 ? runs[r].prefill_tps : k == 1 ? runs[r].decode_tps : runs[r].ttft_ms;
         med[k] = s_median(v, reps);
     }
+    int n_drafted = 0, n_accepted = 0; /* over the timed runs */
+    for (int r = 0; r < reps; r++) n_drafted += runs[r].n_drafted, n_accepted += runs[r].n_accepted;
+    const double acceptance = n_drafted ? (double)n_accepted / n_drafted : 0;
     double peak = 0;
     const cJSON *p;
     cJSON_ArrayForEach(p, procs)
@@ -291,6 +313,13 @@ int cli_bench(int argc, char **argv)
         cJSON_AddNumberToObject(j, "prefill_tps", med[0]);
         cJSON_AddNumberToObject(j, "decode_tps", med[1]);
         cJSON_AddNumberToObject(j, "ttft_ms", med[2]);
+        if (draft) {
+            cJSON_AddStringToObject(j, "draft_model", draft);
+            cJSON_AddNumberToObject(j, "draft_max", spec.n_max);
+            cJSON_AddNumberToObject(j, "draft_n", n_drafted);
+            cJSON_AddNumberToObject(j, "draft_n_accepted", n_accepted);
+            cJSON_AddNumberToObject(j, "draft_acceptance", acceptance);
+        }
         cJSON_AddNumberToObject(j, "ready_ms", ready_ms);
         cJSON_AddNumberToObject(j, "weights_ready_ms", weights_ms);
         cJSON_AddNumberToObject(j, "peak_rss_mb", peak);
@@ -303,6 +332,9 @@ int cli_bench(int argc, char **argv)
         printf("%s (%s): prompt %d, generate %d, %d reps\n", model, in_process ? "in-process" : "stack", np, ng, reps);
         printf("  prefill %.1f tok/s   decode %.2f tok/s   time to first token %.0f ms   ready in %.0f ms"
                "   weights settled in %.0f ms\n", med[0], med[1], med[2], ready_ms, weights_ms);
+        if (draft)
+            printf("  speculative: %s, draft-max %d: %d drafted, %d accepted, acceptance %.2f -> decode %.2f tok/s\n",
+                   draft, spec.n_max, n_drafted, n_accepted, acceptance, med[1]);
         cJSON_ArrayForEach(p, procs) printf("  %-12s peak RSS %.0f MB\n", cJSON_GetObjectItemCaseSensitive(p, "name")->valuestring,
                                             cJSON_GetObjectItemCaseSensitive(p, "peak_rss_mb")->valuedouble);
         cJSON_Delete(procs);

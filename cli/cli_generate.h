@@ -32,6 +32,7 @@ typedef struct cli_local_req {
     const float *embd;   /* soft-token rows in prompt order (NULL: none) */
     int n_predict, ignore_eos;
     int logprobs;        /* top-k log-probabilities per generated token (0: none) */
+    const struct cli_spec *spec; /* speculative decoding (cli_spec.c); NULL: one token per step */
 } cli_local_req_t;
 
 typedef struct cli_local_cb {
@@ -48,6 +49,9 @@ typedef struct cli_local_out {
     const char *finish;   /* "stop" (an end-of-generation id) or "length" */
     /* g4_clock_mono_ns: before the prefill, after it, after the first id, at the end */
     uint64_t t_start, t_prefilled, t_first, t_end;
+    /* speculative decoding: tokens drafted and sent for verification, those
+     * accepted, verification passes (plain steps not counted) */
+    int n_drafted, n_accepted, n_verify;
 } cli_local_out_t;
 
 /* Prefills the prompt on a new sequence of ctx in the scheduler's chunks
@@ -56,5 +60,42 @@ typedef struct cli_local_out {
  * at the end. 0, or an error with err. */
 int cli_generate_local(const g4_model_t *m, g4_ctx_t *ctx, g4_sampler_t *smp, const cli_local_req_t *r,
                        const cli_local_cb_t *cb, cli_local_out_t *out, g4_err_t *err);
+
+/* The prefill of cli_generate_local on sequence seq: the prompt's text rows
+ * into smp's penalties, the rows in the scheduler's chunks, the last row's
+ * logits [n_vocab] and (hidden != NULL) its final hidden state [H]; sets
+ * out->t_start and t_prefilled. 0, or an error with err. */
+int cli_local_prefill(const g4_model_t *m, g4_ctx_t *ctx, g4_sampler_t *smp, const cli_local_req_t *r,
+                      const cli_local_cb_t *cb, int seq, float *logits, float *hidden, cli_local_out_t *out,
+                      g4_err_t *err);
+
+/* ---- speculative decoding (cli_spec.c) ---------------------------------------------- */
+
+typedef struct g4_draft g4_draft_t;
+
+/* llama.cpp's defaults: --draft-max 3, --draft-min 0, --draft-p-min 0 */
+typedef struct cli_spec {
+    g4_draft_t *assistant; /* a gemma4-assistant for the target, or            */
+    g4_model_t *draft;     /* a separate Gemma 4 draft model (same vocabulary) */
+    g4_ctx_t *draft_ctx;   /* its context (one sequence)                       */
+    int n_max, n_min;      /* tokens drafted per pass at most; fewer: a plain step */
+    float p_min;           /* drafting stops below this probability (top 10)  */
+} cli_spec_t;
+
+/* cli_generate_local with speculation (r->spec): each pass drafts up to n_max
+ * ids after the last sampled one, runs the 1 + k rows through the target as
+ * one forward call (each row as the decode step it stands for:
+ * G4_ROW_STEP), keeps the longest prefix the sampler confirms (greedy: the
+ * ids plain decoding samples; temperature: accepted with min(1, p/q), else
+ * one id drawn from norm(max(0, p - q)), so the distribution is unchanged),
+ * and rewinds the target to it (g4_draft_rewind) and the draft model to it. */
+int cli_generate_spec(const g4_model_t *m, g4_ctx_t *ctx, g4_sampler_t *smp, const cli_local_req_t *r,
+                      const cli_local_cb_t *cb, cli_local_out_t *out, g4_err_t *err);
+
+/* --draft-model: loads PATH as the assistant of m (gemma4-assistant) or a
+ * separate draft model with a context of n_ctx positions, into *sp (n_max,
+ * n_min, p_min kept). 0, or 1 with the error printed. */
+int cli_spec_load(const char *path, g4_model_t *m, int n_ctx, int kv_type, cli_spec_t *sp);
+void cli_spec_free(cli_spec_t *sp);
 
 #endif

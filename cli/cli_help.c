@@ -61,6 +61,12 @@ static const cli_help_t s_help[] = {
             "  --json                one JSON object: prompt_ids, ids, text, finish_reason, timings (ms)\n"
             "  -v, --verbose         the timing summary line even when stderr is not a terminal\n"
             "  --in-process          no daemons\n"
+            "  --draft-model FILE    speculative decoding (--in-process): a gemma4-assistant for the model\n"
+            "                        (multi-token prediction), or a smaller Gemma 4 with the same vocabulary\n"
+            "                        (also -md, --model-draft); greedy output is the same ids as without\n"
+            "  --draft-max N         ids drafted per pass, 0..256 (default 3)\n"
+            "  --draft-min N         a pass with fewer drafted ids decodes one step instead (default 0)\n"
+            "  --draft-p-min P       drafting stops below this probability (default 0)\n"
             "  --scheduler EP        a stack anywhere (tcp://HOST:PORT)\n" STACK
             "  --image FILE, --audio FILE   media for the projector (in front of the text; with --raw at\n"
             "                        <|image|> / <|audio|>); --image-min-tokens N, --image-max-tokens N\n"
@@ -97,7 +103,10 @@ static const cli_help_t s_help[] = {
               "  -n, --n-gen N         generated tokens (default 128)\n"
               "  -t, --threads N       (default: every core)\n"
               "  --reps N              repetitions, 1..100 (default 3)   --warmup N (default 1)\n"
-              "  --shards N | --in-process   --mmap   --kv-type T   --json\n"},
+              "  --shards N | --in-process   --mmap   --kv-type T   --json\n"
+              "  --draft-model FILE    speculative decoding (--in-process; see g4 run --help), with\n"
+              "                        --draft-max N (default 3), --draft-min N, --draft-p-min P:\n"
+              "                        decode tokens/s with the drafts' acceptance\n"},
     {"plan", "usage: g4 plan -m MODEL.gguf [--topology FILE.xml|SYNTHETIC] [--shards N] [--ctx N] [--slots N] [--json]\n"
              "  where the layers would go on this machine and what memory they take; exits 1 when\n"
              "  some shards do not fit\n"

@@ -64,7 +64,7 @@ static int s_parse_ids(const char *s, int32_t **out, int *n)
  * "timings": {prefill_ms, decode_ms, prefill_tps, decode_tps}, "logprobs"} */
 static void s_print_json(const int32_t *prompt_ids, int n_prompt, const int32_t *out_ids, int n_out, const char *text,
                          size_t text_len, const char *finish, double prefill_ms, double decode_ms, int logprobs,
-                         const g4_logprob_t *lps)
+                         const g4_logprob_t *lps, const cli_local_out_t *spec)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON *pa = cJSON_AddArrayToObject(root, "prompt_ids");
@@ -81,6 +81,12 @@ static void s_print_json(const int32_t *prompt_ids, int n_prompt, const int32_t 
     cJSON_AddNumberToObject(tm, "prefill_tps", prefill_ms > 0 ? n_prompt / (prefill_ms / 1e3) : 0);
     /* decode steps = generated ids after the first (which comes from the prefill) */
     cJSON_AddNumberToObject(tm, "decode_tps", n_out > 1 && decode_ms > 0 ? (n_out - 1) / (decode_ms / 1e3) : 0);
+    if (spec) { /* speculative decoding: llama-server's names, plus the rate and the passes */
+        cJSON_AddNumberToObject(tm, "draft_n", spec->n_drafted);
+        cJSON_AddNumberToObject(tm, "draft_n_accepted", spec->n_accepted);
+        cJSON_AddNumberToObject(tm, "draft_acceptance", spec->n_drafted ? (double)spec->n_accepted / spec->n_drafted : 0);
+        cJSON_AddNumberToObject(tm, "draft_passes", spec->n_verify);
+    }
     if (logprobs) {
         cJSON *la = cJSON_AddArrayToObject(root, "logprobs");
         for (int i = 0; i < n_out; i++) {
@@ -314,6 +320,8 @@ int cli_run(int argc, char **argv)
     int n_stop = 0;
     double timeout_s = 0;
     int n_predict = -1, json = 0, raw = 0, logprobs = 0, threads = 0, n_ctx = 0, kv_type = 0, mmap_only = 0, in_process = 0;
+    const char *draft_path = NULL;
+    cli_spec_t spec = {.n_max = 3}; /* llama.cpp's defaults: 3 drafted, no minimum, no p-min */
     g4_sampler_params_t sp;
     g4_sampler_params_default(&sp);
     for (int i = 1; i < argc; i++) {
@@ -342,6 +350,10 @@ int cli_run(int argc, char **argv)
         else if (OPT("--presence-penalty")) sp.presence_penalty = (float)atof(v);
         else if (OPT("--frequency-penalty")) sp.frequency_penalty = (float)atof(v);
         else if (OPT("--logprobs")) logprobs = atoi(v);
+        else if (OPT("--draft-model")) draft_path = v;
+        else if (OPT("--draft-max")) spec.n_max = atoi(v);
+        else if (OPT("--draft-min")) spec.n_min = atoi(v);
+        else if (OPT("--draft-p-min")) spec.p_min = (float)atof(v);
         else if (OPT("--threads") || OPT("-t")) threads = atoi(v);
         else if (OPT("--ctx") || OPT("-c")) n_ctx = atoi(v);
         else if (OPT("--mmproj")) s_med.mmproj = v;
@@ -388,6 +400,10 @@ int cli_run(int argc, char **argv)
     if (n_predict == 0) n_predict = -1; /* -n 0 meant "unlimited" on the stack: one meaning on both paths */
     if (!sched_ep && model && cli_check_files(model, s_med.mmproj)) return 1; /* before a daemon starts */
     if (!sched_ep && model && cli_plan_check_fits(model, n_shards, n_ctx)) return 1; /* (no -m: the stack that is up) */
+    if (draft_path && !in_process) {
+        cli_error("speculative decoding (--draft-model) runs with --in-process for now");
+        return 2;
+    }
     if (!in_process) {
         char *ftext = NULL;
         int32_t *ids = NULL;
@@ -426,6 +442,7 @@ int cli_run(int argc, char **argv)
     int8_t *flags = NULL;
     float *embd = NULL;
     s_local_t lo = {.vocab = vocab, .json = json, .logprobs = logprobs};
+    int spec_on = 0;
     if (!vocab) {
         cli_error("%s", err.msg);
         goto done;
@@ -463,6 +480,8 @@ int cli_run(int argc, char **argv)
     g4_ctx_params_t cp = {.n_ctx = n_ctx > 0 ? n_ctx : n_prompt + n_predict + 1, .n_ubatch = 512, .n_seq_max = 1,
                           .kv_type = kv_type};
     ctx = g4_ctx_new(m, &cp, &err);
+    if (ctx && draft_path && cli_spec_load(draft_path, m, cp.n_ctx, kv_type, &spec)) goto done;
+    spec_on = draft_path != NULL;
     smp = ctx ? g4_sampler_new(&sp, (int)hp->n_vocab, &err) : NULL;
     lo.ids = g4_malloc((size_t)(n_predict + 1) * sizeof *lo.ids);
     lo.lps = g4_malloc((size_t)(logprobs ? logprobs : 1) * (size_t)(n_predict + 1) * sizeof *lo.lps);
@@ -474,7 +493,8 @@ int cli_run(int argc, char **argv)
     cli_progress_init(&lo.prog, "prefill", "tokens", !json);
     g4_ctx_on_layer(ctx, s_prefill_layer, &lo);
     tok_stream_init(&lo.stream, 0);
-    const cli_local_req_t req = {prompt_ids, n_prompt, flags, embd, n_predict, ignore_eos, logprobs};
+    const cli_local_req_t req = {prompt_ids, n_prompt, flags, embd, n_predict, ignore_eos, logprobs,
+                                 spec_on ? &spec : NULL};
     const cli_local_cb_t cb = {s_local_chunk, s_local_token, &lo};
     cli_local_out_t out;
     const int grc = cli_generate_local(m, ctx, smp, &req, &cb, &out, &err);
@@ -487,6 +507,9 @@ int cli_run(int argc, char **argv)
     const double prefill_ms = (double)(out.t_prefilled - out.t_start) / 1e6;
     const double decode_ms = (double)(out.t_end - out.t_prefilled) / 1e6;
     if (!json) cli_progress_summary(n_prompt, out.n_out, prefill_ms, decode_ms, s_verbose);
+    if (!json && spec_on && (s_verbose || out.n_drafted))
+        fprintf(stderr, "draft: %d drafted, %d accepted (%.2f) in %d passes\n", out.n_drafted, out.n_accepted,
+                out.n_drafted ? (double)out.n_accepted / out.n_drafted : 0.0, out.n_verify);
     if (bounded && !strcmp(out.finish, "length"))
         fprintf(stderr, "note: the context (%d positions) ended the reply; a longer one: --ctx N\n", (int)cp.n_ctx);
     if (!json) {
@@ -501,7 +524,7 @@ int cli_run(int argc, char **argv)
         size_t text_len = 0;
         text_buf = tok_detokenize_text(vocab, lo.ids, out.n_out, 0, &text_len);
         s_print_json(prompt_ids, n_prompt, lo.ids, out.n_out, text_buf, text_len, out.finish, prefill_ms, decode_ms,
-                     logprobs, lo.lps);
+                     logprobs, lo.lps, spec_on ? &out : NULL);
         rc = 0;
     }
 done:
@@ -514,6 +537,7 @@ done:
     g4_free(lo.ids);
     g4_free(lo.lps);
     g4_sampler_destroy(&smp);
+    cli_spec_free(&spec);
     g4_ctx_destroy(&ctx);
     tok_vocab_destroy(&vocab);
     g4_model_destroy(&m);
@@ -648,7 +672,7 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
             const int n_out = (int)d->n_ids;
             s_print_json(sc.prompt_ids, sc.n_prompt, d->ids, n_out, (const char *)d->text.data, d->text.len,
                          d->finish_reason, d->usage ? d->usage->prefill_ms : 0, d->usage ? d->usage->decode_ms : 0,
-                         sc.n_tok >= n_out ? logprobs : 0, sc.lps);
+                         sc.n_tok >= n_out ? logprobs : 0, sc.lps, NULL);
         }
         g4__v1__envelope__free_unpacked(done, NULL);
     }

@@ -97,7 +97,10 @@ static void s_softmax(s_cand_t *c, int n)
     for (int i = 0; i < n; i++) c[i].p = (float)(c[i].p / sum);
 }
 
-int32_t g4_sampler_sample(g4_sampler_t *s, float *logits)
+/* the chain up to the draw: penalties, then (temperature > 0) the kept
+ * candidates s->cand[0, n) with their probabilities; returns n, or 0 for
+ * greedy (temperature <= 0: the caller takes the argmax of logits) */
+static int s_chain(g4_sampler_t *s, float *logits)
 {
     const g4_sampler_params_t *p = &s->p;
     /* penalties (llama.cpp: divide positive / multiply negative logits) */
@@ -119,12 +122,7 @@ int32_t g4_sampler_sample(g4_sampler_t *s, float *logits)
             *l -= (float)count * p->frequency_penalty + (count > 0 ? p->presence_penalty : 0.0f);
         }
     }
-    if (p->temp <= 0.0f) {
-        int32_t best = 0;
-        for (int32_t i = 1; i < s->n_vocab; i++)
-            if (logits[i] > logits[best]) best = i;
-        return best;
-    }
+    if (p->temp <= 0.0f) return 0;
     int n = s->n_vocab;
     for (int i = 0; i < n; i++) s->cand[i] = (s_cand_t){i, logits[i], 0};
     qsort(s->cand, (size_t)n, sizeof *s->cand, s_cmp);
@@ -149,6 +147,21 @@ int32_t g4_sampler_sample(g4_sampler_t *s, float *logits)
     }
     for (int i = 0; i < n; i++) s->cand[i].logit /= p->temp;
     s_softmax(s->cand, n);
+    return n;
+}
+
+static int32_t s_argmax(const float *x, int n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+int32_t g4_sampler_sample(g4_sampler_t *s, float *logits)
+{
+    const int n = s_chain(s, logits);
+    if (!n) return s_argmax(logits, s->n_vocab);
     const double r = (double)(s_next(&s->rng) >> 11) / 9007199254740992.0;
     double cum = 0;
     for (int i = 0; i < n; i++) {
@@ -156,6 +169,39 @@ int32_t g4_sampler_sample(g4_sampler_t *s, float *logits)
         if (r < cum) return s->cand[i].id;
     }
     return s->cand[n - 1].id;
+}
+
+int32_t g4_sampler_probs(g4_sampler_t *s, float *logits, float *probs)
+{
+    const int n = s_chain(s, logits);
+    memset(probs, 0, (size_t)s->n_vocab * sizeof *probs);
+    if (!n) {
+        const int32_t best = s_argmax(logits, s->n_vocab);
+        probs[best] = 1.0f;
+        return best;
+    }
+    for (int i = 0; i < n; i++) probs[s->cand[i].id] = s->cand[i].p;
+    return s->cand[0].id;
+}
+
+const g4_sampler_params_t *g4_sampler_params(const g4_sampler_t *s) { return &s->p; }
+
+double g4_sampler_uniform(g4_sampler_t *s) { return (double)(s_next(&s->rng) >> 11) / 9007199254740992.0; }
+
+int32_t g4_sampler_draw(g4_sampler_t *s, const float *probs)
+{
+    double sum = 0;
+    int32_t last = -1;
+    for (int i = 0; i < s->n_vocab; i++)
+        if (probs[i] > 0) sum += probs[i], last = i;
+    if (last < 0) return 0;
+    const double r = g4_sampler_uniform(s) * sum;
+    double cum = 0;
+    for (int i = 0; i < s->n_vocab; i++) {
+        cum += probs[i];
+        if (probs[i] > 0 && r < cum) return i;
+    }
+    return last;
 }
 
 void g4_top_logprobs(const float *logits, int n_vocab, int k, g4_logprob_t *out)

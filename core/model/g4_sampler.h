@@ -39,6 +39,16 @@ void g4_sampler_destroy(g4_sampler_t **s);
 void g4_sampler_accept(g4_sampler_t *s, int32_t id);
 /* Samples from logits[n_vocab] (modified in place). */
 int32_t g4_sampler_sample(g4_sampler_t *s, float *logits);
+/* The distribution g4_sampler_sample would draw from (probs[n_vocab], 0
+ * outside the kept candidates; greedy: 1 at the argmax), without drawing;
+ * returns its most likely id. logits are modified in place. */
+int32_t g4_sampler_probs(g4_sampler_t *s, float *logits, float *probs);
+/* The parameters the sampler was made with. */
+const g4_sampler_params_t *g4_sampler_params(const g4_sampler_t *s);
+/* A draw from the sampler's random stream: uniform in [0, 1). */
+double g4_sampler_uniform(g4_sampler_t *s);
+/* An id drawn from probs[n_vocab] (non-negative weights, normalised here). */
+int32_t g4_sampler_draw(g4_sampler_t *s, const float *probs);
 
 /* The k most likely ids of a logit row with their log-probabilities (float64
  * log-sum-exp over the whole row), most likely first. */

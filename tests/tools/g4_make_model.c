@@ -354,16 +354,184 @@ static void s_run(s_job_t *job)
 }
 
 /* ====================================================================== */
+/* --assistant-for: a gemma4-assistant (MTP drafter) for a target         */
+/* ====================================================================== */
+
+/* the target's keys the assistant must match */
+typedef struct s_target {
+    uint32_t n_embd, n_layer, hd_full, hd_swa, swa, ctx, shared;
+    uint32_t nkv[1000];
+    uint8_t is_swa[1000];
+    float base_full, base_swa;
+} s_target_t;
+
+static int s_target_read(g4_gguf_t *g, s_target_t *t, g4_err_t *err)
+{
+    memset(t, 0, sizeof *t);
+    if (g4_gguf_get_u32(g, "gemma4.embedding_length", &t->n_embd, err) ||
+        g4_gguf_get_u32(g, "gemma4.block_count", &t->n_layer, err) ||
+        g4_gguf_get_u32(g, "gemma4.attention.key_length", &t->hd_full, err) ||
+        g4_gguf_get_u32(g, "gemma4.attention.key_length_swa", &t->hd_swa, err) ||
+        g4_gguf_get_u32(g, "gemma4.attention.sliding_window", &t->swa, err) ||
+        g4_gguf_get_u32(g, "gemma4.context_length", &t->ctx, err) ||
+        g4_gguf_get_f32(g, "gemma4.rope.freq_base", &t->base_full, err) ||
+        g4_gguf_get_f32(g, "gemma4.rope.freq_base_swa", &t->base_swa, err))
+        return -1;
+    if (t->n_layer < 2 || t->n_layer > 1000) return g4_err_set(err, G4_ERR_FORMAT, "the target has %u layers", t->n_layer);
+    if (g4_gguf_find_key(g, "gemma4.attention.shared_kv_layers") >= 0 &&
+        g4_gguf_get_u32(g, "gemma4.attention.shared_kv_layers", &t->shared, err))
+        return -1;
+    g4_gguf_value_t v, e;
+    if (g4_gguf_get_arr(g, "gemma4.attention.sliding_window_pattern", &v, err)) return -1;
+    for (uint32_t l = 0; l < t->n_layer && l < v.arr_n; l++) g4_gguf_arr_get(g, &v, l, &e), t->is_swa[l] = (uint8_t)e.v.u;
+    const int64_t ki = g4_gguf_find_key(g, "gemma4.attention.head_count_kv");
+    if (ki < 0) return g4_err_set(err, G4_ERR_FORMAT, "the target has no attention.head_count_kv");
+    g4_gguf_kv_value(g, ki, &v);
+    for (uint32_t l = 0; l < t->n_layer; l++) {
+        int64_t x = 0;
+        if (v.type == G4_GGUF_ARRAY) g4_gguf_arr_get(g, &v, l, &e), g4_gguf_value_as_i64(&e, &x);
+        else g4_gguf_value_as_i64(&v, &x);
+        t->nkv[l] = (uint32_t)x;
+    }
+    return 0;
+}
+
+/* layer of the cache target layer l reads (KV sharing) */
+static int s_target_src(const s_target_t *t, int l)
+{
+    const int from = (int)(t->n_layer - t->shared);
+    return l < from ? l : t->is_swa[l] ? from - 2 : from - 1;
+}
+
+static void s_build_assistant(const s_cfg_t *c, const s_target_t *t, int64_t n_vocab, s_list_t *l)
+{
+    const int E = c->n_embd, Hb = (int)t->n_embd;
+    char nm[96];
+    const float post_gain = 1.0f, out_gain = 4.0f / (0.02f * sqrtf((float)E));
+    s_add(l, "token_embd.weight", 2, E, n_vocab, 1, S_INIT_NORMAL, 0.02f, 0);
+    if (strchr(c->layer_types, 'F')) s_add(l, "rope_freqs.weight", 1, (int64_t)t->hd_full / 2, 1, 1, S_INIT_ROPE, 0, 0);
+    s_add(l, "output_norm.weight", 1, E, 1, 1, S_INIT_GAIN, out_gain, 0);
+    s_add(l, "nextn.pre_projection.weight", 2, 2 * (int64_t)Hb, E, 1, S_INIT_NORMAL, 1.0f / sqrtf(2.0f * Hb), 0);
+    s_add(l, "nextn.post_projection.weight", 2, E, Hb, 1, S_INIT_NORMAL, 1.0f / sqrtf((float)E), 0);
+#define S_ADD(suffix, ...) (snprintf(nm, sizeof nm, "blk.%d." suffix, il), s_add(l, nm, __VA_ARGS__))
+#define S_LIN(suffix, in, out) S_ADD(suffix, 2, in, out, 1, S_INIT_NORMAL, 1.0f / sqrtf((float)(in)), 0)
+    for (int il = 0; il < c->n_layer; il++) {
+        const int hd = (int)(s_is_swa(c, il) ? t->hd_swa : t->hd_full), H = c->n_head, F = c->n_ff;
+        S_ADD("attn_norm.weight", 1, E, 1, 1, S_INIT_GAIN, 1, 0);
+        S_LIN("attn_q.weight", E, H * hd);
+        S_LIN("attn_output.weight", H * hd, E);
+        S_ADD("attn_q_norm.weight", 1, hd, 1, 1, S_INIT_GAIN, 1.2f * powf((float)hd, -0.25f), 0);
+        S_ADD("post_attention_norm.weight", 1, E, 1, 1, S_INIT_GAIN, post_gain, 0);
+        S_ADD("layer_output_scale.weight", 1, 1, 1, 1, S_INIT_UNIFORM, 0.6f, 1.0f);
+        S_ADD("ffn_norm.weight", 1, E, 1, 1, S_INIT_GAIN, 1, 0);
+        S_LIN("ffn_gate.weight", E, F);
+        S_LIN("ffn_up.weight", E, F);
+        S_LIN("ffn_down.weight", F, E);
+        S_ADD("post_ffw_norm.weight", 1, E, 1, 1, S_INIT_GAIN, post_gain, 0);
+    }
+#undef S_LIN
+#undef S_ADD
+}
+
+/* the assistant's keys: gemma4's as Gemma4AssistantModel converts them
+ * (llama.cpp conversion/gemma.py), embedding_length_out = the target's width,
+ * every layer drafting, the KV head counts of the target layers it reads */
+static void s_assistant_keys(g4_gguf_writer_t *w, const s_cfg_t *c, const s_target_t *t)
+{
+    const int src_swa = s_target_src(t, (int)t->n_layer - 2), src_full = s_target_src(t, (int)t->n_layer - 1);
+    int32_t kv[1000];
+    uint8_t pat[1000];
+    for (int il = 0; il < c->n_layer; il++)
+        pat[il] = (uint8_t)s_is_swa(c, il), kv[il] = (int32_t)t->nkv[pat[il] ? src_swa : src_full];
+#define K(k) "gemma4-assistant." k
+    g4_gguf_writer_add_u32(w, K("context_length"), t->ctx);
+    g4_gguf_writer_add_u32(w, K("embedding_length"), (uint32_t)c->n_embd);
+    g4_gguf_writer_add_u32(w, K("embedding_length_out"), t->n_embd);
+    g4_gguf_writer_add_u32(w, K("block_count"), (uint32_t)c->n_layer);
+    g4_gguf_writer_add_u32(w, K("nextn_predict_layers"), (uint32_t)c->n_layer);
+    g4_gguf_writer_add_u32(w, K("feed_forward_length"), (uint32_t)c->n_ff);
+    g4_gguf_writer_add_u32(w, K("attention.head_count"), (uint32_t)c->n_head);
+    g4_gguf_writer_add_arr(w, K("attention.head_count_kv"), G4_GGUF_I32, kv, (uint64_t)c->n_layer);
+    g4_gguf_writer_add_f32(w, K("rope.freq_base"), t->base_full);
+    g4_gguf_writer_add_f32(w, K("rope.freq_base_swa"), t->base_swa);
+    g4_gguf_writer_add_f32(w, K("attention.layer_norm_rms_epsilon"), 1e-6f);
+    g4_gguf_writer_add_u32(w, K("attention.key_length"), t->hd_full);
+    g4_gguf_writer_add_u32(w, K("attention.value_length"), t->hd_full);
+    g4_gguf_writer_add_u32(w, K("attention.key_length_swa"), t->hd_swa);
+    g4_gguf_writer_add_u32(w, K("attention.value_length_swa"), t->hd_swa);
+    g4_gguf_writer_add_u32(w, K("attention.sliding_window"), t->swa);
+    g4_gguf_writer_add_arr(w, K("attention.sliding_window_pattern"), G4_GGUF_BOOL, pat, (uint64_t)c->n_layer);
+    g4_gguf_writer_add_u32(w, K("rope.dimension_count"), t->hd_full);
+    g4_gguf_writer_add_u32(w, K("rope.dimension_count_swa"), t->hd_swa);
+    g4_gguf_writer_add_u32(w, K("embedding_length_per_layer_input"), 0);
+#undef K
+}
+
+/* every tensor's data, one slab at a time (sparse: holes of its size);
+ * counts[type] and *n_params add up what was written. 0, or -1 on a write error */
+static int s_write_tensors(FILE *f, const s_list_t *l, uint64_t seed, int sparse, int n_threads, int hd_full,
+                           int *counts, uint64_t *n_params)
+{
+    const size_t slab_bytes = (size_t)64 << 20;
+    uint8_t *slab = malloc(slab_bytes);
+    if (!slab) return -1;
+    for (int i = 0; i < l->n; i++) {
+        const s_tspec_t *t = &l->t[i];
+        const int64_t ne0 = t->ne[0], n_rows = t->ne[1] * t->ne[2];
+        const uint64_t rb = g4_dtype_row_bytes(t->type, (uint64_t)ne0);
+        const uint64_t tseed = s_mix64(seed * 0x9E3779B97F4A7C15ull ^ s_hash_name(t->name));
+        counts[t->type]++;
+        *n_params += (uint64_t)ne0 * (uint64_t)n_rows;
+        if (sparse) { /* a hole where the data goes: the directory is all that is read */
+            const uint64_t nb = rb * (uint64_t)n_rows;
+            if (fseeko(f, (off_t)(nb + (32 - nb % 32) % 32), SEEK_CUR)) goto io;
+            continue;
+        }
+        if (t->init != S_INIT_NORMAL) { /* small F32 vectors */
+            s_rng_t r = {tseed};
+            float *x = (float *)slab;
+            for (int64_t k = 0; k < ne0; k++) {
+                if (t->init == S_INIT_GAIN) x[k] = t->a * (1.0f + 0.1f * s_normal(&r));
+                else if (t->init == S_INIT_UNIFORM) x[k] = t->a + (t->b - t->a) * s_unif(&r);
+                else x[k] = k < hd_full / 8 ? 1.0f : 1e30f; /* rope_freqs: a quarter of the pairs rotate */
+            }
+        } else {
+            int64_t step = (int64_t)(slab_bytes / rb) / S_ROW_GROUP * S_ROW_GROUP;
+            if (step < S_ROW_GROUP) step = S_ROW_GROUP;
+            for (int64_t r0 = 0; r0 < n_rows; r0 += step) {
+                s_job_t job = {t->type, slab, r0, r0 + step <= n_rows ? step : n_rows - r0, ne0, t->a, tseed, n_threads};
+                s_run(&job);
+                if (fwrite(slab, 1, (size_t)(rb * (uint64_t)job.n_rows), f) != rb * (uint64_t)job.n_rows) goto io;
+            }
+        }
+        const uint64_t nbytes = rb * (uint64_t)n_rows;
+        if (t->init != S_INIT_NORMAL && fwrite(slab, 1, (size_t)nbytes, f) != nbytes) goto io;
+        static const uint8_t zeros[32] = {0};
+        const uint64_t pad = (32 - nbytes % 32) % 32;
+        if (pad && fwrite(zeros, 1, (size_t)pad, f) != pad) goto io;
+    }
+    free(slab);
+    return 0;
+io:
+    free(slab);
+    return -1;
+}
+
+/* ====================================================================== */
 /* main                                                                   */
 /* ====================================================================== */
 
 static int s_usage(FILE *out)
 {
     fprintf(out,
-            "usage: g4_make_model --preset e2b|e4b|26b-a4b|31b -o OUT.gguf [--n-layer N] [--type T] [--seed S]\n"
+            "usage: g4_make_model (--preset e2b|e4b|26b-a4b|31b | --assistant-for TARGET.gguf) -o OUT.gguf\n"
+            "         [--n-layer N] [--type T] [--seed S]\n"
             "         [--vocab VOCAB.gguf] [--threads N] [--n-embd E] [--n-ff F] [--n-head H] [--n-head-kv K]\n"
             "         [--n-head-kv-full K] [--n-ff-exp F]\n"
             "         [--layer-types SSSSSF] [--sliding-window W] [--ctx-train C] [--sparse 1]\n"
+            "  --assistant-for TARGET.gguf: a gemma4-assistant (multi-token prediction drafter) for TARGET:\n"
+            "    its head sizes, KV heads and tokenizer; 4 layers SSSF of width 256, 4 heads, n_ff 1024\n"
+            "    unless --n-layer / --layer-types / --n-embd / --n-head / --n-ff say otherwise\n"
             "  --sparse 1: no tensor data, holes of its size (the real shapes for g4 plan / inspect in no disk)\n"
             "  T: Q4_K_M (default) Q4_K_S Q5_K_M Q5_K_S Q6_K Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K F16 BF16 F32\n");
     return out == stdout ? 0 : 2;
@@ -384,7 +552,7 @@ static int s_order_cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     const char *preset = NULL, *out = NULL, *type_name = "Q4_K_M", *layer_types = NULL;
-    const char *vocab = G4_DEFAULT_VOCAB;
+    const char *vocab = G4_DEFAULT_VOCAB, *assistant_for = NULL;
     int n_layer = 0, n_embd = 0, n_ff = 0, n_head = 0, n_head_kv = 0, n_head_kv_full = 0, n_ff_exp = 0, swa = 0,
         ctx = 0;
     int n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -395,6 +563,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return s_usage(stdout);
         if (!v) return s_usage(stderr);
         if (!strcmp(a, "--preset")) preset = v;
+        else if (!strcmp(a, "--assistant-for")) assistant_for = v;
         else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--type")) type_name = v;
         else if (!strcmp(a, "--vocab")) vocab = v;
@@ -417,10 +586,23 @@ int main(int argc, char **argv)
         }
         i++;
     }
-    if (!preset || !out) return s_usage(stderr);
+    if ((!preset && !assistant_for) || !out) return s_usage(stderr);
     s_cfg_t c;
     int found = 0;
-    for (size_t i = 0; i < sizeof s_presets / sizeof s_presets[0]; i++)
+    /* an assistant: 4 layers S S S F of width 256, 4 heads, n_ff 1024 unless given */
+    const s_cfg_t s_assistant = {"assistant", 4, 256, 4, 1, 1, 0, 0, 1024, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, ""};
+    s_target_t tgt;
+    if (assistant_for) {
+        g4_err_t terr;
+        g4_gguf_t *tg = g4_gguf_open(assistant_for, &terr);
+        if (!tg || s_target_read(tg, &tgt, &terr)) {
+            fprintf(stderr, "g4_make_model: %s: %s\n", assistant_for, terr.msg);
+            return 1;
+        }
+        g4_gguf_destroy(&tg);
+        c = s_assistant, found = 1, vocab = assistant_for; /* the target's tokenizer */
+    }
+    for (size_t i = 0; preset && !assistant_for && i < sizeof s_presets / sizeof s_presets[0]; i++)
         if (!strcmp(preset, s_presets[i].preset)) c = s_presets[i], found = 1;
     if (!found) {
         fprintf(stderr, "g4_make_model: unknown preset %s\n", preset);
@@ -497,7 +679,8 @@ int main(int argc, char **argv)
     const float out_gain = 4.0f / (embd_std * sqrtf((float)c.n_embd));
 
     s_list_t l = {0};
-    s_build(&c, n_vocab, post_gain, out_gain, &l);
+    if (assistant_for) s_build_assistant(&c, &tgt, n_vocab, &l);
+    else s_build(&c, n_vocab, post_gain, out_gain, &l);
     qsort(l.t, (size_t)l.n, sizeof *l.t, s_order_cmp);
     const char **names = calloc((size_t)l.n, sizeof *names);
     for (int i = 0; i < l.n; i++) names[i] = l.t[i].name;
@@ -513,12 +696,16 @@ int main(int argc, char **argv)
     g4_gguf_writer_t *w = g4_gguf_writer_new(&err);
     if (!w) return 1;
     char name[256], cfg[2048];
-    g4_gguf_writer_add_str(w, "general.architecture", "gemma4");
+    g4_gguf_writer_add_str(w, "general.architecture", assistant_for ? "gemma4-assistant" : "gemma4");
     g4_gguf_writer_add_str(w, "general.type", "model");
     snprintf(name, sizeof name, "synthetic-gemma4-%s-L%d-E%d-seed%" PRIu64, c.preset, c.n_layer, c.n_embd, seed);
     g4_gguf_writer_add_str(w, "general.name", name);
     g4_gguf_writer_add_u32(w, "general.file_type", g4_quant_mix_ftype((g4_quant_mix_t)mix));
     g4_gguf_writer_add_u32(w, "general.quantization_version", 2);
+    if (assistant_for) {
+        s_assistant_keys(w, &c, &tgt);
+        goto keys_done;
+    }
     g4_gguf_writer_add_u32(w, "gemma4.context_length", (uint32_t)c.ctx_train);
     g4_gguf_writer_add_u32(w, "gemma4.embedding_length", (uint32_t)c.n_embd);
     g4_gguf_writer_add_u32(w, "gemma4.block_count", (uint32_t)c.n_layer);
@@ -555,6 +742,7 @@ int main(int argc, char **argv)
         g4_gguf_writer_add_u32(w, "gemma4.expert_used_count", (uint32_t)c.n_expert_used);
         g4_gguf_writer_add_u32(w, "gemma4.expert_feed_forward_length", (uint32_t)c.n_ff_exp);
     }
+keys_done:
     snprintf(cfg, sizeof cfg,
              "{\"generator\": \"g4_make_model\", \"preset\": \"%s\", \"seed\": %" PRIu64 ", \"type\": \"%s\", "
              "\"layer_types\": \"%s\", \"n_embd\": %d, \"n_ff\": %d, \"n_head\": %d, \"shared_kv_layers\": %d, "
@@ -586,47 +774,9 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    /* data, one slab at a time */
-    const size_t slab_bytes = (size_t)64 << 20;
-    uint8_t *slab = malloc(slab_bytes);
-    if (!slab) return 1;
     int counts[G4_DTYPE_COUNT] = {0};
     uint64_t n_params = 0;
-    for (int i = 0; i < l.n; i++) {
-        const s_tspec_t *t = &l.t[i];
-        const int64_t ne0 = t->ne[0], n_rows = t->ne[1] * t->ne[2];
-        const uint64_t rb = g4_dtype_row_bytes(t->type, (uint64_t)ne0);
-        const uint64_t tseed = s_mix64(seed * 0x9E3779B97F4A7C15ull ^ s_hash_name(t->name));
-        counts[t->type]++;
-        n_params += (uint64_t)ne0 * (uint64_t)n_rows;
-        if (sparse) { /* a hole where the data goes: the directory is all that is read */
-            const uint64_t nb = rb * (uint64_t)n_rows;
-            if (fseeko(f, (off_t)(nb + (32 - nb % 32) % 32), SEEK_CUR)) goto io;
-            continue;
-        }
-        if (t->init != S_INIT_NORMAL) { /* small F32 vectors */
-            s_rng_t r = {tseed};
-            float *x = (float *)slab;
-            for (int64_t k = 0; k < ne0; k++) {
-                if (t->init == S_INIT_GAIN) x[k] = t->a * (1.0f + 0.1f * s_normal(&r));
-                else if (t->init == S_INIT_UNIFORM) x[k] = t->a + (t->b - t->a) * s_unif(&r);
-                else x[k] = k < c.head_dim_full / 8 ? 1.0f : 1e30f; /* rope_freqs: a quarter of the pairs rotate */
-            }
-        } else {
-            int64_t step = (int64_t)(slab_bytes / rb) / S_ROW_GROUP * S_ROW_GROUP;
-            if (step < S_ROW_GROUP) step = S_ROW_GROUP;
-            for (int64_t r0 = 0; r0 < n_rows; r0 += step) {
-                s_job_t job = {t->type, slab, r0, r0 + step <= n_rows ? step : n_rows - r0, ne0, t->a, tseed, n_threads};
-                s_run(&job);
-                if (fwrite(slab, 1, (size_t)(rb * (uint64_t)job.n_rows), f) != rb * (uint64_t)job.n_rows) goto io;
-            }
-        }
-        const uint64_t nbytes = rb * (uint64_t)n_rows;
-        if (t->init != S_INIT_NORMAL && fwrite(slab, 1, (size_t)nbytes, f) != nbytes) goto io;
-        static const uint8_t zeros[32] = {0};
-        const uint64_t pad = (32 - nbytes % 32) % 32;
-        if (pad && fwrite(zeros, 1, (size_t)pad, f) != pad) goto io;
-    }
+    if (s_write_tensors(f, &l, seed, sparse, n_threads, c.head_dim_full, counts, &n_params)) goto io;
     if (sparse && (fflush(f) || ftruncate(fileno(f), ftello(f)))) goto io; /* the holes up to the end */
     if (fclose(f) != 0) goto io;
     f = NULL;
@@ -651,7 +801,6 @@ int main(int argc, char **argv)
         if (counts[d]) printf("%s\"%s\": %d", first ? "" : ", ", g4_dtype_name((uint32_t)d), counts[d]), first = 0;
     printf("}, \"threads\": %d, \"peak_rss_mb\": %ld, \"seconds\": %.2f}\n", n_threads, ru.ru_maxrss / 1024,
            s_now() - t0);
-    free(slab);
     free(l.t);
     g4_gguf_writer_destroy(&w);
     g4_gguf_destroy(&v);
