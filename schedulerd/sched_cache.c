@@ -152,7 +152,10 @@ static int s_history(const req_t *q, int n_keep, int32_t *out)
 
 sched_cache_mem_t *sched_cache_orders(sched_t *s, batch_t *b, G4__V1__ForwardBatch *fb)
 {
-    for (int k = 0; k < b->n_req; k++) b->px_save[k] = -1, b->px_save_id[k] = 0, b->px_restored[k] = 0;
+    for (int k = 0; k < b->n_req; k++) {
+        b->px_save[k] = -1, b->px_save_id[k] = 0, b->px_restored[k] = 0;
+        if (b->first_pos[k] < s->r[b->reqs[k]].n_prompt) s->px_computed += (uint64_t)b->rows_fed[k]; /* prompt rows */
+    }
     if (!s->px_on && !s->n_px_drop) return NULL;
     sched_cache_mem_t *mem = g4_calloc(1, sizeof *mem);
     if (!mem) return NULL;
@@ -199,7 +202,6 @@ sched_cache_mem_t *sched_cache_orders(sched_t *s, batch_t *b, G4__V1__ForwardBat
         req_t *q = &s->r[b->reqs[k]];
         const int first = b->first_pos[k], e = first + b->rows_fed[k];
         if (first >= q->n_prompt) continue; /* (decode steps) */
-        s->px_computed += (uint64_t)b->rows_fed[k];
         const int c = first - q->vrows;
         q->vrows = 0;
         if (q->px_phase != PX_ACTIVE || !q->pkeys) continue;
