@@ -45,6 +45,10 @@ typedef struct cli_plan {
 } cli_plan_t;
 int cli_plan_make(const char *model, const char *topo_desc, int n_shards, int n_ctx, int n_slots, cli_plan_t *out,
                   char *why, size_t why_size);
+/* The prefix cache each of n_shards shards gets by default (their --cache-mb
+ * from g4 up / serve / run / chat): a quarter of the memory available beside
+ * the plan's weights and KV caches, shared equally; 0 when nothing is left. */
+uint64_t cli_plan_cache_bytes(const cli_plan_t *cp, int n_shards);
 /* Before anything is loaded: does one sequence of n_ctx positions (0: the
  * default) fit beside the weights on this machine? Prints why not, with the
  * numbers, and returns 1; 0 when it fits or the header cannot tell. */

@@ -6,6 +6,7 @@
  * / synthetic description (g4_topo). The default stack (cli_stack.c) starts
  * its shards from the same plan (cli_plan_make). Here: parsing and printing. */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,16 @@
 #include "cli_args.h"
 #include "g4_alloc.h"
 #include "g4_model.h"
+
+uint64_t cli_plan_cache_bytes(const cli_plan_t *cp, int n_shards)
+{
+    const unsigned long long avail = g4_mem_available();
+    uint64_t need = 0;
+    for (int i = 0; i < cp->plan.n_stages; i++) need += cp->plan.stages[i].total_bytes;
+    if (n_shards <= 0) n_shards = cp->plan.n_stages > 0 ? cp->plan.n_stages : 1;
+    if (avail == ULLONG_MAX) return (uint64_t)1 << 30; /* (unknown: what a shard takes alone) */
+    return avail > need ? (avail - need) / 4 / (uint64_t)n_shards : 0;
+}
 
 int cli_plan_make(const char *model, const char *topo_desc, int n_shards, int n_ctx, int n_slots, cli_plan_t *out,
                   char *why, size_t why_size)
@@ -123,6 +134,7 @@ int cli_plan(int argc, char **argv)
         cJSON_AddNumberToObject(root, "kv_bytes_per_sequence_sliding", (double)cp->kv_seq_swa);
         cJSON_AddNumberToObject(root, "numa_nodes", n_nodes);
         cJSON_AddStringToObject(root, "split", g4_plan_split_name(pl->split));
+        cJSON_AddNumberToObject(root, "prefix_cache_bytes_per_shard", (double)cli_plan_cache_bytes(cp, k));
         arr = cJSON_AddArrayToObject(root, "shards");
     } else {
         printf("model %s: %d layers; %d NUMA node(s); KV cache F16 for %d slot(s) x %d positions\n", model, L, n_nodes,
@@ -132,6 +144,10 @@ int cli_plan(int argc, char **argv)
         s_gib(kt, sizeof kt, cp->kv_seq_full + cp->kv_seq_swa);
         printf("KV cache of one sequence of %d positions: %s (full-attention layers %s; sliding-window layers %s: "
                "%d cells each)\n", n_ctx, kt, kf, ks, cp->swa_cells);
+        char pc[32];
+        s_gib(pc, sizeof pc, cli_plan_cache_bytes(cp, k));
+        printf("prefix cache per shard (the default --cache-mb): %s, a quarter of the memory available beside the "
+               "shards\n", pc);
         if (pl->split != G4_PLAN_SPLIT_SINGLE)
             printf("layers split in proportion to each node's %s\n",
                    pl->split == G4_PLAN_SPLIT_BANDWIDTH ? "memory bandwidth" : "memory");

@@ -83,8 +83,8 @@ static int s_bin(const char *name, char *out, size_t size)
     return 0;
 }
 
-int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, int *bounds, int max_bounds, char *err,
-                     size_t err_size)
+int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, int *bounds, int max_bounds,
+                     uint64_t *cache_bytes, char *err, size_t err_size)
 {
     cli_plan_t *cp = g4_malloc(sizeof *cp);
     if (!cp) {
@@ -101,6 +101,7 @@ int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, in
         for (int i = 0; i < k; i++) bounds[i] = cp->plan.stages[i].layer_begin;
         bounds[k] = cp->n_layer;
     }
+    if (cache_bytes) *cache_bytes = k > 0 ? cli_plan_cache_bytes(cp, k) : 0;
     g4_free(cp);
     return k;
 }
@@ -268,7 +269,9 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
     const int n_numa = s_numa_nodes();
     int want = o->n_shards > 0 ? o->n_shards : n_numa;
     /* --shards N: N even stages; else g4 plan's (one per NUMA node, layers by bandwidth or memory) */
-    int n = cli_split_layers(o->model, o->n_shards, o->n_ctx, o->n_slots, bounds, CLI_STACK_MAX - 4, why, sizeof why);
+    uint64_t cache_bytes = 0;
+    int n = cli_split_layers(o->model, o->n_shards, o->n_ctx, o->n_slots, bounds, CLI_STACK_MAX - 4, &cache_bytes, why,
+                             sizeof why);
     if (n < 0) {
         cli_error("%s", why);
         cli_stack_stop(st);
@@ -315,8 +318,9 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
         if (o->n_ctx > 0) a[k++] = "--ctx", a[k++] = ctx;
         if (o->kv_type) a[k++] = "--kv-type", a[k++] = (char *)g4_kv_type_name(o->kv_type);
         if (o->mmap) a[k++] = "--mmap";
-        snprintf(cache, sizeof cache, "%ld", o->no_prefix_cache ? 0 : o->cache_mb);
-        if (o->no_prefix_cache || o->cache_mb > 0) a[k++] = "--cache-mb", a[k++] = cache;
+        /* the prefix cache: what was asked, else the plan's share of the memory left */
+        snprintf(cache, sizeof cache, "%ld", o->no_prefix_cache ? 0 : o->cache_mb > 0 ? o->cache_mb : (long)(cache_bytes >> 20));
+        a[k++] = "--cache-mb", a[k++] = cache;
         if (n_numa > 1 && n == n_numa) { /* one shard per NUMA node, pinned there (g4 plan) */
             snprintf(node, sizeof node, "%d", i);
             a[k++] = "--numa-node", a[k++] = node;

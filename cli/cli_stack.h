@@ -59,9 +59,10 @@ int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v);
  * n_layer. n_shards > 0: that many even stages (at most one per layer);
  * else g4 plan's stages on this machine (cli_plan_make with n_ctx, n_slots;
  * 0: the plan's defaults). Reads the GGUF's header only; returns k, or -1
- * with err. */
-int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, int *bounds, int max_bounds, char *err,
-                     size_t err_size);
+ * with err. cache_bytes (may be NULL): each shard's default prefix cache
+ * (cli_plan_cache_bytes). */
+int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, int *bounds, int max_bounds,
+                     uint64_t *cache_bytes, char *err, size_t err_size);
 
 /* The files a stack (or an in-process run) is given, checked before anything
  * starts: model (NULL: none) a GGUF of a model g4 runs, mmproj (NULL: none) a

@@ -1,7 +1,7 @@
 /* shard_prefix — see shard_prefix.h. */
 #include "shard_prefix.h"
 
-#include <stdio.h>
+#include <limits.h>
 #include <string.h>
 
 #include "g4_alloc.h"
@@ -97,11 +97,6 @@ int shard_store_count(const shard_store_t *st) { return st ? st->n : 0; }
 
 uint64_t shard_store_default_budget(void)
 {
-    FILE *f = fopen("/proc/meminfo", "r");
-    unsigned long long kb = 0;
-    char line[256];
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
-    if (f) fclose(f);
-    return kb ? kb * 1024ull / 4 : 1ull << 30;
+    const unsigned long long avail = g4_mem_available();
+    return avail == ULLONG_MAX ? 1ull << 30 : avail / 4;
 }

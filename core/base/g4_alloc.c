@@ -2,8 +2,10 @@
 
 #include "g4_alloc.h"
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,3 +70,29 @@ char *g4_strndup(const char *s, size_t n)
 }
 
 char *g4_strdup(const char *s) { return g4_strndup(s, strlen(s)); }
+
+unsigned long long g4_mem_available(void)
+{
+    unsigned long long avail = ULLONG_MAX;
+    char line[256];
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        unsigned long long kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = kb * 1024;
+        fclose(f);
+    }
+    unsigned long long max = 0, cur = 0;
+    f = fopen("/sys/fs/cgroup/memory.max", "r");
+    if (f) {
+        if (fscanf(f, "%llu", &max) != 1) max = 0; /* "max": no limit */
+        fclose(f);
+    }
+    f = fopen("/sys/fs/cgroup/memory.current", "r");
+    if (f) {
+        if (fscanf(f, "%llu", &cur) != 1) cur = 0;
+        fclose(f);
+    }
+    if (max && max > cur && max - cur < avail) avail = max - cur;
+    return avail;
+}

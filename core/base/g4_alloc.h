@@ -19,6 +19,10 @@ void g4_free_aligned(void *p);
 char *g4_strdup(const char *s);
 char *g4_strndup(const char *s, size_t n);
 
+/* Bytes the system can give this process without swapping or OOM: the
+ * smaller of MemAvailable and the cgroup's headroom (UINT64_MAX: unknown). */
+unsigned long long g4_mem_available(void);
+
 /* Test hook: make the n-th allocation from now fail (1 = the next one);
  * 0 disables. Returns the number of allocations seen since the last call. */
 long g4_alloc_fail_at(long n);

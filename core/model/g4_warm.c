@@ -176,34 +176,6 @@ void g4_warm_adopt(g4_model_t *m)
     pthread_mutex_unlock(&m->adopt_mu);
 }
 
-/* bytes the system can give this process without swapping or OOM: the
- * smaller of MemAvailable and the cgroup's headroom */
-static uint64_t s_mem_available(void)
-{
-    uint64_t avail = UINT64_MAX;
-    char line[256];
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (f) {
-        unsigned long long kb;
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = (uint64_t)kb * 1024;
-        fclose(f);
-    }
-    unsigned long long max = 0, cur = 0;
-    f = fopen("/sys/fs/cgroup/memory.max", "r");
-    if (f) {
-        if (fscanf(f, "%llu", &max) != 1) max = 0; /* "max": no limit */
-        fclose(f);
-    }
-    f = fopen("/sys/fs/cgroup/memory.current", "r");
-    if (f) {
-        if (fscanf(f, "%llu", &cur) != 1) cur = 0;
-        fclose(f);
-    }
-    if (max && max > cur && max - cur < avail) avail = max - cur;
-    return avail;
-}
-
 g4_weights_mode_t g4_model_warm(g4_model_t *m, g4_weights_mode_t mode)
 {
     if (m->pf_running || m->n_pf == 0) return m->mode;
@@ -212,7 +184,7 @@ g4_weights_mode_t g4_model_warm(g4_model_t *m, g4_weights_mode_t mode)
         for (int i = 0; i < m->n_pf; i++) total += (m->pf[i].n + 63) & ~(size_t)63;
         const size_t len = (total + S_HUGE - 1) / S_HUGE * S_HUGE;
         /* leave an eighth of what is available (at least 512 MiB) to the rest */
-        const uint64_t avail = s_mem_available(), keep = avail / 8 > ((uint64_t)512 << 20) ? avail / 8 : (uint64_t)512 << 20;
+        const uint64_t avail = g4_mem_available(), keep = avail / 8 > ((uint64_t)512 << 20) ? avail / 8 : (uint64_t)512 << 20;
         void *p = avail > keep && len <= avail - keep
                       ? mmap(NULL, len + S_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
                       : MAP_FAILED;

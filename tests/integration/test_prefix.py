@@ -12,6 +12,7 @@ again start from cached chunks (g4 status counts them).
   2. an image in turn 1 (the chat template), turn 2 with more text;
   3. 8 clients at once sharing a system prompt: the prompt tokens computed
      are at most the shared part once, the 8 private parts and a block each;
+     then a live swap of a stage (the cache starts empty, answers the same);
   4. soak: a small --cache-mb and a random workload (shared bases cut at
      random places, concurrent clients): every answer equals the cold
      stack's, the bytes kept never exceed the budget, chunks are evicted.
@@ -92,6 +93,15 @@ for model, shards in [("dense-f32.gguf", "2"), ("e-q8_0.gguf", "2"), ("moe-q8_0.
     check(pc.get("enabled") and pc.get("hits", 0) >= 5 and pc.get("tokens_reused", 0) >= reused,
           "%s: prefix cache %s (want >= 5 hits, >= %d tokens reused)" % (model, pc, reused))
     check(status(cold).get("prefix_cache", {}).get("hits", 1) == 0, "--no-prefix-cache still reuses")
+    if model == "dense-f32.gguf":  # a live swap: the new stage keeps nothing, the index starts empty
+        rc, so, se = g4run(warm, "swap", "shard-1")
+        check(rc == 0, "g4 swap shard-1: %s" % se.strip())
+        before = status(warm).get("prefix_cache", {})
+        a = gen(warm, "-m", m, "--prompt-ids", ids_arg(p2), "-n", "12")
+        same(a, gen(cold, "-m", m, "--prompt-ids", ids_arg(p2), "-n", "12"), "turn 2 after a swap")
+        after = status(warm).get("prefix_cache", {})
+        check(before.get("chunks") == 0 and after.get("tokens_reused") == before.get("tokens_reused")
+              and after.get("chunks", 0) > 0, "after a swap: %s then %s" % (before, after))
     down(warm), down(cold)
 
 # 2. an image in turn 1
