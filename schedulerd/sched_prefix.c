@@ -49,7 +49,7 @@ int spx_reset(spx_t *x, const spx_stage_t *st, int n_st, uint64_t *drop, int cap
         if (x->n[i].id && n_drop < cap_drop) drop[n_drop++] = x->n[i].id;
         g4_free(x->n[i].keys);
     }
-    memset(x->n, 0, (size_t)x->cap * sizeof *x->n);
+    if (x->n) memset(x->n, 0, (size_t)x->cap * sizeof *x->n);
     x->n_nodes = x->n_live = 0;
     x->n_st = n_st < SPX_MAX_STAGES ? n_st : SPX_MAX_STAGES;
     for (int k = 0; k < x->n_st; k++) x->st[k] = st[k], x->bytes[k] = 0;
