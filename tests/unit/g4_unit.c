@@ -28,7 +28,8 @@ int g4_test_failures;
     X(prefix)       \
     X(plan)         \
     X(sched_batch)  \
-    X(sched_stop)
+    X(sched_stop)   \
+    X(sched_prefix)
 
 #define DECL(name) int test_##name(void);
 G4_TESTS(DECL)

@@ -7,12 +7,17 @@
  *                runs of bidirectional soft-token rows kept whole, sampled rows;
  *   sched_stop   (schedulerd/sched_text.h) the stop-string holder: text held
  *                while it may still become a stop string, released when it
- *                cannot, cut at a match, UTF-8 characters never split. */
+ *                cannot, cut at a match, UTF-8 characters never split;
+ *   sched_prefix (schedulerd/sched_prefix.h) the prefix cache's index: the
+ *                longest exact restore (inside a chunk, at a chunk start when
+ *                the kernels differ), waiting for a chunk being computed,
+ *                chunks kept once, LRU leaves evicted to the budget. */
 #include <string.h>
 
 #include "g4_media.h"
 #include "g4_test.h"
 #include "sched_batch.h"
+#include "sched_prefix.h"
 #include "sched_text.h"
 
 #define S_U 512 /* rows of the batch arrays (>= every n_ubatch used here) */
@@ -265,5 +270,80 @@ int test_sched_stop(void)
     const char *chunks2[] = {"5 ", "\xe2\x82\xac", " ", "\xe2\x82\xac", "\xe2\x82\xac", "x"};
     out = s_stream(chunks2, 6, sp2, 1, &m);
     CHECKF(m && !strcmp(out, "5 \xe2\x82\xac "), "out \"%s\"", out);
+    return 0;
+}
+
+/* ---- sched_prefix: the prefix cache's index ------------------------------------------ */
+
+/* starts of ubatches of U rows from 0 for n rows */
+static int s_starts(int n, int U, int *st)
+{
+    int k = 0;
+    for (int p = 0; p < n; p += U) st[k++] = p;
+    return k;
+}
+
+int test_sched_prefix(void)
+{
+    enum { U = 512 };
+    static uint64_t a[2048], b[2048];
+    for (int i = 0; i < 2048; i++) a[i] = b[i] = (uint64_t)(1000 + i);
+    spx_t x;
+    spx_init(&x);
+    const spx_stage_t st[2] = {{1 << 20, 100, 10}, {1 << 20, 50, 10}};
+    uint64_t drop[64];
+    int n_drop = 0, same = 0, starts[16], path[16];
+    CHECK(spx_reset(&x, st, 2, drop, 64) == 0);
+    /* nothing kept: nothing to restore */
+    spx_match_t m = spx_match(&x, a, 700, starts, s_starts(700, U, starts), path);
+    CHECK(m.n_keep == 0 && !m.wait);
+    /* prompt a (700 rows) kept as [0,512) [512,700); the second still pending */
+    const int n0 = spx_add(&x, -1, 0, 0, 512, a, &same, drop, &n_drop, 64);
+    CHECK(n0 >= 0 && !same && x.bytes[0] == 10 + 512 * 100 && x.bytes[1] == 10 + 512 * 50);
+    spx_ready(&x, n0);
+    const int n1 = spx_add(&x, n0, x.n[n0].id, 512, 700, a + 512, &same, drop, &n_drop, 64);
+    CHECK(n1 >= 0 && !same);
+    /* b shares 650 rows: the pending chunk would give more, so it waits */
+    b[650] = 7;
+    m = spx_match(&x, b, 900, starts, s_starts(900, U, starts), path);
+    CHECK(m.wait);
+    spx_ready(&x, n1);
+    /* restored inside [512,700): the cold ubatch [512,900) starts at 512 */
+    m = spx_match(&x, b, 900, starts, s_starts(900, U, starts), path);
+    CHECKF(m.n_keep == 650 && m.vstart == 512 && m.n_path == 2 && path[0] == n0 && path[1] == n1 && !m.wait,
+           "keep %d vstart %d path %d", m.n_keep, m.vstart, m.n_path);
+    /* the same prompt again: all but its last row, which is computed for its logits */
+    m = spx_match(&x, a, 700, starts, s_starts(700, U, starts), path);
+    CHECK(m.n_keep == 699 && m.vstart == 512);
+    /* a 520-row prompt sharing 515: its ubatch [512,520) has 8 rows (another
+     * attention kernel than the kept 188-row chunk): restored at 512 only */
+    m = spx_match(&x, a, 520, starts, s_starts(520, U, starts), path);
+    CHECK(m.n_keep == 512 && m.vstart == 512);
+    /* parting inside the first chunk */
+    b[300] = 9;
+    m = spx_match(&x, b, 900, starts, s_starts(900, U, starts), path);
+    CHECK(m.n_keep == 300 && m.vstart == 0 && m.n_path == 1);
+    /* an equal chunk is not kept twice; a chunk under a parent that is gone is not kept */
+    CHECK(spx_add(&x, -1, 0, 0, 512, a, &same, drop, &n_drop, 64) == n0 && same);
+    CHECK(spx_add(&x, n0, x.n[n0].id + 99, 512, 700, b + 512, &same, drop, &n_drop, 64) < 0);
+    /* the budget: a stage of 2 chunks' worth evicts the least recently used leaf, never a parent */
+    const spx_stage_t small[2] = {{2 * (10 + 512 * 100), 100, 10}, {1 << 20, 50, 10}};
+    spx_reset(&x, small, 2, drop, 64);
+    const int r0 = spx_add(&x, -1, 0, 0, 512, a, &same, drop, &n_drop, 64);
+    spx_ready(&x, r0);
+    const int r1 = spx_add(&x, r0, x.n[r0].id, 512, 1024, a + 512, &same, drop, &n_drop, 64);
+    spx_ready(&x, r1);
+    n_drop = 0;
+    const uint64_t id1 = x.n[r1].id;
+    const int r2 = spx_add(&x, -1, 0, 0, 512, b, &same, drop, &n_drop, 64); /* another root */
+    CHECKF(r2 >= 0 && n_drop == 1 && drop[0] == id1 && x.evictions == 1 && x.bytes[0] <= small[0].budget,
+           "n_drop %d evictions %llu", n_drop, (unsigned long long)x.evictions);
+    CHECK(spx_find(&x, id1) < 0 && spx_find(&x, x.n[r0].id) == r0);
+    /* a chunk bigger than a budget is refused; removal takes the subtree */
+    CHECK(spx_add(&x, -1, 0, 0, 2048, a, &same, drop, &n_drop, 64) < 0);
+    n_drop = 0;
+    spx_remove(&x, r0, drop, &n_drop, 64);
+    CHECK(n_drop == 1 && x.n_live == 1 && x.bytes[0] == 10 + 512 * 100);
+    spx_fini(&x);
     return 0;
 }
