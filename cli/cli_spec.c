@@ -46,6 +46,9 @@ typedef struct s_spec {
     float *p;      /* [V] the target's */
     int32_t *drafts;
     g4_logprob_t *top;
+    int32_t *dpos, *dseq_rows; /* the draft model's rows (as many as hist holds) */
+    int8_t *dwant;
+    g4_draft_mark_t mk;        /* the target before a verification pass (its buffer reused) */
 } s_spec_t;
 
 /* an id sampled: counted, into the penalties, to the caller; 1: stop here */
@@ -101,17 +104,10 @@ static int32_t s_pick(s_spec_t *S, int i)
 static int s_dfeed(s_spec_t *S, int upto, g4_err_t *err)
 {
     const int n = upto + 1 - S->d_past;
-    int32_t *pos = g4_malloc((size_t)n * sizeof *pos), *sq = g4_malloc((size_t)n * sizeof *sq);
-    int8_t *want = g4_calloc((size_t)n, 1);
-    int rc = pos && sq && want ? G4_OK : g4_err_set(err, G4_ERR_NOMEM, "out of memory");
-    for (int i = 0; !rc && i < n; i++) pos[i] = S->d_past + i, sq[i] = S->dseq;
-    if (!rc) {
-        want[n - 1] = 1;
-        g4_batch_t b = {n, S->hist + S->d_past, NULL, pos, sq, want, NULL};
-        rc = g4_ctx_forward(S->sp->draft_ctx, &b, NULL, NULL, NULL, S->dlog, err);
-        if (!rc) S->d_past = upto + 1;
-    }
-    g4_free(pos), g4_free(sq), g4_free(want);
+    for (int i = 0; i < n; i++) S->dpos[i] = S->d_past + i, S->dseq_rows[i] = S->dseq, S->dwant[i] = i == n - 1;
+    g4_batch_t b = {n, S->hist + S->d_past, NULL, S->dpos, S->dseq_rows, S->dwant, NULL};
+    const int rc = g4_ctx_forward(S->sp->draft_ctx, &b, NULL, NULL, NULL, S->dlog, err);
+    if (!rc) S->d_past = upto + 1;
     return rc;
 }
 
@@ -154,8 +150,7 @@ static int s_verify(s_spec_t *S, int32_t id, int P, int k, int *stop, g4_err_t *
         tok[i] = i ? S->drafts[i - 1] : id, pos[i] = P + i, sq[i] = S->seq;
         fl[i] = k ? G4_ROW_STEP : 0; /* one row alone is a decode step anyway */
     }
-    g4_draft_mark_t mk;
-    int rc = g4_draft_mark(S->ctx, S->seq, &mk, err);
+    int rc = g4_draft_mark(S->ctx, S->seq, &S->mk, err);
     g4_batch_t b = {k + 1, tok, NULL, pos, sq, NULL, fl};
     if (!rc) rc = g4_ctx_forward(S->ctx, &b, NULL, NULL, S->sp->assistant ? S->hid : NULL, S->logits, err);
     int j = 0; /* drafts accepted */
@@ -186,10 +181,9 @@ static int s_verify(s_spec_t *S, int32_t id, int P, int k, int *stop, g4_err_t *
         if (*stop) break;
     }
     if (!rc && k) {
-        rc = g4_draft_rewind(S->ctx, S->seq, &mk, j + 1, err);
+        rc = g4_draft_rewind(S->ctx, S->seq, &S->mk, j + 1, err);
         S->out->n_verify++, S->out->n_drafted += k, S->out->n_accepted += j;
     }
-    g4_draft_unmark(&mk);
     return rc ? rc : j + 1;
 }
 
@@ -219,7 +213,10 @@ int cli_generate_spec(const g4_model_t *m, g4_ctx_t *ctx, g4_sampler_t *smp, con
         return err->code;
     }
     const size_t V = (size_t)S.V, H = (size_t)S.H;
-    S.hist = g4_malloc(((size_t)r->n_ids + (size_t)r->n_predict + (size_t)n_max + 2) * sizeof *S.hist);
+    const size_t n_rows = (size_t)r->n_ids + (size_t)r->n_predict + (size_t)n_max + 2;
+    S.hist = g4_malloc(n_rows * sizeof *S.hist);
+    S.dpos = g4_malloc(n_rows * sizeof *S.dpos), S.dseq_rows = g4_malloc(n_rows * sizeof *S.dseq_rows);
+    S.dwant = g4_malloc(n_rows);
     S.logits = g4_malloc((size_t)(n_max + 1) * V * sizeof *S.logits);
     S.hid = g4_malloc((size_t)(n_max + 1) * H * sizeof *S.hid);
     S.h = g4_malloc(H * sizeof *S.h);
@@ -228,7 +225,8 @@ int cli_generate_spec(const g4_model_t *m, g4_ctx_t *ctx, g4_sampler_t *smp, con
     S.p = g4_malloc(V * sizeof *S.p);
     S.drafts = g4_malloc((size_t)(n_max + 1) * sizeof *S.drafts);
     S.top = g4_malloc((size_t)(r->logprobs ? r->logprobs : 1) * sizeof *S.top);
-    int rc = S.hist && S.logits && S.hid && S.h && S.dlog && (S.q || S.greedy) && S.p && S.drafts && S.top
+    int rc = S.hist && S.logits && S.hid && S.h && S.dlog && (S.q || S.greedy) && S.p && S.drafts && S.top && S.dpos &&
+                     S.dseq_rows && S.dwant
                  ? G4_OK
                  : g4_err_set(err, G4_ERR_NOMEM, "out of memory");
     if (!rc) rc = cli_local_prefill(m, ctx, smp, r, cb, S.seq, S.logits, sp->assistant ? S.hid : NULL, out, err);
@@ -274,6 +272,8 @@ int cli_generate_spec(const g4_model_t *m, g4_ctx_t *ctx, g4_sampler_t *smp, con
     g4_seq_release(ctx, S.seq);
     if (S.dseq >= 0) g4_seq_release(sp->draft_ctx, S.dseq);
     g4_sampler_destroy(&S.dsmp);
+    g4_free(S.dpos), g4_free(S.dseq_rows), g4_free(S.dwant);
+    g4_draft_unmark(&S.mk);
     g4_free(S.hist), g4_free(S.logits), g4_free(S.hid), g4_free(S.h), g4_free(S.dlog), g4_free(S.q), g4_free(S.p);
     g4_free(S.drafts), g4_free(S.top);
     return rc;

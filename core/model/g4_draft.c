@@ -414,12 +414,12 @@ int g4_draft_step(g4_draft_t *d, g4_ctx_t *tctx, int seq, int32_t tok, const flo
 
 int g4_draft_mark(g4_ctx_t *c, int seq, g4_draft_mark_t *mk, g4_err_t *err)
 {
-    memset(mk, 0, sizeof *mk);
     g4_seq_t *s = g4_kv_seq(c, seq);
     if (!s) return g4_err_set(err, G4_ERR_RANGE, "no sequence %d", seq);
+    if (mk->lcell && mk->n_lcell != c->n_lcell) g4_draft_unmark(mk); /* (another context's) */
     mk->n_past = s->n_past, mk->lhead = s->lhead, mk->n_lcell = c->n_lcell;
     if (c->n_lcell) {
-        if (!(mk->lcell = g4_malloc((size_t)c->n_lcell * sizeof *mk->lcell)))
+        if (!mk->lcell && !(mk->lcell = g4_malloc((size_t)c->n_lcell * sizeof *mk->lcell)))
             return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
         memcpy(mk->lcell, s->lcell, (size_t)c->n_lcell * sizeof *mk->lcell);
     }

@@ -54,7 +54,8 @@ int g4_draft_step(g4_draft_t *d, g4_ctx_t *tctx, int seq, int32_t tok, const flo
 /* ---- the rewind after verification ---------------------------------------- */
 
 /* What a sequence was before a verification pass: its length and llama.cpp's
- * sliding-cache layout (caller frees with g4_draft_unmark). */
+ * sliding-cache layout. Zero it once; marking again reuses its buffer;
+ * g4_draft_unmark frees it. */
 typedef struct g4_draft_mark {
     int n_past, lhead;
     int32_t *lcell;
