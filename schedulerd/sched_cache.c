@@ -74,16 +74,29 @@ void sched_cache_req_restart(req_t *q, int off)
 
 void sched_cache_req_free(req_t *q)
 {
-    g4_free(q->pkeys), g4_free(q->px_path);
-    q->pkeys = NULL, q->px_path = NULL;
+    g4_free(q->pkeys), g4_free(q->px_path), g4_free(q->px_starts);
+    q->pkeys = NULL, q->px_path = NULL, q->px_starts = NULL;
 }
 
-/* the rows' keys: token ids; a soft-token row its embedding's keyed hash */
+/* once per request: the rows' keys (token ids; a soft-token row its
+ * embedding's keyed hash), the ubatches its prompt is fed in, room for a path */
 static int s_keys(sched_t *s, req_t *q)
 {
     if (q->pkeys) return 0;
-    q->pkeys = g4_malloc((size_t)(q->n_prompt ? q->n_prompt : 1) * sizeof *q->pkeys);
-    if (!q->pkeys) return -1;
+    const size_t n = (size_t)(q->n_prompt ? q->n_prompt : 1);
+    q->px_starts = g4_malloc(n * sizeof *q->px_starts);
+    q->px_path = g4_malloc(n * sizeof *q->px_path);
+    q->pkeys = g4_malloc(n * sizeof *q->pkeys);
+    if (!q->px_starts || !q->px_path || !q->pkeys) {
+        sched_cache_req_free(q);
+        return -1;
+    }
+    q->n_px_starts = 0;
+    for (int p = 0; p < q->n_prompt; q->n_px_starts++) {
+        q->px_starts[q->n_px_starts] = p;
+        const int c = g4_prefill_chunk(q->rflag, p, q->n_prompt, s->p.n_ubatch);
+        p += c > 0 ? c : q->n_prompt;
+    }
     for (int i = 0, e = 0; i < q->n_prompt; i++) {
         if (q->rflag && q->embd && (q->rflag[i] & G4_ROW_EMBD)) {
             uint8_t h[crypto_shorthash_BYTES];
@@ -103,21 +116,16 @@ void sched_cache_lookup(sched_t *s, req_t *q, sched_seq_t *sq)
     if (!s->px_on || q->px_phase != PX_LOOKUP || q->state != R_RUNNING || q->in_flight || q->finish || q->n_prompt < 2)
         return;
     if (s_keys(s, q)) return;
-    /* the ubatches the prompt is fed in from position 0 */
-    int *starts = g4_malloc((size_t)q->n_prompt * sizeof *starts), n_starts = 0;
-    int *path = g4_realloc(q->px_path, (size_t)q->n_prompt * sizeof *path);
-    if (path) q->px_path = path;
-    if (!starts || !path) {
-        g4_free(starts);
-        return;
+    /* chunks whose request feeds the chunk after them next (it shares this prompt's prefix, maybe further) */
+    int grow[64], n_grow = 0;
+    for (int i = 0; i < s->n_r && n_grow < 64; i++) {
+        const req_t *o = &s->r[i];
+        if (o != q && o->state == R_RUNNING && o->px_phase == PX_ACTIVE && !o->in_flight && o->n_fed < o->n_prompt &&
+            o->px_node >= 0 && o->px_node < s->px.n_nodes && s->px.n[o->px_node].id == o->px_node_id)
+            grow[n_grow++] = o->px_node;
     }
-    for (int p = 0; p < q->n_prompt; n_starts++) {
-        starts[n_starts] = p;
-        const int n = g4_prefill_chunk(q->rflag, p, q->n_prompt, s->p.n_ubatch);
-        p += n > 0 ? n : q->n_prompt;
-    }
-    const spx_match_t m = spx_match(&s->px, q->pkeys, q->n_prompt, starts, n_starts, q->px_path);
-    g4_free(starts);
+    const spx_match_t m =
+        spx_match(&s->px, q->pkeys, q->n_prompt, q->px_starts, q->n_px_starts, q->px_path, grow, n_grow);
     q->n_fed = m.n_keep, q->vrows = m.n_keep - m.vstart, q->cached = m.n_keep;
     q->n_px_path = m.n_keep ? m.n_path : 0;
     q->px_node = -1, q->px_node_id = 0;

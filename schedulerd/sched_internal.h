@@ -128,6 +128,7 @@ typedef struct req {
      * lookup is due (PX_LOOKUP), done (PX_ACTIVE) or off; the chunk its next
      * one goes under; a restore to send with its next batch */
     uint64_t *pkeys;
+    int *px_starts, n_px_starts; /* the ubatches its prompt is fed in from position 0 */
     int px_phase, px_node, vrows, cached;
     uint64_t px_node_id;
     int *px_path, n_px_path; /* [n_px_path] node indices, from position 0 */

@@ -72,7 +72,8 @@ static int s_common(const spx_node_t *nd, const uint64_t *keys, int n)
     return m;
 }
 
-spx_match_t spx_match(spx_t *x, const uint64_t *keys, int n, const int *starts, int n_starts, int *path)
+spx_match_t spx_match(spx_t *x, const uint64_t *keys, int n, const int *starts, int n_starts, int *path,
+                      const int *grow, int n_grow)
 {
     spx_match_t r = {0, 0, 0, 0};
     int best = -1, cur = -1, pos = 0, wait_L = 0;
@@ -98,6 +99,8 @@ spx_match_t spx_match(spx_t *x, const uint64_t *keys, int n, const int *starts, 
         cur = next, pos = x->n[next].end;
     }
     r.wait = wait_L >= r.n_keep + SPX_WAIT_GAIN;
+    for (int g = 0; g < n_grow && best >= 0 && !r.wait; g++) /* its next chunk is about to be computed */
+        r.wait = grow[g] == best && x->n[best].end == r.n_keep && n - 1 >= r.n_keep + SPX_WAIT_GAIN;
     if (best < 0) {
         r.n_keep = r.vstart = 0;
         return r;

@@ -67,8 +67,11 @@ uint64_t spx_cost(const spx_t *x, int k, int begin, int end);
 /* The longest restorable prefix of a prompt of n rows (keys[0..n)) fed in
  * ubatches starting at starts[0..n_starts) (starts[0] = 0): at most n - 1
  * positions (the last row is computed for its logits). path: room for
- * n_starts entries. Touches the path (LRU) when found. */
-spx_match_t spx_match(spx_t *x, const uint64_t *keys, int n, const int *starts, int n_starts, int *path);
+ * n_starts entries. Touches the path (LRU) when found. grow[0..n_grow):
+ * nodes whose request computes the chunk after them next: a match ending at
+ * one of them waits for that chunk, as for one being computed. */
+spx_match_t spx_match(spx_t *x, const uint64_t *keys, int n, const int *starts, int n_starts, int *path,
+                      const int *grow, int n_grow);
 
 /* A new chunk [begin, end) under node parent (-1 at position 0): returns the
  * node to save (pending), or -1 when it cannot be kept (budget; a parent that

@@ -295,7 +295,7 @@ int test_sched_prefix(void)
     int n_drop = 0, same = 0, starts[16], path[16];
     CHECK(spx_reset(&x, st, 2, drop, 64) == 0);
     /* nothing kept: nothing to restore */
-    spx_match_t m = spx_match(&x, a, 700, starts, s_starts(700, U, starts), path);
+    spx_match_t m = spx_match(&x, a, 700, starts, s_starts(700, U, starts), path, NULL, 0);
     CHECK(m.n_keep == 0 && !m.wait);
     /* prompt a (700 rows) kept as [0,512) [512,700); the second still pending */
     const int n0 = spx_add(&x, -1, 0, 0, 512, a, &same, drop, &n_drop, 64);
@@ -305,23 +305,35 @@ int test_sched_prefix(void)
     CHECK(n1 >= 0 && !same);
     /* b shares 650 rows: the pending chunk would give more, so it waits */
     b[650] = 7;
-    m = spx_match(&x, b, 900, starts, s_starts(900, U, starts), path);
+    m = spx_match(&x, b, 900, starts, s_starts(900, U, starts), path, NULL, 0);
     CHECK(m.wait);
     spx_ready(&x, n1);
     /* restored inside [512,700): the cold ubatch [512,900) starts at 512 */
-    m = spx_match(&x, b, 900, starts, s_starts(900, U, starts), path);
+    m = spx_match(&x, b, 900, starts, s_starts(900, U, starts), path, NULL, 0);
     CHECKF(m.n_keep == 650 && m.vstart == 512 && m.n_path == 2 && path[0] == n0 && path[1] == n1 && !m.wait,
            "keep %d vstart %d path %d", m.n_keep, m.vstart, m.n_path);
     /* the same prompt again: all but its last row, which is computed for its logits */
-    m = spx_match(&x, a, 700, starts, s_starts(700, U, starts), path);
+    m = spx_match(&x, a, 700, starts, s_starts(700, U, starts), path, NULL, 0);
     CHECK(m.n_keep == 699 && m.vstart == 512);
     /* a 520-row prompt sharing 515: its ubatch [512,520) has 8 rows (another
      * attention kernel than the kept 188-row chunk): restored at 512 only */
-    m = spx_match(&x, a, 520, starts, s_starts(520, U, starts), path);
+    m = spx_match(&x, a, 520, starts, s_starts(520, U, starts), path, NULL, 0);
     CHECK(m.n_keep == 512 && m.vstart == 512);
+    /* a match ending where another request computes its next chunk waits for it */
+    m = spx_match(&x, a, 700, starts, s_starts(700, U, starts), path, &n0, 1);
+    CHECK(!m.wait && m.n_keep == 699); /* (n1 is kept: nothing to wait for) */
+    m = spx_match(&x, b, 520, starts, s_starts(520, U, starts), path, &n0, 1);
+    CHECK(m.n_keep == 512 && !m.wait); /* (8 rows left: not worth a wait) */
+    static uint64_t c3[2048];
+    memcpy(c3, a, sizeof c3);
+    c3[512] = 5; /* parts from a at 512: its match ends where n0 does */
+    m = spx_match(&x, c3, 900, starts, s_starts(900, U, starts), path, &n0, 1);
+    CHECK(m.n_keep == 512 && m.wait);
+    m = spx_match(&x, c3, 900, starts, s_starts(900, U, starts), path, NULL, 0);
+    CHECK(m.n_keep == 512 && !m.wait);
     /* parting inside the first chunk */
     b[300] = 9;
-    m = spx_match(&x, b, 900, starts, s_starts(900, U, starts), path);
+    m = spx_match(&x, b, 900, starts, s_starts(900, U, starts), path, NULL, 0);
     CHECK(m.n_keep == 300 && m.vstart == 0 && m.n_path == 1);
     /* an equal chunk is not kept twice; a chunk under a parent that is gone is not kept */
     CHECK(spx_add(&x, -1, 0, 0, 512, a, &same, drop, &n_drop, 64) == n0 && same);
