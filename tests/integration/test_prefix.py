@@ -141,6 +141,7 @@ if all(outs):
         lcp += 1
     private = sum(len(p) - lcp for p in ps)
     computed = pc.get("tokens_computed", 0) - before
+    print("8 clients: %d shared + %d private prompt tokens, %d computed" % (lcp, private, computed))
     check(lcp >= 700 and computed <= lcp + private + 8 * 16,
           "8 clients: %d shared + %d private prompt tokens, %d computed" % (lcp, private, computed))
 down(warm)
