@@ -76,6 +76,24 @@ class Scratch:
     def path(self, name):
         return os.path.join(self.dir, name)
 
+    def dump_logs(self, pattern=None, lines=40):
+        """The last lines of the run directory's daemon logs (those whose text
+        has `pattern` when given): printed after a failed check, so that a
+        failure in CI carries the daemons' own account of it."""
+        for name in sorted(os.listdir(self.dir)):
+            if not name.endswith(".log"):
+                continue
+            try:
+                text = open(self.path(name), errors="replace").read().splitlines()
+            except OSError:
+                continue
+            if pattern:
+                text = [l for l in text if pattern in l] or text
+            print("---- %s (last %d of %d lines)" % (name, min(lines, len(text)), len(text)))
+            for l in text[-lines:]:
+                print("  " + l[:240])
+        sys.stdout.flush()
+
     def spawn(self, argv, **kw):
         """A process of its own session, killed by close()."""
         p = subprocess.Popen(argv, start_new_session=True, **kw)

@@ -120,6 +120,8 @@ check(not bad and len(done) >= 8, "chaos: %d requests differ or failed: %s" % (l
 print("e.g. %s" % sorted(set(notes))[:3])
 check(st.get("requests_failed") == 0, "the scheduler counted %s failed requests" % st.get("requests_failed"))
 check(restarts >= len(kills) and st.get("ready"), "restarts %d for %d kills, ready %s" % (restarts, len(kills), st.get("ready")))
+if bad or st.get("requests_failed"):
+    scratch.dump_logs(lines=80)
 check(migrated + resumed >= 1 or all(k == "tokenizer" for k in kills), "no request was migrated or resumed")
 check(st.get("daemons") and all("restarts" in d for d in st["daemons"]) and "requests_migrated" in st,
       "g4 status lacks restarts / requests_migrated: %s" % st)
