@@ -170,7 +170,8 @@ static char *s_chat_json(const char *prompt, const char *system)
 static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
                        int threads, int n_ctx, int kv_type, int mmap_only, const char *tmpl, int ignore_eos,
-                       const char *sched_ep, const char **stops, int n_stop, double timeout_s);
+                       const char *sched_ep, const char **stops, int n_stop, double timeout_s, const char *draft_path,
+                       const cli_spec_t *spec);
 
 /* ---- in this process ---------------------------------------------------------------- */
 
@@ -400,10 +401,7 @@ int cli_run(int argc, char **argv)
     if (n_predict == 0) n_predict = -1; /* -n 0 meant "unlimited" on the stack: one meaning on both paths */
     if (!sched_ep && model && cli_check_files(model, s_med.mmproj)) return 1; /* before a daemon starts */
     if (!sched_ep && model && cli_plan_check_fits(model, n_shards, n_ctx)) return 1; /* (no -m: the stack that is up) */
-    if (draft_path && !in_process) {
-        cli_error("speculative decoding (--draft-model) runs with --in-process for now");
-        return 2;
-    }
+    if (draft_path && cli_check_draft(draft_path)) return 1;
     if (!in_process) {
         char *ftext = NULL;
         int32_t *ids = NULL;
@@ -418,7 +416,8 @@ int cli_run(int argc, char **argv)
             return 2;
         }
         int r = s_run_stack(model, ftext ? ftext : prompt, raw, system, ids, n_ids, &sp, n_predict, logprobs, json,
-                            n_shards, threads, n_ctx, kv_type, mmap_only, tmpl, ignore_eos, sched_ep, stops, n_stop, timeout_s);
+                            n_shards, threads, n_ctx, kv_type, mmap_only, tmpl, ignore_eos, sched_ep, stops, n_stop, timeout_s,
+                            draft_path, &spec);
         g4_free(ftext);
         g4_free(ids);
         return r;
@@ -596,14 +595,16 @@ static void s_on_token(void *user, const G4__V1__TokenEvent *t)
 static int s_run_stack(const char *model, const char *prompt, int raw, const char *system, const int32_t *ids,
                        int n_ids, const g4_sampler_params_t *sp, int n_predict, int logprobs, int json, int n_shards,
                        int threads, int n_ctx, int kv_type, int mmap_only, const char *tmpl, int ignore_eos,
-                       const char *sched_ep, const char **stops, int n_stop, double timeout_s)
+                       const char *sched_ep, const char **stops, int n_stop, double timeout_s, const char *draft_path,
+                       const cli_spec_t *spec)
 {
     char ep[300];
     cli_stack_t st;
     int own = 0;
     cli_stack_opts_t o = {.model = model, .template_path = tmpl, .n_shards = n_shards, .threads = threads,
                           .n_ctx = n_ctx, .n_slots = 4, .kv_type = kv_type, .mmap = mmap_only,
-                          .mmproj = s_med.mmproj};
+                          .mmproj = s_med.mmproj, .draft_model = draft_path, .draft_max = spec->n_max,
+                          .draft_min = spec->n_min, .draft_p_min = spec->p_min};
     if (sched_ep) snprintf(ep, sizeof ep, "%s", sched_ep); /* a stack anywhere: tcp://host:port */
     else if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) return 1;
     G4__V1__GenerateRequest req = G4__V1__GENERATE_REQUEST__INIT;
@@ -665,14 +666,23 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
             if (d->usage)
                 cli_progress_summary(d->usage->prompt_tokens, d->usage->completion_tokens, d->usage->prefill_ms,
                                      d->usage->decode_ms, s_verbose);
+            if (d->usage && draft_path && (s_verbose || d->usage->draft_tokens))
+                fprintf(stderr, "draft: %d drafted, %d accepted (%.2f) in %d passes\n", d->usage->draft_tokens,
+                        d->usage->draft_accepted,
+                        d->usage->draft_tokens ? (double)d->usage->draft_accepted / d->usage->draft_tokens : 0.0,
+                        d->usage->draft_passes);
             if (!req.max_tokens && d->finish_reason && !strcmp(d->finish_reason, "length"))
                 fprintf(stderr, "note: the context ended the reply; a longer one: --ctx N\n");
         } else {
             /* the prompt ids came in the started event; the done event has the rest */
             const int n_out = (int)d->n_ids;
+            cli_local_out_t so = {0}; /* speculative decoding: the counts the stack measured */
+            if (d->usage)
+                so.n_drafted = d->usage->draft_tokens, so.n_accepted = d->usage->draft_accepted,
+                so.n_verify = d->usage->draft_passes;
             s_print_json(sc.prompt_ids, sc.n_prompt, d->ids, n_out, (const char *)d->text.data, d->text.len,
                          d->finish_reason, d->usage ? d->usage->prefill_ms : 0, d->usage ? d->usage->decode_ms : 0,
-                         sc.n_tok >= n_out ? logprobs : 0, sc.lps, NULL);
+                         sc.n_tok >= n_out ? logprobs : 0, sc.lps, draft_path && d->usage ? &so : NULL);
         }
         g4__v1__envelope__free_unpacked(done, NULL);
     }

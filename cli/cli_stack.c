@@ -23,6 +23,7 @@
 #include "enc_model.h"
 #include "g4_alloc.h"
 #include "g4_client.h"
+#include "g4_draft.h"
 #include "g4_model.h"
 #include "g4_wire.h"
 
@@ -104,6 +105,15 @@ int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, in
     if (cache_bytes) *cache_bytes = k > 0 ? cli_plan_cache_bytes(cp, k) : 0;
     g4_free(cp);
     return k;
+}
+
+static int s_is_assistant(const char *path)
+{
+    g4_err_t err;
+    g4_gguf_t *g = g4_gguf_open(path, &err);
+    const int r = g && g4_draft_is_assistant(g);
+    g4_gguf_destroy(&g);
+    return r;
 }
 
 static int s_numa_nodes(void)
@@ -242,10 +252,24 @@ int cli_check_files(const char *model, const char *mmproj)
     return 0;
 }
 
+int cli_check_draft(const char *path)
+{
+    g4_err_t err;
+    g4_gguf_t *g = g4_gguf_open(path, &err);
+    if (!g) {
+        cli_error("--draft-model %s", err.msg);
+        return 1;
+    }
+    const int assistant = g4_draft_is_assistant(g);
+    g4_gguf_destroy(&g);
+    return assistant ? 0 : s_check_model(path) < 0;
+}
+
 int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
 {
     memset(st, 0, sizeof *st);
     if (cli_check_files(o->model, o->mmproj)) return 1; /* before a daemon or a directory exists */
+    if (o->draft_model && cli_check_draft(o->draft_model)) return 1;
     st->detach = o->detach;
     if (o->run_dir) {
         snprintf(st->dir, sizeof st->dir, "%s", o->run_dir);
@@ -279,6 +303,15 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
     }
     if (n < want && !o->quiet)
         fprintf(stderr, "note: %d shard(s) instead of %d: a shard holds one layer at least\n", n, want);
+    if (o->draft_model && s_is_assistant(o->draft_model) && bounds[n] >= 2 && bounds[n] - bounds[n - 1] < 2) {
+        /* the assistant reads the caches of the last two layers: the last shard holds both */
+        bounds[n - 1] = bounds[n] - 2;
+        for (int i = n - 2; i >= 1 && bounds[i] >= bounds[i + 1]; i--) bounds[i] = bounds[i + 1] - 1;
+        while (n > 1 && bounds[1] <= 0) {
+            for (int i = 1; i < n; i++) bounds[i] = bounds[i + 1];
+            n--;
+        }
+    }
     snprintf(st->sched_ep, sizeof st->sched_ep, "ipc://%s/sched.ctl", st->dir);
     char results[256], tok_ep[256];
     snprintf(results, sizeof results, "ipc://%s/sched.res", st->dir);
@@ -309,7 +342,7 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
         snprintf(threads, sizeof threads, "%d", o->threads);
         snprintf(ctx, sizeof ctx, "%d", o->n_ctx);
         snprintf(slots, sizeof slots, "%d", o->n_slots > 0 ? o->n_slots : 16);
-        char *a[24];
+        char *a[36];
         int k = 0;
         a[k++] = "--model", a[k++] = (char *)o->model, a[k++] = "--layers", a[k++] = layers;
         a[k++] = "--listen", a[k++] = ep, a[k++] = "--scheduler", a[k++] = st->sched_ep;
@@ -321,6 +354,14 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
         /* the prefix cache: what was asked, else the plan's share of the memory left */
         snprintf(cache, sizeof cache, "%ld", o->no_prefix_cache ? 0 : o->cache_mb > 0 ? o->cache_mb : (long)(cache_bytes >> 20));
         a[k++] = "--cache-mb", a[k++] = cache;
+        char dmax[16], dmin[16], dpmin[32];
+        if (o->draft_model && i == n - 1) { /* the stage that samples drafts */
+            a[k++] = "--draft-model", a[k++] = (char *)o->draft_model;
+            snprintf(dmax, sizeof dmax, "%d", o->draft_max), snprintf(dmin, sizeof dmin, "%d", o->draft_min);
+            snprintf(dpmin, sizeof dpmin, "%g", o->draft_p_min);
+            if (o->draft_max > 0) a[k++] = "--draft-max", a[k++] = dmax;
+            a[k++] = "--draft-min", a[k++] = dmin, a[k++] = "--draft-p-min", a[k++] = dpmin;
+        }
         if (n_numa > 1 && n == n_numa) { /* one shard per NUMA node, pinned there (g4 plan) */
             snprintf(node, sizeof node, "%d", i);
             a[k++] = "--numa-node", a[k++] = node;
@@ -623,7 +664,11 @@ int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v)
         if (!o->cache_mb) o->no_prefix_cache = 1;
         return 2;
     }
-    if (!strcmp(a, "--shards")) o->n_shards = atoi(v);
+    if (!strcmp(a, "--draft-model") || !strcmp(a, "-md")) o->draft_model = v;
+    else if (!strcmp(a, "--draft-max")) o->draft_max = atoi(v);
+    else if (!strcmp(a, "--draft-min")) o->draft_min = atoi(v);
+    else if (!strcmp(a, "--draft-p-min")) o->draft_p_min = atof(v);
+    else if (!strcmp(a, "--shards")) o->n_shards = atoi(v);
     else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) o->threads = atoi(v);
     else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) o->n_ctx = atoi(v);
     else if (!strcmp(a, "--slots")) o->n_slots = atoi(v);

@@ -26,6 +26,11 @@ typedef struct cli_stack_opts {
     int mmap;                  /* shards compute from the file's mapping (shardd --mmap) */
     int no_prefix_cache;       /* schedulerd --no-prefix-cache, shards keep none */
     long cache_mb;             /* shardd --cache-mb (0: the shard's default) */
+    /* speculative decoding on the last shard (shardd --draft-*): a gemma4-assistant or a draft
+     * model; draft_max 0: the shard's default (3) */
+    const char *draft_model;
+    int draft_max, draft_min;
+    double draft_p_min;
     int detach;                /* g4 up */
     const char *run_dir;       /* NULL: a fresh private directory */
     int quiet;
@@ -69,6 +74,8 @@ int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, in
  * projector whose embeddings have the model's width. 0, or 1 after saying why
  * in one line. */
 int cli_check_files(const char *model, const char *mmproj);
+/* A --draft-model: a gemma4-assistant GGUF or a model g4 runs (0, or 1 after saying why). */
+int cli_check_draft(const char *path);
 
 /* Starts the daemons (after cli_check_files). 0, or 1 after saying why. */
 int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o);

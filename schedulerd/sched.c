@@ -63,8 +63,8 @@ static void s_on_router(sched_t *s)
 static void s_batch_free(batch_t *b)
 {
     g4_free(b->reqs), g4_free(b->rows_fed), g4_free(b->first_pos), g4_free(b->sample_pos);
-    g4_free(b->px_save), g4_free(b->px_save_id), g4_free(b->px_restored);
-    b->reqs = b->rows_fed = b->first_pos = b->sample_pos = b->px_save = NULL;
+    g4_free(b->px_save), g4_free(b->px_save_id), g4_free(b->px_restored), g4_free(b->n_draft);
+    b->reqs = b->rows_fed = b->first_pos = b->sample_pos = b->px_save = b->n_draft = NULL;
     b->px_save_id = NULL, b->px_restored = NULL;
 }
 
@@ -154,9 +154,9 @@ static void s_on_result(sched_t *s, g4_msg_t *m)
             q->replay = 0;
             sched_cache_req_restart(q, 0);
             b.rows_fed[i] = -1;
-        } else {
+        } else if (!b.n_draft[i]) {
             q->n_fed += b.rows_fed[i];
-        }
+        } /* (a verification pass: the rows its sampled ids confirm, below) */
         if (q->state == R_FINISHING) sched_req_free(s, q);
     }
     for (size_t t = 0; t < r->n_tokens; t++) {
@@ -180,6 +180,13 @@ static void s_on_result(sched_t *s, g4_msg_t *m)
             sched_req_fail(s, q, G4_ERR_NOMEM, "out of memory");
             continue;
         }
+        /* ids drafted after it: its next step verifies them (within what the request may still produce) */
+        int nd = (int)(st->n_draft < 64 ? st->n_draft : 64);
+        if (q->max_tokens > 0 && nd > q->max_tokens - (q->n_tok - q->n_prompt) - 1)
+            nd = q->max_tokens - (q->n_tok - q->n_prompt) - 1;
+        if (s->n_ctx > 0 && nd > s->n_ctx - q->n_tok - 1) nd = s->n_ctx - q->n_tok - 1;
+        q->n_draft = nd > 0 ? nd : 0, q->draft_pos = q->n_tok;
+        if (nd > 0) memcpy(q->draft, st->draft, (size_t)nd * sizeof *q->draft);
         const int n_gen = q->n_tok - q->n_prompt;
         if (q->sp.logprobs > 0) {
             if (n_gen * q->sp.logprobs > q->cap_tops) {
@@ -198,6 +205,13 @@ static void s_on_result(sched_t *s, g4_msg_t *m)
         else if (q->max_tokens > 0 && n_gen >= q->max_tokens) q->finish = "length";
         else if (s->n_ctx > 0 && q->n_tok >= s->n_ctx) q->finish = "length"; /* the context is full */
         sched_text_send_detok(s, q);
+    }
+    /* a verification pass keeps the rows up to the last id sampled for it: the pipeline holds those */
+    for (int i = 0; i < b.n_req && seen; i++) {
+        req_t *q = &s->r[b.reqs[i]];
+        if (!b.n_draft[i] || b.rows_fed[i] < 0 || q->state != R_RUNNING) continue;
+        q->n_fed = b.first_pos[i] + (seen[i] ? seen[i] : 1);
+        q->n_passes++, q->n_drafted += b.n_draft[i], q->n_accepted += seen[i] > 1 ? seen[i] - 1 : 0;
     }
     g4_free(seen);
     s_batch_free(&b);
@@ -250,6 +264,9 @@ static void s_seq_view(sched_t *s)
             .rflag = q->rflag,
             .n_embd = q->n_embd,
             .vrows = q->vrows,
+            /* drafts after its last id, while that id is the next to feed */
+            .draft = q->draft,
+            .n_draft = q->n_draft && q->draft_pos == q->n_tok && q->n_fed == q->n_tok - 1 ? q->n_draft : 0,
         };
         sched_cache_lookup(s, &s->r[i], &s->bt_seq[i]);
     }
@@ -308,7 +325,9 @@ static int s_send_batch(sched_t *s, int max_seqs)
     nb.first_pos = g4_malloc((size_t)n_req * sizeof *nb.first_pos), nb.sample_pos = g4_malloc((size_t)n_req * sizeof *nb.sample_pos);
     nb.px_save = g4_malloc((size_t)n_req * sizeof *nb.px_save), nb.px_save_id = g4_malloc((size_t)n_req * sizeof *nb.px_save_id);
     nb.px_restored = g4_calloc((size_t)n_req, 1);
-    if (!nb.reqs || !nb.rows_fed || !nb.first_pos || !nb.sample_pos || !nb.px_save || !nb.px_save_id || !nb.px_restored) {
+    nb.n_draft = g4_calloc((size_t)n_req, sizeof *nb.n_draft);
+    if (!nb.reqs || !nb.rows_fed || !nb.first_pos || !nb.sample_pos || !nb.px_save || !nb.px_save_id || !nb.px_restored ||
+        !nb.n_draft) {
         s_batch_free(&nb);
         return 1;
     }
@@ -340,6 +359,8 @@ static int s_send_batch(sched_t *s, int max_seqs)
             n_p++;
         }
         reqs[k] = pk->seq, fed[k] = pk->n_rows, fpos[k] = pk->first_pos, spos[k] = pk->sample_pos;
+        nb.n_draft[k] = pk->first_pos + pk->n_rows > q->n_tok ? pk->first_pos + pk->n_rows - q->n_tok : 0;
+        q->n_draft = 0; /* (verified by this batch, or not worth keeping) */
         q->in_flight = bid;
         s->bt_seq[pk->seq].in_flight = 1;
     }
@@ -358,6 +379,21 @@ static int s_send_batch(sched_t *s, int max_seqs)
     fb.params = s->bt_spp, fb.n_params = (size_t)n_p;
     /* a slot reused in this batch restarts at position 0 anyway; the rest are dropped */
     fb.release = s->release, fb.n_release = (size_t)s->n_release;
+    /* a drafting last stage proposes no more than a request may still produce */
+    G4__V1__SlotBudget *bud = NULL, **budp = NULL;
+    if (s->d[s->chain[s->n_chain - 1]].draft[0]) {
+        bud = g4_calloc((size_t)n_req + 1, sizeof *bud), budp = g4_calloc((size_t)n_req + 1, sizeof *budp);
+        for (int k = 0; bud && budp && k < n_req; k++) {
+            const req_t *q = &s->r[reqs[k]];
+            if (q->max_tokens <= 0 || spos[k] < 0) continue;
+            g4__v1__slot_budget__init(&bud[fb.n_remaining]);
+            bud[fb.n_remaining].slot = (uint32_t)q->slot;
+            bud[fb.n_remaining].n = q->max_tokens - (q->n_tok - q->n_prompt);
+            budp[fb.n_remaining] = &bud[fb.n_remaining];
+            fb.n_remaining++;
+        }
+        fb.remaining = budp;
+    }
     G4__V1__TensorDesc ed = G4__V1__TENSOR_DESC__INIT;
     const int n_erows = rows.n_embd_rows;
     uint64_t eshape[2] = {(uint64_t)n_erows, (uint64_t)rows.n_embd};
@@ -377,6 +413,7 @@ static int s_send_batch(sched_t *s, int max_seqs)
     int rc = g4_wire_send(s->d[s->chain[0]].sock, NULL, 0, &env, n_erows ? eraw : NULL, n_erows ? eraw_len : NULL,
                           n_erows ? 1 : 0, 1, &err);
     sched_cache_orders_free(&cmem);
+    g4_free(bud), g4_free(budp);
     if (rc) {
         for (int i = 0; i < n_req; i++) {
             s->r[reqs[i]].in_flight = 0;

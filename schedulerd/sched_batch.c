@@ -46,6 +46,8 @@ int sched_batch_need(const sched_seq_t *q, int n_ubatch)
         const int from = q->n_fed - (q->vrows > 0 && q->vrows <= q->n_fed ? q->vrows : 0);
         return g4_prefill_chunk(q->rflag, from, q->n_prompt, n_ubatch) - (q->n_fed - from);
     }
+    if (q->n_draft > 0 && q->n_fed == q->n_tok - 1) /* the last id and the drafts after it */
+        return 1 + q->n_draft < n_ubatch ? 1 + q->n_draft : n_ubatch;
     /* generated tokens: one per step, or up to 63 when fed again after a
      * pipeline change (fewer than 64 rows of one sequence use the same
      * attention kernel as one row, so the numbers come out the same) */
@@ -78,9 +80,10 @@ int sched_batch_form(const sched_seq_t *seq, int n_seq, int start, int max_seqs,
         }
         for (int j = 0; j < need; j++) {
             const int p = q->n_fed + j;
-            if (p >= q->n_prompt && need > 1) /* generated ids fed again: each was a step of its own */
+            if (p >= q->n_prompt && need > 1) /* generated ids fed again (or verified): each a step of its own */
                 rows->flags[at + j] = G4_ROW_STEP, rows->has_flags = 1;
-            rows->tok[at + j] = q->tok[p];
+            if (p >= q->n_tok) rows->flags[at + j] |= G4_ROW_DRAFT; /* a drafted id */
+            rows->tok[at + j] = p < q->n_tok ? q->tok[p] : q->draft[p - q->n_tok];
             rows->pos[at + j] = p;
             rows->slot[at + j] = (uint32_t)q->slot;
             if (p >= q->n_prompt - 1) { /* every row from the last prompt row on is sampled */

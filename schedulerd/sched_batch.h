@@ -13,7 +13,8 @@
  *     whatever the others do: prompts in chunks of at most n_ubatch rows
  *     (g4_prefill_chunk: a run of bidirectional soft-token rows is never
  *     split unless it alone exceeds n_ubatch), decoding sequences one row per
- *     step (up to 63 rows when fed again after a pipeline change);
+ *     step (up to 63 rows when fed again after a pipeline change), or their
+ *     last id and the ids drafted after it (speculative decoding);
  *   - a batch holds at most max_seqs requests, so that each of the n_stages
  *     pipeline stages has a batch of its own (sched_batch_max_seqs), and at
  *     most n_ubatch rows; a request that does not fit waits for the next;
@@ -39,6 +40,10 @@ typedef struct sched_seq {
     int n_embd;           /* width of its soft-token rows (with rflag) */
     int vrows;            /* restored from the prefix cache inside a ubatch: its rows before n_fed
                            * (the next chunk ends where the cold run's ubatch does); else 0 */
+    const int32_t *draft; /* [n_draft] ids drafted after its last id (decoding, n_fed = n_tok - 1):
+                           * verified in its next step, rows [last id, drafts] (G4_ROW_STEP, drafts
+                           * G4_ROW_DRAFT), every one sampled */
+    int n_draft;
 } sched_seq_t;
 
 /* One admission: seq gets slot, or is refused (slot -1: its prompt does not fit n_ctx). */

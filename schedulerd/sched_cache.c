@@ -138,9 +138,14 @@ void sched_cache_lookup(sched_t *s, req_t *q, sched_seq_t *sq)
     if (m.wait) sq->in_flight = 1; /* another request is computing more of this prompt: start from that */
 }
 
-/* the prompt ids before n_keep the sampler's penalties look back on (its last_n window; soft tokens aside) */
-static int s_history(const req_t *q, int n_keep, int32_t *out)
+/* the prompt ids before n_keep the sampler's penalties look back on (its last_n window; soft tokens aside);
+ * all of them for a last stage whose draft model follows the slot's ids */
+static int s_history(const req_t *q, int n_keep, int32_t *out, int all)
 {
+    if (all && !q->rflag) {
+        memcpy(out, q->tok, (size_t)n_keep * sizeof *out);
+        return n_keep;
+    }
     const int active = (q->sp.repeat_penalty != 0 && q->sp.repeat_penalty != 1.0f) || q->sp.presence_penalty != 0 ||
                        q->sp.frequency_penalty != 0;
     if (!active || q->sp.repeat_last_n <= 0) return 0;
@@ -200,7 +205,8 @@ sched_cache_mem_t *sched_cache_orders(sched_t *s, batch_t *b, G4__V1__ForwardBat
         for (int i = 0; i < q->n_px_path; i++) mem->ids[at_id++] = s->px.n[q->px_path[i]].id, s->px.n[q->px_path[i]].pin++;
         cr->n_keep = (uint32_t)q->n_fed, cr->vstart = (uint32_t)(q->n_fed - q->vrows);
         cr->history = mem->hist + at_h;
-        cr->n_history = (size_t)s_history(q, q->n_fed, cr->history);
+        cr->n_history = (size_t)s_history(q, q->n_fed, cr->history,
+                                          s->n_chain && !strcmp(s->d[s->chain[s->n_chain - 1]].draft, "model"));
         at_h += cr->n_history;
         mem->crp[n_cr++] = cr;
         b->px_restored[k] = 1;

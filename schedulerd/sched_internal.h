@@ -67,6 +67,7 @@ typedef struct drec {
     char user_id[48];  /* its authenticated identity ("daemon:KEY"; "" without CURVE) */
     int insecure;      /* it runs on a non-loopback tcp:// without CURVE */
     int replaced;      /* a new process took its name (g4 swap): kept until it stops, then forgotten */
+    char draft[16];    /* shards: the drafter it runs after sampling ("" none, "assistant", "model") */
 } drec_t;
 
 /* ---- a request --------------------------------------------------------------- */
@@ -132,6 +133,11 @@ typedef struct req {
     int px_phase, px_node, vrows, cached;
     uint64_t px_node_id;
     int *px_path, n_px_path; /* [n_px_path] node indices, from position 0 */
+    /* speculative decoding: the ids the last stage drafted after tok[draft_pos - 1]
+     * (verified in the next batch), and the counts for the usage */
+    int32_t draft[64];
+    int n_draft, draft_pos;
+    int n_drafted, n_accepted, n_passes;
 } req_t;
 enum { PX_LOOKUP = 0, PX_ACTIVE = 1, PX_OFF = 2 };
 
@@ -151,6 +157,7 @@ typedef struct batch {
     int *px_save;    /* per request: the prefix-cache node its chunk is kept as (-1: none) */
     uint64_t *px_save_id;
     uint8_t *px_restored; /* per request: the batch restored it from the prefix cache */
+    int *n_draft;    /* per request: drafted ids it verifies (its rows: the last id, then those) */
 } batch_t;
 
 struct sched {

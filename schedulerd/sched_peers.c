@@ -177,7 +177,7 @@ void sched_peers_park(sched_t *s, const char *why)
         } else if (q->state == R_RUNNING && s->p.no_migrate) {
             sched_req_fail(s, q, G4_ERR_UNAVAILABLE, "%s", why);
         } else if (q->state == R_RUNNING) {
-            q->n_fed = 0, q->replay = 0;
+            q->n_fed = 0, q->replay = 0, q->n_draft = 0;
             sched_cache_req_restart(q, 0);
             if (!q->parked_ms) q->parked_ms = sched_now();
             n++;
@@ -360,6 +360,7 @@ void sched_peers_register(sched_t *s, g4_msg_t *m)
     for (int k = 0; k < 6; k++) d->media_ids[k] = k < (int)r->n_media_ids ? r->media_ids[k] : -1;
     d->n_embd = r->n_embd, d->has_vision = r->has_vision, d->has_audio = r->has_audio;
     d->insecure = r->insecure;
+    snprintf(d->draft, sizeof d->draft, "%s", r->draft ? r->draft : "");
     snprintf(d->user_id, sizeof d->user_id, "%s", m->user_id);
     memcpy(d->route, m->route, m->route_len);
     d->route_len = m->route_len;

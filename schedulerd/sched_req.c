@@ -88,6 +88,7 @@ void sched_req_done(sched_t *s, req_t *q)
     u.prefill_ms = q->t_first ? (double)(q->t_first - q->t_start) : 0;
     u.decode_ms = q->t_first ? (double)(q->t_end - q->t_first) : 0;
     u.cached_tokens = q->cached;
+    u.draft_tokens = q->n_drafted, u.draft_accepted = q->n_accepted, u.draft_passes = q->n_passes;
     d.usage = &u;
     ev.event_case = G4__V1__GENERATE_EVENT__EVENT_DONE;
     ev.done = &d;

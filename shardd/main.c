@@ -15,8 +15,9 @@
 
 typedef struct shardd_cfg {
     g4_daemon_cfg_t d;
-    char *model, *layers, *cpuset, *kv_type;
-    int64_t threads, numa_node, slots, ctx, ubatch, min_forward_ms, cache_mb;
+    char *model, *layers, *cpuset, *kv_type, *draft_model;
+    double draft_p_min;
+    int64_t threads, numa_node, slots, ctx, ubatch, min_forward_ms, cache_mb, draft_max, draft_min;
     int kv_f32, mmap;
 } shardd_cfg_t;
 
@@ -34,6 +35,13 @@ static const g4_cfg_opt_t s_opts[] = {
     {"kv-f32", S_OPT(G4_CFG_BOOL, kv_f32), NULL, 1, 0, 0, "the same as --kv-type f32"},
     {"cache-mb", S_OPT(G4_CFG_INT, cache_mb), "-1", -1, 1ll << 40, 0,
      "prefix cache budget in MiB (0: none; -1: a quarter of the memory available at start)", .arg = "N"},
+    {"draft-model", S_OPT(G4_CFG_STRING, draft_model), NULL, 1, 0, 0,
+     "speculative decoding (the stage with the last layer): a gemma4-assistant GGUF for the model, or a draft model "
+     "with its vocabulary", .alias = "-md", .arg = "D.gguf"},
+    {"draft-max", S_OPT(G4_CFG_INT, draft_max), "3", 0, 64, 0, "ids drafted per step at most (llama.cpp's default 3)"},
+    {"draft-min", S_OPT(G4_CFG_INT, draft_min), "0", 0, 64, 0, "fewer drafted ids than this: none"},
+    {"draft-p-min", S_OPT(G4_CFG_DOUBLE, draft_p_min), "0", 0, 1, 0,
+     "stop drafting below this probability of the drafter's top id", .arg = "P"},
     {"mmap", S_OPT(G4_CFG_BOOL, mmap), NULL, 1, 0, 0,
      "compute from the file's mapping (default: copy the weights to huge pages in the background)"},
     {"min-forward-ms", S_OPT(G4_CFG_INT, min_forward_ms), "0", 0, 1 << 30, 0,
@@ -55,7 +63,9 @@ int main(int argc, char **argv)
     char name[64];
     shard_params_t p = {.model_path = c.model, .n_slots = (int)c.slots, .n_ctx = (int)c.ctx,
                         .n_ubatch = (int)c.ubatch, .kv_type = c.kv_f32 ? G4_KV_F32 : g4_kv_type_from_name(c.kv_type),
-                        .min_forward_ms = (int)c.min_forward_ms, .cache_mb = c.cache_mb};
+                        .min_forward_ms = (int)c.min_forward_ms, .cache_mb = c.cache_mb,
+                        .spec = {.path = c.draft_model, .n_max = (int)c.draft_max, .n_min = (int)c.draft_min,
+                                 .p_min = (float)c.draft_p_min}};
     if (p.kv_type < 0) {
         fprintf(stderr, "shardd: --kv-type must be f16, f32 or q8_0, not '%s'\n", c.kv_type);
         g4_daemon_opts_fini(&o);
@@ -87,11 +97,14 @@ int main(int argc, char **argv)
                                    .layer_end = s.end, .n_layer = (int)s.hp->n_layer, .n_slots = s.n_slots,
                                    .n_ctx = g4_ctx_n_ctx(s.ctx), .n_vocab = (int)s.hp->n_vocab,
                                    .cache_budget = shard_store_budget(s.store), .cache_row = s.cache_cost.row,
-                                   .cache_fixed = s.cache_cost.fixed};
+                                   .cache_fixed = s.cache_cost.fixed,
+                                   .draft = s.spec ? shard_spec_kind(s.spec) : NULL,
+                                   .draft_max = s.spec ? shard_spec_max(s.spec) : 0};
     g4_daemon_t d;
     if (g4_daemon_register(&d, zctx, &c.d, &info, &err)) goto fail;
-    g4_log_info("shardd", "%s: layers %d-%d of %u on %s, %d threads, %d slots, weights %s", c.model, s.begin, s.end,
-                s.hp->n_layer, c.d.listen, threads, s.n_slots, wmode == G4_WEIGHTS_COPY ? "being copied" : "mapped");
+    g4_log_info("shardd", "%s: layers %d-%d of %u on %s, %d threads, %d slots, weights %s%s%s", c.model, s.begin, s.end,
+                s.hp->n_layer, c.d.listen, threads, s.n_slots, wmode == G4_WEIGHTS_COPY ? "being copied" : "mapped",
+                s.spec ? ", drafting with " : "", s.spec ? c.draft_model : "");
     s.work = &d.work; /* the worker publishes its batch and layer progress there */
     if (shard_worker_start(&s, data, &err)) goto fail;
     shard_daemon_run(&s, &d, wmode); /* until SIGTERM */

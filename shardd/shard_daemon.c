@@ -5,9 +5,11 @@
 
 void shard_daemon_run(shard_t *s, g4_daemon_t *d, g4_weights_mode_t wmode)
 {
-    enum { C_BATCHES, C_ERRORS, C_WEIGHTS_READY, C_WEIGHTS_MS, C_CACHE_BYTES, C_CACHE_CHUNKS, C_N };
+    enum { C_BATCHES, C_ERRORS, C_WEIGHTS_READY, C_WEIGHTS_MS, C_CACHE_BYTES, C_CACHE_CHUNKS, C_DRAFTED, C_ACCEPTED,
+           C_PASSES, C_N };
     static const char *const cnames[C_N] = {"batches", "errors", "weights_ready", "weights_ready_ms",
-                                            "prefix_cache_bytes", "prefix_cache_chunks"};
+                                            "prefix_cache_bytes", "prefix_cache_chunks", "draft_tokens",
+                                            "draft_accepted", "draft_passes"};
     d->n_counters = C_N;
     for (int i = 0; i < C_N; i++) d->counter_names[i] = cnames[i];
     int warm_logged = 0;
@@ -31,6 +33,9 @@ void shard_daemon_run(shard_t *s, g4_daemon_t *d, g4_weights_mode_t wmode)
         d->counter_values[C_ERRORS] = atomic_load(&s->errors_pub);
         d->counter_values[C_CACHE_BYTES] = atomic_load(&s->cache_bytes_pub);
         d->counter_values[C_CACHE_CHUNKS] = atomic_load(&s->cache_chunks_pub);
+        d->counter_values[C_DRAFTED] = atomic_load(&s->spec_drafted);
+        d->counter_values[C_ACCEPTED] = atomic_load(&s->spec_accepted);
+        d->counter_values[C_PASSES] = atomic_load(&s->spec_passes);
         g4_daemon_tick(d);
     }
 }

@@ -56,6 +56,21 @@ int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err)
         s->store = shard_store_new(p->cache_mb < 0 ? shard_store_default_budget() : (uint64_t)p->cache_mb << 20);
         if (!s->store) return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
     }
+    s->slot_mark = g4_calloc((size_t)s->n_slots, sizeof *s->slot_mark);
+    s->slot_marked = g4_calloc((size_t)s->n_slots, 1);
+    s->vlast = g4_malloc((size_t)s->n_slots * sizeof *s->vlast);
+    s->vdone = g4_malloc((size_t)s->n_slots);
+    s->vemit = g4_malloc((size_t)s->n_slots * sizeof *s->vemit);
+    if (!s->slot_mark || !s->slot_marked || !s->vlast || !s->vdone || !s->vemit)
+        return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
+    if (p->spec.path) {
+        if (!s->last)
+            return g4_err_set(err, G4_ERR_STATE, "a drafter runs on the stage with the last layer (%d), not on layers %d-%d",
+                              (int)s->hp->n_layer, s->begin, s->end);
+        if (!(s->spec = shard_spec_new(&p->spec, s->model, s->ctx, s->n_slots, p->kv_type, err))) return err->code;
+        if (!(s->spec_p = g4_malloc((size_t)s->hp->n_vocab * sizeof *s->spec_p)))
+            return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
+    }
     return G4_OK;
 }
 
@@ -68,6 +83,8 @@ void shard_release(shard_t *s, const uint32_t *slots, size_t n)
         s->slot_seq[sl] = -1;
         s->slot_sampled[sl] = 0;
         g4_sampler_destroy(&s->slot_smp[sl]);
+        if (s->slot_marked) s->slot_marked[sl] = 0;
+        shard_spec_slot_reset(s->spec, (int)sl);
     }
 }
 
@@ -86,6 +103,10 @@ void shard_free(shard_t *s)
     g4_free(s->hidden), g4_free(s->ple), g4_free(s->logits);
     shard_store_free(&s->store);
     g4_free(s->lost);
+    for (int i = 0; s->slot_mark && i < s->n_slots; i++) g4_draft_unmark(&s->slot_mark[i]);
+    g4_free(s->slot_mark), g4_free(s->slot_marked), g4_free(s->vlast), g4_free(s->vdone), g4_free(s->vemit);
+    shard_spec_free(&s->spec);
+    g4_free(s->spec_p);
     g4_ctx_destroy(&s->ctx);
     g4_model_destroy(&s->model);
 }
@@ -310,6 +331,11 @@ static void s_cache_history(shard_t *s, const G4__V1__ForwardBatch *fb)
         for (size_t k = 0; s->slot_smp[cr->slot] && k < cr->n_history; k++)
             if (cr->history[k] >= 0 && cr->history[k] < (int32_t)s->hp->n_vocab)
                 g4_sampler_accept(s->slot_smp[cr->slot], cr->history[k]);
+        /* a draft model follows the slot when every id before the prefix came (the scheduler sends them all then) */
+        for (size_t k = 0; s->spec && cr->n_history == cr->n_keep && k < cr->n_history; k++) {
+            const int32_t pos = (int32_t)k;
+            shard_spec_slot_ids(s->spec, (int)cr->slot, &cr->history[k], &pos, NULL, 1);
+        }
     }
 }
 
@@ -531,7 +557,8 @@ static void s_handle(shard_t *s, g4_msg_t *m)
             return s_fail(s, fb, G4_ERR_RANGE, "sample rows must be increasing rows of the batch (%zu for %d rows)",
                           fb->n_sample_rows, n);
     if (fb->n_params > (size_t)s->n_slots || fb->n_release > (size_t)s->n_slots || fb->n_failed > (size_t)s->n_slots ||
-        fb->n_cache_restore > (size_t)s->n_slots || fb->n_cache_save > (size_t)s->n_slots)
+        fb->n_cache_restore > (size_t)s->n_slots || fb->n_cache_save > (size_t)s->n_slots ||
+        fb->n_remaining > (size_t)s->n_slots)
         return s_fail(s, fb, G4_ERR_RANGE, "%zu params, %zu releases, %zu failed for %d slots", fb->n_params,
                       fb->n_release, fb->n_failed, s->n_slots);
     /* per sequence: one that fails these checks is refused alone (its rows
@@ -559,7 +586,9 @@ static void s_handle(shard_t *s, g4_msg_t *m)
             if (fb->pos[i] == 0) {
                 if (s->slot_seq[sl] >= 0) g4_seq_release(s->ctx, s->slot_seq[sl]);
                 s->slot_sampled[sl] = 0;
+                s->slot_marked[sl] = 0;
                 g4_sampler_destroy(&s->slot_smp[sl]);
+                shard_spec_slot_reset(s->spec, (int)sl);
                 s->slot_seq[sl] = g4_seq_new(s->ctx, &err);
                 if (s->slot_seq[sl] < 0) {
                     s->slot_seq[sl] = -1;
@@ -567,6 +596,14 @@ static void s_handle(shard_t *s, g4_msg_t *m)
                 }
             } else if (s->slot_seq[sl] < 0) {
                                 return s_fail(s, fb, G4_ERR_STATE, "slot %u is unknown here (was this shard restarted?)", sl);
+            } else if (s->slot_marked[sl]) {
+                /* after a verification pass: the rows up to this one were kept (the last stage kept them at once) */
+                const g4_draft_mark_t *mk = &s->slot_mark[sl];
+                s->slot_marked[sl] = 0;
+                if (fb->pos[i] < mk->n_past ||
+                    g4_draft_rewind(s->ctx, s->slot_seq[sl], mk, fb->pos[i] - mk->n_past, &err))
+                    return s_fail(s, fb, G4_ERR_STATE, "slot %u: position %d after a verification pass from %d", sl,
+                                  fb->pos[i], mk->n_past);
             } else if (fb->pos[i] != g4_seq_n_past(s->ctx, s->slot_seq[sl])) {
                 if (fb->pos[i] > g4_seq_n_past(s->ctx, s->slot_seq[sl]) ||
                     g4_seq_truncate(s->ctx, s->slot_seq[sl], fb->pos[i], &err)) {
@@ -576,6 +613,11 @@ static void s_handle(shard_t *s, g4_msg_t *m)
             }
         }
         seq[i] = s->slot_seq[sl];
+        /* a verification pass: the slot as it stands before it, to go back to */
+        if (flags && (flags[i] & G4_ROW_DRAFT) && !s->slot_marked[sl]) {
+            if (g4_draft_mark(s->ctx, seq[i], &s->slot_mark[sl], &err)) return s_fail(s, fb, err.code, "%s", err.msg);
+            s->slot_marked[sl] = 1;
+        }
     }
     if (s->last) {
         for (size_t i = 0; i < fb->n_params; i++) {
@@ -593,8 +635,13 @@ static void s_handle(shard_t *s, g4_msg_t *m)
             }
             g4_sampler_destroy(&s->slot_smp[sp->slot]);
             s->slot_smp[sp->slot] = g4_sampler_new(&p, (int)s->hp->n_vocab, &err);
+            if (s->spec &&
+                shard_spec_slot_params(s->spec, (int)sp->slot, &p, sp->sampling ? sp->sampling->draft_max : 0, &err))
+                g4_log_warn("shard", "slot %u drafts nothing: %s", sp->slot, err.msg);
         }
         s_cache_history(s, fb);
+        for (int i = 0; s->spec && i < n; i++)
+            shard_spec_slot_ids(s->spec, (int)fb->slot[i], &fb->tokens[i], &fb->pos[i], flags ? &flags[i] : NULL, 1);
         for (size_t i = 0; i < fb->n_sample_rows; i++) want[fb->sample_rows[i]] = 1;
         /* prompt rows go into the penalties' history, as the in-process run does;
          * rows after a sampled row are tokens sampled before (a sequence fed
@@ -623,7 +670,8 @@ static void s_handle(shard_t *s, g4_msg_t *m)
     if (needs_import && g4_ctx_kv_import(s->ctx, &b, kv_in ? kv_in : "", kv_in ? kv_in_len : 0, &err)) {
         return s_fail(s, fb, err.code, "%s", err.msg);
     }
-    int rc = g4_ctx_forward(s->ctx, &b, hidden_in, PW ? s->ple : NULL, s->last ? NULL : s->hidden,
+    /* (the last stage keeps its final hidden rows for the assistant) */
+    int rc = g4_ctx_forward(s->ctx, &b, hidden_in, PW ? s->ple : NULL, !s->last || s->spec ? s->hidden : NULL,
                             s->last ? s->logits : NULL, &err);
     if (rc) return s_fail(s, fb, rc, "%s", err.msg);
     s_cache_save(s, fb);
@@ -706,11 +754,23 @@ static void s_handle(shard_t *s, g4_msg_t *m)
     }
     for (size_t i = 0; i < fb->n_sample_rows; i++) is_want[fb->sample_rows[i]] = 1;
     for (int i = 0, k = 0; i < n; i++) lrow[i] = is_want[i] ? k++ : -1;
-    size_t ntop = 0;
+    /* speculative decoding: where each slot's sampling ends, its budget, the drafts' room */
+    const int n_dmax = s->spec ? shard_spec_max(s->spec) : 0;
+    int32_t *drafts = n_dmax ? g4_malloc((fb->n_sample_rows + 1) * (size_t)n_dmax * sizeof *drafts) : NULL;
+    if (n_dmax && !drafts) {
+        g4_free(is_want), g4_free(lrow), g4_free(toks), g4_free(tokp), g4_free(tops), g4_free(topp);
+        return s_fail(s, fb, G4_ERR_NOMEM, "out of memory");
+    }
+    for (int k = 0; k < s->n_slots; k++) s->vlast[k] = -1, s->vdone[k] = 0, s->vemit[k] = 0;
+    for (size_t i = 0; i < fb->n_sample_rows; i++) s->vlast[fb->slot[fb->sample_rows[i]]] = (int32_t)fb->sample_rows[i];
+    size_t ntop = 0, n_out = 0;
     for (size_t i = 0; i < fb->n_sample_rows; i++) {
         const uint32_t row = fb->sample_rows[i], sl = fb->slot[row];
+        if (s->vdone[sl]) continue; /* rows after a draft the sampler did not confirm */
         float *lg = s->logits + (size_t)lrow[row] * s->hp->n_vocab;
-        G4__V1__SampledToken *t = &toks[i];
+        /* the next row a draft of this slot: this row verifies it */
+        const int vnext = flags && (int)row + 1 < n && fb->slot[row + 1] == sl && (flags[row + 1] & G4_ROW_DRAFT);
+        G4__V1__SampledToken *t = &toks[n_out];
         g4__v1__sampled_token__init(t);
         t->slot = sl;
         const int k = s->slot_logprobs[sl];
@@ -731,15 +791,58 @@ static void s_handle(shard_t *s, g4_msg_t *m)
             p.temp = 0;
             s->slot_smp[sl] = g4_sampler_new(&p, (int)s->hp->n_vocab, &err);
         }
-        t->id = s->slot_smp[sl] ? g4_sampler_sample(s->slot_smp[sl], lg) : 0;
-        if (s->slot_smp[sl]) g4_sampler_accept(s->slot_smp[sl], t->id);
+        g4_sampler_t *smp = s->slot_smp[sl];
+        const float *q = vnext && smp && g4_sampler_params(smp)->temp > 0
+                             ? shard_spec_q(s->spec, (int)sl, fb->pos[row + 1], fb->tokens[row + 1])
+                             : NULL;
+        if (q) { /* the draft d drawn from q: kept with min(1, p/q), else a draw from norm(max(0, p - q)) */
+            const int32_t d = fb->tokens[row + 1];
+            g4_sampler_probs(smp, lg, s->spec_p);
+            if (g4_sampler_uniform(smp) * q[d] < s->spec_p[d]) {
+                t->id = d;
+            } else {
+                for (int v = 0; v < (int)s->hp->n_vocab; v++) s->spec_p[v] = s->spec_p[v] > q[v] ? s->spec_p[v] - q[v] : 0;
+                t->id = g4_sampler_draw(smp, s->spec_p);
+            }
+        } else {
+            t->id = smp ? g4_sampler_sample(smp, lg) : 0;
+        }
+        if (smp) g4_sampler_accept(smp, t->id);
         t->eog = g4_model_is_eog(s->model, t->id);
         s->slot_sampled[sl] = 1;
-        tokp[i] = t;
+        s->vemit[sl]++;
+        tokp[n_out++] = t;
+        const int rejected = vnext && t->id != fb->tokens[row + 1];
+        if (!rejected && (int32_t)row != s->vlast[sl]) continue;
+        /* the slot's last id of the batch: a verification pass keeps its rows up to this one */
+        s->vdone[sl] = 1;
+        const int seq_id = s->slot_seq[sl];
+        if (s->slot_marked[sl]) {
+            const g4_draft_mark_t *mk = &s->slot_mark[sl];
+            const int kept = fb->pos[row] + 1 - mk->n_past, n_drafts = g4_seq_n_past(s->ctx, seq_id) - mk->n_past - 1;
+            s->slot_marked[sl] = 0;
+            if (g4_draft_rewind(s->ctx, seq_id, mk, kept, &err)) {
+                s_bad(s, sl, err.code, "%s", err.msg);
+                continue;
+            }
+            atomic_fetch_add(&s->spec_passes, 1);
+            atomic_fetch_add(&s->spec_drafted, (uint64_t)n_drafts);
+            atomic_fetch_add(&s->spec_accepted, (uint64_t)(kept - 1));
+        }
+        if (!s->spec) continue;
+        int cap = n_dmax;
+        for (size_t r = 0; r < fb->n_remaining; r++)
+            if (fb->remaining[r] && fb->remaining[r]->slot == sl) cap = fb->remaining[r]->n - s->vemit[sl] - 1;
+        int32_t *out = drafts + (size_t)(n_out - 1) * n_dmax;
+        const int nd = cap > 0 ? shard_spec_draft(s->spec, (int)sl, seq_id, t->id, g4_seq_n_past(s->ctx, seq_id),
+                                                  s->hidden + (size_t)row * H, cap, out, &err)
+                               : 0;
+        if (nd < 0) g4_log_warn("shard", "slot %u: drafting failed: %s", sl, err.msg);
+        else t->draft = out, t->n_draft = (size_t)nd;
     }
     g4_free(is_want), g4_free(lrow);
     res.batch_id = fb->batch_id;
-    res.tokens = tokp, res.n_tokens = fb->n_sample_rows;
+    res.tokens = tokp, res.n_tokens = n_out;
     res.compute_us = s_now_us() - t0;
     s_set_failed(s, fb);
     res.failed = fb->failed, res.n_failed = fb->n_failed;
@@ -749,7 +852,7 @@ static void s_handle(shard_t *s, g4_msg_t *m)
     void *sink = s_peer(s, fb->route[fb->n_route - 1], &err);
     if (!sink || g4_wire_send(sink, NULL, 0, &env, NULL, NULL, 0, 0, &err))
         g4_log_warn("shard", "result of batch %llu: %s", (unsigned long long)fb->batch_id, err.msg);
-    g4_free(toks), g4_free(tokp), g4_free(tops), g4_free(topp);
+    g4_free(toks), g4_free(tokp), g4_free(tops), g4_free(topp), g4_free(drafts);
 }
 
 /* ---- the worker thread ----------------------------------------------------------

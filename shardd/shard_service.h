@@ -11,6 +11,7 @@
 #include "g4_sampler.h"
 #include "g4_wire.h"
 #include "shard_prefix.h"
+#include "shard_spec.h"
 
 #define SHARD_MAX_PEERS 16
 #define SHARD_CHAINS 4 /* chains remembered: batches of the previous ones may still travel */
@@ -80,6 +81,17 @@ typedef struct shard {
     _Atomic uint64_t cache_bytes_pub, cache_chunks_pub;
     uint64_t *lost;
     size_t n_lost, cap_lost;
+    /* speculative decoding: every stage marks a slot before a verification
+     * pass and goes back to the kept rows when its next rows come; the last
+     * stage's drafter (NULL: none) and its counters */
+    g4_draft_mark_t *slot_mark;
+    uint8_t *slot_marked;
+    shard_spec_t *spec;
+    float *spec_p;   /* [n_vocab] the target's distribution (temperature) */
+    int32_t *vlast;  /* [n_slots] per batch: the slot's last sample row (-1 none) */
+    uint8_t *vdone;  /* [n_slots] per batch: the slot's verification ended (a draft not confirmed) */
+    int32_t *vemit;  /* [n_slots] per batch: ids sampled for the slot */
+    _Atomic uint64_t spec_drafted, spec_accepted, spec_passes;
 } shard_t;
 
 typedef struct shard_params {
@@ -88,6 +100,7 @@ typedef struct shard_params {
     int n_slots, n_ctx, n_ubatch, kv_type; /* kv_type: G4_KV_* */
     int min_forward_ms;   /* fault injection (tests): stretch every forward pass to this */
     int64_t cache_mb;     /* prefix cache budget in MiB: 0 none, < 0 a quarter of the memory available */
+    shard_spec_params_t spec; /* the drafter (spec.path NULL: none; the last stage only) */
 } shard_params_t;
 
 int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err);

@@ -20,10 +20,14 @@
  *              fed again with others after a pipeline change: attention
  *              computes it as that one-row call did (the cache as it stood
  *              after that row, the split-KV decode), so the numbers come out
- *              the same as the first time. */
+ *              the same as the first time;
+ * G4_ROW_DRAFT (with STEP; the pipeline's marker, the model ignores it) a
+ *              drafted id to verify: the slot's rows are [its last sampled
+ *              id, drafts...] (speculative decoding, shardd/shard_spec.h). */
 #define G4_ROW_EMBD 1
 #define G4_ROW_BIDIR 2
 #define G4_ROW_STEP 4
+#define G4_ROW_DRAFT 8
 
 /* ---- media placeholders ---------------------------------------------------
  * The k-th <|image|> (<|audio|>) of a prompt stands for the k-th image

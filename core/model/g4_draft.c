@@ -254,12 +254,22 @@ g4_draft_t *g4_draft_load(const char *path, const g4_model_t *target, g4_err_t *
         g4_err_set(err, G4_ERR_FORMAT, "%s: not a " S_ARCH " model", path);
         goto fail;
     }
-    if (target->begin != 0 || target->end != (int)target->hp.n_layer) {
-        g4_err_set(err, G4_ERR_STATE, "an assistant drafts for a whole model, not layers [%d, %d)", target->begin,
-                   target->end);
+    if (target->end != (int)target->hp.n_layer) {
+        g4_err_set(err, G4_ERR_STATE, "an assistant drafts after the model's last layer (%u), not after layers [%d, %d)",
+                   target->hp.n_layer, target->begin, target->end);
         goto fail;
     }
     if (s_hparams(d, err)) goto fail;
+    /* (a stage holds the caches of its own layers, and of earlier ones it imports) */
+    for (int k = 0; k < 2; k++) {
+        const int src = k ? d->src_full : d->src_swa;
+        if (src < target->begin && !g4_model_kv_imported(target, src)) {
+            g4_err_set(err, G4_ERR_STATE, "the assistant reads the KV cache of layer %d, which layers [%d, %d) do not hold "
+                       "(the stage with the last layer must also hold layers %d and %d)", src, target->begin,
+                       target->end, d->src_swa, d->src_full);
+            goto fail;
+        }
+    }
     const int64_t i = g4_gguf_find_tensor(d->gguf, "token_embd.weight");
     if (i < 0) {
         g4_err_set(err, G4_ERR_FORMAT, "%s: missing tensor 'token_embd.weight'", path);

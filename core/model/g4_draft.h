@@ -31,7 +31,8 @@ typedef struct g4_draft g4_draft_t;
 /* 1 when the GGUF's architecture is gemma4-assistant. */
 int g4_draft_is_assistant(const g4_gguf_t *g);
 
-/* Loads an assistant for target (a whole model, borrowed: it must outlive the
+/* Loads an assistant for target (a whole model, or a range ending at its last
+ * layer that holds the caches of the layers the assistant reads; borrowed: it must outlive the
  * assistant). Refuses a file whose backbone width, head sizes or vocabulary do
  * not match the target's, with a message naming what differs. */
 g4_draft_t *g4_draft_load(const char *path, const g4_model_t *target, g4_err_t *err);

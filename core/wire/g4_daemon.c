@@ -140,6 +140,7 @@ int g4_daemon_register(g4_daemon_t *d, void *zctx, const g4_daemon_cfg_t *c, con
     r->layer_begin = info->layer_begin, r->layer_end = info->layer_end, r->n_layer = info->n_layer;
     r->n_slots = info->n_slots, r->n_ctx = info->n_ctx, r->n_vocab = info->n_vocab;
     r->cache_budget = info->cache_budget, r->cache_row = info->cache_row, r->cache_fixed = info->cache_fixed;
+    r->draft = (char *)(info->draft ? info->draft : ""), r->draft_max = info->draft_max;
     if (info->media_ids) {
         memcpy(d->media_ids, info->media_ids, sizeof d->media_ids);
         r->media_ids = d->media_ids, r->n_media_ids = 6;

@@ -108,6 +108,8 @@ typedef struct g4_daemon_info {
     int n_embd, has_vision, has_audio; /* encoder */
     /* shards: the prefix cache's budget and accounting (Register.cache_*) */
     uint64_t cache_budget, cache_row, cache_fixed;
+    const char *draft;        /* shards: the drafter after sampling (Register.draft; NULL none) */
+    int draft_max;
 } g4_daemon_info_t;
 
 typedef struct g4_daemon {
