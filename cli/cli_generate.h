@@ -80,6 +80,7 @@ typedef struct cli_spec {
     g4_ctx_t *draft_ctx;   /* its context (one sequence)                       */
     int n_max, n_min;      /* tokens drafted per pass at most; fewer: a plain step */
     float p_min;           /* drafting stops below this probability (top 10)  */
+    int max_given;         /* --draft-max was given: a request to a stack asks for it (0: none) */
 } cli_spec_t;
 
 /* cli_generate_local with speculation (r->spec): each pass drafts up to n_max

@@ -352,7 +352,7 @@ int cli_run(int argc, char **argv)
         else if (OPT("--frequency-penalty")) sp.frequency_penalty = (float)atof(v);
         else if (OPT("--logprobs")) logprobs = atoi(v);
         else if (OPT("--draft-model")) draft_path = v;
-        else if (OPT("--draft-max")) spec.n_max = atoi(v);
+        else if (OPT("--draft-max")) spec.n_max = atoi(v), spec.max_given = 1;
         else if (OPT("--draft-min")) spec.n_min = atoi(v);
         else if (OPT("--draft-p-min")) spec.p_min = (float)atof(v);
         else if (OPT("--threads") || OPT("-t")) threads = atoi(v);
@@ -629,6 +629,7 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
     }
     req.media = medp, req.n_media = (size_t)s_med.n;
     g4_client_sampling(sp, logprobs, &p);
+    if (spec->max_given) p.draft_max = spec->n_max > 0 ? spec->n_max : -1; /* (0: this request drafts nothing) */
     req.sampling = &p;
     req.max_tokens = n_predict > 0 ? n_predict : 0; /* 0: until the end of the turn or of the context */
     req.ignore_eos = ignore_eos;
@@ -682,7 +683,8 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
                 so.n_verify = d->usage->draft_passes;
             s_print_json(sc.prompt_ids, sc.n_prompt, d->ids, n_out, (const char *)d->text.data, d->text.len,
                          d->finish_reason, d->usage ? d->usage->prefill_ms : 0, d->usage ? d->usage->decode_ms : 0,
-                         sc.n_tok >= n_out ? logprobs : 0, sc.lps, draft_path && d->usage ? &so : NULL);
+                         sc.n_tok >= n_out ? logprobs : 0, sc.lps,
+                         d->usage && (draft_path || d->usage->draft_passes) ? &so : NULL);
         }
         g4__v1__envelope__free_unpacked(done, NULL);
     }

@@ -113,6 +113,19 @@ enum MHD_Result gw_metrics_reply(gw_server_t *sv, struct MHD_Connection *c)
         OUT("# HELP g4_stage_batch_rows Rows of the batch a daemon computes (0 when idle).\n# TYPE g4_stage_batch_rows gauge\n");
         for (size_t i = 0; i < r->n_daemons; i++)
             OUT("g4_stage_batch_rows{name=\"%s\"} %u\n", r->daemons[i]->name, r->daemons[i]->work ? r->daemons[i]->work->rows : 0);
+        /* speculative decoding: the drafting stages' counters, summed */
+        static const char *const dnames[3] = {"draft_tokens", "draft_accepted", "draft_passes"};
+        static const char *const dhelp[3] = {"Ids drafted and verified (speculative decoding).",
+                                             "Drafted ids the model confirmed.", "Verification passes."};
+        for (int k = 0; k < 3; k++) {
+            unsigned long long sum = 0;
+            for (size_t i = 0; i < r->n_daemons; i++)
+                for (size_t c2 = 0; c2 < r->daemons[i]->n_counters; c2++)
+                    if (r->daemons[i]->counters[c2]->name && !strcmp(r->daemons[i]->counters[c2]->name, dnames[k]))
+                        sum += r->daemons[i]->counters[c2]->value;
+            OUT("# HELP g4_%s_total %s\n# TYPE g4_%s_total counter\ng4_%s_total %llu\n", dnames[k], dhelp[k], dnames[k],
+                dnames[k], sum);
+        }
         OUT("# HELP g4_stage_batches_total Batches a daemon has computed.\n# TYPE g4_stage_batches_total counter\n");
         for (size_t i = 0; i < r->n_daemons; i++)
             OUT("g4_stage_batches_total{name=\"%s\"} %llu\n", r->daemons[i]->name,
