@@ -199,10 +199,7 @@ int cli_bench(int argc, char **argv)
         cli_error("usage: g4 bench -m MODEL.gguf [-p 512] [-n 128] ... (-p 1..32768, -n >= 1, --reps 1..100)");
         return 2;
     }
-    if (draft && !in_process) {
-        cli_error("speculative decoding (--draft-model) runs with --in-process for now");
-        return 2;
-    }
+    if (draft && cli_check_draft(draft)) return 1;
     bench_run_t *runs = g4_calloc((size_t)reps, sizeof *runs);
     double ready_ms = 0, weights_ms = 0;
     int rc = 0;
@@ -221,7 +218,8 @@ int cli_bench(int argc, char **argv)
         int own = 0;
         char ep[300];
         cli_stack_opts_t o = {.model = model, .n_shards = shards, .threads = threads, .n_slots = 2, .kv_type = kv_type, .mmap = mmap_only,
-                              .n_ctx = np + ng + 8};
+                              .n_ctx = np + ng + 8, .draft_model = draft, .draft_max = spec.n_max,
+                              .draft_min = spec.n_min, .draft_p_min = spec.p_min};
         const uint64_t t0 = g4_clock_mono_ns();
         if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) {
             g4_free(runs);
@@ -266,6 +264,7 @@ int cli_bench(int argc, char **argv)
                 runs[r].prefill_tps = u && u->prefill_ms > 0 ? np / (u->prefill_ms / 1e3) : 0;
                 runs[r].decode_tps = u && u->decode_ms > 0 ? (ng - 1) / (u->decode_ms / 1e3) : 0;
                 runs[r].ttft_ms = tt.t_first ? (double)(tt.t_first - tt.t_send) / 1e6 : 0;
+                if (u) runs[r].n_drafted = u->draft_tokens, runs[r].n_accepted = u->draft_accepted;
                 g4__v1__envelope__free_unpacked(done, NULL);
             }
             g4_free(ids);
