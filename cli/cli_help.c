@@ -28,7 +28,10 @@
     "  --kv-type T           KV cache type: f16 (default), f32, q8_0; alias -ctk/-ctv, --kv-f32 = f32\n"          \
     "  --mmap                compute from the file's mapping (no background copy to huge pages)\n"            \
     "  --cache-mb N          prefix cache per shard, MiB (default: a quarter of the memory available)\n"        \
-    "  --no-prefix-cache     compute every prompt from its start (no prefix cache)\n"
+    "  --no-prefix-cache     compute every prompt from its start (no prefix cache)\n"                            \
+    "  --draft-model FILE    speculative decoding on the last shard: a gemma4-assistant for the model\n"           \
+    "                        (multi-token prediction), or a smaller Gemma 4 with the same vocabulary (also\n"       \
+    "                        -md); --draft-max N (default 3), --draft-min N, --draft-p-min P\n"
 
 #define LENGTH                                                                                                       \
     "  -n, --n-predict N     tokens to generate; default: until the end of the turn, bounded by the context\n"     \
@@ -61,10 +64,11 @@ static const cli_help_t s_help[] = {
             "  --json                one JSON object: prompt_ids, ids, text, finish_reason, timings (ms)\n"
             "  -v, --verbose         the timing summary line even when stderr is not a terminal\n"
             "  --in-process          no daemons\n"
-            "  --draft-model FILE    speculative decoding (--in-process): a gemma4-assistant for the model\n"
-            "                        (multi-token prediction), or a smaller Gemma 4 with the same vocabulary\n"
-            "                        (also -md, --model-draft); greedy output is the same ids as without\n"
-            "  --draft-max N         ids drafted per pass, 0..256 (default 3)\n"
+            "  --draft-model FILE    speculative decoding (the stack's last shard, or in this process with\n"
+            "                        --in-process): a gemma4-assistant for the model (multi-token prediction),\n"
+            "                        or a smaller Gemma 4 with the same vocabulary (also -md, --model-draft);\n"
+            "                        greedy output is the same ids as without\n"
+            "  --draft-max N         ids drafted per pass, 0..256 (default 3; 0 with a drafting stack: none)\n"
             "  --draft-min N         a pass with fewer drafted ids decodes one step instead (default 0)\n"
             "  --draft-p-min P       drafting stops below this probability (default 0)\n"
             "  --scheduler EP        a stack anywhere (tcp://HOST:PORT)\n" STACK
@@ -104,7 +108,7 @@ static const cli_help_t s_help[] = {
               "  -t, --threads N       (default: every core)\n"
               "  --reps N              repetitions, 1..100 (default 3)   --warmup N (default 1)\n"
               "  --shards N | --in-process   --mmap   --kv-type T   --json\n"
-              "  --draft-model FILE    speculative decoding (--in-process; see g4 run --help), with\n"
+              "  --draft-model FILE    speculative decoding (see g4 run --help), with\n"
               "                        --draft-max N (default 3), --draft-min N, --draft-p-min P:\n"
               "                        decode tokens/s with the drafts' acceptance\n"},
     {"plan", "usage: g4 plan -m MODEL.gguf [--topology FILE.xml|SYNTHETIC] [--shards N] [--ctx N] [--slots N] [--json]\n"
