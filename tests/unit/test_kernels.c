@@ -160,7 +160,7 @@ int test_matmul(void)
     if (s_check_f16acc()) return 1;
     uint64_t rs = 11;
     const int64_t K = 512, N = 67;
-    const int64_t Ts[] = {1, 3, 17};
+    const int64_t Ts[] = {1, 3, 5, 13, 17}; /* (2..7 rows: the small-batch kernels, also after 8) */
     float *wf = g4_malloc((size_t)(K * N) * 4), *X = g4_malloc((size_t)(K * 17) * 4);
     float *Y1 = g4_malloc((size_t)(N * 17) * 4), *Y2 = g4_malloc((size_t)(N * 17) * 4);
     uint8_t *wq = g4_malloc((size_t)(K * N) * 4);
@@ -174,7 +174,7 @@ int test_matmul(void)
         W.nb[0] = g4_dtype_traits(t)->type_size;
         W.nb[1] = g4_dtype_row_bytes(t, K);
         W.nb[2] = W.nb[3] = W.nb[1] * N;
-        for (size_t k = 0; k < 3; k++) {
+        for (size_t k = 0; k < sizeof Ts / sizeof Ts[0]; k++) {
             const int64_t T = Ts[k];
             void *scr = g4_malloc_aligned(g4_matmul_scratch_bytes(t, K, T) + 64, 64);
             REQUIRE(scr);
