@@ -627,7 +627,11 @@ int cli_stack_acquire(const cli_stack_opts_t *o, cli_stack_t *st, int *own, char
         if (r && r->ready && !usable && m)
             fprintf(stderr, "note: the running stack serves %s; starting one for %s\n", r->model, m);
         if (owner) g4__v1__envelope__free_unpacked(owner, NULL);
-        if (!usable) ep[0] = 0;
+        /* without -m there is nothing to start: a stack whose scheduler is
+         * being restarted (no answer within 1 s) or whose pipeline is being
+         * made whole (a shard replaced) still serves the request, which waits
+         * there (queued, or sent again to the restarted scheduler) */
+        if (!usable && o->model) ep[0] = 0;
     }
     if (ep[0]) return 0;
     if (!o->model) {

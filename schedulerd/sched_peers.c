@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -265,6 +266,25 @@ static void s_reply_register(sched_t *s, g4_msg_t *m, int accepted, const char *
 
 void sched_peers_refuse_register(sched_t *s, g4_msg_t *m, const char *reason) { s_reply_register(s, m, 0, reason); }
 
+/* Whether the process pid of this host still runs: kill(pid, 0) alone also
+ * says yes for a zombie (killed, not reaped yet) and for a pid reused as a
+ * thread id of another process (a daemon's pid is its thread group's). */
+static int s_pid_alive(int pid)
+{
+    if (pid <= 0 || (kill(pid, 0) != 0 && errno != EPERM)) return 0;
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 1; /* (no /proc: kill's word) */
+    int alive = 1;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "State:", 6) && (strchr(line, 'Z') || strchr(line, 'X'))) alive = 0;
+        if (!strncmp(line, "Tgid:", 5) && atoi(line + 5) != pid) alive = 0;
+    }
+    fclose(f);
+    return alive;
+}
+
 static const char *s_refuse(sched_t *s, const G4__V1__Register *r)
 {
     if (!r->name || !*r->name || !r->endpoint || !*r->endpoint) return "a name and an endpoint are needed";
@@ -310,7 +330,7 @@ void sched_peers_register(sched_t *s, g4_msg_t *m)
             char host[64] = "";
             gethostname(host, sizeof host - 1);
             const int here = !strcmp(s->d[i].host, host) && r->host && !strcmp(r->host, host);
-            const int old_alive = s->d[i].pid > 0 && here && (kill(s->d[i].pid, 0) == 0 || errno == EPERM);
+            const int old_alive = here && s_pid_alive(s->d[i].pid);
             const int old_silent = sched_now() - s->d[i].last_seen_ms > 1000u;
             const int swap = r->replaces_pid && r->replaces_pid == s->d[i].pid && r->role == s->d[i].role;
             if ((old_alive || (!here && !old_silent)) && swap) {

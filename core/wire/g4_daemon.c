@@ -107,17 +107,55 @@ void g4_daemon_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* ---- registration and heartbeats ---------------------------------------------- */
+
+/* The control socket: a DEALER to the scheduler. A Register waits in its queue
+ * until the scheduler is there (g4_wire_socket leaves ZMQ_IMMEDIATE off). */
+static int s_ctl_open(g4_daemon_t *d, g4_err_t *err)
+{
+    d->ctl = g4_wire_socket(d->zctx, ZMQ_DEALER, err);
+    if (!d->ctl) return err->code;
+    int hwm = 4; /* heartbeats do not pile up while the scheduler is away */
+    zmq_setsockopt(d->ctl, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    const int rc = g4_wire_connect(d->ctl, d->sched_ep, err);
+    if (rc) {
+        zmq_close(d->ctl);
+        d->ctl = NULL;
+    }
+    return rc;
+}
+
+/* A control socket made anew: what its queue holds (heartbeats for a
+ * scheduler that went away) is dropped, the connection is a fresh one, and the
+ * scheduler knows it by a new route (the Register that follows tells it). */
+static void s_ctl_reopen(g4_daemon_t *d, const char *why)
+{
+    int linger = 0;
+    zmq_setsockopt(d->ctl, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(d->ctl);
+    d->ctl = NULL;
+    g4_err_t err;
+    if (s_ctl_open(d, &err)) g4_log_warn("daemon", "scheduler: %s", err.msg);
+    else if (!d->n_reconnects++ || d->n_reconnects % 20 == 0) /* (a scheduler away for long: a line now and then) */
+        g4_log_warn("daemon", "scheduler: %s: control connection to %s made anew (%d)", why, d->sched_ep, d->n_reconnects);
+}
+
 static void s_register(g4_daemon_t *d)
 {
+    const uint64_t now = g4_wire_now_ms();
+    d->registered = 0;
+    if (!d->unregistered_ms) d->unregistered_ms = now;
     G4__V1__Envelope env = G4__V1__ENVELOPE__INIT;
     env.body_case = G4__V1__ENVELOPE__BODY_REGISTER;
     env.register_ = &d->reg;
     g4_err_t err;
-    if (g4_wire_send(d->ctl, NULL, 0, &env, NULL, NULL, 0, 1, &err) && err.code != G4_ERR_AGAIN)
-        g4_log_warn("daemon", "register: %s", err.msg);
+    int rc = d->ctl ? g4_wire_send(d->ctl, NULL, 0, &env, NULL, NULL, 0, 1, &err) : G4_ERR_AGAIN;
+    if (rc == G4_ERR_AGAIN || !d->ctl) { /* the queue is full of heartbeats nobody read */
+        s_ctl_reopen(d, "the Register found the queue full");
+        rc = d->ctl ? g4_wire_send(d->ctl, NULL, 0, &env, NULL, NULL, 0, 1, &err) : G4_OK;
+    }
+    if (rc && err.code != G4_ERR_AGAIN) g4_log_warn("daemon", "register: %s", err.msg);
 }
-
-/* ---- registration and heartbeats ---------------------------------------------- */
 
 int g4_daemon_register(g4_daemon_t *d, void *zctx, const g4_daemon_cfg_t *c, const g4_daemon_info_t *info,
                        g4_err_t *err)
@@ -146,15 +184,9 @@ int g4_daemon_register(g4_daemon_t *d, void *zctx, const g4_daemon_cfg_t *c, con
         r->media_ids = d->media_ids, r->n_media_ids = 6;
     }
     r->n_embd = info->n_embd, r->has_vision = info->has_vision, r->has_audio = info->has_audio;
-    const char *sched_ep = c->scheduler;
-    if (!sched_ep) return G4_OK;
-    d->ctl = g4_wire_socket(zctx, ZMQ_DEALER, err);
-    if (!d->ctl) return err->code;
-    /* the first Register waits in the queue until the scheduler is there
-     * (g4_wire_socket leaves ZMQ_IMMEDIATE off) */
-    int hwm = 4; /* heartbeats do not pile up while the scheduler is away */
-    zmq_setsockopt(d->ctl, ZMQ_SNDHWM, &hwm, sizeof hwm);
-    int rc = g4_wire_connect(d->ctl, sched_ep, err);
+    d->sched_ep = c->scheduler;
+    if (!d->sched_ep) return G4_OK;
+    int rc = s_ctl_open(d, err);
     if (rc) return rc;
     r->insecure = g4_wire_insecure_used(); /* (after its own bind and this connect) */
     s_register(d);
@@ -168,8 +200,14 @@ void g4_daemon_tick(g4_daemon_t *d)
     uint64_t now = g4_wire_now_ms();
     if (now - d->last_hb_ms < G4_HEARTBEAT_MS) return;
     d->last_hb_ms = now;
-    if (d->reregister) { /* the scheduler said "retry": the name was held by a live process */
-        d->reregister = 0;
+    if (!d->registered) { /* not accepted yet: the Register again, in place of a heartbeat */
+        /* no answer at all (not even "retry") for a while: the connection
+         * may hold a Register that will never be read (a scheduler killed
+         * while it came in) behind a full queue; start it afresh */
+        if (now - d->unregistered_ms > G4_REGISTER_ANSWER_MS) {
+            s_ctl_reopen(d, "no answer to the Register");
+            d->unregistered_ms = now;
+        }
         s_register(d);
         return;
     }
@@ -239,13 +277,17 @@ int g4_daemon_handle(g4_daemon_t *d, g4_msg_t *m)
     if (!m->env) return 0;
     switch (m->env->body_case) {
     case G4__V1__ENVELOPE__BODY_REGISTER_REPLY:
-        if (!m->env->register_reply->accepted) {
+        if (m->env->register_reply->accepted) {
+            if (d->reregister) g4_log_info("daemon", "scheduler: registered");
+            d->registered = 1, d->reregister = 0, d->unregistered_ms = 0;
+        } else {
             const char *why = m->env->register_reply->reason;
             if (why && !strncmp(why, "unknown", 7)) {
                 s_register(d); /* the scheduler restarted and forgot us */
             } else if (why && !strncmp(why, "retry", 5)) {
                 if (!d->reregister) g4_log_warn("daemon", "scheduler: %s", why);
-                d->reregister = 1; /* at the next heartbeat */
+                d->reregister = 1; /* answered: the Register goes again at the next heartbeat */
+                d->registered = 0, d->unregistered_ms = g4_wire_now_ms();
             } else {
                 g4_log_error("daemon", "scheduler refused registration: %s", why ? why : "");
                 g4_daemon_stop = 1;

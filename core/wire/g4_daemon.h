@@ -26,6 +26,8 @@
 #include "g4_wire.h"
 
 #define G4_HEARTBEAT_MS 500
+/* a Register unanswered this long: the control connection is made anew */
+#define G4_REGISTER_ANSWER_MS 1500
 
 /* ---- options ------------------------------------------------------------------
  * A daemon's config struct holds a g4_daemon_cfg_t; its own table and the
@@ -119,7 +121,15 @@ typedef struct g4_daemon {
     char host[64], digest[24];
     int32_t media_ids[6];
     uint64_t last_hb_ms;
-    int reregister;           /* the scheduler asked to register again later ("retry: ...") */
+    const char *sched_ep;     /* --scheduler (borrowed) */
+    /* registration is a state, not a message: until the scheduler accepts a
+     * Register, one goes out at every heartbeat time (a Register lost with a
+     * scheduler that died, dropped from a queue full of heartbeats for one
+     * that was away, or answered "retry: ..." is sent again) */
+    int registered;           /* an accepted RegisterReply since the last Register */
+    int reregister;           /* the scheduler said "retry: ..." (logged once) */
+    uint64_t unregistered_ms; /* since when a Register waits for an answer (0: registered) */
+    int n_reconnects;         /* control sockets made anew (an unanswered Register) */
     /* metrics sent with every heartbeat (names borrowed; values updated by the daemon) */
     int n_counters;
     const char *counter_names[16];
