@@ -311,6 +311,9 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
             for (int i = 1; i < n; i++) bounds[i] = bounds[i + 1];
             n--;
         }
+        if (!o->quiet)
+            fprintf(stderr, "note: the assistant reads the last two layers' caches: the last shard holds layers %d-%d\n",
+                    bounds[n - 1], bounds[n]);
     }
     snprintf(st->sched_ep, sizeof st->sched_ep, "ipc://%s/sched.ctl", st->dir);
     char results[256], tok_ep[256];

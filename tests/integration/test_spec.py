@@ -66,7 +66,8 @@ for target, draft in cases:
     if plain is None:
         continue
     for kind, path in (("draft model", dpath), ("assistant", assistant(tpath))):
-        for dmax in (1, 4, 8):
+        # (the synthetic assistant agrees with nothing: every pass rewinds, whatever draft-max; two of them)
+        for dmax in ((1, 4, 8) if kind == "draft model" else (1, 8)):
             got, err = run(tpath, "--temp", "0", "--draft-model", path, "--draft-max", str(dmax))
             if got is None:
                 check(False, "%s + %s, draft-max %d: %s" % (target, kind, dmax, err))
