@@ -220,8 +220,75 @@ __attribute__((target("avx2,fma"))) static void s_tile_pv_fma(float *o, const fl
     }
     if (d < hd) s_tile_pv_c(o + d, w, vt + d, hd, js, nj); /* rows keep their stride hd */
 }
+
+/* The same chains at AVX-512 width: each lane is one output element's chain,
+ * so the width changes nothing but the speed; two query rows per pass over
+ * the K tile. */
+__attribute__((target("avx512f"))) static void s_tile_scores_512(const float *q, size_t q_stride, int n, int G,
+                                                                  int hd, const float *kt, float *kq)
+{
+    enum { TK = G4_ATTN_TILE_KV };
+    int i = 0;
+    for (; i + 2 <= n; i += 2) {
+        const float *q0 = q + (size_t)(i / G) * q_stride + (size_t)(i % G) * hd;
+        const float *q1 = q + (size_t)((i + 1) / G) * q_stride + (size_t)((i + 1) % G) * hd;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int d = 0; d < hd; d++) {
+            const float *kd = kt + (size_t)d * TK;
+            const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16), k2 = _mm512_loadu_ps(kd + 32),
+                         k3 = _mm512_loadu_ps(kd + 48);
+            const __m512 x = _mm512_set1_ps(q0[d]), y = _mm512_set1_ps(q1[d]);
+            a0 = _mm512_fmadd_ps(x, k0, a0), a1 = _mm512_fmadd_ps(x, k1, a1);
+            a2 = _mm512_fmadd_ps(x, k2, a2), a3 = _mm512_fmadd_ps(x, k3, a3);
+            b0 = _mm512_fmadd_ps(y, k0, b0), b1 = _mm512_fmadd_ps(y, k1, b1);
+            b2 = _mm512_fmadd_ps(y, k2, b2), b3 = _mm512_fmadd_ps(y, k3, b3);
+        }
+        float *o = kq + (size_t)i * TK;
+        _mm512_storeu_ps(o, a0), _mm512_storeu_ps(o + 16, a1), _mm512_storeu_ps(o + 32, a2), _mm512_storeu_ps(o + 48, a3);
+        o += TK;
+        _mm512_storeu_ps(o, b0), _mm512_storeu_ps(o + 16, b1), _mm512_storeu_ps(o + 32, b2), _mm512_storeu_ps(o + 48, b3);
+    }
+    for (; i < n; i++) {
+        const float *qi = q + (size_t)(i / G) * q_stride + (size_t)(i % G) * hd;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int d = 0; d < hd; d++) {
+            const float *kd = kt + (size_t)d * TK;
+            const __m512 x = _mm512_set1_ps(qi[d]);
+            a0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(kd), a0), a1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(kd + 16), a1);
+            a2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(kd + 32), a2), a3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(kd + 48), a3);
+        }
+        float *o = kq + (size_t)i * TK;
+        _mm512_storeu_ps(o, a0), _mm512_storeu_ps(o + 16, a1), _mm512_storeu_ps(o + 32, a2), _mm512_storeu_ps(o + 48, a3);
+    }
+}
+
+__attribute__((target("avx512f"))) static void s_tile_pv_512(float *o, const float *w, const float *vt, int hd,
+                                                              const int *js, int nj)
+{
+    int d = 0;
+    for (; d + 64 <= hd; d += 64) {
+        __m512 a0 = _mm512_loadu_ps(o + d), a1 = _mm512_loadu_ps(o + d + 16), a2 = _mm512_loadu_ps(o + d + 32),
+               a3 = _mm512_loadu_ps(o + d + 48);
+        for (int k = 0; k < nj; k++) {
+            const __m512 wk = _mm512_set1_ps(w[js[k]]);
+            const float *v = vt + (size_t)js[k] * hd + d;
+            a0 = _mm512_fmadd_ps(wk, _mm512_loadu_ps(v), a0), a1 = _mm512_fmadd_ps(wk, _mm512_loadu_ps(v + 16), a1);
+            a2 = _mm512_fmadd_ps(wk, _mm512_loadu_ps(v + 32), a2), a3 = _mm512_fmadd_ps(wk, _mm512_loadu_ps(v + 48), a3);
+        }
+        _mm512_storeu_ps(o + d, a0), _mm512_storeu_ps(o + d + 16, a1);
+        _mm512_storeu_ps(o + d + 32, a2), _mm512_storeu_ps(o + d + 48, a3);
+    }
+    for (; d + 16 <= hd; d += 16) {
+        __m512 a = _mm512_loadu_ps(o + d);
+        for (int k = 0; k < nj; k++)
+            a = _mm512_fmadd_ps(_mm512_set1_ps(w[js[k]]), _mm512_loadu_ps(vt + (size_t)js[k] * hd + d), a);
+        _mm512_storeu_ps(o + d, a);
+    }
+    if (d < hd) s_tile_pv_c(o + d, w, vt + d, hd, js, nj); /* rows keep their stride hd */
+}
 #endif
 
+/* 2: AVX-512, 1: AVX2 + FMA, 0: the C twins (G4_ISA caps it, so tests reach each) */
 static int s_fma(void)
 {
 #ifdef G4_ATTN_X86
@@ -230,6 +297,7 @@ static int s_fma(void)
     if (v < 0) {
         g4_kernels_init();
         v = strcmp(g4_kernels_isa(), "scalar") && __builtin_cpu_supports("fma");
+        if (v && !strcmp(g4_kernels_isa(), "avx512") && __builtin_cpu_supports("avx512f")) v = 2;
     }
     return v;
 #else
@@ -240,7 +308,9 @@ static int s_fma(void)
 static void s_tile_scores(const float *q, size_t q_stride, int n, int G, int hd, const float *kt, float *kq)
 {
 #ifdef G4_ATTN_X86
-    if (s_fma()) return s_tile_scores_fma(q, q_stride, n, G, hd, kt, kq);
+    const int isa = s_fma();
+    if (isa == 2) return s_tile_scores_512(q, q_stride, n, G, hd, kt, kq);
+    if (isa) return s_tile_scores_fma(q, q_stride, n, G, hd, kt, kq);
 #endif
     s_tile_scores_c(q, q_stride, n, G, hd, kt, kq);
 }
@@ -248,7 +318,9 @@ static void s_tile_scores(const float *q, size_t q_stride, int n, int G, int hd,
 static void s_tile_pv(float *o, const float *w, const float *vt, int hd, const int *js, int nj)
 {
 #ifdef G4_ATTN_X86
-    if (s_fma()) return s_tile_pv_fma(o, w, vt, hd, js, nj);
+    const int isa = s_fma();
+    if (isa == 2) return s_tile_pv_512(o, w, vt, hd, js, nj);
+    if (isa) return s_tile_pv_fma(o, w, vt, hd, js, nj);
 #endif
     s_tile_pv_c(o, w, vt, hd, js, nj);
 }
