@@ -17,7 +17,6 @@
  *           layout replayed as if the rejected rows had never been fed); the
  *           draft model's sequence to what the kept ids confirm
  * Greedy output is therefore the ids plain decoding gives, for any draft. */
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -70,29 +69,12 @@ static void s_top(s_spec_t *S, const float *row)
     if (S->r->logprobs) g4_top_logprobs(row, S->V, S->r->logprobs, S->top);
 }
 
-/* the most likely id of a draft row and its probability among the 10 most
- * likely (llama.cpp's drafter: top-k 10, then the candidates' softmax) */
-static int32_t s_top10(const float *x, int n, float *p_top)
-{
-    int32_t best[10] = {0};
-    int nb = 0;
-    for (int i = 0; i < n; i++) {
-        if (nb == 10 && x[i] <= x[best[9]]) continue;
-        int j = nb < 10 ? nb++ : 9;
-        while (j > 0 && x[best[j - 1]] < x[i]) best[j] = best[j - 1], j--;
-        best[j] = i;
-    }
-    double sum = 0;
-    for (int j = 0; j < nb; j++) sum += exp((double)x[best[j]] - x[best[0]]);
-    *p_top = (float)(1.0 / sum);
-    return best[0];
-}
 
 /* picks draft i from S->dlog; -1 below p_min */
 static int32_t s_pick(s_spec_t *S, int i)
 {
     float p_top;
-    const int32_t best = s_top10(S->dlog, S->V, &p_top);
+    const int32_t best = g4_draft_top10(S->dlog, S->V, &p_top);
     if (p_top < S->sp->p_min) return -1;
     if (S->greedy) return best;
     float *q = S->q + (size_t)i * S->V;

@@ -68,6 +68,7 @@ int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err)
             return g4_err_set(err, G4_ERR_STATE, "a drafter runs on the stage with the last layer (%d), not on layers %d-%d",
                               (int)s->hp->n_layer, s->begin, s->end);
         if (!(s->spec = shard_spec_new(&p->spec, s->model, s->ctx, s->n_slots, p->kv_type, err))) return err->code;
+        s->spec_hidden = !strcmp(shard_spec_kind(s->spec), "assistant");
         if (!(s->spec_p = g4_malloc((size_t)s->hp->n_vocab * sizeof *s->spec_p)))
             return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
     }
@@ -670,8 +671,8 @@ static void s_handle(shard_t *s, g4_msg_t *m)
     if (needs_import && g4_ctx_kv_import(s->ctx, &b, kv_in ? kv_in : "", kv_in ? kv_in_len : 0, &err)) {
         return s_fail(s, fb, err.code, "%s", err.msg);
     }
-    /* (the last stage keeps its final hidden rows for the assistant) */
-    int rc = g4_ctx_forward(s->ctx, &b, hidden_in, PW ? s->ple : NULL, !s->last || s->spec ? s->hidden : NULL,
+    /* (the last stage keeps its final hidden rows for an assistant) */
+    int rc = g4_ctx_forward(s->ctx, &b, hidden_in, PW ? s->ple : NULL, !s->last || s->spec_hidden ? s->hidden : NULL,
                             s->last ? s->logits : NULL, &err);
     if (rc) return s_fail(s, fb, rc, "%s", err.msg);
     s_cache_save(s, fb);

@@ -87,6 +87,7 @@ typedef struct shard {
     g4_draft_mark_t *slot_mark;
     uint8_t *slot_marked;
     shard_spec_t *spec;
+    int spec_hidden; /* the drafter reads the final hidden rows (an assistant) */
     float *spec_p;   /* [n_vocab] the target's distribution (temperature) */
     int32_t *vlast;  /* [n_slots] per batch: the slot's last sample row (-1 none) */
     uint8_t *vdone;  /* [n_slots] per batch: the slot's verification ended (a draft not confirmed) */

@@ -4,7 +4,6 @@
  * 0x5bd1e995), the same draft-model feeding. */
 #include "shard_spec.h"
 
-#include <math.h>
 #include <string.h>
 
 #include "g4_alloc.h"
@@ -165,27 +164,11 @@ const float *shard_spec_q(const shard_spec_t *sp, int slot, int pos, int32_t tok
     return sl->q + (size_t)i * sp->V;
 }
 
-/* the most likely id of a draft row and its probability among the 10 most likely */
-static int32_t s_top10(const float *x, int n, float *p_top)
-{
-    int32_t best[10] = {0};
-    int nb = 0;
-    for (int i = 0; i < n; i++) {
-        if (nb == 10 && x[i] <= x[best[9]]) continue;
-        int j = nb < 10 ? nb++ : 9;
-        while (j > 0 && x[best[j - 1]] < x[i]) best[j] = best[j - 1], j--;
-        best[j] = i;
-    }
-    double sum = 0;
-    for (int j = 0; j < nb; j++) sum += exp((double)x[best[j]] - x[best[0]]);
-    *p_top = (float)(1.0 / sum);
-    return best[0];
-}
 
 static int32_t s_pick(shard_spec_t *sp, s_slot_t *sl, int i)
 {
     float p_top;
-    const int32_t best = s_top10(sp->dlog, sp->V, &p_top);
+    const int32_t best = g4_draft_top10(sp->dlog, sp->V, &p_top);
     if (p_top < sp->p.p_min) return -1;
     if (sl->greedy) return best;
     float *q = sl->q + (size_t)i * sp->V;

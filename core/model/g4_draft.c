@@ -420,6 +420,22 @@ int g4_draft_step(g4_draft_t *d, g4_ctx_t *tctx, int seq, int32_t tok, const flo
     return G4_OK;
 }
 
+int32_t g4_draft_top10(const float *x, int n, float *p_top)
+{
+    int32_t best[10] = {0};
+    int nb = 0;
+    for (int i = 0; i < n; i++) {
+        if (nb == 10 && x[i] <= x[best[9]]) continue;
+        int j = nb < 10 ? nb++ : 9;
+        while (j > 0 && x[best[j - 1]] < x[i]) best[j] = best[j - 1], j--;
+        best[j] = i;
+    }
+    double sum = 0;
+    for (int j = 0; j < nb; j++) sum += exp((double)x[best[j]] - x[best[0]]);
+    *p_top = (float)(1.0 / sum);
+    return best[0];
+}
+
 /* ---- the rewind ------------------------------------------------------------------------ */
 
 int g4_draft_mark(g4_ctx_t *c, int seq, g4_draft_mark_t *mk, g4_err_t *err)

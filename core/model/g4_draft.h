@@ -52,6 +52,11 @@ void g4_draft_target_h(const g4_model_t *target, const float *x, float *h);
 int g4_draft_step(g4_draft_t *d, g4_ctx_t *tctx, int seq, int32_t tok, const float *h_in, int pos, float *logits,
                   float *h_out, g4_err_t *err);
 
+/* A drafter's pick: the most likely id of logits x[n] and, in *p_top, its
+ * probability among the 10 most likely (llama.cpp's drafter: top-k 10, then
+ * the candidates' softmax; --draft-p-min compares against it). */
+int32_t g4_draft_top10(const float *x, int n, float *p_top);
+
 /* ---- the rewind after verification ---------------------------------------- */
 
 /* What a sequence was before a verification pass: its length and llama.cpp's
