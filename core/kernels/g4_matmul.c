@@ -14,6 +14,7 @@
 
 #include "g4_dot.h"
 #include "g4_err.h"
+#include "g4_pack.h"
 
 #define G4_MM_ROWS 16
 
@@ -47,12 +48,22 @@ int g4_cpu_math_cores(void)
     return on > 0 ? (int)on : 1;
 }
 
+/* int32s of a packed kernel's per-row aux, rounded to 64 bytes */
+static int64_t s_aux_stride(g4_dtype_t t, int64_t K, const g4_pack_ops_t *pk)
+{
+    const int64_t n = K / (int64_t)g4_dtype_traits(t)->block_size * pk->aux_per_block;
+    return (n + 15) & ~(int64_t)15;
+}
+
 size_t g4_matmul_scratch_bytes(g4_dtype_t t, int64_t K, int64_t T)
 {
     const g4_type_ops_t *ops = g4_type_ops(t);
     if (!ops) return 0;
     uint64_t row = g4_dtype_row_bytes(ops->act_type, (uint64_t)K);
-    return (size_t)(((row + 63) & ~(uint64_t)63) * (uint64_t)T);
+    uint64_t n = ((row + 63) & ~(uint64_t)63) * (uint64_t)T;
+    const g4_pack_ops_t *pk = g4_pack_ops(t);
+    if (pk && pk->prep) n += (uint64_t)T * s_aux_stride(t, K, pk) * 4 + 64;
+    return (size_t)n;
 }
 
 static int s_check(const g4_tensor_t *W, int64_t row0, int64_t *nrows, const g4_type_ops_t **ops)
@@ -65,12 +76,62 @@ static int s_check(const g4_tensor_t *W, int64_t row0, int64_t *nrows, const g4_
     return G4_OK;
 }
 
+/* W packed (g4_pack.h): groups of 16 rows split among the threads, each
+ * group times four activation rows per kernel call (the group's weights stay
+ * in the cache for all of them); a group only partly inside the asked rows
+ * goes through a small tile */
+static int s_matmul_packed(const g4_tensor_t *W, const g4_type_ops_t *ops, int64_t row0, int64_t nrows,
+                           const float *X, int64_t ldx, int64_t T, float *Y, int64_t ldy, void *scratch)
+{
+    const g4_pack_ops_t *pk = g4_pack_ops(W->dtype);
+    if (!pk) return G4_ERR_RANGE;
+    const int64_t K = W->ne[0];
+    const uint64_t arow = (g4_dtype_row_bytes(ops->act_type, (uint64_t)K) + 63) & ~(uint64_t)63;
+    const int64_t auxs = pk->prep ? s_aux_stride(W->dtype, K, pk) : 0;
+    int32_t *aux = pk->prep ? (int32_t *)(((uintptr_t)scratch + arow * (uint64_t)T + 63) & ~(uintptr_t)63) : NULL;
+    const uint64_t gbytes = (uint64_t)G4_PACK_ROWS * W->nb[1];
+    const int64_t g0 = row0 / G4_PACK_ROWS, g1 = (row0 + nrows + G4_PACK_ROWS - 1) / G4_PACK_ROWS;
+    const int nth = T * nrows * K < 4096 ? 1 : g4_kernels_threads();
+
+#pragma omp parallel num_threads(nth)
+    {
+        const int ith = omp_get_thread_num(), nt = omp_get_num_threads();
+        for (int64_t t = ith; t < T; t += nt) {
+            uint8_t *a = (uint8_t *)scratch + (uint64_t)t * arow;
+            ops->from_float(X + t * ldx, a, K);
+            if (aux) pk->prep(K, a, aux + t * auxs);
+        }
+#pragma omp barrier
+        const int64_t ng = g1 - g0, gb = g0 + ng * ith / nt, ge = g0 + ng * (ith + 1) / nt;
+        float tile[4 * G4_PACK_ROWS];
+        for (int64_t g = gb; g < ge; g++) {
+            const uint8_t *w = (const uint8_t *)W->data + (uint64_t)g * gbytes;
+            const int64_t r0 = g * G4_PACK_ROWS, lo = r0 < row0 ? row0 - r0 : 0,
+                          hi = r0 + G4_PACK_ROWS > row0 + nrows ? row0 + nrows - r0 : G4_PACK_ROWS;
+            const int whole = lo == 0 && hi == G4_PACK_ROWS;
+            for (int64_t t = 0; t < T; t += 4) {
+                const int n = T - t < 4 ? (int)(T - t) : 4;
+                const uint8_t *a = (const uint8_t *)scratch + (uint64_t)t * arow;
+                if (whole) {
+                    pk->gemm(K, w, a, (int64_t)arow, aux ? aux + t * auxs : NULL, auxs, n, Y + t * ldy + (r0 - row0), ldy);
+                    continue;
+                }
+                pk->gemm(K, w, a, (int64_t)arow, aux ? aux + t * auxs : NULL, auxs, n, tile, G4_PACK_ROWS);
+                for (int i = 0; i < n; i++)
+                    memcpy(Y + (t + i) * ldy + (r0 + lo - row0), tile + i * G4_PACK_ROWS + lo, (size_t)(hi - lo) * 4);
+            }
+        }
+    }
+    return G4_OK;
+}
+
 static int s_matmul(const g4_tensor_t *W, int64_t row0, int64_t nrows, const float *X, int64_t ldx, int64_t T,
                     float *Y, int64_t ldy, void *scratch, int ref)
 {
     const g4_type_ops_t *ops;
     int rc = s_check(W, row0, &nrows, &ops);
     if (rc) return rc;
+    if (W->packed) return s_matmul_packed(W, ops, row0, nrows, X, ldx, T, Y, ldy, scratch);
     const int64_t K = W->ne[0];
     const uint64_t arow = (g4_dtype_row_bytes(ops->act_type, (uint64_t)K) + 63) & ~(uint64_t)63;
     const g4_vec_dot_fn dot = ref ? ops->vec_dot_ref : ops->vec_dot;

@@ -46,6 +46,7 @@ typedef struct g4_weight_range {
     size_t n;
     const g4_tensor_t *t;          /* the matrix (its data: file or copy)  */
     _Atomic(const uint8_t *) copy; /* the copy, once complete (COPY mode) */
+    int packed;                    /* the copy is packed (g4_pack.h)       */
 } g4_weight_range_t;
 
 struct g4_model {

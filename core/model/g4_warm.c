@@ -16,7 +16,9 @@
 
 #include "g4_alloc.h"
 #include "g4_clock.h"
+#include "g4_log.h"
 #include "g4_model_internal.h"
+#include "g4_pack.h"
 
 /* A matrix is read whole on every forward pass: note it for g4_model_warm. */
 void g4_warm_note(g4_model_t *m, const g4_tensor_t *t)
@@ -31,6 +33,7 @@ void g4_warm_note(g4_model_t *m, const g4_tensor_t *t)
     g4_weight_range_t *r = &m->pf[m->n_pf++];
     r->p = t->data, r->n = (size_t)(t->nb[3] * (uint64_t)t->ne[3]), r->t = t;
     atomic_init(&r->copy, NULL);
+    r->packed = 0;
 }
 
 /* Readying the weights (g4_model_warm).
@@ -85,6 +88,20 @@ static void s_drop_pages(const uint8_t *p, size_t n)
     if (e > b) (void)madvise((void *)b, e - b, MADV_DONTNEED);
 }
 
+/* A layer's matrix, of a type with packed kernels, whole groups of rows,
+ * read by nothing but g4_matmul: the copy is packed (g4_pack.h). Not the LM
+ * head nor the embeddings (rows are looked up in them). */
+static int s_packable(const g4_model_t *m, const g4_weight_range_t *r)
+{
+    const g4_tensor_t *t = r->t;
+    const char *p = (const char *)t;
+    if (getenv("G4_NO_PACK") || m->end <= m->begin) return 0;
+    if (p < (const char *)&m->layers[m->begin] || p >= (const char *)&m->layers[m->end]) return 0;
+    const int64_t N = g4_tensor_nrows(t);
+    return g4_pack_able(t->dtype, t->ne[0], N) && t->nb[1] == g4_dtype_row_bytes(t->dtype, (uint64_t)t->ne[0]) &&
+           r->n == (size_t)N * t->nb[1];
+}
+
 static void *s_warm_thread(void *arg)
 {
     g4_model_t *m = arg;
@@ -108,7 +125,12 @@ static void *s_warm_thread(void *arg)
             continue;
         }
         uint8_t *dst = m->copy_base + off;
-        const size_t n = m->pf[i].n, chunk = (size_t)8 << 20;
+        const size_t n = m->pf[i].n;
+        const g4_tensor_t *t = m->pf[i].t;
+        const int pack = s_packable(m, &m->pf[i]);
+        const size_t group = pack ? (size_t)G4_PACK_ROWS * t->nb[1] : 1;
+        /* 8 MiB at a time; packed: whole groups of rows */
+        const size_t chunk = ((size_t)8 << 20) / group > 0 ? ((size_t)8 << 20) / group * group : group;
         off += (n + 63) & ~(size_t)63;
         size_t k = 0;
         for (; k < n && !atomic_load(&m->pf_stop); k += chunk) {
@@ -117,11 +139,15 @@ static void *s_warm_thread(void *arg)
              * first write per page (and gets huge pages where the kernel
              * has them); a chunk at a time holds the mmap lock briefly */
             (void)madvise(dst + k, c, MADV_POPULATE_WRITE);
-            memcpy(dst + k, m->pf[i].p + k, c);
+            if (pack)
+                g4_pack_rows(t->dtype, t->ne[0], m->pf[i].p + k, t->nb[1], (int64_t)(c / group), dst + k);
+            else
+                memcpy(dst + k, m->pf[i].p + k, c);
             /* the process keeps one copy resident, not two (a pass still
              * reading the file's pages faults them back in from the cache) */
             s_drop_pages(m->pf[i].p + k, c);
         }
+        m->pf[i].packed = pack;
         if (k >= n) atomic_store_explicit(&m->pf[i].copy, dst, memory_order_release);
     }
     /* the per-layer embedding table is only looked up (a row per token), so
@@ -132,12 +158,18 @@ static void *s_warm_thread(void *arg)
         s_populate(m, m->ple_tok_embd.data,
                    (size_t)(m->ple_tok_embd.nb[3] * (uint64_t)m->ple_tok_embd.ne[3]), &have_madv);
     m->warm_ns = g4_clock_mono_ns() - t0;
+    if (m->mode == G4_WEIGHTS_COPY) {
+        int np = 0;
+        for (int i = 0; i < m->n_pf; i++) np += m->pf[i].packed;
+        g4_log_debug("model", "weights copied in %.0f ms: %d of %d matrices packed for the VNNI kernels",
+                     (double)m->warm_ns / 1e6, np, m->n_pf);
+    }
     atomic_store(&m->pf_done, 1);
     return NULL;
 }
 
 /* every matrix of the model, for repointing them at a copy */
-static void s_repoint(g4_model_t *m, const uint8_t *from, const uint8_t *to)
+static void s_repoint(g4_model_t *m, const uint8_t *from, const uint8_t *to, int packed)
 {
     static const size_t lt[] = {offsetof(g4_layer_t, wq),           offsetof(g4_layer_t, wk),
                                 offsetof(g4_layer_t, wv),           offsetof(g4_layer_t, wo),
@@ -148,11 +180,11 @@ static void s_repoint(g4_model_t *m, const uint8_t *from, const uint8_t *to)
                                 offsetof(g4_layer_t, inp_gate),     offsetof(g4_layer_t, proj)};
     g4_tensor_t *top[] = {&m->tok_embd, &m->output, &m->ple_tok_embd, &m->ple_proj};
     for (size_t k = 0; k < sizeof top / sizeof *top; k++)
-        if (top[k]->data == from) top[k]->data = (void *)to;
+        if (top[k]->data == from) top[k]->data = (void *)to, top[k]->packed = packed;
     for (int l = m->begin; l < m->end; l++)
         for (size_t k = 0; k < sizeof lt / sizeof *lt; k++) {
             g4_tensor_t *t = (g4_tensor_t *)((char *)&m->layers[l] + lt[k]);
-            if (t->data == from) t->data = (void *)to;
+            if (t->data == from) t->data = (void *)to, t->packed = packed;
         }
 }
 
@@ -168,7 +200,7 @@ void g4_warm_adopt(g4_model_t *m)
         g4_weight_range_t *r = &m->pf[m->n_adopted];
         const uint8_t *c = atomic_load_explicit(&r->copy, memory_order_acquire);
         if (!c) break;
-        s_repoint(m, r->p, c);
+        s_repoint(m, r->p, c, r->packed);
         s_drop_pages(r->p, r->n); /* what the last passes faulted back in */
         m->n_adopted++;
     }
@@ -207,6 +239,8 @@ g4_weights_mode_t g4_model_warm(g4_model_t *m, g4_weights_mode_t mode)
         m->copy_base = NULL, m->copy_bytes = 0;
         m->mode = G4_WEIGHTS_MAP;
     }
+    /* tests and benchmarks: every pass on the final weights */
+    if (getenv("G4_WARM_SYNC")) g4_model_warmed(m, 1, NULL);
     return m->mode;
 }
 

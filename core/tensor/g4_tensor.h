@@ -22,6 +22,8 @@ typedef struct g4_tensor {
     uint64_t nb[G4_MAX_DIMS]; /* bytes per step in each dimension; nb[0] is
                                  bytes per block, nb[1] the row stride       */
     uint64_t n_bytes;       /* total bytes                                   */
+    int packed;             /* rows interleaved in groups of 16 (g4_pack.h):
+                               only g4_matmul may read such a tensor         */
 } g4_tensor_t;
 
 static inline int64_t g4_tensor_nrows(const g4_tensor_t *t) { return t->ne[1] * t->ne[2] * t->ne[3]; }

@@ -10,6 +10,7 @@
 #include "g4_err.h"
 #include "g4_matmul.h"
 #include "g4_norm.h"
+#include "g4_pack.h"
 #include "g4_rope.h"
 #include "g4_test.h"
 
@@ -155,9 +156,63 @@ static int s_check_f16acc(void)
     return 0;
 }
 
+/* packed matrices (g4_pack.h): the same bits as the row-major matrix, in
+ * every batch size and row slice, and the layout round-trips */
+static int s_check_packed(void)
+{
+    static const g4_dtype_t types[] = {G4_DTYPE_Q8_0, G4_DTYPE_Q4_K, G4_DTYPE_Q6_K};
+    const int64_t K = 768, N = 48, TMAX = 19;
+    const int64_t Ts[] = {1, 2, 3, 4, 5, 7, 8, 9, 19};
+    uint64_t rs = 23;
+    float *wf = g4_malloc((size_t)(K * N) * 4), *X = g4_malloc((size_t)(K * TMAX) * 4);
+    float *Y1 = g4_malloc((size_t)((N + 3) * TMAX) * 4), *Y2 = g4_malloc((size_t)((N + 3) * TMAX) * 4);
+    uint8_t *wq = g4_malloc((size_t)(K * N) * 4), *wp = g4_malloc((size_t)(K * N) * 4), *row = g4_malloc((size_t)K * 4);
+    REQUIRE(wf && X && Y1 && Y2 && wq && wp && row);
+    for (int64_t i = 0; i < K * N; i++) wf[i] = g4_test_randn(&rs) * (i % 97 == 0 ? 0.5f : 0.05f);
+    for (int64_t i = 0; i < K * TMAX; i++) X[i] = g4_test_randn(&rs) * (i % 61 == 0 ? 8.0f : 1.0f);
+    int tested = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const g4_dtype_t t = types[ti];
+        if (!g4_pack_able(t, K, N)) continue;
+        tested++;
+        const uint64_t rb = g4_dtype_row_bytes(t, K);
+        for (int64_t r = 0; r < N; r++) g4_quant_row(t, wf + r * K, wq + r * rb, K);
+        g4_pack_rows(t, K, wq, rb, N / G4_PACK_ROWS, wp);
+        int same = 1;
+        for (int64_t r = 0; r < N; r++) {
+            g4_pack_unpack_row(t, K, wp, r, row);
+            same &= memcmp(row, wq + r * rb, rb) == 0;
+        }
+        CHECKF(same, "%s: a packed row does not unpack to itself", g4_dtype_name(t));
+        g4_tensor_t W = {.name = "w", .data = wq, .dtype = t, .n_dims = 2, .ne = {K, N, 1, 1}};
+        W.nb[0] = g4_dtype_traits(t)->type_size;
+        W.nb[1] = rb;
+        W.nb[2] = W.nb[3] = rb * N;
+        g4_tensor_t P = W;
+        P.data = wp, P.packed = 1;
+        void *scr = g4_malloc_aligned(g4_matmul_scratch_bytes(t, K, TMAX) + 64, 64);
+        REQUIRE(scr);
+        static const int64_t slices[][2] = {{0, 48}, {16, 16}, {5, 30}, {33, 1}, {17, 31}};
+        for (size_t k = 0; k < sizeof Ts / sizeof Ts[0]; k++)
+            for (size_t sl = 0; sl < sizeof slices / sizeof slices[0]; sl++) {
+                const int64_t T = Ts[k], r0 = slices[sl][0], nr = slices[sl][1];
+                memset(Y1, 0, (size_t)((N + 3) * TMAX) * 4), memset(Y2, 0, (size_t)((N + 3) * TMAX) * 4);
+                REQUIRE(g4_matmul(&W, r0, nr, X, K, T, Y1, nr + 3, scr) == 0);
+                REQUIRE(g4_matmul(&P, r0, nr, X, K, T, Y2, nr + 3, scr) == 0);
+                CHECKF(memcmp(Y1, Y2, (size_t)((N + 3) * TMAX) * 4) == 0, "%s packed: T=%lld rows %lld+%lld differ",
+                       g4_dtype_name(t), (long long)T, (long long)r0, (long long)nr);
+            }
+        g4_free_aligned(scr);
+    }
+    if (!tested) printf("matmul: packed kernels not available on this CPU (no AVX-512 VNNI): packed layout not tested\n");
+    g4_free(wf), g4_free(X), g4_free(Y1), g4_free(Y2), g4_free(wq), g4_free(wp), g4_free(row);
+    return 0;
+}
+
 int test_matmul(void)
 {
     if (s_check_f16acc()) return 1;
+    if (s_check_packed()) return 1;
     uint64_t rs = 11;
     const int64_t K = 512, N = 67;
     const int64_t Ts[] = {1, 3, 5, 13, 17}; /* (2..7 rows: the small-batch kernels, also after 8) */
