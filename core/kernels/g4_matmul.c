@@ -113,10 +113,10 @@ static int s_matmul_packed(const g4_tensor_t *W, const g4_type_ops_t *ops, int64
                 const int n = T - t < 4 ? (int)(T - t) : 4;
                 const uint8_t *a = (const uint8_t *)scratch + (uint64_t)t * arow;
                 if (whole) {
-                    pk->gemm(K, w, a, (int64_t)arow, aux ? aux + t * auxs : NULL, auxs, n, Y + t * ldy + (r0 - row0), ldy);
+                    pk->gemm(K, w, a, (int64_t)arow, aux ? aux + t * auxs : NULL, auxs, n, t == 0, Y + t * ldy + (r0 - row0), ldy);
                     continue;
                 }
-                pk->gemm(K, w, a, (int64_t)arow, aux ? aux + t * auxs : NULL, auxs, n, tile, G4_PACK_ROWS);
+                pk->gemm(K, w, a, (int64_t)arow, aux ? aux + t * auxs : NULL, auxs, n, t == 0, tile, G4_PACK_ROWS);
                 for (int i = 0; i < n; i++)
                     memcpy(Y + (t + i) * ldy + (r0 + lo - row0), tile + i * G4_PACK_ROWS + lo, (size_t)(hi - lo) * 4);
             }

@@ -7,7 +7,7 @@
  *   Q8_0 (34 B/row):  d[16] f16 | words 0-7: qs[4v + k] + 128 (as u8)
  *   Q4_K (144 B/row): d[16] f16 | dmin[16] f16 | words 0-2: scales[4v + k]
  *                     | words 0-31 (v = 8c + g): qs[32c + 4g + k]
- *   Q6_K (210 B/row): d[16] f16 | scales[16 j][16 r] s8
+ *   Q6_K (210 B/row): d[16] f16 | scales: [8 p][16 r][2] s8 (scales 2p, 2p+1)
  *                     | ql words 0-31 (v = 16h + 8s + g): ql[64h + 32s + 4g + k]
  *                     | qh words 0-15 (v = 8h + g): qh[32h + 4g + k]
  *
@@ -68,7 +68,7 @@ static uint32_t s_map(uint32_t t, uint32_t r, uint32_t o, int *flip)
             o -= 128;
             return 2336 + 64 * (o / 4) + 4 * r + o % 4;
         }
-        if (o < 208) return 32 + 16 * (o - 192) + r;
+        if (o < 208) return 32 + 32 * ((o - 192) / 2) + 2 * r + (o - 192) % 2; /* scale pairs */
         return 2 * r + (o - 208);
     default: return 0;
     }

@@ -30,9 +30,11 @@
  *   y[t*ldy + r] = dot(row r of the group, activation row t),
  *   r = 0..15, t = 0..T-1, T = 1..4.
  * aux: per activation row what g4_pack_ops_t.prep made of it (stride in
- * int32s), NULL when the type has no prep. */
+ * int32s), NULL when the type has no prep. first: the first pass over this
+ * group (it comes from memory: the kernel prefetches ahead), else it was
+ * just read and sits in the cache. */
 typedef void (*g4_pack_gemm_fn)(int64_t K, const void *w, const void *a, int64_t a_stride, const int32_t *aux,
-                                int64_t aux_stride, int T, float *y, int64_t ldy);
+                                int64_t aux_stride, int T, int first, float *y, int64_t ldy);
 /* per converted activation row: the int32s the kernel needs besides it */
 typedef void (*g4_pack_prep_fn)(int64_t K, const void *a, int32_t *aux);
 
