@@ -74,35 +74,52 @@ static uint32_t s_map(uint32_t t, uint32_t r, uint32_t o, int *flip)
     }
 }
 
+/* n 4-byte words of a row's block to their places (word v at 64·v + 4·r) */
+static inline void s_words(uint8_t *d, const uint8_t *b, int n, uint32_t r, uint32_t flip)
+{
+    for (int v = 0; v < n; v++) {
+        uint32_t w;
+        memcpy(&w, b + 4 * v, 4);
+        w ^= flip;
+        memcpy(d + 64 * v + 4 * r, &w, 4);
+    }
+}
+
 void g4_pack_rows(uint32_t t, int64_t K, const void *src, uint64_t stride, int64_t n_groups, void *dst)
 {
     const g4_dtype_traits_t *tr = g4_dtype_traits(t);
     const uint32_t bs = tr->type_size;
     const int64_t nb = K / tr->block_size;
     uint8_t *d = dst;
+    /* the layouts of s_map, written out per type (this runs over every
+     * weight byte while the model loads) */
     for (int64_t gi = 0; gi < n_groups; gi++) {
         const uint8_t *s = (const uint8_t *)src + (uint64_t)gi * G4_PACK_ROWS * stride;
         for (int64_t i = 0; i < nb; i++, d += (uint64_t)G4_PACK_ROWS * bs)
             for (uint32_t r = 0; r < G4_PACK_ROWS; r++) {
                 const uint8_t *b = s + r * stride + (uint64_t)i * bs;
-                for (uint32_t o = 0; o < bs;) {
-                    int flip;
-                    const uint32_t at = s_map(t, r, o, &flip);
-                    /* runs of 4 bytes stay together in every layout past the scales */
-                    int run = 1;
-                    if (bs - o >= 4) {
-                        int f2;
-                        run = s_map(t, r, o + 3, &f2) == at + 3 && f2 == flip ? 4 : 1;
-                    }
-                    if (run == 4) {
-                        uint32_t w;
-                        memcpy(&w, b + o, 4);
-                        if (flip) w ^= 0x80808080u;
-                        memcpy(d + at, &w, 4);
-                    } else {
+                switch (t) {
+                case G4_DTYPE_Q8_0:
+                    memcpy(d + 2 * r, b, 2);
+                    s_words(d + 32, b + 2, 8, r, 0x80808080u);
+                    break;
+                case G4_DTYPE_Q4_K:
+                    memcpy(d + 2 * r, b, 2), memcpy(d + 32 + 2 * r, b + 2, 2);
+                    s_words(d + 64, b + 4, 3, r, 0);
+                    s_words(d + 256, b + 16, 32, r, 0);
+                    break;
+                case G4_DTYPE_Q6_K:
+                    s_words(d + 288, b, 32, r, 0);
+                    s_words(d + 2336, b + 128, 16, r, 0);
+                    for (int p = 0; p < 8; p++) memcpy(d + 32 + 32 * p + 2 * r, b + 192 + 2 * p, 2);
+                    memcpy(d + 2 * r, b + 208, 2);
+                    break;
+                default:
+                    for (uint32_t o = 0; o < bs; o++) {
+                        int flip;
+                        const uint32_t at = s_map(t, r, o, &flip);
                         d[at] = flip ? (uint8_t)(b[o] ^ 0x80) : b[o];
                     }
-                    o += (uint32_t)run;
                 }
             }
     }
