@@ -304,6 +304,15 @@ int cli_bench(int argc, char **argv)
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", model);
         cJSON_AddStringToObject(j, "mode", in_process ? "in-process" : "stack");
+        if (!in_process) {
+            int ns = 0;
+            cJSON_ArrayForEach(p, procs)
+            {
+                const cJSON *nm = cJSON_GetObjectItemCaseSensitive(p, "name");
+                ns += cJSON_IsString(nm) && !strncmp(nm->valuestring, "shard", 5);
+            }
+            if (ns) cJSON_AddNumberToObject(j, "shards", ns);
+        }
         cJSON_AddNumberToObject(j, "n_prompt", np);
         cJSON_AddNumberToObject(j, "n_gen", ng);
         cJSON_AddNumberToObject(j, "threads", threads > 0 ? threads : g4_kernels_threads());
