@@ -66,6 +66,9 @@ int g4_model_weights_copy(const g4_model_t *m, const void **p, size_t *n);
  * layers, the LM head on the last stage): 1 and *p, *n, or 0 past the end.
  * shardd binds them to its NUMA node. */
 int g4_model_weights(const g4_model_t *m, int i, const void **p, size_t *n);
+/* How many of those matrices the copy holds packed (core/kernels/g4_pack.h)
+ * and in use, after g4_model_warmed. */
+int g4_model_weights_packed(const g4_model_t *m);
 const g4_hparams_t *g4_model_hparams(const g4_model_t *m);
 g4_gguf_t *g4_model_gguf(const g4_model_t *m);
 void g4_model_range(const g4_model_t *m, int *begin, int *end);

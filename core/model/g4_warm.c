@@ -280,3 +280,10 @@ int g4_model_weights(const g4_model_t *m, int i, const void **p, size_t *n)
     *p = m->pf[i].t->data, *n = m->pf[i].n;
     return 1;
 }
+
+int g4_model_weights_packed(const g4_model_t *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->n_adopted; i++) n += m->pf[i].packed && m->pf[i].t->packed;
+    return n;
+}

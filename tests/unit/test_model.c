@@ -9,6 +9,7 @@
 #include "g4_gguf.h"
 #include "g4_gguf_write.h"
 #include "g4_model.h"
+#include "g4_pack.h"
 #include "g4_test.h"
 
 static int s_range_check(const char *td, const char *name, int split)
@@ -195,7 +196,8 @@ static int s_bad(const char *src, const char *drop_key, const char *drop_tensor,
 }
 
 /* Weights copied to anonymous memory (g4_model_warm COPY): every matrix ends
- * up in the copy, the file's pages leave the process, and the logits are the
+ * up in the copy (packed where the CPU has the kernels), the file's pages
+ * leave the process, and the logits are the
  * bits of the mapped model — before, while and after the copy is taken. */
 static int s_weights_check(const char *td, const char *name)
 {
@@ -223,6 +225,10 @@ static int s_weights_check(const char *td, const char *name)
             for (int i = 0; g4_model_weights(b, i, &p, &n); i++, total++)
                 inside += (const char *)p >= (const char *)base && (const char *)p + n <= (const char *)base + len;
             CHECKF(total > 0 && inside == total, "%s: %d of %d weight ranges in the copy", name, inside, total);
+            /* with the VNNI kernels, the layers' matrices are packed (the
+             * logits below: the same bits as the mapping's row-major ones) */
+            if (g4_pack_ops(G4_DTYPE_Q8_0))
+                CHECKF(g4_model_weights_packed(b) > 0, "%s: no matrix of the copy was packed", name);
         }
         int sa = g4_seq_new(ca, &err), sb = g4_seq_new(cb, &err);
         REQUIRE(sa >= 0 && sb >= 0);
