@@ -266,6 +266,7 @@ static void s_f16_mad(uint16_t *acc, const uint16_t *v, float s, int64_t n)
 {
     for (int64_t d = 0; d < n; d++) acc[d] = g4_fp32_to_fp16(fmaf(g4_fp16_to_fp32(v[d]), s, g4_fp16_to_fp32(acc[d])));
 }
+static void (*s_p_f16_dot_g)(int64_t, float *, const uint16_t *, const uint16_t *, int64_t, int) = NULL;
 static void (*s_p_f16_scale)(uint16_t *, float, int64_t) = s_f16_scale;
 static void (*s_p_f16_mad)(uint16_t *, const uint16_t *, float, int64_t) = s_f16_mad;
 
@@ -308,6 +309,7 @@ static void s_init(void)
     }
     if (t.f16_scale) s_p_f16_scale = t.f16_scale;
     if (t.f16_mad) s_p_f16_mad = t.f16_mad;
+    if (t.f16_dot_g) s_p_f16_dot_g = t.f16_dot_g; /* filled with the F16 dot it reproduces */
     for (int w = 0; w < G4_DTYPE_COUNT; w++) {
         if (!s_ops[w].vec_dot) continue;
         if (t.dot[w]) s_ops[w].vec_dot = t.dot[w];
@@ -345,4 +347,15 @@ void g4_f16_mad(uint16_t *acc, const uint16_t *v, float s, int64_t n)
 {
     g4_kernels_init();
     s_p_f16_mad(acc, v, s, n);
+}
+
+void g4_dot_f16_g(int64_t n, float *s, const uint16_t *w, const uint16_t *a, int64_t as, int G)
+{
+    g4_kernels_init();
+    if (s_p_f16_dot_g) {
+        s_p_f16_dot_g(n, s, w, a, as, G);
+        return;
+    }
+    const g4_vec_dot_fn dot = s_ops[G4_DTYPE_F16].vec_dot;
+    for (int g = 0; g < G; g++) dot(n, &s[g], w, a + g * as);
 }

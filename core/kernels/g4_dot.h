@@ -58,6 +58,11 @@ const char *g4_kernels_isa(void);
 void g4_f16_scale(uint16_t *acc, float s, int64_t n);
 void g4_f16_mad(uint16_t *acc, const uint16_t *v, float s, int64_t n);
 
+/* s[g] = the F16 vec_dot of row w with row a + g·as, g = 0..G-1: exactly
+ * the bits of G vec_dot calls, w read once (attention: the query heads that
+ * share a KV head, over one cached K row). */
+void g4_dot_f16_g(int64_t n, float *s, const uint16_t *w, const uint16_t *a, int64_t as, int G);
+
 /* Activation quantizers, scalar twins of the x86 SIMD code. */
 void g4_quant_q8_0_x86_ref(const float *x, void *y, int64_t n);
 void g4_quant_q8_1_x86_ref(const float *x, void *y, int64_t n);

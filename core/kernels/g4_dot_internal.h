@@ -14,6 +14,8 @@ typedef struct g4_dot_simd {
     g4_vec_dot4x2_fn dot1x4[G4_DTYPE_COUNT];
     void (*f16_scale)(uint16_t *acc, float s, int64_t n);
     void (*f16_mad)(uint16_t *acc, const uint16_t *v, float s, int64_t n);
+    /* G F16 dot products sharing w, each the bits of dot[G4_DTYPE_F16] */
+    void (*f16_dot_g)(int64_t n, float *s, const uint16_t *w, const uint16_t *a, int64_t as, int G);
 } g4_dot_simd_t;
 
 /* Fill `t` with what AVX2 (+FMA, F16C) provides; NULL entries keep the scalar one. */

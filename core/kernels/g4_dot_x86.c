@@ -1103,6 +1103,63 @@ AVX512 static void s_dot_f16_512(int64_t n, float *s, const void *vw, const void
     *s = sum;
 }
 
+/* the F16 accumulator updates 16 elements at a time: every element alone
+ * rounds the same way, so the same bits as the AVX2 / scalar ones */
+AVX512 static void s_f16_scale_512(uint16_t *acc, float sc, int64_t n)
+{
+    const __m512 vs = _mm512_set1_ps(sc);
+    int64_t d = 0;
+    for (; d + 16 <= n; d += 16) {
+        const __m512 a = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(acc + d))), vs);
+        _mm256_storeu_si256((__m256i *)(acc + d), _mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; d < n; d++) acc[d] = _cvtss_sh(s_f16(acc[d]) * sc, _MM_FROUND_TO_NEAREST_INT);
+}
+
+AVX512 static void s_f16_mad_512(uint16_t *acc, const uint16_t *v, float sc, int64_t n)
+{
+    const __m512 vs = _mm512_set1_ps(sc);
+    int64_t d = 0;
+    for (; d + 32 <= n; d += 32) {
+        const __m512 a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + d))), vs,
+                                          _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(acc + d))));
+        const __m512 a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + d + 16))), vs,
+                                          _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(acc + d + 16))));
+        _mm256_storeu_si256((__m256i *)(acc + d), _mm512_cvtps_ph(a0, _MM_FROUND_TO_NEAREST_INT));
+        _mm256_storeu_si256((__m256i *)(acc + d + 16), _mm512_cvtps_ph(a1, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; d < n; d++) acc[d] = _cvtss_sh(fmaf(s_f16(v[d]), sc, s_f16(acc[d])), _MM_FROUND_TO_NEAREST_INT);
+}
+
+/* G dot products of one F16 row w with G rows a + g·as, each exactly
+ * s_dot_f16_512's operations (the row is widened once for four of them) */
+AVX512 static void s_dot_f16_g_512(int64_t n, float *s, const uint16_t *w, const uint16_t *a, int64_t as, int G)
+{
+    int g = 0;
+#define LD(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+    for (; g + 4 <= G; g += 4) {
+        __m512 c0[4], c1[4];
+        for (int r = 0; r < 4; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+        int64_t i = 0;
+        for (; i + 32 <= n; i += 32) {
+            const __m512 k0 = LD(w + i), k1 = LD(w + i + 16);
+            for (int r = 0; r < 4; r++) {
+                const uint16_t *q = a + (g + r) * as;
+                c0[r] = _mm512_fmadd_ps(k0, LD(q + i), c0[r]);
+                c1[r] = _mm512_fmadd_ps(k1, LD(q + i + 16), c1[r]);
+            }
+        }
+        for (int r = 0; r < 4; r++) {
+            const uint16_t *q = a + (g + r) * as;
+            float sum = _mm512_reduce_add_ps(_mm512_add_ps(c0[r], c1[r]));
+            for (int64_t j = i; j < n; j++) sum += s_f16(w[j]) * s_f16(q[j]);
+            s[g + r] = sum;
+        }
+    }
+#undef LD
+    for (; g < G; g++) s_dot_f16_512(n, &s[g], w, a + g * as);
+}
+
 void g4_dot_fill_avx512(g4_dot_simd_t *t, int has_vnni, int has_bf16)
 {
     (void)has_bf16; /* no dpbf16: it rounds differently from the f32 FMAs */
@@ -1112,6 +1169,8 @@ void g4_dot_fill_avx512(g4_dot_simd_t *t, int has_vnni, int has_bf16)
     t->dot4x4[G4_DTYPE_BF16] = s_dot4x4_bf16_512;
     t->dot1x4[G4_DTYPE_BF16] = s_dot1x4_bf16_512;
     t->dot[G4_DTYPE_F16] = s_dot_f16_512;
+    t->f16_dot_g = s_dot_f16_g_512;
+    t->f16_scale = s_f16_scale_512, t->f16_mad = s_f16_mad_512;
     if (has_vnni) {
         t->dot[G4_DTYPE_Q8_0] = s_dot_q8_0_vnni;
         t->dot4[G4_DTYPE_Q8_0] = s_dot4_q8_0_vnni;

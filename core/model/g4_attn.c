@@ -11,70 +11,92 @@
 /* the position cell i of the view holds, -1 when empty */
 static inline int s_cell_pos(const g4_attn_view_t *vw, int i) { return vw->pos ? vw->pos[i] : i; }
 
-/* ggml's one_chunk kernel over cells [c0, c1) of the view: *M, *S and the
- * unnormalised Σ softmax·V, widened from the F16 buffer, in out */
-static void s_f16_chunk(const g4_fp16_t *qh, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo,
-                        int hi, const g4_attn_view_t *vw, int c0, int c1, g4_fp16_t *acc, float *M_out, float *S_out,
-                        float *out)
+/* ggml's one_chunk kernel over cells [c0, c1) of the view, for the G query
+ * heads that share this K/V (each head's operations exactly those of a run
+ * alone; the K and V rows are read once for all of them): per head *M, *S
+ * and the unnormalised Σ softmax·V, widened from its F16 buffer, in out
+ * (head g at out + g·hd) */
+static void s_f16_chunk(const g4_fp16_t *qh, int G, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd,
+                        int lo, int hi, const g4_attn_view_t *vw, int c0, int c1, g4_fp16_t *acc, float *M_out,
+                        float *S_out, float *out)
 {
-    const g4_type_ops_t *f16 = g4_type_ops(G4_DTYPE_F16);
-    memset(acc, 0, (size_t)hd * 2);
-    float S = 0.0f, M = -INFINITY;
+    float S[G4_ATTN_GMAX], M[G4_ATTN_GMAX], s[G4_ATTN_GMAX];
+    memset(acc, 0, (size_t)G * hd * 2);
+    for (int g = 0; g < G; g++) S[g] = 0.0f, M[g] = -INFINITY;
     for (int i = c0; i < c1; i++) {
         const int p = s_cell_pos(vw, i);
         if (p < lo || p > hi) continue; /* masked (or empty): skipped, as -INFINITY is */
         const int cell = p % vw->ring;
-        float s;
-        f16->vec_dot(hd, &s, K + (size_t)cell * row_bytes, qh);
+        g4_dot_f16_g(hd, s, (const uint16_t *)(K + (size_t)cell * row_bytes), qh, hd, G);
         const g4_fp16_t *v = (const g4_fp16_t *)(V + (size_t)cell * row_bytes);
-        float ms = 1.0f, vs = 1.0f;
-        if (s > M) {
-            const float Mold = M;
-            M = s;
-            ms = expf(Mold - M);
-            g4_f16_scale(acc, ms, hd);
-        } else {
-            vs = expf(s - M);
+        for (int g = 0; g < G; g++) {
+            g4_fp16_t *a = acc + (size_t)g * hd;
+            float ms = 1.0f, vs = 1.0f;
+            if (s[g] > M[g]) {
+                const float Mold = M[g];
+                M[g] = s[g];
+                ms = expf(Mold - M[g]);
+                g4_f16_scale(a, ms, hd);
+            } else {
+                vs = expf(s[g] - M[g]);
+            }
+            g4_f16_mad(a, v, vs, hd);
+            S[g] = S[g] * ms + vs;
         }
-        g4_f16_mad(acc, v, vs, hd);
-        S = S * ms + vs;
     }
-    for (int d = 0; d < hd; d++) out[d] = g4_fp16_to_fp32(acc[d]);
-    *M_out = M, *S_out = S;
+    for (int g = 0; g < G; g++) {
+        for (int d = 0; d < hd; d++) out[(size_t)g * hd + d] = g4_fp16_to_fp32(acc[(size_t)g * hd + d]);
+        M_out[g] = M[g], S_out[g] = S[g];
+    }
+}
+
+size_t g4_attn_f16_buf_bytes(int G, int hd) { return (size_t)G * 8 * (size_t)hd + 64; }
+
+void g4_attn_f16_g(const float *q, int G, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo, int hi,
+                   const g4_attn_view_t *vw, int splits, float *out, uint8_t *buf)
+{
+    const g4_type_ops_t *f16 = g4_type_ops(G4_DTYPE_F16);
+    g4_fp16_t *qh = (g4_fp16_t *)buf, *acc = qh + (size_t)G * hd;
+    float *part = (float *)(acc + (size_t)G * hd);
+    float M[G4_ATTN_GMAX], S[G4_ATTN_GMAX];
+    for (int g = 0; g < G; g++) f16->from_float(q + (size_t)g * hd, qh + (size_t)g * hd, hd);
+    if (splits <= 1 || vw->n_kv < G4_ATTN_SPLIT_MIN) {
+        s_f16_chunk(qh, G, K, V, row_bytes, hd, lo, hi, vw, 0, vw->n_kv, acc, M, S, out);
+        for (int g = 0; g < G; g++) {
+            const float inv = S[g] == 0.0f ? 0.0f : 1.0f / S[g];
+            for (int d = 0; d < hd; d++) out[(size_t)g * hd + d] *= inv;
+        }
+        return;
+    }
+    /* ggml_flash_attn_ext_reduce_partials: chunks merged in order, empty ones skipped */
+    const int chunk = (vw->n_kv + splits - 1) / splits;
+    float Mf[G4_ATTN_GMAX], Sf[G4_ATTN_GMAX];
+    for (int g = 0; g < G; g++) Mf[g] = -INFINITY, Sf[g] = 0.0f;
+    memset(out, 0, (size_t)G * hd * sizeof *out);
+    for (int c0 = 0; c0 < vw->n_kv; c0 += chunk) {
+        const int c1 = c0 + chunk < vw->n_kv ? c0 + chunk : vw->n_kv;
+        s_f16_chunk(qh, G, K, V, row_bytes, hd, lo, hi, vw, c0, c1, acc, M, S, part);
+        for (int g = 0; g < G; g++) {
+            if (S[g] == 0.0f) continue;
+            float *o = out + (size_t)g * hd;
+            const float *pp = part + (size_t)g * hd;
+            const float Mn = fmaxf(Mf[g], M[g]), so = expf(Mf[g] - Mn), sn = expf(M[g] - Mn);
+            for (int d = 0; d < hd; d++) o[d] = o[d] * so + pp[d] * sn;
+            Sf[g] = Sf[g] * so + S[g] * sn;
+            Mf[g] = Mn;
+        }
+    }
+    for (int g = 0; g < G; g++)
+        if (Sf[g] != 0.0f) {
+            const float inv = 1.0f / Sf[g];
+            for (int d = 0; d < hd; d++) out[(size_t)g * hd + d] *= inv;
+        }
 }
 
 void g4_attn_f16(const float *q, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo, int hi,
                  const g4_attn_view_t *vw, int splits, float *out, uint8_t *buf)
 {
-    const g4_type_ops_t *f16 = g4_type_ops(G4_DTYPE_F16);
-    g4_fp16_t *qh = (g4_fp16_t *)buf, *acc = qh + hd;
-    float *part = (float *)(acc + hd);
-    f16->from_float(q, qh, hd);
-    if (splits <= 1 || vw->n_kv < G4_ATTN_SPLIT_MIN) {
-        float M, S;
-        s_f16_chunk(qh, K, V, row_bytes, hd, lo, hi, vw, 0, vw->n_kv, acc, &M, &S, out);
-        const float inv = S == 0.0f ? 0.0f : 1.0f / S;
-        for (int d = 0; d < hd; d++) out[d] *= inv;
-        return;
-    }
-    /* ggml_flash_attn_ext_reduce_partials: chunks merged in order, empty ones skipped */
-    const int chunk = (vw->n_kv + splits - 1) / splits;
-    float Mf = -INFINITY, Sf = 0.0f;
-    memset(out, 0, (size_t)hd * sizeof *out);
-    for (int c0 = 0; c0 < vw->n_kv; c0 += chunk) {
-        const int c1 = c0 + chunk < vw->n_kv ? c0 + chunk : vw->n_kv;
-        float M, S;
-        s_f16_chunk(qh, K, V, row_bytes, hd, lo, hi, vw, c0, c1, acc, &M, &S, part);
-        if (S == 0.0f) continue;
-        const float Mn = fmaxf(Mf, M), so = expf(Mf - Mn), sn = expf(M - Mn);
-        for (int d = 0; d < hd; d++) out[d] = out[d] * so + part[d] * sn;
-        Sf = Sf * so + S * sn;
-        Mf = Mn;
-    }
-    if (Sf != 0.0f) {
-        const float inv = 1.0f / Sf;
-        for (int d = 0; d < hd; d++) out[d] *= inv;
-    }
+    g4_attn_f16_g(q, 1, K, V, row_bytes, hd, lo, hi, vw, splits, out, buf);
 }
 
 /* (fmaf is one instruction in the x86-64-v3 clone, a libm call per element in the baseline one: the same bits) */

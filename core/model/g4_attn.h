@@ -42,6 +42,13 @@ typedef struct g4_attn_view {
  * count. out: [hd] f32. buf: 12 * hd bytes of scratch. */
 void g4_attn_f16(const float *q, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo, int hi,
                  const g4_attn_view_t *vw, int splits, float *out, uint8_t *buf);
+/* The same for G (<= G4_ATTN_GMAX) query heads that share this K/V (head g:
+ * q + g·hd, out + g·hd): for each head the bits of g4_attn_f16, each K and V
+ * row read once for all of them (a decode step reads the cache once per KV
+ * head, not once per query head). buf: g4_attn_f16_buf_bytes(G, hd). */
+void g4_attn_f16_g(const float *q, int G, const uint8_t *K, const uint8_t *V, size_t row_bytes, int hd, int lo, int hi,
+                   const g4_attn_view_t *vw, int splits, float *out, uint8_t *buf);
+size_t g4_attn_f16_buf_bytes(int G, int hd);
 
 /* nr query rows (<= G4_ATTN_TILE_Q) of one sequence, each with the G query
  * heads that share a KV head (row r head g: q + r * q_stride + g * hd; out

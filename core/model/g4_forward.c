@@ -150,6 +150,8 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
     /* g4_attn_f16: 12 hd bytes; g4_attn_q8: 5 hd + 64; g4_attn_f32: its tiles */
     size_t abuf = g4_attn_f32_buf_bytes((int)(grp_max <= G4_ATTN_GMAX ? grp_max : 1), (int)hd_max);
     if (abuf < 12 * hd_max + 64) abuf = 12 * hd_max + 64;
+    if (abuf < g4_attn_f16_buf_bytes((int)(grp_max <= G4_ATTN_GMAX ? grp_max : 1), (int)hd_max))
+        abuf = g4_attn_f16_buf_bytes((int)(grp_max <= G4_ATTN_GMAX ? grp_max : 1), (int)hd_max);
     c->attn_buf_stride = (abuf + 256 + 63) & ~(size_t)63;
     c->attn_buf = g4_malloc_aligned(c->attn_buf_stride * (size_t)c->n_thr, 64);
     if (!c->seqs || !c->seq_rows || !c->seq_extra || !c->x || !c->a || !c->q || !c->k || !c->v || !c->o || !c->t1 || !c->fg || !c->fu || !c->ple ||
@@ -292,14 +294,21 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
     const size_t row_bytes = g4_kv_row_bytes(c, src);
     const int grp = nh / nkv;
     const int f16 = c->kv_elem == 2, q8 = c->kv_type == G4_KV_Q8_0;
-    /* when every row takes the tiled path (long runs of a sequence, or an F32
-     * cache) an item is the G query heads of one KV head; otherwise (decode)
-     * one head, so the items spread over more threads */
+    /* an item is the G query heads of one KV head (fewer when single-query
+     * rows would otherwise leave threads idle; one with a Q8_0 cache) */
     /* a row of a one-row call (or fed again as one: G4_ROW_STEP) */
 #define ROW_STEP(t) (c->seq_rows[b->seq[t]] == 1 || (b->flags && (b->flags[t] & G4_ROW_STEP)))
-    int G = grp <= G4_ATTN_GMAX ? grp : 1;
-    for (int t = 0; t < T && G > 1; t++)
-        if (q8 || (f16 && (c->seq_rows[b->seq[t]] < 64 || ROW_STEP(t)))) G = 1;
+    int G = grp <= G4_ATTN_GMAX ? grp : 1, single = 0;
+    for (int t = 0; t < T && G > 1; t++) {
+        if (q8) G = 1;
+        else if (f16 && (c->seq_rows[b->seq[t]] < 64 || ROW_STEP(t))) single = 1;
+    }
+    /* single-query rows: the group shares each K/V row read (g4_attn_f16_g),
+     * but is made smaller while it would leave threads without a head */
+    if (single) {
+        const int nt = g4_kernels_threads();
+        while (G > 1 && (nh / G < nt || grp % G)) G--;
+    }
     const int nhg = nh / G;
     /* blocks of rows: a row alone (single-query kernel), or up to
      * G4_ATTN_TILE_Q consecutive rows of one sequence (tiled kernel: each K/V
@@ -338,8 +347,7 @@ static void s_attention(g4_ctx_t *c, int l, const g4_batch_t *b, int T)
         } else if (f16 && (c->seq_rows[b->seq[t0]] < 64 || step)) {
             /* the split-KV path serves a one-row call (a decode step) */
             const int splits = step ? c->attn_splits : 1;
-            for (int g = 0; g < G; g++)
-                g4_attn_f16(qv + (size_t)g * hd, K, V, row_bytes, hd, lo[0], hi[0], &vw, splits, out + (size_t)g * hd, buf);
+            g4_attn_f16_g(qv, G, K, V, row_bytes, hd, lo[0], hi[0], &vw, splits, out, buf);
         } else {
             g4_attn_f32(qv, (size_t)nq, nr, G, K, V, row_bytes, f16, hd, lo, hi, &vw, out, (size_t)nq, buf);
         }
