@@ -4,14 +4,20 @@
 # PNG plot and a JSON table.
 #   bench/plot-prefill.sh MODEL.gguf [OUT_PREFIX=docs/prefill] [THREADS=2] [REPS=3] [LENGTHS="32 64 128 256 512"]
 # Needs python3-matplotlib (deploy/install-deps.sh installs it).
+# ROWS=FILE: plot rows measured before (compare-llama.sh / long-context.sh JSON lines)
+# instead of measuring.
 set -euo pipefail
 M=$1; OUT=${2:-docs/prefill}; TH=${3:-2}; REPS=${4:-3}; LENS=${5:-"32 64 128 256 512"}
 HERE=$(cd "$(dirname "$0")" && pwd)
-rows=()
-for n in $LENS; do
-  rows+=("$(bash "$HERE/compare-llama.sh" "$M" "$n" 16 "$TH" "$REPS" | tr -d '\n')")
-done
-printf '%s\n' "${rows[@]}" > "$OUT.json"
+if [ -n "${ROWS:-}" ]; then
+  [ "$ROWS" = "$OUT.json" ] || cp "$ROWS" "$OUT.json"
+else
+  rows=()
+  for n in $LENS; do
+    rows+=("$(bash "$HERE/compare-llama.sh" "$M" "$n" 16 "$TH" "$REPS" | tr -d '\n')")
+  done
+  printf '%s\n' "${rows[@]}" > "$OUT.json"
+fi
 # Debian's python (matplotlib) rather than whatever python3 is first on PATH
 PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 "$PY" - "$OUT.json" "$OUT.png" "$M" <<'PY'
@@ -20,6 +26,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+# long-context.sh lines: flat keys
+rows = [r if "g4" in r else {"n_prompt": r["depth"], "threads": r.get("threads", 2), "ratio_prefill": r["ratio_prefill"],
+        "g4": {"prefill_tps": r["g4_prefill_tps"], "decode_tps": r["g4_decode_tps"]},
+        "llama_cpp": {"prefill_tps": r["llama_prefill_tps"], "decode_tps": r["llama_decode_tps"]}} for r in rows]
+rows.sort(key=lambda r: r["n_prompt"])
 n = [r["n_prompt"] for r in rows]
 fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
 ax.plot(n, [r["g4"]["prefill_tps"] for r in rows], "o-", label="g4 prefill")
