@@ -41,10 +41,23 @@ typedef struct cli_plan {
     uint64_t kv_seq_full, kv_seq_swa; /* KV bytes of one sequence: full-attention, sliding-window layers */
     int swa_cells;                    /* cells a sliding layer keeps (window + ubatch), 0 without */
     g4_topo_node_t nodes[G4_PLAN_MAX];
-    g4_plan_t plan; /* stages[i].node indexes nodes */
+    g4_plan_t plan; /* stages[i].node indexes nodes, or devs with devices */
+    /* with devices (cli_plan_devices): the list, in chain order */
+    int n_devs;
+    g4_plan_device_t devs[G4_PLAN_MAX];
+    char dev_name[G4_PLAN_MAX][16]; /* "cuda:0", "cpu" */
+    int dev_given[G4_PLAN_MAX];     /* its memory was given (cuda:1=24G), not measured */
 } cli_plan_t;
 int cli_plan_make(const char *model, const char *topo_desc, int n_shards, int n_ctx, int n_slots, cli_plan_t *out,
                   char *why, size_t why_size);
+/* The same over devices, a list such as "cuda:0,cuda:1,cpu" in chain order
+ * (g4_plan_devices): a GPU's memory is what the runtime says is free less a
+ * reserve for its scratch (CLI_PLAN_GPU_RESERVE), or given after '='
+ * ("cuda:1=24G": planning for a device this machine lacks); the CPU's is
+ * the memory available. 0, or -1 with why. */
+#define CLI_PLAN_GPU_RESERVE ((uint64_t)1 << 30)
+int cli_plan_devices(const char *model, const char *devices, int n_ctx, int n_slots, cli_plan_t *out, char *why,
+                     size_t why_size);
 /* The prefix cache each of n_shards shards gets by default (their --cache-mb
  * from g4 up / serve / run / chat): a quarter of the memory available beside
  * the plan's weights and KV caches, shared equally; 0 when nothing is left. */

@@ -114,11 +114,14 @@ static const char *const s_alias[][2] = {
     {"--draft-n-min", "--draft-min"},
     {"--spec-draft-n-min", "--draft-min"},
     {"--spec-draft-p-min", "--draft-p-min"},
+    /* llama.cpp's device list (-dev CUDA0,CUDA1): g4's --devices takes its names too */
+    {"-dev", "--devices"},
+    {"--device", "--devices"},
 };
 
 /* llama.cpp's GPU options: a user coming from llama-cli types them by habit */
 static const char *const s_gpu_val[] = {"-ngl", "--gpu-layers", "--n-gpu-layers", "-mg", "--main-gpu", "-sm",
-                                        "--split-mode", "-ts", "--tensor-split", "-dev", "--device"};
+                                        "--split-mode", "-ts", "--tensor-split"};
 
 /* options whose value is free text (it may start with '-' or hold '=') */
 static const char s_text_opts[] = "-p --prompt --system --stop -f --file --template --api-key";
@@ -159,8 +162,8 @@ int cli_args_normalize(const char *cmd, int *argc, char ***argv)
             const char *next = i + 1 < n ? in[i + 1] : "";
             if (!v && ((s_is_gpu(a) && i + 1 < n) || !strcmp(next, "on") || !strcmp(next, "off") || !strcmp(next, "auto")))
                 v = next, i++;
-            fprintf(stderr, "note: %s%s%s ignored: g4 computes on this machine's CPU cores (g4 plan shows where "
-                            "the layers go)\n", a, v ? " " : "", v ? v : "");
+            fprintf(stderr, "note: %s%s%s ignored: --devices cuda:0,... says where the layers go (g4 plan --devices "
+                            "shows it)\n", a, v ? " " : "", v ? v : "");
             g4_free(name);
             continue;
         }

@@ -70,7 +70,7 @@ static int32_t *s_prompt(int n, int n_vocab, uint64_t seed)
     return ids;
 }
 
-static int s_in_process(const char *model, int np, int ng, int warmup, int reps, int kv_type, int mmap_only,
+static int s_in_process(const char *model, int np, int ng, int warmup, int reps, int kv_type, int mmap_only, int gpu,
                         const char *draft, cli_spec_t *spec, bench_run_t *runs, double *ready_ms, double *weights_ms)
 {
     const uint64_t t0 = g4_clock_mono_ns();
@@ -81,7 +81,7 @@ static int s_in_process(const char *model, int np, int ng, int warmup, int reps,
         return 1;
     }
     const g4_hparams_t *hp = g4_model_hparams(m);
-    g4_ctx_params_t cp = {.n_ctx = np + ng + 1, .n_ubatch = 512, .n_seq_max = 1, .kv_type = kv_type};
+    g4_ctx_params_t cp = {.n_ctx = np + ng + 1, .n_ubatch = 512, .n_seq_max = 1, .kv_type = kv_type, .gpu = gpu};
     g4_ctx_t *c = g4_ctx_new(m, &cp, &err);
     if (c && draft && cli_spec_load(draft, m, cp.n_ctx, kv_type, spec)) {
         g4_ctx_destroy(&c);
@@ -90,7 +90,7 @@ static int s_in_process(const char *model, int np, int ng, int warmup, int reps,
     }
     *ready_ms = (double)(g4_clock_mono_ns() - t0) / 1e6;
     /* timed runs start once the weights sit where they stay (g4_model_warm) */
-    g4_model_warm(m, mmap_only ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY);
+    if (!gpu) g4_model_warm(m, mmap_only ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY); /* (a GPU has its copy) */
     g4_model_warmed(m, 1, NULL);
     if (spec->draft) g4_model_warmed(spec->draft, 1, NULL);
     *weights_ms = (double)(g4_clock_mono_ns() - t0) / 1e6;
@@ -167,7 +167,7 @@ int cli_bench(int argc, char **argv)
 {
     const char *model = NULL;
     int np = 512, ng = 128, threads = 0, reps = 3, warmup = 1, shards = 0, in_process = 0, json = 0, kv_type = 0, mmap_only = 0;
-    const char *draft = NULL;
+    const char *draft = NULL, *devices = NULL;
     cli_spec_t spec = {.n_max = 3};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -178,6 +178,7 @@ int cli_bench(int argc, char **argv)
         else if (!strcmp(a, "--reps") && v) reps = atoi(v), i++;
         else if (!strcmp(a, "--warmup") && v) warmup = atoi(v), i++;
         else if (!strcmp(a, "--shards") && v) shards = atoi(v), i++;
+        else if (!strcmp(a, "--devices") && v) devices = v, i++;
         else if (!strcmp(a, "--in-process")) in_process = 1;
         else if (!strcmp(a, "--draft-model") && v) draft = v, i++;
         else if (!strcmp(a, "--draft-max") && v) spec.n_max = atoi(v), i++;
@@ -206,7 +207,14 @@ int cli_bench(int argc, char **argv)
     cJSON *procs = cJSON_CreateArray();
     if (in_process) {
         if (threads > 0) g4_kernels_set_threads(threads);
-        rc = s_in_process(model, np, ng, warmup, reps, kv_type, mmap_only, draft, &spec, runs, &ready_ms, &weights_ms);
+        const int gpu = devices ? g4_device_from_name(devices) : 0;
+        if (gpu < 0) {
+            cli_error("--devices %s: an in-process bench takes one device, cpu or cuda:N", devices);
+            g4_free(runs);
+            cJSON_Delete(procs);
+            return 2;
+        }
+        rc = s_in_process(model, np, ng, warmup, reps, kv_type, mmap_only, gpu, draft, &spec, runs, &ready_ms, &weights_ms);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         cJSON *p = cJSON_CreateObject();
@@ -218,7 +226,7 @@ int cli_bench(int argc, char **argv)
         int own = 0;
         char ep[300];
         cli_stack_opts_t o = {.model = model, .n_shards = shards, .threads = threads, .n_slots = 2, .kv_type = kv_type, .mmap = mmap_only,
-                              .n_ctx = np + ng + 8, .draft_model = draft, .draft_max = spec.n_max,
+                              .n_ctx = np + ng + 8, .devices = devices, .draft_model = draft, .draft_max = spec.n_max,
                               .draft_min = spec.n_min, .draft_p_min = spec.p_min};
         const uint64_t t0 = g4_clock_mono_ns();
         if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) {

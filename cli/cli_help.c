@@ -20,6 +20,8 @@
 
 #define STACK                                                                                                        \
     "  --shards N            shardd processes, layers split evenly (default: one per NUMA node, as g4 plan)\n"     \
+    "  --devices LIST        a shard per device, in chain order: cuda:0,cuda:1,cpu (as g4 plan --devices;\n"    \
+    "                        run --in-process: one device); alias --device, -dev\n"                              \
     "  -t, --threads N       compute threads per shard (default: the shard's cores)\n"                             \
     "  -c, --ctx N           context positions per sequence, alias --ctx-size (default: the plan's, 4096)\n"       \
     "  --slots N             sequences computed at once\n"                                                         \
@@ -74,7 +76,7 @@ static const cli_help_t s_help[] = {
             "  --scheduler EP        a stack anywhere (tcp://HOST:PORT)\n" STACK
             "  --image FILE, --audio FILE   media for the projector (in front of the text; with --raw at\n"
             "                        <|image|> / <|audio|>); --image-min-tokens N, --image-max-tokens N\n"
-            "  GPU flags of llama.cpp (-ngl, --n-gpu-layers, ...) are accepted and ignored: g4 computes on CPUs.\n"},
+            "  llama.cpp's -ngl, --n-gpu-layers, -sm, -ts, -mg are accepted and ignored: --devices says where.\n"},
     {"tokenize", "usage: g4 tokenize -m MODEL.gguf (-p TEXT | -f FILE) [--no-bos] [--no-special] [--json]\n"
                  "  prints the token ids of the text\n"
                  "  --no-bos              no BOS in front (default: the model's add_bos)\n"
@@ -108,14 +110,18 @@ static const cli_help_t s_help[] = {
               "  -t, --threads N       (default: every core)\n"
               "  --reps N              repetitions, 1..100 (default 3)   --warmup N (default 1)\n"
               "  --shards N | --in-process   --mmap   --kv-type T   --json\n"
+              "  --devices LIST        cuda:0,cuda:1,cpu (a shard each; --in-process: one device)\n"
               "  --draft-model FILE    speculative decoding (see g4 run --help), with\n"
               "                        --draft-max N (default 3), --draft-min N, --draft-p-min P:\n"
               "                        decode tokens/s with the drafts' acceptance\n"},
-    {"plan", "usage: g4 plan -m MODEL.gguf [--topology FILE.xml|SYNTHETIC] [--shards N] [--ctx N] [--slots N] [--json]\n"
+    {"plan", "usage: g4 plan -m MODEL.gguf [--topology FILE.xml|SYNTHETIC] [--shards N] [--devices LIST] [--ctx N]\n"
+             "       [--slots N] [--json]\n"
              "  where the layers would go on this machine and what memory they take; exits 1 when\n"
              "  some shards do not fit\n"
              "  --topology T          an hwloc XML file or synthetic description instead of this machine\n"
              "  --shards N            that many even stages (default: one per NUMA node)\n"
+             "  --devices LIST        a stage per device in chain order (cuda:0,cuda:1,cpu): GPUs by their free\n"
+             "                        memory (cuda:1=24G: a device given by its memory), the CPU the rest\n"
              "  -c, --ctx N           positions per sequence (default 4096)\n"
              "  --slots N             sequences (default: 16 x 4096 positions in sequences of --ctx)\n"
              "  --json                as JSON\n"},

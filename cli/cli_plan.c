@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "cli_args.h"
 #include "g4_alloc.h"
+#include "g4_cuda.h"
 #include "g4_model.h"
 
 uint64_t cli_plan_cache_bytes(const cli_plan_t *cp, int n_shards)
@@ -26,8 +27,85 @@ uint64_t cli_plan_cache_bytes(const cli_plan_t *cp, int n_shards)
     return avail > need ? (avail - need) / 4 / (uint64_t)n_shards : 0;
 }
 
+static int s_make(const char *model, const char *topo_desc, const char *devices, int n_shards, int n_ctx, int n_slots,
+                  cli_plan_t *out, char *why, size_t why_size);
+
 int cli_plan_make(const char *model, const char *topo_desc, int n_shards, int n_ctx, int n_slots, cli_plan_t *out,
                   char *why, size_t why_size)
+{
+    return s_make(model, topo_desc, NULL, n_shards, n_ctx, n_slots, out, why, why_size);
+}
+
+int cli_plan_devices(const char *model, const char *devices, int n_ctx, int n_slots, cli_plan_t *out, char *why,
+                     size_t why_size)
+{
+    return s_make(model, NULL, devices, 0, n_ctx, n_slots, out, why, why_size);
+}
+
+/* "cuda:0,cuda:1=24G,cpu" -> out->devs; -1 with why */
+static int s_parse_devices(const char *list, cli_plan_t *out, char *why, size_t why_size)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", list);
+    out->n_devs = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (out->n_devs == G4_PLAN_MAX) {
+            snprintf(why, why_size, "--devices: at most %d devices", G4_PLAN_MAX);
+            return -1;
+        }
+        char *eq = strchr(tok, '=');
+        if (eq) *eq = 0;
+        const int gpu = g4_device_from_name(tok);
+        if (gpu < 0) {
+            snprintf(why, why_size, "--devices: '%s' is neither cpu nor cuda:N", tok);
+            return -1;
+        }
+        const int i = out->n_devs++;
+        g4_device_name(gpu, out->dev_name[i], sizeof out->dev_name[i]);
+        out->devs[i].gpu = gpu;
+        if (eq) {
+            char *end;
+            double v = strtod(eq + 1, &end);
+            const char u = (char)(*end | 0x20);
+            v *= u == 't' ? 1099511627776.0 : u == 'g' ? 1073741824.0 : u == 'm' ? 1048576.0 : u == 'k' ? 1024.0 : 1.0;
+            if (end == eq + 1 || v <= 0) {
+                snprintf(why, why_size, "--devices: '%s=%s' wants a memory size such as 24G", tok, eq + 1);
+                return -1;
+            }
+            out->devs[i].memory_bytes = (uint64_t)v, out->dev_given[i] = 1;
+        } else if (gpu) {
+            g4_err_t err;
+            size_t fr = 0, tot = 0;
+            if (g4_cu_device_info(gpu - 1, NULL, 0, &fr, &tot, &err)) {
+                snprintf(why, why_size, "%s (to plan for a device this machine lacks, give its memory: %s=24G)", err.msg,
+                         out->dev_name[i]);
+                return -1;
+            }
+            out->devs[i].memory_bytes = fr > CLI_PLAN_GPU_RESERVE ? fr - CLI_PLAN_GPU_RESERVE : 1;
+        } else {
+            const unsigned long long avail = g4_mem_available();
+            out->devs[i].memory_bytes = avail == ULLONG_MAX ? 0 : avail;
+        }
+    }
+    if (!out->n_devs) {
+        snprintf(why, why_size, "--devices: an empty list");
+        return -1;
+    }
+    /* a device named k times (two shards on one GPU: each its own process
+     * and context) gives each stage a k-th of what it has */
+    int seen[G4_PLAN_MAX] = {0};
+    for (int i = 0; i < out->n_devs; i++) {
+        if (seen[i] || out->dev_given[i]) continue;
+        int k = 0;
+        for (int j = i; j < out->n_devs; j++) k += !strcmp(out->dev_name[j], out->dev_name[i]) && !out->dev_given[j];
+        for (int j = i; j < out->n_devs; j++)
+            if (!strcmp(out->dev_name[j], out->dev_name[i]) && !out->dev_given[j]) out->devs[j].memory_bytes /= (uint64_t)k, seen[j] = 1;
+    }
+    return 0;
+}
+
+static int s_make(const char *model, const char *topo_desc, const char *devices, int n_shards, int n_ctx, int n_slots,
+                  cli_plan_t *out, char *why, size_t why_size)
 {
     g4_err_t err;
     memset(out, 0, sizeof *out);
@@ -56,7 +134,15 @@ int cli_plan_make(const char *model, const char *topo_desc, int n_shards, int n_
     for (int i = 0; i < out->n_nodes; i++) out->nodes[i] = *g4_topo_node(topo, i);
     const g4_plan_model_t pm = {out->n_layer, fp->layer_weight_bytes, fp->layer_kv_bytes, fp->kv_source,
                                 fp->embd_bytes,  fp->head_bytes,       fp->tied_bytes, fp->stage_bytes};
-    g4_plan_make(&pm, out->nodes, out->n_nodes, n_shards, &out->plan);
+    if (devices) {
+        if (s_parse_devices(devices, out, why, why_size)) goto done;
+        if (!g4_plan_devices(&pm, out->devs, out->n_devs, &out->plan)) {
+            snprintf(why, why_size, "%d layers cannot make a stage on each of %d devices", out->n_layer, out->n_devs);
+            goto done;
+        }
+    } else {
+        g4_plan_make(&pm, out->nodes, out->n_nodes, n_shards, &out->plan);
+    }
     rc = 0;
 done:
     g4_free(fp), g4_free(hp);
@@ -95,14 +181,31 @@ int cli_plan_check_fits(const char *model, int n_shards, int n_ctx)
     return rc;
 }
 
+/* a stage as JSON, appended to arr: its number, layers, bytes, fit */
+static cJSON *s_stage_json(cJSON *arr, int i, const g4_plan_stage_t *st)
+{
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(e, "shard", i);
+    cJSON *ly = cJSON_AddArrayToObject(e, "layers");
+    cJSON_AddItemToArray(ly, cJSON_CreateNumber(st->layer_begin));
+    cJSON_AddItemToArray(ly, cJSON_CreateNumber(st->layer_end));
+    cJSON_AddNumberToObject(e, "weight_bytes", (double)st->weight_bytes);
+    cJSON_AddNumberToObject(e, "kv_bytes", (double)st->kv_bytes);
+    cJSON_AddNumberToObject(e, "total_bytes", (double)st->total_bytes);
+    cJSON_AddBoolToObject(e, "fits", st->fits);
+    cJSON_AddItemToArray(arr, e);
+    return e;
+}
+
 int cli_plan(int argc, char **argv)
 {
-    const char *model = NULL, *topo = NULL;
+    const char *model = NULL, *topo = NULL, *devices = NULL;
     int n_shards = 0, n_ctx = CLI_PLAN_CTX, n_slots = 0, json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = v, i++;
         else if (!strcmp(a, "--topology") && v) topo = v, i++;
+        else if (!strcmp(a, "--devices") && v) devices = v, i++;
         else if (!strcmp(a, "--shards") && v) n_shards = atoi(v), i++;
         else if ((!strcmp(a, "--ctx") || !strcmp(a, "-c")) && v) n_ctx = atoi(v), i++;
         else if (!strcmp(a, "--slots") && v) n_slots = atoi(v), i++;
@@ -111,12 +214,13 @@ int cli_plan(int argc, char **argv)
     }
     if (n_slots == 0) n_slots = cli_plan_default_slots(n_ctx);
     if (!model || n_ctx <= 0 || n_slots <= 0) {
-        cli_error("usage: g4 plan -m MODEL.gguf [--topology FILE.xml|SYNTHETIC] [--shards N] [--json]");
+        cli_error("usage: g4 plan -m MODEL.gguf [--topology FILE.xml|SYNTHETIC] [--shards N] [--devices LIST] [--json]");
         return 2;
     }
     cli_plan_t *cp = g4_malloc(sizeof *cp);
     char why[300];
-    if (!cp || cli_plan_make(model, topo, n_shards, n_ctx, n_slots, cp, why, sizeof why)) {
+    if (!cp || (devices ? cli_plan_devices(model, devices, n_ctx, n_slots, cp, why, sizeof why)
+                        : cli_plan_make(model, topo, n_shards, n_ctx, n_slots, cp, why, sizeof why))) {
         cli_error("%s", cp ? why : "out of memory");
         g4_free(cp);
         return 1;
@@ -135,6 +239,7 @@ int cli_plan(int argc, char **argv)
         cJSON_AddNumberToObject(root, "numa_nodes", n_nodes);
         cJSON_AddStringToObject(root, "split", g4_plan_split_name(pl->split));
         cJSON_AddNumberToObject(root, "prefix_cache_bytes_per_shard", (double)cli_plan_cache_bytes(cp, k));
+        if (devices) cJSON_AddStringToObject(root, "devices", devices);
         arr = cJSON_AddArrayToObject(root, "shards");
     } else {
         printf("model %s: %d layers; %d NUMA node(s); KV cache F16 for %d slot(s) x %d positions\n", model, L, n_nodes,
@@ -148,30 +253,50 @@ int cli_plan(int argc, char **argv)
         s_gib(pc, sizeof pc, cli_plan_cache_bytes(cp, k));
         printf("prefix cache per shard (the default --cache-mb): %s, a quarter of the memory available beside the "
                "shards\n", pc);
-        if (pl->split != G4_PLAN_SPLIT_SINGLE)
+        if (devices)
+        {
+            int n_cpu = 0;
+            for (int i = 0; i < cp->n_devs; i++) n_cpu += !cp->devs[i].gpu;
+            printf("devices %s: %s\n", devices,
+                   k < cp->n_devs ? "the GPUs hold every layer (the CPU is left out)"
+                   : n_cpu        ? "each GPU takes the layers that fit, the CPU the rest"
+                                  : "layers in proportion to the GPUs' memory");
+        }
+        else if (pl->split != G4_PLAN_SPLIT_SINGLE)
             printf("layers split in proportion to each node's %s\n",
                    pl->split == G4_PLAN_SPLIT_BANDWIDTH ? "memory bandwidth" : "memory");
-        printf("%-6s %-5s %-6s %-8s %12s %12s %12s %12s  %s\n", "SHARD", "NODE", "CORES", "LAYERS", "WEIGHTS", "KV",
-               "TOTAL", "NODE MEM", "FITS");
+        if (devices)
+            printf("%-6s %-12s %-8s %12s %12s %12s %12s  %s\n", "SHARD", "DEVICE", "LAYERS", "WEIGHTS", "KV", "TOTAL",
+                   "DEVICE MEM", "FITS");
+        else
+            printf("%-6s %-5s %-6s %-8s %12s %12s %12s %12s  %s\n", "SHARD", "NODE", "CORES", "LAYERS", "WEIGHTS", "KV",
+                   "TOTAL", "NODE MEM", "FITS");
     }
     for (int i = 0; i < k; i++) {
         const g4_plan_stage_t *st = &pl->stages[i];
+        if (devices) { /* a stage per device */
+            const int di = st->node;
+            if (json) {
+                cJSON *e = s_stage_json(arr, i, st);
+                cJSON_AddStringToObject(e, "device", cp->dev_name[di]);
+                cJSON_AddNumberToObject(e, "device_memory_bytes", (double)cp->devs[di].memory_bytes);
+            } else {
+                char a[32], b[32], c[32], d[32], ly[24];
+                s_gib(a, sizeof a, st->weight_bytes), s_gib(b, sizeof b, st->kv_bytes), s_gib(c, sizeof c, st->total_bytes);
+                s_gib(d, sizeof d, cp->devs[di].memory_bytes);
+                snprintf(ly, sizeof ly, "%d-%d", st->layer_begin, st->layer_end);
+                printf("%-6d %-12s %-8s %12s %12s %12s %12s  %s\n", i, cp->dev_name[di], ly, a, b, c,
+                       cp->devs[di].memory_bytes ? d : "?", st->fits ? "yes" : "NO");
+            }
+            continue;
+        }
         const g4_topo_node_t *nd = &cp->nodes[st->node];
         if (json) {
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddNumberToObject(e, "shard", i);
+            cJSON *e = s_stage_json(arr, i, st);
             cJSON_AddNumberToObject(e, "numa_node", nd->os_index);
             cJSON_AddNumberToObject(e, "cores", nd->n_cores);
-            cJSON *ly = cJSON_AddArrayToObject(e, "layers");
-            cJSON_AddItemToArray(ly, cJSON_CreateNumber(st->layer_begin));
-            cJSON_AddItemToArray(ly, cJSON_CreateNumber(st->layer_end));
-            cJSON_AddNumberToObject(e, "weight_bytes", (double)st->weight_bytes);
-            cJSON_AddNumberToObject(e, "kv_bytes", (double)st->kv_bytes);
-            cJSON_AddNumberToObject(e, "total_bytes", (double)st->total_bytes);
             cJSON_AddNumberToObject(e, "node_memory_bytes", (double)nd->memory_bytes);
             cJSON_AddNumberToObject(e, "node_bandwidth_mbs", (double)nd->bandwidth_mbs);
-            cJSON_AddBoolToObject(e, "fits", st->fits);
-            cJSON_AddItemToArray(arr, e);
         } else {
             char a[32], b[32], c[32], d[32], ly[24];
             s_gib(a, sizeof a, st->weight_bytes), s_gib(b, sizeof b, st->kv_bytes), s_gib(c, sizeof c, st->total_bytes);

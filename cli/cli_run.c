@@ -29,6 +29,9 @@
 #include "tok_stream.h"
 #include "tok_vocab.h"
 
+/* --devices: where the layers run (cuda:0,cuda:1,cpu); NULL: the CPU */
+static const char *s_devices;
+
 static int s_parse_ids(const char *s, int32_t **out, int *n)
 {
     int cap = 16, k = 0;
@@ -336,6 +339,7 @@ int cli_run(int argc, char **argv)
         else if (OPT("--system")) system = v;
         else if (OPT("--template")) tmpl = v;
         else if (OPT("--shards")) n_shards = atoi(v);
+        else if (OPT("--devices")) s_devices = v;
         else if (OPT("--scheduler")) sched_ep = v;
         else if (OPT("--stop")) {
             if (n_stop < 16) stops[n_stop++] = v;
@@ -430,7 +434,15 @@ int cli_run(int argc, char **argv)
         cli_error("%s", err.msg);
         return 1;
     }
-    g4_model_warm(m, mmap_only ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY);
+    /* one device in process: cpu, or a GPU (the weights go to its memory) */
+    const int gpu = s_devices ? g4_device_from_name(s_devices) : 0;
+    if (gpu < 0) {
+        cli_error("--devices %s: an in-process run takes one device, cpu or cuda:N (several: leave out --in-process)",
+                  s_devices);
+        g4_model_destroy(&m);
+        return 2;
+    }
+    if (!gpu) g4_model_warm(m, mmap_only ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY);
     const g4_hparams_t *hp = g4_model_hparams(m);
     tok_vocab_t *vocab = tok_vocab_load(g4_model_gguf(m), &err);
     g4_ctx_t *ctx = NULL;
@@ -477,7 +489,7 @@ int cli_run(int argc, char **argv)
         goto done;
     }
     g4_ctx_params_t cp = {.n_ctx = n_ctx > 0 ? n_ctx : n_prompt + n_predict + 1, .n_ubatch = 512, .n_seq_max = 1,
-                          .kv_type = kv_type};
+                          .kv_type = kv_type, .gpu = gpu};
     ctx = g4_ctx_new(m, &cp, &err);
     if (ctx && draft_path && cli_spec_load(draft_path, m, cp.n_ctx, kv_type, &spec)) goto done;
     spec_on = draft_path != NULL;
@@ -603,7 +615,7 @@ static int s_run_stack(const char *model, const char *prompt, int raw, const cha
     int own = 0;
     cli_stack_opts_t o = {.model = model, .template_path = tmpl, .n_shards = n_shards, .threads = threads,
                           .n_ctx = n_ctx, .n_slots = 4, .kv_type = kv_type, .mmap = mmap_only,
-                          .mmproj = s_med.mmproj, .draft_model = draft_path, .draft_max = spec->n_max,
+                          .mmproj = s_med.mmproj, .devices = s_devices, .draft_model = draft_path, .draft_max = spec->n_max,
                           .draft_min = spec->n_min, .draft_p_min = spec->p_min};
     if (sched_ep) snprintf(ep, sizeof ep, "%s", sched_ep); /* a stack anywhere: tcp://host:port */
     else if (cli_stack_acquire(&o, &st, &own, ep, sizeof ep)) return 1;

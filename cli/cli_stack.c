@@ -84,14 +84,41 @@ static int s_bin(const char *name, char *out, size_t size)
     return 0;
 }
 
-int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, int *bounds, int max_bounds,
-                     uint64_t *cache_bytes, char *err, size_t err_size)
+int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, const char *devices, int *bounds,
+                     int *gpu, int max_bounds, uint64_t *cache_bytes, char *err, size_t err_size)
 {
     cli_plan_t *cp = g4_malloc(sizeof *cp);
     if (!cp) {
         snprintf(err, err_size, "out of memory");
         return -1;
     }
+    if (devices) { /* a stage per device (the CPU left out when the GPUs hold it all) */
+        int k = cli_plan_devices(model, devices, n_ctx > 0 ? n_ctx : CLI_PLAN_CTX, n_slots > 0 ? n_slots : CLI_PLAN_SLOTS,
+                                 cp, err, err_size);
+        if (k == 0 && cp->plan.n_stages >= max_bounds) {
+            snprintf(err, err_size, "--devices: more than %d stages", max_bounds - 1);
+            k = -1;
+        }
+        if (k == 0 && !cp->plan.fits) {
+            for (int i = 0; i < cp->plan.n_stages && !k; i++) {
+                const g4_plan_stage_t *st = &cp->plan.stages[i];
+                if (!st->fits)
+                    snprintf(err, err_size, "layers %d-%d need %.2f GiB on %s, which has %.2f GiB (g4 plan -m %s --devices %s)",
+                             st->layer_begin, st->layer_end, st->total_bytes / 1073741824.0, cp->dev_name[st->node],
+                             cp->devs[st->node].memory_bytes / 1073741824.0, model, devices),
+                        k = -1;
+            }
+        }
+        if (k == 0) {
+            k = cp->plan.n_stages;
+            for (int i = 0; i < k; i++) bounds[i] = cp->plan.stages[i].layer_begin, gpu[i] = cp->devs[cp->plan.stages[i].node].gpu;
+            bounds[k] = cp->n_layer;
+            if (cache_bytes) *cache_bytes = cli_plan_cache_bytes(cp, k);
+        }
+        g4_free(cp);
+        return k;
+    }
+    for (int i = 0; gpu && i < max_bounds; i++) gpu[i] = 0;
     /* the plan's layer count (the GGUF's header), or its stages */
     int k = cli_plan_make(model, NULL, 0, n_ctx > 0 ? n_ctx : CLI_PLAN_CTX, n_slots > 0 ? n_slots : CLI_PLAN_SLOTS, cp,
                           err, err_size);
@@ -294,8 +321,10 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
     int want = o->n_shards > 0 ? o->n_shards : n_numa;
     /* --shards N: N even stages; else g4 plan's (one per NUMA node, layers by bandwidth or memory) */
     uint64_t cache_bytes = 0;
-    int n = cli_split_layers(o->model, o->n_shards, o->n_ctx, o->n_slots, bounds, CLI_STACK_MAX - 4, &cache_bytes, why,
-                             sizeof why);
+    int gpu[CLI_STACK_MAX];
+    if (o->devices) want = 1; /* (the plan says how many) */
+    int n = cli_split_layers(o->model, o->n_shards, o->n_ctx, o->n_slots, o->devices, bounds, gpu, CLI_STACK_MAX - 4,
+                             &cache_bytes, why, sizeof why);
     if (n < 0) {
         cli_error("%s", why);
         cli_stack_stop(st);
@@ -338,7 +367,7 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
         st->want_encoder = 1;
     }
     for (int i = 0; i < n; i++) {
-        char ep[256], layers[32], name[64], threads[16], ctx[16], slots[16], node[16], cache[24];
+        char ep[256], layers[32], name[64], threads[16], ctx[16], slots[16], node[16], cache[24], dev[16];
         snprintf(ep, sizeof ep, "ipc://%s/shard-%d.sock", st->dir, i);
         snprintf(layers, sizeof layers, "%d-%d", bounds[i], bounds[i + 1]);
         snprintf(name, sizeof name, "shard-%d", i);
@@ -365,7 +394,8 @@ int cli_stack_start(cli_stack_t *st, const cli_stack_opts_t *o)
             if (o->draft_max > 0) a[k++] = "--draft-max", a[k++] = dmax;
             a[k++] = "--draft-min", a[k++] = dmin, a[k++] = "--draft-p-min", a[k++] = dpmin;
         }
-        if (n_numa > 1 && n == n_numa) { /* one shard per NUMA node, pinned there (g4 plan) */
+        if (gpu[i]) a[k++] = "--device", a[k++] = (char *)g4_device_name(gpu[i], dev, sizeof dev);
+        if (n_numa > 1 && n == n_numa && !o->devices) { /* one shard per NUMA node, pinned there (g4 plan) */
             snprintf(node, sizeof node, "%d", i);
             a[k++] = "--numa-node", a[k++] = node;
         }
@@ -672,6 +702,7 @@ int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v)
         return 2;
     }
     if (!strcmp(a, "--draft-model") || !strcmp(a, "-md")) o->draft_model = v;
+    else if (!strcmp(a, "--devices")) o->devices = v;
     else if (!strcmp(a, "--draft-max")) o->draft_max = atoi(v);
     else if (!strcmp(a, "--draft-min")) o->draft_min = atoi(v);
     else if (!strcmp(a, "--draft-p-min")) o->draft_p_min = atof(v);

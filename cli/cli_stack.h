@@ -24,6 +24,7 @@ typedef struct cli_stack_opts {
     int threads;               /* per shard; 0: the shard's cores */
     int n_ctx, n_slots, kv_type; /* G4_KV_* */
     int mmap;                  /* shards compute from the file's mapping (shardd --mmap) */
+    const char *devices;       /* "cuda:0,cuda:1,cpu": a shard per device (g4 plan --devices); NULL: the CPU */
     int no_prefix_cache;       /* schedulerd --no-prefix-cache, shards keep none */
     long cache_mb;             /* shardd --cache-mb (0: the shard's default) */
     /* speculative decoding on the last shard (shardd --draft-*): a gemma4-assistant or a draft
@@ -65,9 +66,11 @@ int cli_stack_opt(cli_stack_opts_t *o, const char *a, const char *v);
  * else g4 plan's stages on this machine (cli_plan_make with n_ctx, n_slots;
  * 0: the plan's defaults). Reads the GGUF's header only; returns k, or -1
  * with err. cache_bytes (may be NULL): each shard's default prefix cache
- * (cli_plan_cache_bytes). */
-int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, int *bounds, int max_bounds,
-                     uint64_t *cache_bytes, char *err, size_t err_size);
+ * (cli_plan_cache_bytes). devices (NULL: none): the stages are the
+ * device plan's (cli_plan_devices) and gpu[i] (N + 1 for cuda:N, 0 for the
+ * CPU) says where stage i runs. */
+int cli_split_layers(const char *model, int n_shards, int n_ctx, int n_slots, const char *devices, int *bounds,
+                     int *gpu, int max_bounds, uint64_t *cache_bytes, char *err, size_t err_size);
 
 /* The files a stack (or an in-process run) is given, checked before anything
  * starts: model (NULL: none) a GGUF of a model g4 runs, mmproj (NULL: none) a

@@ -15,7 +15,7 @@
 
 typedef struct shardd_cfg {
     g4_daemon_cfg_t d;
-    char *model, *layers, *cpuset, *kv_type, *draft_model;
+    char *model, *layers, *cpuset, *kv_type, *draft_model, *device;
     double draft_p_min;
     int64_t threads, numa_node, slots, ctx, ubatch, min_forward_ms, cache_mb, draft_max, draft_min;
     int kv_f32, mmap;
@@ -27,6 +27,8 @@ static const g4_cfg_opt_t s_opts[] = {
     {"layers", S_OPT(G4_CFG_STRING, layers), NULL, 1, 0, 0, "layers [A, B) (B may be 'end'; default: all)", .arg = "A-B"},
     {"threads", S_OPT(G4_CFG_INT, threads), "0", 0, 4096, 0, "compute threads (0: the pinned cores, else all)"},
     {"numa-node", S_OPT(G4_CFG_INT, numa_node), "-1", -1, 4096, 0, "run on NUMA node K's cores, memory bound there", .arg = "K"},
+    {"device", S_OPT(G4_CFG_STRING, device), "cpu", 1, 0, 0,
+     "compute on: cpu, or cuda:N (the layers' weights and caches in GPU N's memory)", .arg = "D"},
     {"cpuset", S_OPT(G4_CFG_STRING, cpuset), NULL, 1, 0, 0, "run on these cores (e.g. 0-7,16-23)", .arg = "LIST"},
     {"slots", S_OPT(G4_CFG_INT, slots), "16", 1, 1 << 16, 0, "sequences held at once"},
     {"ctx", S_OPT(G4_CFG_INT, ctx), "0", 0, 1 << 24, 0, "positions per sequence (0: the model's)"},
@@ -66,6 +68,11 @@ int main(int argc, char **argv)
                         .min_forward_ms = (int)c.min_forward_ms, .cache_mb = c.cache_mb,
                         .spec = {.path = c.draft_model, .n_max = (int)c.draft_max, .n_min = (int)c.draft_min,
                                  .p_min = (float)c.draft_p_min}};
+    if ((p.gpu = g4_device_from_name(c.device)) < 0) {
+        fprintf(stderr, "shardd: --device must be cpu or cuda:N, not '%s'\n", c.device);
+        g4_daemon_opts_fini(&o);
+        return 2;
+    }
     if (p.kv_type < 0) {
         fprintf(stderr, "shardd: --kv-type must be f16, f32 or q8_0, not '%s'\n", c.kv_type);
         g4_daemon_opts_fini(&o);
@@ -86,8 +93,9 @@ int main(int argc, char **argv)
     void *zctx = zmq_ctx_new(), *data = NULL;
     shard_t s;
     if (g4_wire_security_init(zctx, 1, &err) || shard_init(&s, zctx, &p, &err)) goto fail;
-    const g4_weights_mode_t wmode = g4_model_warm(s.model, c.mmap ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY);
-    shard_place_bind_weights((int)c.numa_node, s.model);
+    /* on a GPU the weights are in device memory already (shard_init): no host copy */
+    const g4_weights_mode_t wmode = p.gpu ? G4_WEIGHTS_MAP : g4_model_warm(s.model, c.mmap ? G4_WEIGHTS_MAP : G4_WEIGHTS_COPY);
+    if (!p.gpu) shard_place_bind_weights((int)c.numa_node, s.model);
     s.check_route = c.d.scheduler != NULL; /* forwards only along the chains the scheduler sends */
     if (!(data = g4_wire_socket(zctx, ZMQ_PULL, &err))) goto fail;
     g4_wire_set_maxmsg(data, shard_max_frame(&s)); /* the largest frame a batch of --ubatch rows has */
@@ -102,8 +110,9 @@ int main(int argc, char **argv)
                                    .draft_max = s.spec ? shard_spec_max(s.spec) : 0};
     g4_daemon_t d;
     if (g4_daemon_register(&d, zctx, &c.d, &info, &err)) goto fail;
-    g4_log_info("shardd", "%s: layers %d-%d of %u on %s, %d threads, %d slots, weights %s%s%s", c.model, s.begin, s.end,
-                s.hp->n_layer, c.d.listen, threads, s.n_slots, wmode == G4_WEIGHTS_COPY ? "being copied" : "mapped",
+    g4_log_info("shardd", "%s: layers %d-%d of %u on %s, %s, %d threads, %d slots, weights %s%s%s", c.model, s.begin, s.end,
+                s.hp->n_layer, c.d.listen, c.device, threads, s.n_slots,
+                p.gpu ? "in GPU memory" : wmode == G4_WEIGHTS_COPY ? "being copied" : "mapped",
                 s.spec ? ", drafting with " : "", s.spec ? c.draft_model : "");
     s.work = &d.work; /* the worker publishes its batch and layer progress there */
     if (shard_worker_start(&s, data, &err)) goto fail;

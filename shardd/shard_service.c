@@ -34,7 +34,8 @@ int shard_init(shard_t *s, void *zctx, const shard_params_t *p, g4_err_t *err)
     s->n_slots = p->n_slots > 0 ? p->n_slots : 16;
     s->n_ubatch = p->n_ubatch > 0 ? p->n_ubatch : 512;
     s->min_forward_ms = p->min_forward_ms;
-    g4_ctx_params_t cp = {.n_ctx = p->n_ctx, .n_ubatch = s->n_ubatch, .n_seq_max = s->n_slots, .kv_type = p->kv_type};
+    g4_ctx_params_t cp = {.n_ctx = p->n_ctx, .n_ubatch = s->n_ubatch, .n_seq_max = s->n_slots, .kv_type = p->kv_type,
+                          .gpu = p->gpu};
     s->ctx = g4_ctx_new(s->model, &cp, err);
     if (!s->ctx) return err->code;
     s->slot_seq = g4_malloc((size_t)s->n_slots * sizeof *s->slot_seq);

@@ -99,6 +99,7 @@ typedef struct shard_params {
     const char *model_path, *name;
     int begin, end;       /* end = -1: to the last layer */
     int n_slots, n_ctx, n_ubatch, kv_type; /* kv_type: G4_KV_* */
+    int gpu;              /* 0: the CPU; N + 1: CUDA device N (g4_ctx_params.gpu) */
     int min_forward_ms;   /* fault injection (tests): stretch every forward pass to this */
     int64_t cache_mb;     /* prefix cache budget in MiB: 0 none, < 0 a quarter of the memory available */
     shard_spec_params_t spec; /* the drafter (spec.path NULL: none; the last stage only) */

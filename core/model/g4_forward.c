@@ -162,6 +162,10 @@ g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *pp, g4_err_t *err)
         g4_ctx_destroy(&c);
         return NULL;
     }
+    if (c->p.gpu > 0 && g4_fwd_dev_new(c, err)) {
+        g4_ctx_destroy(&c);
+        return NULL;
+    }
     return c;
 }
 
@@ -171,6 +175,7 @@ void g4_ctx_destroy(g4_ctx_t **pc)
     if (!c) return;
     if (c->seqs)
         for (int i = 0; i < c->p.n_seq_max; i++) g4_kv_seq_free(c, &c->seqs[i]);
+    g4_fwd_dev_free(c); /* after the caches: they may be its memory */
     g4_free(c->seqs);
     g4_free(c->seq_rows);
     g4_free(c->seq_extra);
@@ -210,7 +215,7 @@ static int s_mm(g4_ctx_t *c, const g4_tensor_t *W, int64_t row0, int64_t nrows, 
 
 /* x = embed(tokens)·sqrt(H), soft-token rows as given; E models: the
  * per-layer inputs ple = (rms(x·Wple_proj/sqrt(H))·norm + tok_ple·sqrt(D))/sqrt(2) */
-static void s_embed(g4_ctx_t *c, const g4_batch_t *b, int T)
+void g4_fwd_embed(g4_ctx_t *c, const g4_batch_t *b, int T)
 {
     const g4_model_t *m = c->m;
     const g4_hparams_t *hp = &m->hp;
@@ -378,25 +383,7 @@ static void s_moe(g4_ctx_t *c, const g4_layer_t *L, int T, const float *h1, floa
         for (int i = 0; i < H; i++) r[i] = (r[i] * inv_sqrt_h) * L->gate_inp_scale[i];
     }
     s_mm(c, &L->gate_inp, 0, -1, c->a, H, T, c->moe_probs, E);
-    for (int t = 0; t < T; t++) {
-        float *pr = c->moe_probs + (size_t)t * E;
-        g4_softmax(pr, E);
-        int32_t *sel = c->moe_sel + (size_t)t * K;
-        float *w = c->moe_w + (size_t)t * K, sum = 0;
-        for (int k = 0; k < K; k++) {
-            int best = -1;
-            for (int e = 0; e < E; e++) {
-                int taken = 0;
-                for (int j = 0; j < k; j++) taken |= sel[j] == e;
-                if (!taken && (best < 0 || pr[e] > pr[best])) best = e;
-            }
-            sel[k] = best;
-            w[k] = pr[best];
-            sum += w[k];
-        }
-        if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
-        for (int k = 0; k < K; k++) w[k] /= sum;
-    }
+    g4_fwd_moe_route(c, T);
     /* experts: input e_in = rms(h1)·pre_ffw_norm_2, grouped by expert */
     for (int t = 0; t < T; t++) g4_rmsnorm(h1 + (size_t)t * H, L->pre_ffw_norm_2, c->moe_in + (size_t)t * H, H, hp->eps);
     /* per token, accumulate expert outputs in selection order */
@@ -427,6 +414,33 @@ static void s_moe(g4_ctx_t *c, const g4_layer_t *L, int T, const float *h1, floa
     }
     /* out may alias moe_in: every expert input has been consumed */
     for (int t = 0; t < T; t++) g4_rmsnorm(acc + (size_t)t * H, L->post_ffw_norm_2, out + (size_t)t * H, H, hp->eps);
+}
+
+/* the router: softmax of each row's expert logits, the top K by probability
+ * (the first on ties), their weights renormalised */
+void g4_fwd_moe_route(g4_ctx_t *c, int T)
+{
+    const g4_hparams_t *hp = &c->m->hp;
+    const int E = (int)hp->n_expert, K = (int)hp->n_expert_used;
+    for (int t = 0; t < T; t++) {
+        float *pr = c->moe_probs + (size_t)t * E;
+        g4_softmax(pr, E);
+        int32_t *sel = c->moe_sel + (size_t)t * K;
+        float *w = c->moe_w + (size_t)t * K, sum = 0;
+        for (int k = 0; k < K; k++) {
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                int taken = 0;
+                for (int j = 0; j < k; j++) taken |= sel[j] == e;
+                if (!taken && (best < 0 || pr[e] > pr[best])) best = e;
+            }
+            sel[k] = best;
+            w[k] = pr[best];
+            sum += w[k];
+        }
+        if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+        for (int k = 0; k < K; k++) w[k] /= sum;
+    }
 }
 
 /* x += rms(FFN(rms(x)·ffn_norm))·post_ffw_norm: GeGLU; on MoE models the
@@ -584,8 +598,17 @@ int g4_ctx_forward(g4_ctx_t *c, const g4_batch_t *b, const float *hidden_in, flo
         s->lhead0 = s->lhead, s->start0 = pos[0], s->vhead = -1;
         g4_kv_view_step(c, s, pos, n);
     }
+    if (c->dev) { /* the layers on the GPU (g4_forward_cuda.c) */
+        const int rc = g4_fwd_dev_forward(c, b, T, hidden_in, ple_io, hidden_out, logits, err);
+        for (int t = 0; t < T; t++) {
+            g4_seq_t *s = &c->seqs[b->seq[t]];
+            if (!rc && b->pos[t] + 1 > s->n_past) s->n_past = b->pos[t] + 1;
+            c->seq_extra[b->seq[t]] = 0;
+        }
+        return rc;
+    }
     if (m->begin == 0) {
-        s_embed(c, b, T);
+        g4_fwd_embed(c, b, T);
         if (ple_io && PW) memcpy(ple_io, c->ple, (size_t)T * PW * 4);
     } else {
         if (!hidden_in) return g4_err_set(err, G4_ERR_RANGE, "layers from %d need hidden states as input", m->begin);

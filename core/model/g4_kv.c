@@ -16,8 +16,8 @@ void g4_kv_seq_free(g4_ctx_t *c, g4_seq_t *s)
 {
     if (s->k)
         for (uint32_t l = 0; l < c->m->hp.n_layer; l++) {
-            g4_free(s->k[l]);
-            g4_free(s->v[l]);
+            g4_kv_mem_free(c, s->k[l]);
+            g4_kv_mem_free(c, s->v[l]);
         }
     g4_free(s->k);
     g4_free(s->v);
@@ -36,8 +36,8 @@ static int s_seq_alloc(g4_ctx_t *c, g4_seq_t *s, g4_err_t *err)
         if (l >= (int)hp->n_layer_kv) continue;
         if (l < c->m->begin && !g4_model_kv_imported(c->m, l)) continue;
         const size_t bytes = g4_kv_row_bytes(c, l) * (size_t)g4_kv_cells(c, l);
-        s->k[l] = g4_calloc(1, bytes);
-        s->v[l] = g4_calloc(1, bytes);
+        s->k[l] = g4_kv_mem_alloc(c, bytes);
+        s->v[l] = g4_kv_mem_alloc(c, bytes);
         if (!s->k[l] || !s->v[l]) goto nomem;
     }
     if (c->n_lcell) {
@@ -80,8 +80,8 @@ int g4_seq_fork(g4_ctx_t *c, int src, g4_err_t *err)
     for (int l = c->m->begin; l < c->m->end; l++) {
         if (!s->k[l]) continue;
         const size_t bytes = g4_kv_row_bytes(c, l) * (size_t)g4_kv_cells(c, l);
-        memcpy(d->k[l], s->k[l], bytes);
-        memcpy(d->v[l], s->v[l], bytes);
+        g4_kv_mem_copy(c, d->k[l], 1, s->k[l], 1, bytes);
+        g4_kv_mem_copy(c, d->v[l], 1, s->v[l], 1, bytes);
     }
     d->n_past = s->n_past;
     if (c->n_lcell) {
@@ -251,8 +251,8 @@ size_t g4_ctx_kv_export(const g4_ctx_t *c, const g4_batch_t *b, void *out)
         const int cells = g4_kv_cells(c, l);
         for (int t = 0; t < b->n; t++) {
             const g4_seq_t *s = &c->seqs[b->seq[t]];
-            memcpy(o, (const uint8_t *)s->k[l] + (size_t)(b->pos[t] % cells) * rb, rb), o += rb;
-            memcpy(o, (const uint8_t *)s->v[l] + (size_t)(b->pos[t] % cells) * rb, rb), o += rb;
+            g4_kv_mem_copy(c, o, 0, (const uint8_t *)s->k[l] + (size_t)(b->pos[t] % cells) * rb, 1, rb), o += rb;
+            g4_kv_mem_copy(c, o, 0, (const uint8_t *)s->v[l] + (size_t)(b->pos[t] % cells) * rb, 1, rb), o += rb;
         }
     }
     return (size_t)(o - (uint8_t *)out);
@@ -281,8 +281,8 @@ int g4_ctx_kv_import(g4_ctx_t *c, const g4_batch_t *b, const void *in, size_t le
         const int cells = g4_kv_cells(c, l);
         for (int t = 0; t < b->n; t++) {
             g4_seq_t *s = &c->seqs[b->seq[t]];
-            memcpy((uint8_t *)s->k[l] + (size_t)(b->pos[t] % cells) * rb, p, rb), p += rb;
-            memcpy((uint8_t *)s->v[l] + (size_t)(b->pos[t] % cells) * rb, p, rb), p += rb;
+            g4_kv_mem_copy(c, (uint8_t *)s->k[l] + (size_t)(b->pos[t] % cells) * rb, 1, p, 0, rb), p += rb;
+            g4_kv_mem_copy(c, (uint8_t *)s->v[l] + (size_t)(b->pos[t] % cells) * rb, 1, p, 0, rb), p += rb;
         }
         got++;
     }

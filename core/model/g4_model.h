@@ -27,6 +27,7 @@
 #ifndef G4_MODEL_H
 #define G4_MODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "g4_err.h"
@@ -102,7 +103,15 @@ typedef struct g4_ctx_params {
                       * uses one per thread, so its numbers depend on its thread
                       * count; 0: $G4_ATTN_SPLITS, else g4_cpu_math_cores() (the
                       * thread count llama.cpp starts with on this machine)   */
+    int gpu;        /* 0: compute on the CPU; N + 1: on CUDA device N (core/cuda):
+                     * the range's weights are uploaded once, the caches live in
+                     * device memory, an F16 or F32 cache (g4_forward_cuda.c) */
 } g4_ctx_params_t;
+
+/* "cpu" -> 0, "cuda:N" (or "cuda": N = 0) -> N + 1 (g4_ctx_params.gpu), -1
+ * when neither; g4_device_name writes the name back ("cpu", "cuda:0"). */
+int g4_device_from_name(const char *name);
+const char *g4_device_name(int gpu, char *buf, size_t n);
 
 g4_ctx_t *g4_ctx_new(g4_model_t *m, const g4_ctx_params_t *p, g4_err_t *err);
 void g4_ctx_destroy(g4_ctx_t **c);

@@ -146,7 +146,36 @@ struct g4_ctx {
     int32_t *row_nkv;   /* [n_ubatch][2] its view sizes: full, sliding */
     void (*on_layer)(void *user); /* g4_ctx_on_layer */
     void *on_layer_user;
+    struct g4_fwd_dev *dev;     /* the device pass's state (p.gpu > 0), else NULL */
 };
+
+/* ---- the device pass (g4_forward_cuda.c) ------------------------------------ */
+
+/* Readies c for computing on CUDA device c->p.gpu - 1: uploads the range's
+ * weights, allocates the device scratch. G4_OK or an error naming why (no
+ * CUDA in this build, no such device, a weight type the GPU kernels lack,
+ * device memory). */
+int g4_fwd_dev_new(g4_ctx_t *c, g4_err_t *err);
+void g4_fwd_dev_free(g4_ctx_t *c);
+/* The layers of one ubatch (already checked and laid out by g4_ctx_forward)
+ * on the device: input rows (embedded on the host, or hidden_in), the range's
+ * layers, then hidden_out or the logits. */
+int g4_fwd_dev_forward(g4_ctx_t *c, const g4_batch_t *b, int T, const float *hidden_in, float *ple_io,
+                       float *hidden_out, float *logits, g4_err_t *err);
+/* g4_forward.c: the host's half of the input rows: x = embed(tokens)·sqrt(H)
+ * (soft tokens as given) and, for E models, the per-layer inputs, into c->x
+ * and c->ple. */
+void g4_fwd_embed(g4_ctx_t *c, const g4_batch_t *b, int T);
+/* g4_forward.c: the router's choice for T rows of c->moe_probs (logits,
+ * softmaxed in place): c->moe_sel, c->moe_w. */
+void g4_fwd_moe_route(g4_ctx_t *c, int T);
+
+/* Cache memory: host memory, or device memory when the context computes on a
+ * GPU. alloc: zeroed, NULL when out of memory. copy: n bytes, each side host
+ * (0) or cache (1) memory; complete when it returns. */
+void *g4_kv_mem_alloc(const g4_ctx_t *c, size_t n);
+void g4_kv_mem_free(const g4_ctx_t *c, void *p);
+void g4_kv_mem_copy(const g4_ctx_t *c, void *dst, int dst_cache, const void *src, int src_cache, size_t n);
 
 /* bytes of one head's K (or V) in the cache */
 static inline size_t g4_kv_head_bytes(const g4_ctx_t *c, int hd)

@@ -60,20 +60,20 @@ void g4_kv_chunk_info(const g4_kv_chunk_t *ch, int *begin, int *end, size_t *byt
 }
 
 /* rows [p0, p1) of a cache of `cells` rows (position p at row p % cells) to / from dst */
-static void s_rows_out(uint8_t *dst, const uint8_t *cache, size_t rb, int cells, int p0, int p1)
+static void s_rows_out(const g4_ctx_t *c, uint8_t *dst, const uint8_t *cache, size_t rb, int cells, int p0, int p1)
 {
     for (int p = p0; p < p1;) {
         const int r = p % cells, run = cells - r < p1 - p ? cells - r : p1 - p;
-        memcpy(dst, cache + (size_t)r * rb, (size_t)run * rb);
+        g4_kv_mem_copy(c, dst, 0, cache + (size_t)r * rb, 1, (size_t)run * rb);
         dst += (size_t)run * rb, p += run;
     }
 }
 
-static void s_rows_in(uint8_t *cache, const uint8_t *src, size_t rb, int cells, int p0, int p1)
+static void s_rows_in(const g4_ctx_t *c, uint8_t *cache, const uint8_t *src, size_t rb, int cells, int p0, int p1)
 {
     for (int p = p0; p < p1;) {
         const int r = p % cells, run = cells - r < p1 - p ? cells - r : p1 - p;
-        memcpy(cache + (size_t)r * rb, src, (size_t)run * rb);
+        g4_kv_mem_copy(c, cache + (size_t)r * rb, 1, src, 0, (size_t)run * rb);
         src += (size_t)run * rb, p += run;
     }
 }
@@ -110,8 +110,8 @@ g4_kv_chunk_t *g4_ctx_chunk_save(g4_ctx_t *c, int id, int begin, int end, g4_err
         if (ch->off[l] == SIZE_MAX) continue;
         const size_t rb = g4_kv_row_bytes(c, l);
         uint8_t *dst = ch->data + ch->off[l];
-        s_rows_out(dst, s->k[l], rb, g4_kv_cells(c, l), begin, end);
-        s_rows_out(dst + (size_t)(end - begin) * rb, s->v[l], rb, g4_kv_cells(c, l), begin, end);
+        s_rows_out(c, dst, s->k[l], rb, g4_kv_cells(c, l), begin, end);
+        s_rows_out(c, dst + (size_t)(end - begin) * rb, s->v[l], rb, g4_kv_cells(c, l), begin, end);
     }
     if (c->n_lcell) {
         ch->lcell = g4_malloc((size_t)c->n_lcell * sizeof *ch->lcell);
@@ -163,8 +163,8 @@ int g4_ctx_chunk_restore(g4_ctx_t *c, int id, g4_kv_chunk_t *const *chunks, int 
             if (p1 <= p0) continue;
             const int rows = ch->end - ch->begin;
             const uint8_t *src = ch->data + ch->off[l] + (size_t)(p0 - ch->begin) * rb;
-            s_rows_in(s->k[l], src, rb, cells, p0, p1);
-            s_rows_in(s->v[l], src + (size_t)rows * rb, rb, cells, p0, p1);
+            s_rows_in(c, s->k[l], src, rb, cells, p0, p1);
+            s_rows_in(c, s->v[l], src + (size_t)rows * rb, rb, cells, p0, p1);
         }
     }
     s->n_past = n_keep;

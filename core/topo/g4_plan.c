@@ -97,3 +97,131 @@ const char *g4_plan_split_name(g4_plan_split_t split)
 {
     return split == G4_PLAN_SPLIT_BANDWIDTH ? "bandwidth" : split == G4_PLAN_SPLIT_MEMORY ? "memory" : "single";
 }
+
+/* ---- devices ------------------------------------------------------------------ */
+
+/* bytes stage [b, e) holds on a device: layers and caches (a KV-sharing
+ * layer's imported source cache too), the LM head on the last, the
+ * embedding on the first when it is the CPU (a GPU leaves it in host memory) */
+static uint64_t s_dev_bytes(const g4_plan_model_t *m, int b, int e, int gpu, uint64_t *w_out, uint64_t *kv_out)
+{
+    uint64_t w = 0, kv = 0;
+    for (int l = b; l < e; l++) w += m->layer_weight_bytes[l], kv += m->layer_kv_bytes[l];
+    for (int l = 0; l < b; l++) {
+        int used = 0;
+        for (int j = b; j < e; j++) used |= m->kv_source[j] == l;
+        if (used) kv += m->layer_kv_bytes[l];
+    }
+    if (b == 0 && !gpu) w += m->embd_bytes;
+    if (e == m->n_layer) w += b == 0 && !gpu ? m->head_bytes - m->tied_bytes : m->head_bytes;
+    if (w_out) *w_out = w;
+    if (kv_out) *kv_out = kv;
+    return w + kv + m->stage_bytes;
+}
+
+static int s_dev_fits(const g4_plan_model_t *m, const g4_plan_device_t *d, int b, int e)
+{
+    return d->memory_bytes == 0 || s_dev_bytes(m, b, e, d->gpu, NULL, NULL) <= d->memory_bytes;
+}
+
+int g4_plan_devices(const g4_plan_model_t *m, const g4_plan_device_t *devs, int n, g4_plan_t *plan)
+{
+    const int L = m->n_layer;
+    memset(plan, 0, sizeof *plan);
+    if (n <= 0 || n > G4_PLAN_MAX) return 0;
+    int idx[G4_PLAN_MAX], k = 0, n_gpu = 0;
+    uint64_t gpu_mem = 0;
+    int gpu_unknown = 0;
+    for (int i = 0; i < n; i++)
+        if (devs[i].gpu) n_gpu++, gpu_mem += devs[i].memory_bytes, gpu_unknown |= devs[i].memory_bytes == 0;
+    int bounds[G4_PLAN_MAX + 1];
+    /* the GPUs alone, layers by memory (even when a memory is unknown) */
+    if (n_gpu > 0 && n_gpu <= L) {
+        for (int i = 0; i < n; i++)
+            if (devs[i].gpu) idx[k++] = i;
+        bounds[0] = 0;
+        uint64_t total = 0, acc = 0;
+        for (int l = 0; l < L; l++) total += m->layer_weight_bytes[l] + m->layer_kv_bytes[l];
+        for (int s = 0, l = 0; s < k; s++) {
+            acc += gpu_unknown ? 0 : devs[idx[s]].memory_bytes;
+            const double want = gpu_unknown ? (double)total * (s + 1) / k : (double)total * (double)acc / (double)gpu_mem;
+            uint64_t sum = 0;
+            for (int j = 0; j < l; j++) sum += m->layer_weight_bytes[j] + m->layer_kv_bytes[j];
+            while (l < L - (k - s - 1) && (s == k - 1 || (double)(sum + (m->layer_weight_bytes[l] + m->layer_kv_bytes[l]) / 2) <= want))
+                sum += m->layer_weight_bytes[l] + m->layer_kv_bytes[l], l++;
+            if (l == bounds[s]) l++; /* a layer at least */
+            bounds[s + 1] = l;
+        }
+        bounds[k] = L;
+        int fit = 1;
+        for (int s = 0; s < k && fit; s++) fit = s_dev_fits(m, &devs[idx[s]], bounds[s], bounds[s + 1]);
+        if (!fit && n_gpu == n) { /* nothing else to run on: the greedy split says what is short */
+            int l = 0;
+            for (int s = 0; s < k; s++) {
+                int e = l + 1;
+                while (e < L - (k - s - 1) && (s == k - 1 || s_dev_fits(m, &devs[idx[s]], l, e + 1))) e++;
+                bounds[s + 1] = s == k - 1 ? L : e;
+                l = bounds[s + 1];
+            }
+        } else if (!fit) {
+            k = 0; /* GPUs and CPUs below */
+        }
+    }
+    if (k == 0) {
+        /* every device: the GPUs at either end of the chain fill up from the
+         * ends inwards, the middle GPUs take what fits, the CPUs the rest */
+        if (n > L) return 0;
+        for (int i = 0; i < n; i++) idx[i] = i;
+        k = n;
+        int cnt[G4_PLAN_MAX] = {0}, first_cpu = -1, last_cpu = -1;
+        for (int i = 0; i < n; i++)
+            if (!devs[i].gpu) {
+                if (first_cpu < 0) first_cpu = i;
+                last_cpu = i;
+            }
+        int lo = 0, hi = L; /* layers not yet given */
+        for (int i = n - 1; i > last_cpu; i--) { /* from the end */
+            int b = hi - 1;
+            while (b - 1 >= lo + (i - 0) && s_dev_fits(m, &devs[i], b - 1, hi)) b--;
+            cnt[i] = hi - b, hi = b;
+        }
+        for (int i = 0; i < first_cpu; i++) { /* from the start */
+            int e = lo + 1;
+            while (e + 1 <= hi - (n - 1 - i) && s_dev_fits(m, &devs[i], lo, e + 1)) e++;
+            cnt[i] = e - lo, lo = e;
+        }
+        int rest = hi - lo, n_cpu = 0;
+        for (int i = first_cpu; i <= last_cpu; i++) {
+            if (!devs[i].gpu) {
+                n_cpu++;
+                continue;
+            }
+            /* a middle GPU: as many layers of the average size as fit */
+            uint64_t avg = 0;
+            for (int l = lo; l < hi; l++) avg += m->layer_weight_bytes[l] + m->layer_kv_bytes[l];
+            avg = rest > 0 ? avg / (uint64_t)(hi - lo) : 1;
+            const uint64_t cap = devs[i].memory_bytes > m->stage_bytes ? devs[i].memory_bytes - m->stage_bytes : 0;
+            int c = devs[i].memory_bytes ? (int)(cap / (avg ? avg : 1)) : rest / (last_cpu - first_cpu + 1);
+            if (c < 1) c = 1;
+            cnt[i] = c, rest -= c;
+        }
+        if (rest < n_cpu) return 0;
+        for (int i = first_cpu, j = 0; i <= last_cpu; i++)
+            if (!devs[i].gpu) cnt[i] = rest / n_cpu + (j++ < rest % n_cpu);
+        bounds[0] = 0;
+        for (int i = 0; i < n; i++) bounds[i + 1] = bounds[i] + cnt[i];
+        bounds[n] = L;
+    }
+    plan->n_stages = k;
+    plan->split = k > 1 ? G4_PLAN_SPLIT_MEMORY : G4_PLAN_SPLIT_SINGLE;
+    plan->fits = 1;
+    for (int s = 0; s < k; s++) {
+        g4_plan_stage_t *st = &plan->stages[s];
+        const g4_plan_device_t *d = &devs[idx[s]];
+        st->layer_begin = bounds[s], st->layer_end = bounds[s + 1], st->node = idx[s];
+        st->total_bytes = s_dev_bytes(m, bounds[s], bounds[s + 1], d->gpu, &st->weight_bytes, &st->kv_bytes);
+        st->fits = d->memory_bytes == 0 || st->total_bytes <= d->memory_bytes;
+        plan->fits &= st->fits;
+    }
+    return k;
+}

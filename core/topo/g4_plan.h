@@ -64,4 +64,22 @@ int g4_plan_make(const g4_plan_model_t *model, const g4_topo_node_t *nodes, int 
 
 const char *g4_plan_split_name(g4_plan_split_t split); /* "single" "memory" "bandwidth" */
 
+/* ---- devices: GPUs and the CPU (g4 up --devices cuda:0,cuda:1,cpu) ---------- */
+
+/* A device a stage may run on, in chain order. A GPU holds its stage's
+ * layers, their caches and the LM head in device memory (the token
+ * embedding stays in host memory); the CPU holds everything in its own. */
+typedef struct g4_plan_device {
+    int gpu;               /* N + 1 for cuda:N, 0 for the CPU                 */
+    uint64_t memory_bytes; /* what it may hold (0: unknown, no limit)        */
+} g4_plan_device_t;
+
+/* The plan of model on devs[0..n) in that order, one stage per device:
+ * when the GPUs hold every layer, layers in proportion to their memory and
+ * the CPUs are left out (n_stages < n); else each GPU takes as many layers
+ * as fit (from the chain's ends inwards) and the CPUs share the rest
+ * evenly. stage.node is the index into devs. Returns n_stages (0: fewer
+ * layers than devices it needs). */
+int g4_plan_devices(const g4_plan_model_t *model, const g4_plan_device_t *devs, int n, g4_plan_t *plan);
+
 #endif

@@ -102,6 +102,18 @@ def main():
     check(rc0 == 0 and rc1 == 0 and json.loads(out0)["ids"] == json.loads(out1)["ids"],
           "aliases: %s %s / %s %s" % (out0[:80], err0, out1[:80], err1))
     check("-ngl 99 ignored" in err1, "GPU flag explained: %r" % err1)
+    # --devices: a GPU this machine lacks (or a build without CUDA) is said plainly; one it has computes the same ids
+    for args in (["--devices", "cuda:0"], ["-dev", "CUDA0"], ["--device=cuda:0"]):
+        rc2, out2, err2 = g4run(*base, "--ctx", "64", "-n", "6", "--seed", "3", *args)
+        if rc2 == 0:
+            check(json.loads(out2)["ids"] == json.loads(out0)["ids"], "%s: the GPU's ids %s" % (args, out2[:80]))
+        else:
+            check(rc2 == 1 and "cuda:0" in err2 and ("no such device" in err2 or "no CUDA backend" in err2),
+                  "%s without a GPU: rc %d %r" % (args, rc2, err2))
+    rc2, _, err2 = g4run(*base, "--devices", "cuda:0,cuda:1")
+    check(rc2 == 2 and "one device" in err2, "--in-process with two devices: rc %d %r" % (rc2, err2))
+    rc2, _, err2 = g4run(*base, "--devices", "gpu7")
+    check(rc2 == 2 and "one device" in err2, "--devices gpu7: rc %d %r" % (rc2, err2))
 
     # --json: a failure is a JSON object on stdout too, with the exit status kept
     nothing = sc.path("nonexistent.gguf")

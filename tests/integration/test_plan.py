@@ -158,6 +158,37 @@ if len(sys.argv) > 3:
             print("%s: KV of one sequence at 128k %.2f GiB" % (preset, json.loads(subprocess.run(
                 [g4, "plan", "-m", path, "--ctx", "131072", "--json"], capture_output=True,
                 text=True).stdout)["kv_bytes_per_sequence"] / 2**30))
+        # GPUs (g4 plan --devices, memory given: no GPU needed): the 31B at 4k x 1 slot
+        m31 = os.path.join(tmp, "31b.gguf")
+        def dplan(devs):
+            r = subprocess.run([g4, "plan", "-m", m31, "--ctx", "4096", "--slots", "1", "--json", "--devices", devs],
+                               capture_output=True, text=True)
+            return dict(json.loads(r.stdout), rc=r.returncode) if r.returncode in (0, 1) and r.stdout else {"error": r.stderr}
+        GiB = 2**30
+        # two 12 GB cards hold it: about half each, in chain order, every layer once
+        p = dplan("cuda:0=12G,cuda:1=12G")
+        sh = p.get("shards", [])
+        check(p.get("fits") and [s["device"] for s in sh] == ["cuda:0", "cuda:1"] and sh[0]["layers"][0] == 0 and
+              sh[0]["layers"][1] == sh[1]["layers"][0] and sh[1]["layers"][1] == 60 and
+              abs((sh[0]["layers"][1]) - 30) <= 3 and all(s["total_bytes"] <= 12 * GiB for s in sh), "31b on 2 x 12G: %s" % p)
+        # ... and with the CPU named too, the CPU is left out
+        p = dplan("cuda:0=12G,cuda:1=12G,cpu")
+        check(p.get("fits") and len(p.get("shards", [])) == 2, "31b on 2 x 12G + cpu: %s" % p)
+        # one 16 GB card and the CPU: the card full, the CPU the rest (with the LM head)
+        p = dplan("cuda:0=16G,cpu")
+        sh = p.get("shards", [])
+        check(p.get("fits") and [s["device"] for s in sh] == ["cuda:0", "cpu"] and
+              14 * GiB < sh[0]["total_bytes"] <= 16 * GiB and sh[1]["layers"] == [sh[0]["layers"][1], 60], "31b on 16G + cpu: %s" % p)
+        # the CPU first: the card takes the last layers and the head
+        p = dplan("cpu,cuda:0=16G")
+        sh = p.get("shards", [])
+        check(p.get("fits") and [s["device"] for s in sh] == ["cpu", "cuda:0"] and sh[1]["layers"][1] == 60 and
+              sh[1]["total_bytes"] <= 16 * GiB and sh[1]["layers"][1] - sh[1]["layers"][0] >= 40, "31b on cpu + 16G: %s" % p)
+        # two cards that cannot hold it say so (exit 1)
+        p = dplan("cuda:0=6G,cuda:1=6G")
+        check(p.get("rc") == 1 and p.get("fits") is False, "31b on 2 x 6G: %s" % p)
+        r = subprocess.run([g4, "plan", "-m", m31, "--devices", "tpu:0"], capture_output=True, text=True)
+        check(r.returncode == 1 and "neither cpu nor cuda" in r.stderr, "a device that is not one: %s" % r.stderr)
         # a context that cannot fit (on a synthetic NUMA node) is refused before loading, with the numbers
         env = dict(os.environ, HWLOC_SYNTHETIC="numa:1 core:2 pu:1")
         r = subprocess.run([g4, "run", "-m", os.path.join(tmp, "31b.gguf"), "--ctx", "262144", "-p", "hi"],

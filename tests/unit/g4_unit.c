@@ -29,7 +29,12 @@ int g4_test_failures;
     X(plan)         \
     X(sched_batch)  \
     X(sched_stop)   \
-    X(sched_prefix)
+    X(sched_prefix) \
+    X(cuda_ops)     \
+    X(cuda_none)    \
+    X(cuda_quant)   \
+    X(cuda_mm)      \
+    X(cuda_model)
 
 #define DECL(name) int test_##name(void);
 G4_TESTS(DECL)

@@ -67,5 +67,35 @@ int test_plan(void)
     CHECKF(sum == S_L && min >= 1 && s_layers(&p, 0) > s_layers(&p, 1), "4 nodes: %d layers, smallest %d", sum, min);
     CHECK(g4_plan_make(&m, two, 2, 5, &p) == 5 && p.stages[4].node == 0 && p.stages[4].layer_end == S_L);
     CHECK(!strcmp(g4_plan_split_name(G4_PLAN_SPLIT_BANDWIDTH), "bandwidth"));
+
+    /* devices: two GPUs that hold everything split it by memory, no embedding on the GPU */
+    g4_plan_device_t gg[3] = {{1, 1000}, {2, 1000}, {0, 0}};
+    CHECK(g4_plan_devices(&m, gg, 2, &p) == 2 && p.fits && s_layers(&p, 0) == 6 && s_layers(&p, 1) == 6);
+    CHECK(p.stages[0].weight_bytes == 600 && p.stages[1].weight_bytes == 630 && p.stages[1].kv_bytes == 40);
+    /* ... and leave the CPU out */
+    CHECK(g4_plan_devices(&m, gg, 3, &p) == 2 && p.stages[1].node == 1 && p.stages[1].layer_end == S_L);
+    /* a small and a large GPU: about one to three */
+    gg[0].memory_bytes = 500, gg[1].memory_bytes = 1500;
+    CHECKF(g4_plan_devices(&m, gg, 2, &p) == 2 && p.fits && s_layers(&p, 0) == 3, "1:3 split gives %d", s_layers(&p, 0));
+    /* GPU first, then the CPU: the GPU takes what fits (4 layers of 110), the CPU the rest */
+    g4_plan_device_t gc[2] = {{1, 500}, {0, 0}};
+    CHECK(g4_plan_devices(&m, gc, 2, &p) == 2 && p.fits);
+    CHECKF(s_layers(&p, 0) == 4 && s_layers(&p, 1) == 8 && p.stages[0].node == 0 && p.stages[1].node == 1, "gpu+cpu %d + %d",
+           s_layers(&p, 0), s_layers(&p, 1));
+    CHECK(p.stages[0].weight_bytes == 400 && p.stages[1].weight_bytes == 800 + 30);
+    /* the CPU first: the GPU fills from the end with the head (and layer 9's cache that 10, 11 read) */
+    g4_plan_device_t cg[2] = {{0, 0}, {1, 500}};
+    CHECK(g4_plan_devices(&m, cg, 2, &p) == 2 && p.fits);
+    CHECKF(s_layers(&p, 0) == 8 && s_layers(&p, 1) == 4 && p.stages[1].total_bytes == 450, "cpu+gpu %d + %d (%llu)",
+           s_layers(&p, 0), s_layers(&p, 1), (unsigned long long)p.stages[1].total_bytes);
+    CHECK(p.stages[0].weight_bytes == 800 + 50);
+    /* two small GPUs and the CPU */
+    g4_plan_device_t ggc[3] = {{1, 400}, {2, 400}, {0, 0}};
+    CHECK(g4_plan_devices(&m, ggc, 3, &p) == 3 && p.fits);
+    CHECKF(s_layers(&p, 0) == 3 && s_layers(&p, 1) == 3 && s_layers(&p, 2) == 6, "%d %d %d", s_layers(&p, 0),
+           s_layers(&p, 1), s_layers(&p, 2));
+    /* GPUs alone that cannot hold it: a plan that says so */
+    g4_plan_device_t tiny[2] = {{1, 300}, {2, 300}};
+    CHECK(g4_plan_devices(&m, tiny, 2, &p) == 2 && !p.fits);
     return g4_test_failures;
 }
