@@ -61,6 +61,21 @@ int g4_cu_h2d(g4_cu_t *cu, void *d, const void *h, size_t n);
 int g4_cu_d2h(g4_cu_t *cu, void *h, const void *d, size_t n);
 int g4_cu_d2d(g4_cu_t *cu, void *d, const void *s, size_t n);
 
+/* CUDA graphs: the kernels a decode step enqueues, recorded once and
+ * replayed with one launch. Between begin and end nothing runs: the calls
+ * only record (their arguments must stay valid: device buffers whose
+ * contents the caller refreshes before each launch). end gives the graph,
+ * or *g = NULL when the capture broke (a call needed to grow the workspace
+ * or to wait): then nothing ran and the work must be enqueued again, plainly.
+ * A graph is valid while g4_cu_ws_epoch is what it was at the capture (the
+ * workspace has not moved). */
+typedef struct g4_cu_graph g4_cu_graph_t;
+int g4_cu_capture_begin(g4_cu_t *cu, g4_err_t *err);
+int g4_cu_capture_end(g4_cu_t *cu, g4_cu_graph_t **g, g4_err_t *err);
+int g4_cu_graph_launch(g4_cu_t *cu, g4_cu_graph_t *g, g4_err_t *err);
+void g4_cu_graph_free(g4_cu_graph_t **g);
+uint64_t g4_cu_ws_epoch(const g4_cu_t *cu);
+
 /* 1 when g4_cu_matmul can multiply with weights of type t. */
 int g4_cu_type_ok(g4_dtype_t t);
 
@@ -116,6 +131,37 @@ int g4_cu_kv_store(g4_cu_t *cu, void *const *ddst, int cells, int is_f16, const 
 int g4_cu_attention(g4_cu_t *cu, const float *dq, int64_t ldq, int64_t T, int n_head, int n_kv, int hd,
                     const void *const *dK, const void *const *dV, int cells, int is_f16, const int32_t *dlo,
                     const int32_t *dhi, float *dout, int64_t ldo, g4_err_t *err);
+
+/* Attention as the CPU path computes it (core/model/g4_attn.h), row by row:
+ * the cells of the row's view in its order, the same roundings, so the GPU
+ * follows the CPU bit for bit (g4_cuda_ops.cu lists what is matched). */
+#define G4_CU_ATTN_TILE_KV 64    /* = G4_ATTN_TILE_KV (core/model/g4_attn.h): cells per tile of g4_attn_f32 */
+#define G4_CU_ATTN_SPLIT_MIN 512 /* = G4_ATTN_SPLIT_MIN (core/model/g4_attn.h): views that g4_attn_f16 splits */
+/* How the CPU sums an F16 q·k over hd in g4_attn_f16 (g4_dot_f16_g, chosen
+ * by g4_kernels_isa()): "avx512" (also what a zeroed descriptor says),
+ * "avx2", "scalar" (any other machine too: the products summed in double). */
+enum { G4_CU_DOT_AVX512 = 0, G4_CU_DOT_AVX2 = 1, G4_CU_DOT_SCALAR = 2 };
+typedef struct g4_cu_attn_row {
+    const void *K, *V;     /* the row's sequence's cache of this layer: `cells` rows of n_kv*hd elements */
+    const int32_t *view;   /* device: cell i of the view holds position view[i] (-1: empty); NULL: position i */
+    int32_t n_view;        /* cells of the view                                                          */
+    int32_t lo, hi;        /* positions the row sees                                                      */
+    int32_t single;        /* 1: g4_attn_f16's arithmetic (F16 cache only), 0: g4_attn_f32's              */
+    int32_t splits;        /* single: chunks (used when n_view >= G4_ATTN_SPLIT_MIN, else 1)              */
+    int32_t dot;           /* single: G4_CU_DOT_* of the CPU to follow                                     */
+} g4_cu_attn_row_t;
+/* T query rows, row t described by drows[t] (device memory, read by the
+ * kernels: it, the views and the caches must stay valid until they ran).
+ * A view cell holding position p (>= 0, in [lo, hi]) reads cache row
+ * p % cells; query head h uses KV head h / (n_head / n_kv); q of row t head
+ * h at dq + t*ldq + h*hd, its output likewise at dout (which may be dq with
+ * the same ld). Per row the output has the bits of g4_attn_f16_g (single)
+ * or of g4_attn_f32 (one row of its call: the same for any rows beside it)
+ * on the CPU whose expf (glibc's) and dot order (dot) it follows. single
+ * with an F32 cache (is_f16 0) is served as single 0. hd: a multiple of 32
+ * up to 512; cache bases 16-byte aligned for the fast copies. */
+int g4_cu_attention_rows(g4_cu_t *cu, const float *dq, int64_t ldq, int64_t T, int n_head, int n_kv, int hd,
+                         const g4_cu_attn_row_t *drows, int cells, int is_f16, float *dout, int64_t ldo, g4_err_t *err);
 
 /* MoE: y[t] (rows of n) = Σ_k w[t,k]·s[e_tk]·d[t*K + k] summed over k in
  * order (s NULL: 1); d: [T*K][n] the experts' outputs. */

@@ -229,6 +229,11 @@ int g4_cu_d2d(g4_cu_t *cu, void *d, const void *s, size_t n) { return s_copy(cu,
 void *g4_cu_ws(g4_cu_t *cu, size_t n)
 {
     if (n <= cu->ws_bytes && cu->ws) return cu->ws;
+    if (cu->capturing) { /* no waiting or freeing while a graph records: the capture is off */
+        cu->capture_broken = 1;
+        return NULL;
+    }
+    cu->ws_epoch++;
     /* grow by half again what is asked (at least double the old), in whole MiB,
      * so a run whose sizes creep up reallocates a few times, not every call */
     size_t want = n + n / 2;
@@ -260,4 +265,71 @@ int g4_cu_check_launch(g4_err_t *err, const char *what)
     if (cudaGetDevice(&dev) != cudaSuccess) dev = -1, (void)cudaGetLastError();
     return g4_err_set(err, G4_ERR_RANGE, "cuda:%d: %s: launch failed: %s (%s)", dev, what, cudaGetErrorString(e),
                       cudaGetErrorName(e));
+}
+
+/* ---- graphs ------------------------------------------------------------------------ */
+
+struct g4_cu_graph {
+    cudaGraphExec_t exec;
+};
+
+uint64_t g4_cu_ws_epoch(const g4_cu_t *cu) { return cu->ws_epoch; }
+
+int g4_cu_capture_begin(g4_cu_t *cu, g4_err_t *err)
+{
+    cudaError_t e = cudaSetDevice(cu->dev);
+    /* thread-local: other threads' CUDA calls (another context's) are not caught up in it */
+    if (e == cudaSuccess) e = cudaStreamBeginCapture(cu->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return s_fail(err, cu->dev, "cudaStreamBeginCapture", e);
+    }
+    cu->capturing = 1, cu->capture_broken = 0;
+    return G4_OK;
+}
+
+int g4_cu_capture_end(g4_cu_t *cu, g4_cu_graph_t **g, g4_err_t *err)
+{
+    *g = NULL;
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(cu->stream, &graph);
+    cu->capturing = 0;
+    if (e != cudaSuccess || !graph || cu->capture_broken) {
+        (void)cudaGetLastError();
+        if (graph) cudaGraphDestroy(graph);
+        return G4_OK; /* broken: the caller enqueues the work plainly */
+    }
+    cudaGraphExec_t exec = NULL;
+    e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return s_fail(err, cu->dev, "cudaGraphInstantiate", e);
+    }
+    g4_cu_graph_t *gr = (g4_cu_graph_t *)calloc(1, sizeof *gr);
+    if (!gr) {
+        cudaGraphExecDestroy(exec);
+        return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
+    }
+    gr->exec = exec;
+    *g = gr;
+    return G4_OK;
+}
+
+int g4_cu_graph_launch(g4_cu_t *cu, g4_cu_graph_t *g, g4_err_t *err)
+{
+    const cudaError_t e = cudaGraphLaunch(g->exec, cu->stream);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return s_fail(err, cu->dev, "cudaGraphLaunch", e);
+    }
+    return G4_OK;
+}
+
+void g4_cu_graph_free(g4_cu_graph_t **g)
+{
+    if (!g || !*g) return;
+    cudaGraphExecDestroy((*g)->exec);
+    free(*g);
+    *g = NULL;
 }

@@ -15,6 +15,9 @@ struct g4_cu {
     void *ws;         /* workspace (device), ws_bytes long; grows on demand */
     size_t ws_bytes;
     int n_sm;         /* multiprocessors                                 */
+    int capturing;    /* between g4_cu_capture_begin and _end            */
+    int capture_broken; /* a call could not be recorded (the workspace)  */
+    uint64_t ws_epoch; /* bumped each time the workspace moves          */
     size_t smem_optin; /* shared memory per block a kernel may opt in to  */
 };
 

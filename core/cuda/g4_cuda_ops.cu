@@ -651,6 +651,458 @@ static s_att_kern_t s_att_kernel(int hd, int f16, int qw)
 }
 
 /* ====================================================================== */
+/* attention in the CPU's order (g4_cu_attention_rows)                    */
+/* ====================================================================== */
+
+/* g4_cu_attention_rows reproduces core/model/g4_attn.c's two kernels row by
+ * row, bit for bit (given the CPU's expf and F16 dot order, see below):
+ *
+ * single (g4_attn_f16_g, an F16 cache): q rounded to f16 (nearest even);
+ * per cell of the view in order, skipped unless its position p (>= 0) is in
+ * [lo, hi]: s = q·k, f16·f16 products summed as g4_dot_f16_g sums them (dot:
+ * AVX-512: 32 fused multiply-add chains over d ≡ lane (mod 32), reduced
+ * 16/8/4/2/1 as _mm512_reduce_add_ps; AVX2: the same 32 chains reduced
+ * 8/16/4/2/1 as s_hsum_ps; scalar: the exact products summed in double in
+ * order); s > M: M = s, ms = expf(Mold − M), acc = f16(acc·ms) (the product
+ * rounded to f32, then to f16), vs = 1; else vs = expf(s − M); acc =
+ * f16(fmaf(v, vs, acc)); S = S·ms + vs (two roundings). Split rows (splits
+ * > 1, n_view >= G4_CU_ATTN_SPLIT_MIN): chunks of ceil(n_view / splits)
+ * cells, each from M = −inf, S = 0, acc = 0, then folded in chunk order
+ * (empty ones skipped): Mn = fmaxf(Mf, M), so = expf(Mf − Mn), sn =
+ * expf(M − Mn), o = o·so + acc·sn, Sf = Sf·so + S·sn, and o·(1/Sf) when Sf
+ * != 0; an unsplit row: acc·(S == 0 ? 0 : 1/S).
+ *
+ * f32 (g4_attn_f32, F16 or F32 cache): the view in tiles of
+ * G4_CU_ATTN_TILE_KV cells; per tile each score one fused multiply-add
+ * chain over d = 0..hd−1 from 0 (q as is, k widened), cells outside [lo,
+ * hi] (and past the view) −inf; tmax = max (a tile whose max is −inf changes
+ * nothing); Mn = fmaxf(M, tmax), Mn > M: o·= ms, S·= ms with ms =
+ * expf(M − Mn); w = expf(x − Mn) for the 64 cells, their sum in groups of
+ * 16 reduced 8/4/2/1 (ggml_vec_soft_max_f32's AVX-512 sum), the groups
+ * added in double, S = (float)((double)S + sum); o[d] = one fmaf chain over
+ * the tile's visible cells in order; finally o·(S == 0 ? 0 : 1/S). A row
+ * alone gives the bits it has in a CPU call of several rows (the call's
+ * shared tiles only decide which K rows are widened for masked cells).
+ *
+ * expf is glibc's (the x86-64 FMA build of sysdeps/ieee754/flt-32/e_expf.c,
+ * the one the CPU path calls): s_expf_cpu has its bits on all 2^32 inputs
+ * (checked on the host against glibc 2.36). Every other step is one IEEE
+ * operation written with an _rn intrinsic, so nvcc fuses nothing.
+ *
+ * On the GPU: a block per (row, KV head, group of W query heads of it,
+ * chunk slot z), one warp per query head; the block copies the K and V rows
+ * of 32 cells (the sub-tile: only cells the row sees) to shared memory, so
+ * the W heads read each row once. Scores: lane j scores cell j alone (the
+ * chains above are sequential: a lane runs them all, no shuffles), so a
+ * sub-tile's 32 scores are computed at once. Single: the running max before
+ * each cell is a prefix max over the lanes, each lane evaluates its cell's
+ * expf, then the warp walks the 32 cells in order updating the f16
+ * accumulator (lane: elements d ≡ lane mod 32) and S. f32: two sub-tiles
+ * make a tile; the weights' group sums by shuffles within 16 lanes.
+ * Chunks of a split row run in parallel blocks (z < chunks, when chunks <=
+ * CH slots) leaving (acc, M, S) in the workspace, and k_attn_rows_merge
+ * folds them in order; with more chunks than slots block z = 0 folds them
+ * itself, one after the other (the same operations). CH is at most 64 and
+ * bounded by a workspace budget; the rows' descriptors stay on the device,
+ * so every block first reads its row's and exits when it has no work. */
+
+#define AR_SUB 32                /* cells per shared-memory sub-tile (one per lane) */
+#define AR_SLOTS 64              /* chunk slots of a launch at most */
+#define AR_WMAX 16               /* query heads (warps) per block at most */
+#define AR_WS_BUDGET (64u << 20) /* workspace bytes for chunk partials at most */
+#define AR_WSCR 192              /* per-warp scratch floats besides q: weights 64, ms 32, vs 32, flags 64 */
+
+struct ar_args {
+    const float *q;
+    int64_t ldq;
+    float *out;
+    int64_t ldo;
+    const g4_cu_attn_row_t *rows;
+    float *part; /* CH > 1: [T][n_head][CH][hd] chunk sums (the f16 accumulator widened) */
+    float *ml;   /* CH > 1: [T][n_head][CH][2] chunk max, sum */
+    int T, n_head, n_kv, G, W, n_hg, hd, cells, is_f16, CH;
+    int rstride; /* bytes per cache row in shared memory (hd·es + 16: lane j reading row j is conflict-free) */
+};
+
+static __device__ __forceinline__ uint32_t s_f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static __device__ __forceinline__ uint64_t s_f64_bits(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    return u;
+}
+static __device__ __forceinline__ double s_f64_from(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+
+/* glibc's __exp2f_data.tab: 2^(i/32) − (i << 47), as bits */
+static __device__ const uint64_t s_exp2f_tab[32] = {
+    0x3ff0000000000000ull, 0x3fefd9b0d3158574ull, 0x3fefb5586cf9890full, 0x3fef9301d0125b51ull, 0x3fef72b83c7d517bull,
+    0x3fef54873168b9aaull, 0x3fef387a6e756238ull, 0x3fef1e9df51fdee1ull, 0x3fef06fe0a31b715ull, 0x3feef1a7373aa9cbull,
+    0x3feedea64c123422ull, 0x3feece086061892dull, 0x3feebfdad5362a27ull, 0x3feeb42b569d4f82ull, 0x3feeab07dd485429ull,
+    0x3feea47eb03a5585ull, 0x3feea09e667f3bcdull, 0x3fee9f75e8ec5f74ull, 0x3feea11473eb0187ull, 0x3feea589994cce13ull,
+    0x3feeace5422aa0dbull, 0x3feeb737b0cdc5e5ull, 0x3feec49182a3f090ull, 0x3feed503b23e255dull, 0x3feee89f995ad3adull,
+    0x3feeff76f2fb5e47ull, 0x3fef199bdd85529cull, 0x3fef3720dcef9069ull, 0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full,
+    0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull};
+
+/* expf as glibc computes it on x86-64 with FMA (__expf_fma): k = round(x·32/ln2),
+ * 2^(k/32) from the table, a cubic in double, one rounding to float; the
+ * special cases of its slow path (−inf, inf/NaN, overflow, underflow) */
+static __device__ __forceinline__ float s_expf_cpu(float x)
+{
+    const uint32_t ix = s_f32_bits(x), top = (ix >> 20) & 0x7ffu;
+    if (top >= 0x42bu) { /* |x| >= 88, or inf / NaN */
+        if (ix == 0xff800000u) return 0.0f;
+        if (top >= 0x7f8u) return __fadd_rn(x, x);
+        if (x > 0x1.62e42ep6f) return INFINITY;
+        if (x < -0x1.9fe368p6f) return 0.0f;
+        if (x < -0x1.9d1d9ep6f) return 0x1p-149f; /* __math_may_uflowf: 0x1.4p-75f squared */
+    }
+    const double InvLn2N = s_f64_from(0x40471547652b82feull), Shift = s_f64_from(0x4338000000000000ull);
+    const double C0 = s_f64_from(0x3ebc6af84b912394ull), C1 = s_f64_from(0x3f2ebfce50fac4f3ull),
+                 C2 = s_f64_from(0x3f962e42ff0c52d6ull);
+    const double xd = (double)x;
+    double kd = __fma_rn(InvLn2N, xd, Shift);
+    const uint64_t ki = s_f64_bits(kd);
+    kd = __dsub_rn(kd, Shift);
+    const double r = __fma_rn(InvLn2N, xd, -kd);
+    const double s = s_f64_from(s_exp2f_tab[ki & 31] + (ki << 47));
+    const double z = __fma_rn(C0, r, C1), r2 = __dmul_rn(r, r);
+    double y = __fma_rn(C2, r, 1.0);
+    y = __fma_rn(z, r2, y);
+    return __double2float_rn(__dmul_rn(y, s));
+}
+
+/* a float rounded through f16 (nearest even) */
+static __device__ __forceinline__ float s_r16(float x) { return __half2float(__float2half_rn(x)); }
+
+/* q·k of an F16 row (shared memory, 16-byte aligned) with q (f16 values
+ * as floats), summed as the CPU's g4_dot_f16_g (dot: G4_CU_DOT_*); hd % 32 == 0 */
+static __device__ float s_dot16_cpu(const unsigned char *krow, const float *q, int hd, int dot)
+{
+    const __half *k = (const __half *)krow;
+    if (dot == G4_CU_DOT_SCALAR) { /* s_dot_f16: the exact products added in double in order */
+        double s = 0.0;
+        for (int d = 0; d < hd; d++) s = __dadd_rn(s, (double)__fmul_rn(__half2float(k[d]), q[d]));
+        return __double2float_rn(s);
+    }
+    float c[32];
+#pragma unroll
+    for (int l = 0; l < 32; l++) c[l] = 0.0f;
+    for (int d0 = 0; d0 < hd; d0 += 32) {
+#pragma unroll
+        for (int v = 0; v < 4; v++) {
+            float kf[8];
+            s_load8<true>(krow + (size_t)(d0 + 8 * v) * 2, kf);
+            const float4 qa = *(const float4 *)(q + d0 + 8 * v), qb = *(const float4 *)(q + d0 + 8 * v + 4);
+            const float qf[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+#pragma unroll
+            for (int i = 0; i < 8; i++) c[8 * v + i] = __fmaf_rn(kf[i], qf[i], c[8 * v + i]);
+        }
+    }
+    if (dot == G4_CU_DOT_AVX2) { /* (acc0 + acc1) + (acc2 + acc3), then s_hsum_ps */
+#pragma unroll
+        for (int l = 0; l < 8; l++) c[l] = __fadd_rn(__fadd_rn(c[l], c[l + 8]), __fadd_rn(c[l + 16], c[l + 24]));
+    } else { /* acc0 + acc1, then _mm512_reduce_add_ps's 256- and 128-bit halves */
+#pragma unroll
+        for (int l = 0; l < 16; l++) c[l] = __fadd_rn(c[l], c[l + 16]);
+#pragma unroll
+        for (int l = 0; l < 8; l++) c[l] = __fadd_rn(c[l], c[l + 8]);
+    }
+#pragma unroll
+    for (int l = 0; l < 4; l++) c[l] = __fadd_rn(c[l], c[l + 4]);
+    return __fadd_rn(__fadd_rn(c[0], c[2]), __fadd_rn(c[1], c[3]));
+}
+
+/* q·k of a cache row (shared memory) with f32 q: one fused multiply-add
+ * chain over d from 0 (g4_attn_f32's scores) */
+template <bool F16> static __device__ __forceinline__ float s_dot_chain(const unsigned char *krow, const float *q, int hd)
+{
+    float a = 0.0f;
+    for (int d = 0; d < hd; d += 8) {
+        float kf[8];
+        s_load8<F16>(krow + (size_t)d * (F16 ? 2 : 4), kf);
+        const float4 qa = *(const float4 *)(q + d), qb = *(const float4 *)(q + d + 4);
+        a = __fmaf_rn(qa.x, kf[0], a), a = __fmaf_rn(qa.y, kf[1], a), a = __fmaf_rn(qa.z, kf[2], a);
+        a = __fmaf_rn(qa.w, kf[3], a), a = __fmaf_rn(qb.x, kf[4], a), a = __fmaf_rn(qb.y, kf[5], a);
+        a = __fmaf_rn(qb.z, kf[6], a), a = __fmaf_rn(qb.w, kf[7], a);
+    }
+    return a;
+}
+
+/* the position cell i of the row's view holds (-1: empty) */
+static __device__ __forceinline__ int s_ar_pos(const g4_cu_attn_row_t &R, int i) { return R.view ? R.view[i] : i; }
+static __device__ __forceinline__ bool s_ar_sees(const g4_cu_attn_row_t &R, int p) { return p >= 0 && p >= R.lo && p <= R.hi; }
+
+/* the block copies the rows of view cells [c0, c0 + n) (n <= AR_SUB) the row
+ * sees from src (cache base + the KV head's offset) to dst (row j at j·rstride) */
+static __device__ __forceinline__ void s_ar_load(unsigned char *dst, const unsigned char *src, const g4_cu_attn_row_t &R,
+                                                 int c0, int n, size_t rowb, int bytes, int cells, int rstride, bool al16)
+{
+    const int pieces = bytes >> 4;
+    for (int i = threadIdx.x; i < n * pieces; i += blockDim.x) {
+        const int j = i / pieces, pc = i - j * pieces, p = s_ar_pos(R, c0 + j);
+        if (!s_ar_sees(R, p)) continue;
+        const unsigned char *s = src + (size_t)(p % cells) * rowb + (size_t)pc * 16;
+        unsigned char *d = dst + (size_t)j * rstride + (size_t)pc * 16;
+        if (al16) {
+            *(uint4 *)d = *(const uint4 *)s;
+        } else { /* (cache elements are at least 2-byte aligned) */
+            const unsigned short *s2 = (const unsigned short *)s;
+            unsigned short *d2 = (unsigned short *)d;
+            for (int k = 0; k < 8; k++) d2[k] = s2[k];
+        }
+    }
+}
+
+/* the number of chunks of a row, and their size (1 and n_view when not split) */
+static __device__ __forceinline__ int s_ar_chunks(const g4_cu_attn_row_t &R, bool single, int *chunk)
+{
+    const int nv = R.n_view > 0 ? R.n_view : 0;
+    *chunk = nv;
+    if (!single || R.splits <= 1 || nv < G4_CU_ATTN_SPLIT_MIN) return 1;
+    *chunk = (nv + R.splits - 1) / R.splits;
+    return (nv + *chunk - 1) / *chunk;
+}
+
+/* See above. EM: output elements per lane at most (hd / 32 <= EM). blockDim.x = 32·W. */
+template <int EM, bool F16> __global__ void __launch_bounds__(AR_WMAX * 32) k_attn_rows(const ar_args a)
+{
+    extern __shared__ __align__(16) unsigned char g4_dsmem[];
+    constexpr int ES = F16 ? 2 : 4;
+    const unsigned FULL = 0xffffffffu;
+    const int hd = a.hd, E = hd >> 5, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int t = blockIdx.x, kh = blockIdx.y / a.n_hg, hg = blockIdx.y - kh * a.n_hg, z = blockIdx.z;
+    const int h = kh * a.G + hg * a.W + w;
+    const g4_cu_attn_row_t R = a.rows[t];
+    const bool single = F16 && R.single;
+    const int nv = R.n_view > 0 ? R.n_view : 0;
+    int chunk;
+    const int nch = s_ar_chunks(R, single, &chunk);
+    /* what this block does: chunk z into slot z (1 < nch <= CH), or all of the row (z = 0) */
+    const bool slot = nch > 1 && nch <= a.CH;
+    if (slot ? z >= nch : z != 0) return;
+
+    unsigned char *kb = g4_dsmem, *vb = kb + (size_t)AR_SUB * a.rstride;
+    float *wq = (float *)(vb + (size_t)AR_SUB * a.rstride) + (size_t)w * (hd + AR_WSCR);
+    float *wt = wq + hd, *wms = wt + 64, *wvs = wms + 32;
+    int *wfl = (int *)(wvs + 32);
+    const float *qg = a.q + (int64_t)t * a.ldq + (int64_t)h * hd;
+    for (int d = lane; d < hd; d += 32) wq[d] = single ? s_r16(qg[d]) : qg[d];
+    __syncwarp();
+
+    const size_t rowb = (size_t)a.n_kv * hd * ES, hoff = (size_t)kh * hd * ES;
+    const unsigned char *Kg = (const unsigned char *)R.K + hoff, *Vg = (const unsigned char *)R.V + hoff;
+    const bool al16 = !(((uintptr_t)Kg | (uintptr_t)Vg | (uintptr_t)rowb) & 15);
+    const int bytes = hd * ES;
+    float *og = a.out + (int64_t)t * a.ldo + (int64_t)h * hd;
+
+    if (single) {
+        float o[EM], Mf = -INFINITY, Sf = 0.0f;
+#pragma unroll
+        for (int e = 0; e < EM; e++) o[e] = 0.0f;
+        for (int c = slot ? z : 0; c < (slot ? z + 1 : nch); c++) {
+            const int b0 = c * chunk, b1 = min(nv, b0 + chunk);
+            float acc[EM], M = -INFINITY, S = 0.0f;
+#pragma unroll
+            for (int e = 0; e < EM; e++) acc[e] = 0.0f;
+            for (int s0 = b0; s0 < b1; s0 += AR_SUB) {
+                const int n = min(AR_SUB, b1 - s0);
+                const bool vis = lane < n && s_ar_sees(R, s_ar_pos(R, s0 + lane));
+                if (!__any_sync(FULL, vis)) continue; /* (the same in every warp) */
+                s_ar_load(kb, Kg, R, s0, n, rowb, bytes, a.cells, a.rstride, al16);
+                s_ar_load(vb, Vg, R, s0, n, rowb, bytes, a.cells, a.rstride, al16);
+                __syncthreads();
+                const float sc = vis ? s_dot16_cpu(kb + (size_t)lane * a.rstride, wq, hd, R.dot) : -INFINITY;
+                /* the running max before each cell: a prefix max (fmaxf drops
+                 * NaN scores, which never become the CPU's max either) */
+                float x = sc;
+#pragma unroll
+                for (int of = 1; of < 32; of <<= 1) {
+                    const float y = __shfl_up_sync(FULL, x, of);
+                    if (lane >= of) x = fmaxf(x, y);
+                }
+                const float xb = __shfl_up_sync(FULL, x, 1), Mt = __shfl_sync(FULL, x, 31);
+                const float Mb = lane ? fmaxf(M, xb) : M;
+                int fl = 0;
+                float ms = 1.0f, vs = 1.0f;
+                if (vis) {
+                    if (sc > Mb) fl = 2, ms = s_expf_cpu(__fsub_rn(Mb, sc));
+                    else fl = 1, vs = s_expf_cpu(__fsub_rn(sc, Mb));
+                }
+                wms[lane] = ms, wvs[lane] = vs, wfl[lane] = fl;
+                __syncwarp();
+                for (int j = 0; j < n; j++) {
+                    const int f = wfl[j];
+                    if (!f) continue;
+                    const float mj = wms[j], vj = wvs[j];
+                    const __half *vr = (const __half *)(vb + (size_t)j * a.rstride);
+#pragma unroll
+                    for (int e = 0; e < EM; e++)
+                        if (e < E) {
+                            if (f == 2) acc[e] = s_r16(__fmul_rn(acc[e], mj));
+                            acc[e] = s_r16(__fmaf_rn(__half2float(vr[e * 32 + lane]), vj, acc[e]));
+                        }
+                    S = __fadd_rn(__fmul_rn(S, mj), vj);
+                }
+                M = fmaxf(M, Mt);
+                __syncthreads(); /* (kb, vb and the warp's scratch are the next sub-tile's) */
+            }
+            if (slot) { /* the chunk's partial, for k_attn_rows_merge */
+                const int64_t sl = ((int64_t)t * a.n_head + h) * a.CH + c;
+#pragma unroll
+                for (int e = 0; e < EM; e++)
+                    if (e < E) a.part[sl * hd + e * 32 + lane] = acc[e];
+                if (lane == 0) a.ml[2 * sl] = M, a.ml[2 * sl + 1] = S;
+            } else if (nch == 1) {
+                const float inv = S == 0.0f ? 0.0f : __fdiv_rn(1.0f, S);
+#pragma unroll
+                for (int e = 0; e < EM; e++)
+                    if (e < E) og[e * 32 + lane] = __fmul_rn(acc[e], inv);
+            } else if (S != 0.0f) { /* ggml_flash_attn_ext_reduce_partials, chunk by chunk */
+                const float Mn = fmaxf(Mf, M), so = s_expf_cpu(__fsub_rn(Mf, Mn)), sn = s_expf_cpu(__fsub_rn(M, Mn));
+#pragma unroll
+                for (int e = 0; e < EM; e++) o[e] = __fadd_rn(__fmul_rn(o[e], so), __fmul_rn(acc[e], sn));
+                Sf = __fadd_rn(__fmul_rn(Sf, so), __fmul_rn(S, sn));
+                Mf = Mn;
+            }
+        }
+        if (!slot && nch > 1) {
+            const float inv = Sf != 0.0f ? __fdiv_rn(1.0f, Sf) : 1.0f;
+#pragma unroll
+            for (int e = 0; e < EM; e++)
+                if (e < E) og[e * 32 + lane] = Sf != 0.0f ? __fmul_rn(o[e], inv) : o[e];
+        }
+        return;
+    }
+
+    /* g4_attn_f32: tiles of G4_CU_ATTN_TILE_KV cells, two sub-tiles each */
+    float o[EM], M = -INFINITY, S = 0.0f;
+#pragma unroll
+    for (int e = 0; e < EM; e++) o[e] = 0.0f;
+    for (int c0 = 0; c0 < nv; c0 += G4_CU_ATTN_TILE_KV) {
+        const int nc = min(G4_CU_ATTN_TILE_KV, nv - c0), n0 = min(AR_SUB, nc), n1 = nc - n0;
+        const bool vis0 = lane < n0 && s_ar_sees(R, s_ar_pos(R, c0 + lane));
+        const bool vis1 = lane < n1 && s_ar_sees(R, s_ar_pos(R, c0 + AR_SUB + lane));
+        if (!__any_sync(FULL, vis0 || vis1)) continue; /* nothing seen: no update (the same in every warp) */
+        s_ar_load(kb, Kg, R, c0, n0, rowb, bytes, a.cells, a.rstride, al16);
+        s_ar_load(vb, Vg, R, c0, n0, rowb, bytes, a.cells, a.rstride, al16);
+        __syncthreads();
+        const float x0 = vis0 ? s_dot_chain<F16>(kb + (size_t)lane * a.rstride, wq, hd) : -INFINITY;
+        float x1 = -INFINITY;
+        if (n1 > 0) {
+            __syncthreads();
+            s_ar_load(kb, Kg, R, c0 + AR_SUB, n1, rowb, bytes, a.cells, a.rstride, al16);
+            __syncthreads();
+            if (vis1) x1 = s_dot_chain<F16>(kb + (size_t)lane * a.rstride, wq, hd);
+        }
+        /* the tile's max, exp and sum (ggml_vec_soft_max_f32) */
+        float tmax = fmaxf(fmaxf(-INFINITY, x0), x1); /* (NaN scores dropped, as the CPU's fmaxf from −inf) */
+#pragma unroll
+        for (int of = 16; of; of >>= 1) tmax = fmaxf(tmax, __shfl_xor_sync(FULL, tmax, of));
+        const bool upd = tmax != -INFINITY; /* (the same in all lanes) */
+        float w0 = 0.0f, w1 = 0.0f, Mn = M;
+        if (upd) {
+            Mn = fmaxf(M, tmax);
+            if (Mn > M) {
+                const float ms = s_expf_cpu(__fsub_rn(M, Mn));
+#pragma unroll
+                for (int e = 0; e < EM; e++) o[e] = __fmul_rn(o[e], ms);
+                S = __fmul_rn(S, ms);
+            }
+            M = Mn;
+            w0 = s_expf_cpu(__fsub_rn(x0, Mn)), w1 = s_expf_cpu(__fsub_rn(x1, Mn));
+        }
+        float g0 = w0, g1 = w1; /* sums of 16 cells: lanes 0-15 and 16-31 of each half */
+#pragma unroll
+        for (int of = 8; of; of >>= 1) {
+            g0 = __fadd_rn(g0, __shfl_xor_sync(FULL, g0, of));
+            g1 = __fadd_rn(g1, __shfl_xor_sync(FULL, g1, of));
+        }
+        const float ga = __shfl_sync(FULL, g0, 0), gb = __shfl_sync(FULL, g0, 16), gc = __shfl_sync(FULL, g1, 0),
+                    gd = __shfl_sync(FULL, g1, 16);
+        if (upd) {
+            double sum = 0.0;
+            sum = __dadd_rn(sum, (double)ga), sum = __dadd_rn(sum, (double)gb);
+            sum = __dadd_rn(sum, (double)gc), sum = __dadd_rn(sum, (double)gd);
+            S = __double2float_rn(__dadd_rn((double)S, sum));
+        }
+        wt[lane] = w0, wt[AR_SUB + lane] = w1;
+        wfl[lane] = vis0, wfl[AR_SUB + lane] = vis1;
+        __syncwarp();
+        /* Σ w·V: one fused multiply-add chain per output over the seen cells, in order */
+        for (int half = 0; half < 2; half++) {
+            const int nh = half ? n1 : n0;
+            if (nh <= 0) break;
+            if (half) {
+                __syncthreads();
+                s_ar_load(vb, Vg, R, c0 + AR_SUB, n1, rowb, bytes, a.cells, a.rstride, al16);
+                __syncthreads();
+            }
+            if (!upd) continue;
+            for (int j = 0; j < nh; j++) {
+                if (!wfl[half * AR_SUB + j]) continue;
+                const float wj = wt[half * AR_SUB + j];
+                const unsigned char *vr = vb + (size_t)j * a.rstride;
+#pragma unroll
+                for (int e = 0; e < EM; e++)
+                    if (e < E) {
+                        const float v = F16 ? __half2float(((const __half *)vr)[e * 32 + lane])
+                                            : ((const float *)vr)[e * 32 + lane];
+                        o[e] = __fmaf_rn(wj, v, o[e]);
+                    }
+            }
+        }
+        __syncthreads(); /* (kb, vb and the warp's scratch are the next tile's) */
+    }
+    const float inv = S == 0.0f ? 0.0f : __fdiv_rn(1.0f, S);
+#pragma unroll
+    for (int e = 0; e < EM; e++)
+        if (e < E) og[e * 32 + lane] = __fmul_rn(o[e], inv);
+}
+
+/* one block per (row, query head) of a row whose chunks went to slots: the
+ * partials folded in chunk order (empty ones skipped), as g4_attn_f16_g */
+__global__ void k_attn_rows_merge(const ar_args a)
+{
+    const int t = blockIdx.x / a.n_head, h = blockIdx.x - t * a.n_head;
+    const g4_cu_attn_row_t R = a.rows[t];
+    int chunk;
+    const int nch = s_ar_chunks(R, a.is_f16 && R.single, &chunk);
+    if (nch <= 1 || nch > a.CH) return;
+    const int64_t s0 = ((int64_t)t * a.n_head + h) * a.CH;
+    float *og = a.out + (int64_t)t * a.ldo + (int64_t)h * a.hd;
+    for (int d = threadIdx.x; d < a.hd; d += blockDim.x) {
+        float o = 0.0f, Mf = -INFINITY, Sf = 0.0f;
+        for (int c = 0; c < nch; c++) {
+            const float M = a.ml[2 * (s0 + c)], S = a.ml[2 * (s0 + c) + 1];
+            if (S == 0.0f) continue;
+            const float Mn = fmaxf(Mf, M), so = s_expf_cpu(__fsub_rn(Mf, Mn)), sn = s_expf_cpu(__fsub_rn(M, Mn));
+            o = __fadd_rn(__fmul_rn(o, so), __fmul_rn(a.part[(s0 + c) * a.hd + d], sn));
+            Sf = __fadd_rn(__fmul_rn(Sf, so), __fmul_rn(S, sn));
+            Mf = Mn;
+        }
+        og[d] = Sf != 0.0f ? __fmul_rn(o, __fdiv_rn(1.0f, Sf)) : o;
+    }
+}
+
+typedef void (*s_ar_kern_t)(ar_args);
+
+static s_ar_kern_t s_ar_kernel(int hd, int f16)
+{
+    if (hd <= 256) return f16 ? k_attn_rows<8, true> : k_attn_rows<8, false>;
+    return f16 ? k_attn_rows<16, true> : k_attn_rows<16, false>;
+}
+
+/* ====================================================================== */
 /* the C API                                                              */
 /* ====================================================================== */
 
@@ -805,6 +1257,72 @@ int g4_cu_attention(g4_cu_t *cu, const float *dq, int64_t ldq, int64_t T, int n_
     if (rc || S == 1) return rc;
     k_attn_combine<<<(unsigned)(T * n_head), 128, 0, cu->stream>>>(a.part, a.ml, a.S, a.T, n_head, hd, dout, ldo);
     return g4_cu_check_launch(err, "attention (combine)");
+}
+
+int g4_cu_attention_rows(g4_cu_t *cu, const float *dq, int64_t ldq, int64_t T, int n_head, int n_kv, int hd,
+                         const g4_cu_attn_row_t *drows, int cells, int is_f16, float *dout, int64_t ldo, g4_err_t *err)
+{
+    if (T < 0 || n_head <= 0 || T * n_head > INT32_MAX || n_kv <= 0 || n_head % n_kv || hd < 32 || hd > 512 ||
+        hd % 32 || cells <= 0)
+        return g4_err_set(err, G4_ERR_RANGE,
+                          "cuda:%d: attention (CPU order): unsupported shape (T %lld, %d heads, %d KV heads, head size %d, "
+                          "%d cells)",
+                          cu->dev, (long long)T, n_head, n_kv, hd, cells);
+    if (!T) return G4_OK;
+    const int G = n_head / n_kv, es = is_f16 ? 2 : 4;
+    ar_args a;
+    a.q = dq, a.ldq = ldq, a.out = dout, a.ldo = ldo, a.rows = drows, a.part = NULL, a.ml = NULL;
+    a.T = (int)T, a.n_head = n_head, a.n_kv = n_kv, a.G = G, a.hd = hd, a.cells = cells, a.is_f16 = is_f16 ? 1 : 0;
+    a.rstride = hd * es + 16;
+    /* query heads per block: the largest divisor of G up to AR_WMAX whose
+     * shared memory fits (two sub-tiles of rows + each warp's q and scratch) */
+    const size_t tiles = (size_t)2 * AR_SUB * a.rstride;
+    int W = 0;
+    size_t smem = 0;
+    for (int wc = G < AR_WMAX ? G : AR_WMAX; wc >= 1; wc--) {
+        if (G % wc) continue;
+        smem = tiles + (size_t)wc * (hd + AR_WSCR) * sizeof(float);
+        if (smem <= cu->smem_optin) {
+            W = wc;
+            break;
+        }
+    }
+    if (!W)
+        return g4_err_set(err, G4_ERR_RANGE,
+                          "cuda:%d: attention (CPU order) with heads of %d needs %zu bytes of shared memory per block, "
+                          "the device allows %zu",
+                          cu->dev, hd, smem, cu->smem_optin);
+    a.W = W, a.n_hg = G / W;
+    if ((int64_t)n_kv * a.n_hg > 65535)
+        return g4_err_set(err, G4_ERR_RANGE, "cuda:%d: attention (CPU order): %d KV heads of %d groups", cu->dev, n_kv,
+                          a.n_hg);
+    /* chunk slots for split rows (F16 caches only), within the workspace budget;
+     * a row with more chunks than slots is folded by one block */
+    const size_t per_slot = (size_t)T * (size_t)n_head * (size_t)(hd + 2) * sizeof(float);
+    int64_t CH = is_f16 ? (int64_t)(AR_WS_BUDGET / per_slot) : 1;
+    if (CH > AR_SLOTS) CH = AR_SLOTS;
+    if (CH < 2) CH = 1;
+    if (CH > 1) {
+        float *ws = (float *)g4_cu_ws(cu, per_slot * (size_t)CH);
+        if (ws) a.part = ws, a.ml = ws + (size_t)T * n_head * CH * hd;
+        else CH = 1; /* (no room: every split row folded by one block) */
+    }
+    a.CH = (int)CH;
+    const s_ar_kern_t kern = s_ar_kernel(hd, is_f16);
+    if (smem > 48 * 1024) {
+        const cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            return g4_err_set(err, G4_ERR_RANGE, "cuda:%d: attention (CPU order): %zu bytes of shared memory refused: %s",
+                              cu->dev, smem, cudaGetErrorString(e));
+        }
+    }
+    const dim3 grid((unsigned)T, (unsigned)(n_kv * a.n_hg), (unsigned)CH);
+    kern<<<grid, W * 32, smem, cu->stream>>>(a);
+    int rc = g4_cu_check_launch(err, "attention (CPU order)");
+    if (rc || CH == 1) return rc;
+    k_attn_rows_merge<<<(unsigned)(T * n_head), 128, 0, cu->stream>>>(a);
+    return g4_cu_check_launch(err, "attention (CPU order, merge)");
 }
 
 int g4_cu_moe_combine(g4_cu_t *cu, const float *dd, const float *dw, const int32_t *dsel, const float *dscale,

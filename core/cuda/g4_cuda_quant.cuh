@@ -570,4 +570,390 @@ G4Q_HD float g4q_elem(int ty, const uint8_t *row, int64_t k)
     return ty == G4_DTYPE_F16 ? g4q_h2f(h) : g4q_f32(h << 16);
 }
 
+
+/* ==========================================================================
+ * The CPU's arithmetic (g4_cu_matmul's default path; g4_cuda_mm.cu)
+ *
+ * The CPU multiplies a row of weights of type t with an activation row by
+ * first converting the row to t's activation format (g4_type_ops: Q8_0 for
+ * Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for Q4_K/Q5_K/Q6_K, F16, BF16,
+ * F32 for the float types) and then, per block, an exact integer dot
+ * product combined with the two rows' scales in a fixed float expression
+ * (core/kernels/g4_dot.c, the _ref functions). Here are the same steps as
+ * __host__ __device__ code: the conversion (g4a_*), the weights of a unit
+ * as 8-bit integers with their integer scales (g4k_view), and the per-block
+ * float expressions (g4f_*).
+ *
+ * Every float operation is one IEEE operation rounded to nearest, never
+ * contracted into an FMA: on the device through the _rn intrinsics (which
+ * nvcc never fuses), on the host as plain operators (the host compiler
+ * targets baseline x86-64, which has no FMA instruction; the CPU's C code
+ * is ISO C11, -ffp-contract=off). g4x_fma is the one deliberate FMA: it
+ * rounds a sum that is exact before rounding (an int split in two), so it
+ * gives what (float)int gives.
+ * ======================================================================== */
+
+#include <limits.h>
+#include <math.h>
+
+G4Q_HD float g4x_mul(float a, float b)
+{
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+G4Q_HD float g4x_add(float a, float b)
+{
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+G4Q_HD float g4x_sub(float a, float b)
+{
+#ifdef __CUDA_ARCH__
+    return __fsub_rn(a, b);
+#else
+    return a - b;
+#endif
+}
+G4Q_HD float g4x_div(float a, float b)
+{
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+G4Q_HD float g4x_fma(float a, float b, float c)
+{
+#ifdef __CUDA_ARCH__
+    return __fmaf_rn(a, b, c);
+#else
+    return fmaf(a, b, c);
+#endif
+}
+/* (float)i, rounded to nearest like C's conversion */
+G4Q_HD float g4x_i2f(int i)
+{
+#ifdef __CUDA_ARCH__
+    return __int2float_rn(i);
+#else
+    return (float)i;
+#endif
+}
+G4Q_HD uint32_t g4x_bits(float f)
+{
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(f);
+#else
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+#endif
+}
+/* (float)i for |i| < 2^22, exactly: 1.5·2^23 + i has ulp 1 (two integer and
+ * float operations instead of one quarter-rate conversion) */
+G4Q_HD float g4x_i2f_small(int i) { return g4x_sub(g4q_f32(0x4B400000u + (uint32_t)i), 12582912.f); }
+
+/* g4_fp32_to_fp16 (g4_dtype.h) operation for operation: round to nearest
+ * even, overflow to inf, NaN to sign | 0x7E00 */
+G4Q_HD uint32_t g4x_f2h(float f)
+{
+    float base = g4x_mul(g4x_mul(fabsf(f), 0x1.0p+112f), 0x1.0p-110f);
+    const uint32_t w = g4x_bits(f);
+    const uint32_t shl1_w = w + w;
+    const uint32_t sign = w & 0x80000000u;
+    uint32_t bias = shl1_w & 0xFF000000u;
+    if (bias < 0x71000000u) bias = 0x71000000u;
+    base = g4x_add(g4q_f32((bias >> 1) + 0x07800000u), base);
+    const uint32_t bits = g4x_bits(base);
+    const uint32_t exp_bits = (bits >> 13) & 0x00007C00u;
+    const uint32_t mantissa_bits = bits & 0x00000FFFu;
+    const uint32_t nonsign = exp_bits + mantissa_bits;
+    return (sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign);
+}
+
+/* g4_fp32_to_bf16: round to nearest even, NaN quiet */
+G4Q_HD uint32_t g4x_f2bf(float f)
+{
+    const uint32_t u = g4x_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return ((u >> 16) | 64) & 0xFFFFu;
+    return ((u + (0x7fffu + ((u >> 16) & 1))) >> 16) & 0xFFFFu;
+}
+
+/* (int)v of x86's cvttss2si for a v that is already an integer or not
+ * finite: INT_MIN outside int's range and for NaN (the GPU's conversion
+ * would saturate instead) */
+G4Q_HD int g4x_cvt_x86(float v)
+{
+    if (!(v >= -2147483648.f && v < 2147483648.f)) return INT_MIN;
+    return (int)v;
+}
+
+G4Q_HD float g4x_rint(float v)
+{
+#ifdef __CUDA_ARCH__
+    return rintf(v);
+#else
+    return nearbyintf(v); /* round to nearest even: the default mode */
+#endif
+}
+
+/* ---- activation conversion (g4_dot.c, g4_quant.c) -------------------------
+ * Q8_0 / Q8_1 (g4_quant_q8_0_x86_ref, g4_quant_q8_1_x86_ref): per 32
+ * values amax = max |x| (NaN ignored: fmaxf), d = amax/127, id = 127/amax
+ * (0 when amax is 0), q = (int8)(int)nearbyint(x·id), d stored as f16;
+ * Q8_1 also s = f16(d·(float)Σq). */
+G4Q_HD void g4a_q8_scale(float amax, float *d, float *id)
+{
+    *d = g4x_div(amax, 127.f);
+    *id = amax != 0.0f ? g4x_div(127.f, amax) : 0.0f;
+}
+G4Q_HD int g4a_q8_elem(float x, float id) { return (int)(int8_t)g4x_cvt_x86(g4x_rint(g4x_mul(x, id))); }
+G4Q_HD uint32_t g4a_q8_1_s(float d, int sum) { return g4x_f2h(g4x_mul(d, g4x_i2f(sum))); }
+
+/* Q8_K (quantize_row_q8_K_ref): per 256 values the first x of largest |x|
+ * (strictly greater: NaN never wins) is `max`; all zero (amax 0): d = 0,
+ * q = 0; else iscale = -127/max, q = min(127, nearest(iscale·x)) with
+ * nearest() the 1.5·2^23 trick, bsums[g] = Σ q over 16, d = 1/iscale (f32). */
+struct g4a_kmax {
+    float amax, max;
+    int idx;
+};
+G4Q_HD g4a_kmax g4a_kmax_init(void)
+{
+    g4a_kmax m;
+    m.amax = 0.f, m.max = 0.f, m.idx = INT_MAX;
+    return m;
+}
+/* element idx (taken in increasing order within one partial) */
+G4Q_HD void g4a_kmax_step(g4a_kmax &m, float x, int idx)
+{
+    if (fabsf(x) > m.amax) m.amax = fabsf(x), m.max = x, m.idx = idx;
+}
+/* two partials over disjoint elements: the larger |x|, the first on a tie;
+ * the same result as one pass in order over the union */
+G4Q_HD g4a_kmax g4a_kmax_join(const g4a_kmax &a, const g4a_kmax &b)
+{
+    if (b.amax > a.amax || (b.amax == a.amax && b.idx < a.idx)) return b;
+    return a;
+}
+G4Q_HD float g4a_qk_iscale(float max) { return g4x_div(-127.f, max); }
+G4Q_HD int g4a_qk_elem(float x, float iscale)
+{
+    const float val = g4x_add(g4x_mul(iscale, x), 12582912.f);
+    const int v = (int)(g4x_bits(val) & 0x007fffffu) - 0x00400000;
+    return (int)(int8_t)(v < 127 ? v : 127);
+}
+G4Q_HD float g4a_qk_d(float iscale) { return g4x_div(1.f, iscale); }
+
+/* ---- weights as integers --------------------------------------------------
+ * g4k_view<TY>: unit u of a block (g4q_tr's units: 4 runs of 8 weights,
+ * run r at element pos(u, r) of the block) as 8-bit integers, q[2r + h]
+ * holding elements pos(u, r) + 4h .. + 3 (byte i: element + i), with the
+ * integer scale of each run and the block's float scales:
+ *   Q4_0 q - 8, Q5_0 q - 16, Q8_0 q (int8), Q4_1 / Q5_1 q (0..31): sc 1,
+ *     d = d, dm = m (the _1 types);
+ *   Q4_K / Q5_K q (0..31), sc of runs 0, 1 = sub-block 2c's 6-bit scale,
+ *     runs 2, 3 = sub-block 2c+1's; m[0], m[1] their 6-bit mins; d, dm = dmin;
+ *   Q6_K q - 32 (-32..31), sc[r] = the int8 scale of run r's 16-element
+ *     sub-block; d.
+ * The block's integer dot with 8-bit activations a is Σ_r sc[r]·Σ q·a over
+ * its units: what the _ref functions sum, grouped differently (exact). */
+struct g4k_unit {
+    uint32_t q[8];
+    int sc[4];
+    int m[2];
+    float d, dm;
+};
+
+/* per-byte a - b, wrapping (__vsub4) */
+G4Q_HD uint32_t g4k_vsub4(uint32_t a, uint32_t b)
+{
+#ifdef __CUDA_ARCH__
+    return __vsub4(a, b);
+#else
+    uint32_t r = 0;
+    for (int i = 0; i < 4; i++) r |= (((a >> (8 * i)) - (b >> (8 * i))) & 0xFFu) << (8 * i);
+    return r;
+#endif
+}
+
+/* c + Σ of the four signed byte products of a and b (__dp4a) */
+G4Q_HD int g4k_dp4a(uint32_t a, uint32_t b, int c)
+{
+#ifdef __CUDA_ARCH__
+    return __dp4a((int)a, (int)b, c);
+#else
+    for (int i = 0; i < 4; i++) c += (int)(int8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i));
+    return c;
+#endif
+}
+
+template <int TY> G4Q_HD void g4k_view(const typename g4q_tr<TY>::raw &a, int u, g4k_unit &v);
+
+template <> G4Q_HD void g4k_view<G4_DTYPE_Q4_0>(const g4q_tr<G4_DTYPE_Q4_0>::raw &a, int u, g4k_unit &v)
+{
+    v.d = g4q_h2f(a.d), v.dm = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const uint32_t q = g4q_a2_get<4>(a.qs, k);
+        v.q[k] = g4k_vsub4(q & 0x0F0F0F0Fu, 0x08080808u);
+        v.q[4 + k] = g4k_vsub4((q >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+    }
+#pragma unroll
+    for (int r = 0; r < 4; r++) v.sc[r] = 1;
+    v.m[0] = v.m[1] = 0;
+}
+
+template <> G4Q_HD void g4k_view<G4_DTYPE_Q4_1>(const g4q_tr<G4_DTYPE_Q4_1>::raw &a, int u, g4k_unit &v)
+{
+    v.d = g4q_h2f(a.dm), v.dm = g4q_h2f(a.dm >> 16);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        v.q[k] = a.qs[k] & 0x0F0F0F0Fu;
+        v.q[4 + k] = (a.qs[k] >> 4) & 0x0F0F0F0Fu;
+    }
+#pragma unroll
+    for (int r = 0; r < 4; r++) v.sc[r] = 1;
+    v.m[0] = v.m[1] = 0;
+}
+
+template <> G4Q_HD void g4k_view<G4_DTYPE_Q5_0>(const g4q_tr<G4_DTYPE_Q5_0>::raw &a, int u, g4k_unit &v)
+{
+    v.d = g4q_h2f(a.d), v.dm = 0.f;
+    const uint32_t qh = g4q_a2_get<5>(a.q, 0);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const uint32_t q = g4q_a2_get<5>(a.q, 1 + k);
+        v.q[k] = g4k_vsub4((q & 0x0F0F0F0Fu) | g4q_spread4((qh >> (4 * k)) & 0xF), 0x10101010u);
+        v.q[4 + k] = g4k_vsub4(((q >> 4) & 0x0F0F0F0Fu) | g4q_spread4((qh >> (16 + 4 * k)) & 0xF), 0x10101010u);
+    }
+#pragma unroll
+    for (int r = 0; r < 4; r++) v.sc[r] = 1;
+    v.m[0] = v.m[1] = 0;
+}
+
+template <> G4Q_HD void g4k_view<G4_DTYPE_Q5_1>(const g4q_tr<G4_DTYPE_Q5_1>::raw &a, int u, g4k_unit &v)
+{
+    v.d = g4q_h2f(a.dm), v.dm = g4q_h2f(a.dm >> 16);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        v.q[k] = (a.qs[k] & 0x0F0F0F0Fu) | g4q_spread4((a.qh >> (4 * k)) & 0xF);
+        v.q[4 + k] = ((a.qs[k] >> 4) & 0x0F0F0F0Fu) | g4q_spread4((a.qh >> (16 + 4 * k)) & 0xF);
+    }
+#pragma unroll
+    for (int r = 0; r < 4; r++) v.sc[r] = 1;
+    v.m[0] = v.m[1] = 0;
+}
+
+template <> G4Q_HD void g4k_view<G4_DTYPE_Q8_0>(const g4q_tr<G4_DTYPE_Q8_0>::raw &a, int u, g4k_unit &v)
+{
+    v.d = g4q_h2f(a.d), v.dm = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) v.q[k] = g4q_a2_get<8>(a.qs, k);
+#pragma unroll
+    for (int r = 0; r < 4; r++) v.sc[r] = 1;
+    v.m[0] = v.m[1] = 0;
+}
+
+template <> G4Q_HD void g4k_view<G4_DTYPE_Q4_K>(const g4q_tr<G4_DTYPE_Q4_K>::raw &a, int u, g4k_unit &v)
+{
+    v.d = g4q_h2f(a.h.x), v.dm = g4q_h2f(a.h.x >> 16);
+    uint32_t sc0, m0, sc1, m1;
+    g4q_scale_min2(a.h.y, a.h.z, a.h.w, u >> 1, &sc0, &m0, &sc1, &m1);
+    v.sc[0] = v.sc[1] = (int)sc0, v.sc[2] = v.sc[3] = (int)sc1;
+    v.m[0] = (int)m0, v.m[1] = (int)m1;
+    const uint32_t q[4] = {a.q.x, a.q.y, a.q.z, a.q.w};
+    /* runs 0, 1: elements 64c + 16(u&1) + 0..15 = low nibbles of q[0..3];
+     * runs 2, 3: the same + 32 = the high nibbles */
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        v.q[k] = q[k] & 0x0F0F0F0Fu;
+        v.q[4 + k] = (q[k] >> 4) & 0x0F0F0F0Fu;
+    }
+}
+
+template <> G4Q_HD void g4k_view<G4_DTYPE_Q5_K>(const g4q_tr<G4_DTYPE_Q5_K>::raw &a, int u, g4k_unit &v)
+{
+    v.d = g4q_h2f(a.h.x), v.dm = g4q_h2f(a.h.x >> 16);
+    const int j = 2 * (u >> 1);
+    uint32_t sc0, m0, sc1, m1;
+    g4q_scale_min2(a.h.y, a.h.z, a.h.w, u >> 1, &sc0, &m0, &sc1, &m1);
+    v.sc[0] = v.sc[1] = (int)sc0, v.sc[2] = v.sc[3] = (int)sc1;
+    v.m[0] = (int)m0, v.m[1] = (int)m1;
+    const uint32_t q[4] = {a.q.x, a.q.y, a.q.z, a.q.w}, qh[4] = {a.qh.x, a.qh.y, a.qh.z, a.qh.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        v.q[k] = (q[k] & 0x0F0F0F0Fu) | (((qh[k] >> j) & 0x01010101u) << 4);
+        v.q[4 + k] = ((q[k] >> 4) & 0x0F0F0F0Fu) | (((qh[k] >> (j + 1)) & 0x01010101u) << 4);
+    }
+}
+
+template <> G4Q_HD void g4k_view<G4_DTYPE_Q6_K>(const g4q_tr<G4_DTYPE_Q6_K>::raw &a, int u, g4k_unit &v)
+{
+    v.d = g4q_h2f(a.d), v.dm = 0.f;
+    const int is = (u & 3) >> 1;
+    const uint32_t s0 = g4q_a2_get<2>(a.sc, 0), s1 = g4q_a2_get<2>(a.sc, 1);
+#pragma unroll
+    for (int r = 0; r < 4; r++) v.sc[r] = (int)(int8_t)g4q_byte(r < 2 ? s0 : s1, (is + 2 * r) & 3);
+    v.m[0] = v.m[1] = 0;
+#pragma unroll
+    for (int k = 0; k < 2; k++) {
+        const uint32_t qa = g4q_a2_get<2>(a.qa, k), qb = g4q_a2_get<2>(a.qb, k), qh = g4q_a2_get<2>(a.qh, k);
+        v.q[0 + k] = g4k_vsub4((qa & 0x0F0F0F0Fu) | ((qh & 0x03030303u) << 4), 0x20202020u);
+        v.q[2 + k] = g4k_vsub4((qb & 0x0F0F0F0Fu) | (((qh >> 2) & 0x03030303u) << 4), 0x20202020u);
+        v.q[4 + k] = g4k_vsub4(((qa >> 4) & 0x0F0F0F0Fu) | (((qh >> 4) & 0x03030303u) << 4), 0x20202020u);
+        v.q[6 + k] = g4k_vsub4(((qb >> 4) & 0x0F0F0F0Fu) | (((qh >> 6) & 0x03030303u) << 4), 0x20202020u);
+    }
+}
+
+/* Σ_r sc[r]·Σ q·a of one unit against its activation bytes a[2r + h]
+ * (elements pos(u, r) + 4h ..), exact */
+G4Q_HD int g4k_unit_dot(const g4k_unit &v, const uint32_t a[8])
+{
+    int s = 0;
+#pragma unroll
+    for (int r = 0; r < 4; r++) s += v.sc[r] * g4k_dp4a(v.q[2 * r + 1], a[2 * r + 1], g4k_dp4a(v.q[2 * r], a[2 * r], 0));
+    return s;
+}
+
+/* ---- the per-block float expressions of the _ref dots --------------------
+ * sumi, mins: the block's exact integer sums; (float) conversions round to
+ * nearest as C's do. */
+/* Q4_0 Q5_0 Q8_0: sumi * (dw * da) */
+G4Q_HD float g4f_q8_0(float sumi_f, float dw, float da) { return g4x_mul(sumi_f, g4x_mul(dw, da)); }
+/* Q4_1 Q5_1: (dw * da) * sumi + mw * sa */
+G4Q_HD float g4f_q8_1(float sumi_f, float dw, float da, float mw, float sa)
+{
+    return g4x_add(g4x_mul(g4x_mul(dw, da), sumi_f), g4x_mul(mw, sa));
+}
+/* Q4_K Q5_K: d * ad * sumi - dmin * ad * mins */
+G4Q_HD float g4f_kq(float sumi_f, float mins_f, float d, float dmin, float ad)
+{
+    return g4x_sub(g4x_mul(g4x_mul(d, ad), sumi_f), g4x_mul(g4x_mul(dmin, ad), mins_f));
+}
+/* Q6_K: d * ad * sumi */
+G4Q_HD float g4f_q6_k(float sumi_f, float d, float ad) { return g4x_mul(g4x_mul(d, ad), sumi_f); }
+
+/* which activation format the weight type pairs with (g4_type_ops) */
+G4Q_HD int g4a_format(int ty)
+{
+    switch (ty) {
+    case G4_DTYPE_Q4_0:
+    case G4_DTYPE_Q5_0:
+    case G4_DTYPE_Q8_0: return G4_DTYPE_Q8_0;
+    case G4_DTYPE_Q4_1:
+    case G4_DTYPE_Q5_1: return G4_DTYPE_Q8_1;
+    case G4_DTYPE_Q4_K:
+    case G4_DTYPE_Q5_K:
+    case G4_DTYPE_Q6_K: return G4_DTYPE_Q8_K;
+    default: return ty; /* F32, F16, BF16 */
+    }
+}
+
 #endif

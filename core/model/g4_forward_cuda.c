@@ -27,6 +27,7 @@
 
 #include "g4_alloc.h"
 #include "g4_cuda.h"
+#include "g4_dot.h"
 #include "g4_model_internal.h"
 
 int g4_device_from_name(const char *name)
@@ -93,6 +94,7 @@ typedef struct {
 } dlayer_t;
 
 #define LOGIT_ROWS 16 /* rows of logits computed at a time (a [16, n_vocab] buffer) */
+#define GRAPH_T 8     /* passes of up to this many rows replay a recorded graph */
 
 struct g4_fwd_dev {
     g4_cu_t *cu;
@@ -108,11 +110,22 @@ struct g4_fwd_dev {
     int32_t *moe_sel, *moe_idx;
     int32_t *i32; /* [5][T]: pos, lo/hi of full layers, lo/hi of sliding ones */
     void **kvp;   /* [n_layer][2][T]: K, V cache of each row's sequence      */
+    g4_cu_attn_row_t *arows; /* [n_layer][T]: each row's attention, as the CPU's */
+    int32_t *views;          /* [T][n_lcell]: the sliding view each row visits */
     /* pinned host staging */
-    int32_t *h_i32, *h_idx;
+    int32_t *h_i32, *h_idx, *h_views;
     void **h_kvp;
+    g4_cu_attn_row_t *h_arows;
     float *h_io;
     size_t h_io_floats;
+    /* decode steps of T rows (T <= GRAPH_T): the layers' kernels recorded
+     * once (the second pass of that size) and replayed; off with
+     * $G4_CUDA_GRAPHS=0, on MoE models (the router waits for the host) and
+     * after a capture fails */
+    int graphs_on;
+    g4_cu_graph_t *graph[GRAPH_T];
+    uint64_t graph_epoch[GRAPH_T];
+    int graph_seen[GRAPH_T];
 };
 
 static void s_unpin(void *p) { g4_cu_host_free(p); }
@@ -186,6 +199,7 @@ void g4_fwd_dev_free(g4_ctx_t *c)
 {
     struct g4_fwd_dev *fd = c ? c->dev : NULL;
     if (!fd) return;
+    for (int i = 0; i < GRAPH_T; i++) g4_cu_graph_free(&fd->graph[i]);
     if (fd->cu) {
         g4_cu_sync(fd->cu, NULL);
         for (int i = 0; i < fd->n_allocs; i++) g4_cu_free(fd->cu, fd->allocs[i]);
@@ -194,6 +208,8 @@ void g4_fwd_dev_free(g4_ctx_t *c)
     s_unpin(fd->h_i32);
     s_unpin(fd->h_idx);
     s_unpin(fd->h_kvp);
+    s_unpin(fd->h_arows);
+    s_unpin(fd->h_views);
     s_unpin(fd->h_io);
     g4_free(fd->allocs);
     g4_free(fd->L);
@@ -214,6 +230,7 @@ int g4_fwd_dev_new(g4_ctx_t *c, g4_err_t *err)
                           ndev == 1 ? "" : "s");
     struct g4_fwd_dev *fd = g4_calloc(1, sizeof *fd);
     if (!fd) return g4_err_set(err, G4_ERR_NOMEM, "out of memory");
+    g4_kernels_init(); /* (g4_kernels_isa: the CPU whose attention arithmetic the GPU follows) */
     c->dev = fd;
     if (!(fd->cu = g4_cu_open(dev, err))) goto fail;
     /* the weights: every matrix and norm vector of the range (LM head last) */
@@ -289,11 +306,19 @@ int g4_fwd_dev_new(g4_ctx_t *c, g4_err_t *err)
     }
     if (!(fd->i32 = s_dalloc(fd, 5 * T * 4, err, "the positions"))) goto fail;
     if (!(fd->kvp = s_dalloc(fd, (size_t)hp->n_layer * 2 * T * sizeof(void *), err, "the cache table"))) goto fail;
+    if (!(fd->arows = s_dalloc(fd, (size_t)hp->n_layer * T * sizeof *fd->arows, err, "the attention table"))) goto fail;
+    const size_t nl = c->n_lcell ? (size_t)c->n_lcell : 1;
+    if (!(fd->views = s_dalloc(fd, T * nl * 4, err, "the attention views"))) goto fail;
+    if (!(fd->h_arows = g4_cu_host_alloc((size_t)hp->n_layer * T * sizeof *fd->h_arows)) ||
+        !(fd->h_views = g4_cu_host_alloc(T * nl * 4)))
+        goto nomem;
     fd->h_io_floats = T * (PW > (size_t)H ? PW : (size_t)H);
     if (!(fd->h_i32 = g4_cu_host_alloc(5 * T * 4)) || !(fd->h_kvp = g4_cu_host_alloc((size_t)hp->n_layer * 2 * T * sizeof(void *))) ||
         !(fd->h_io = g4_cu_host_alloc(fd->h_io_floats * 4)))
         goto nomem;
     if (g4_cu_sync(fd->cu, err)) goto fail;
+    const char *ge = getenv("G4_CUDA_GRAPHS");
+    fd->graphs_on = !hp->n_expert && !(ge && !strcmp(ge, "0"));
     return G4_OK;
 nomem:
     g4_err_set(err, G4_ERR_NOMEM, "out of (pinned) host memory for the GPU context");
@@ -375,7 +400,7 @@ static void s_attention(pass_t *P, int l, int T)
     const float base = swa ? hp->rope_base_swa : hp->rope_base_full;
     const float *ff = swa ? NULL : fd->rope_freqs;
     const int nq = nh * hd, nkvd = nkv * hd;
-    const int32_t *pos = fd->i32, *lo = fd->i32 + (swa ? 3 : 1) * (size_t)c->p.n_ubatch, *hi = lo + c->p.n_ubatch;
+    const int32_t *pos = fd->i32;
     const int src = g4_model_kv_source(c->m, l), cells = g4_kv_cells(c, src);
     void *const *kp = fd->kvp + (size_t)src * 2 * c->p.n_ubatch, *const *vp = kp + c->p.n_ubatch;
     const int f16 = c->kv_elem == 2;
@@ -394,9 +419,10 @@ static void s_attention(pass_t *P, int l, int T)
         OK(g4_cu_kv_store(P->cu, kp, cells, f16, fd->k, nkvd, nkvd, T, pos));
         OK(g4_cu_kv_store(P->cu, vp, cells, f16, fd->v, nkvd, nkvd, T, pos));
     }
+    /* the CPU's two kernels, chosen per row as g4_forward.c does (the table: g4_fwd_dev_forward) */
     if (!P->rc)
-        P->rc = g4_cu_attention(P->cu, fd->q, nq, T, nh, nkv, hd, (const void *const *)kp, (const void *const *)vp, cells,
-                                f16, lo, hi, fd->o, nq, P->err);
+        P->rc = g4_cu_attention_rows(P->cu, fd->q, nq, T, nh, nkv, hd, fd->arows + (size_t)src * c->p.n_ubatch, cells, f16,
+                                     fd->o, nq, P->err);
     s_mm(P, &D->wo, 0, -1, fd->o, nq, T, fd->t1, H);
     OK(g4_cu_add_rms(P->cu, fd->x, H, fd->t1, H, D->post_attn_norm, H, T, hp->eps));
 }
@@ -497,6 +523,52 @@ static void s_ple(pass_t *P, int l, int T)
     OK(g4_cu_add_rms(P->cu, fd->x, H, fd->t1, H, D->post_norm, H, T, hp->eps));
 }
 
+static void s_layer(pass_t *P, int l, int T)
+{
+    const g4_model_t *m = P->c->m;
+    s_attention(P, l, T);
+    s_ffn(P, l, T);
+    if (m->hp.ple_dim) s_ple(P, l, T);
+    if (m->layers[l].has_out_scale) OK(g4_cu_scale(P->cu, P->fd->x, (int64_t)T * m->hp.n_embd, m->layers[l].out_scale));
+}
+
+/* A pass of T <= GRAPH_T rows as one graph launch: every kernel reads
+ * device buffers at fixed addresses that g4_fwd_dev_forward refreshed (the
+ * input rows, positions, cache and attention tables), so the recording
+ * stays valid while the workspace stays put. 1 when the layers were
+ * launched (or failed: P->rc), 0 when the caller enqueues them plainly. */
+static int s_graph_pass(pass_t *P, int T)
+{
+    struct g4_fwd_dev *fd = P->fd;
+    g4_ctx_t *c = P->c;
+    if (!fd->graphs_on || T > GRAPH_T) return 0;
+    const int k = T - 1;
+    if (fd->graph[k] && fd->graph_epoch[k] != g4_cu_ws_epoch(fd->cu)) g4_cu_graph_free(&fd->graph[k]);
+    if (!fd->graph[k]) {
+        if (fd->graph_seen[k]++ < 1) return 0; /* the first pass of a size grows the workspace plainly */
+        g4_err_t e2;
+        g4_err_clear(&e2);
+        if (g4_cu_capture_begin(fd->cu, &e2)) {
+            fd->graphs_on = 0;
+            return 0;
+        }
+        pass_t rec = *P;
+        rec.err = &e2, rec.rc = G4_OK;
+        for (int l = c->m->begin; l < c->m->end && !rec.rc; l++) s_layer(&rec, l, T);
+        g4_cu_graph_t *g = NULL;
+        const int rc = g4_cu_capture_end(fd->cu, &g, &e2);
+        if (rec.rc || rc || !g) { /* nothing ran: plainly, now and from now on if it was an error */
+            g4_cu_graph_free(&g);
+            if (rec.rc || rc) fd->graphs_on = 0;
+            return 0;
+        }
+        fd->graph[k] = g, fd->graph_epoch[k] = g4_cu_ws_epoch(fd->cu);
+    }
+    OK(g4_cu_graph_launch(fd->cu, fd->graph[k], P->err));
+    for (int l = c->m->begin; l < c->m->end && c->on_layer; l++) c->on_layer(c->on_layer_user);
+    return 1;
+}
+
 int g4_fwd_dev_forward(g4_ctx_t *c, const g4_batch_t *b, int T, const float *hidden_in, float *ple_io,
                        float *hidden_out, float *logits, g4_err_t *err)
 {
@@ -523,6 +595,37 @@ int g4_fwd_dev_forward(g4_ctx_t *c, const g4_batch_t *b, int T, const float *hid
             fd->h_kvp[(size_t)l * 2 * U + U + t] = s->v ? s->v[l] : NULL;
         }
     OK(g4_cu_h2d(fd->cu, fd->kvp, fd->h_kvp, (size_t)hp->n_layer * 2 * U * sizeof(void *)));
+    /* each row's attention as the CPU computes it (g4_forward.c s_attention):
+     * the single-query F16 kernel for a sequence's rows below 64 (or decode
+     * steps fed again), with split-KV chunks for a one-row step; else the
+     * tiled kernel; the cells in the order of llama.cpp's layout (the view) */
+    for (int t = 0; t < T; t++) c->seq_rows[b->seq[t]] = c->seq_extra[b->seq[t]];
+    for (int t = 0; t < T; t++) c->seq_rows[b->seq[t]]++;
+    const int f16 = c->kv_elem == 2, nlc = c->n_lcell;
+    /* the CPU's dot order for F16 scores, as this machine's kernels would sum them */
+    const char *isa = g4_kernels_isa();
+    const int dot = !strcmp(isa, "avx512") ? G4_CU_DOT_AVX512 : !strcmp(isa, "avx2") ? G4_CU_DOT_AVX2 : G4_CU_DOT_SCALAR;
+    for (int t = 0; t < T; t++) {
+        const g4_seq_t *s = &c->seqs[b->seq[t]];
+        const int step = c->seq_rows[b->seq[t]] == 1 || (b->flags && (b->flags[t] & G4_ROW_STEP));
+        const int fed_again = step && c->seq_rows[b->seq[t]] > 1;
+        if (nlc) memcpy(fd->h_views + (size_t)t * nlc, fed_again ? c->row_view + (size_t)t * nlc : s->lcell, (size_t)nlc * 4);
+        for (int l = 0; l < (int)hp->n_layer; l++) {
+            if (!s->k || !s->k[l]) continue;
+            const int swa = hp->is_swa[l];
+            g4_cu_attn_row_t *r = &fd->h_arows[(size_t)l * U + t];
+            r->K = s->k[l], r->V = s->v[l];
+            r->view = swa && nlc ? fd->views + (size_t)t * nlc : NULL;
+            r->n_view = fed_again ? c->row_nkv[2 * t + swa] : swa ? s->nkv_swa : s->nkv_full;
+            r->lo = swa ? hi32[3 * U + t] : 0, r->hi = swa ? hi32[4 * U + t] : b->pos[t];
+            r->single = f16 && (c->seq_rows[b->seq[t]] < 64 || step);
+            r->splits = step ? c->attn_splits : 1;
+            r->dot = dot;
+        }
+    }
+    if (nlc) OK(g4_cu_h2d(fd->cu, fd->views, fd->h_views, (size_t)T * nlc * 4));
+    for (int l = 0; l < (int)hp->n_layer; l++)
+        OK(g4_cu_h2d(fd->cu, fd->arows + (size_t)l * U, fd->h_arows + (size_t)l * U, (size_t)T * sizeof *fd->h_arows));
     /* input rows */
     if (m->begin == 0) {
         g4_fwd_embed(c, b, T);
@@ -545,16 +648,15 @@ int g4_fwd_dev_forward(g4_ctx_t *c, const g4_batch_t *b, int T, const float *hid
             OK(g4_cu_h2d(fd->cu, fd->ple, fd->h_io, (size_t)T * PW * 4));
         }
     }
-    for (int l = m->begin; l < m->end && !P->rc; l++) {
-        s_attention(P, l, T);
-        s_ffn(P, l, T);
-        if (hp->ple_dim) s_ple(P, l, T);
-        if (m->layers[l].has_out_scale) OK(g4_cu_scale(fd->cu, fd->x, (int64_t)T * H, m->layers[l].out_scale));
-        /* a long pass reports each layer as it ends (a daemon's heartbeats);
-         * a decode step queues the whole range */
-        if (T > 16 && !P->rc) P->rc = g4_cu_sync(fd->cu, err);
-        if (c->on_layer) c->on_layer(c->on_layer_user);
-    }
+    if (P->rc) return P->rc;
+    if (!s_graph_pass(P, T))
+        for (int l = m->begin; l < m->end && !P->rc; l++) {
+            s_layer(P, l, T);
+            /* a long pass reports each layer as it ends (a daemon's
+             * heartbeats); a decode step queues the whole range */
+            if (T > 16 && !P->rc) P->rc = g4_cu_sync(fd->cu, err);
+            if (c->on_layer) c->on_layer(c->on_layer_user);
+        }
     if (P->rc) return P->rc;
     if (m->end < (int)hp->n_layer || hidden_out) {
         if (m->end < (int)hp->n_layer && !hidden_out)

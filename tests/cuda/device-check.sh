@@ -29,7 +29,7 @@ for s in $STEPS; do
   case $s in
   unit)
     for t in cuda_none cuda_quant cuda_mm cuda_ops cuda_model; do
-      timeout 300 "$HERE/bin/g4_unit" --test $t 2>&1 | tee -a "$O/unit.log" | tail -25
+      G4_CUDA_STRICT=1 timeout 300 "$HERE/bin/g4_unit" --test $t 2>&1 | tee -a "$O/unit.log" | tail -25
       r=${PIPESTATUS[0]}; [ "$r" = 0 ] || [ "$r" = 77 ] || rc=1
     done ;;
   probe)

