@@ -9,11 +9,9 @@
  * activations are f32 rows with a leading dimension (floats between rows).
  *
  * The numbers follow the CPU twins (the _ref functions of core/kernels, g4_attn_ref) within
- * float tolerance: matrix × vector dequantizes each weight to f32 and sums
- * in f32 (no activation quantization), matrix × matrix dequantizes tiles of
- * weights to f16 and multiplies them on the tensor cores with f32 sums, the
- * activations converted to f16 after a per-row power-of-two scale (so rows
- * far above f16's range stay finite). GELU is the tanh formula rounded
+ * float tolerance; matrix products take the CPU's arithmetic itself (the
+ * activations quantized like the CPU's, exact block sums, the same float
+ * expression per block: see G4_CUDA_MM near the end). GELU is the tanh formula rounded
  * through f16 like the CPU's table; attention is flash-style (online softmax
  * in f32) over an F16 or F32 cache.
  *
@@ -82,7 +80,9 @@ int g4_cu_type_ok(g4_dtype_t t);
 /* Y[t*ldy + n] = dot(row n of W, X[t*ldx ..]) for t < T, n < N.
  * dW: N rows of K elements of type t, `row_bytes` apart (the GGUF layout:
  * row_bytes = K / block size * block bytes). K a multiple of the type's
- * block size. T small (<= 8): matrix × vector kernels; larger: tensor cores. */
+ * block size. T small (<= 8): matrix × vector kernels; larger: tensor cores.
+ * Uses the workspace (X in the weight type's activation format: about
+ * T·K bytes, or T·K·2-4 for the float types). See G4_CUDA_MM below. */
 int g4_cu_matmul(g4_cu_t *cu, g4_dtype_t t, const void *dW, size_t row_bytes, int64_t K, int64_t N, const float *dX,
                  int64_t ldx, int64_t T, float *dY, int64_t ldy, g4_err_t *err);
 
@@ -179,6 +179,35 @@ int g4_cu_scatter(g4_cu_t *cu, const float *dx, int64_t ldx, const int32_t *didx
  * in the CPU's arithmetic (bit-identical to g4_dequant_row). G4_OK, or
  * G4_ERR_RANGE for a type g4_cu_type_ok refuses or K not whole blocks. */
 int g4_cu_dequant_row_host(g4_dtype_t t, const void *row, float *out, int64_t K);
+
+/* g4_cu_matmul's numbers. By default they are the CPU's (g4_matmul_ref):
+ * X is first converted to the weight type's activation format exactly as
+ * the CPU's from_float does (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1,
+ * Q8_K for Q4_K/Q5_K/Q6_K, F16/BF16/F32 for the float types), each block's
+ * integer dot product is exact, its term is the CPU _ref's float expression
+ * and the terms are added in the CPU's order: g4_matmul_ref's bits, for all
+ * T. Float weights sum w·a in double like the CPU (T <= 8: per-lane partial
+ * double sums, the same f32 in practice).
+ * G4_CUDA_MM=fast in the environment (read at the first call) selects the
+ * earlier kernels instead: unquantized f32 activations times weights
+ * dequantized to f32 (T <= 8) or f16 on the tensor cores (T > 8): within
+ * ~1e-3 of the exact product, not the CPU's numbers (for speed comparisons).
+ *
+ * Test hooks for that path (no device needed; each runs the kernels' own
+ * code on the host, thread by thread; G4_OK, or G4_ERR_RANGE for a type
+ * g4_cu_type_ok refuses or K not whole blocks, G4_ERR_NOMEM):
+ *   g4_cu_quantize_act_host  one row of K floats in the activation format of
+ *       weight type t, as the CPU's block array (what from_float_ref writes:
+ *       g4_block_q8_0 / _q8_1 / _q8_K, f16 / bf16 bits, floats);
+ *   g4_cu_block_dots_host  (quantized t only) terms[b] = block b's term of the
+ *       dot of a weight row with an activation row in that format, as the
+ *       matrix × vector kernels compute it (the CPU's vec_dot_ref over that
+ *       one block gives the same bits);
+ *   g4_cu_matmul_host  g4_cu_matmul on host memory, the default path. */
+int g4_cu_quantize_act_host(g4_dtype_t t, const float *x, void *out, int64_t K);
+int g4_cu_block_dots_host(g4_dtype_t t, const void *w_row, const void *act, int64_t K, float *terms);
+int g4_cu_matmul_host(g4_dtype_t t, const void *W, size_t row_bytes, int64_t K, int64_t N, const float *X, int64_t ldx,
+                      int64_t T, float *Y, int64_t ldy);
 
 #ifdef __cplusplus
 }

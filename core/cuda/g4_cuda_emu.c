@@ -16,6 +16,7 @@
 #include "g4_act.h"
 #include "g4_alloc.h"
 #include "g4_cuda.h"
+#include "g4_dot.h"
 #include "g4_dtype.h"
 #include "g4_matmul.h"
 #include "g4_norm.h"
@@ -389,6 +390,48 @@ int g4_cu_scatter(g4_cu_t *cu, const float *dx, int64_t ldx, const int32_t *didx
 int g4_cu_dequant_row_host(g4_dtype_t t, const void *row, float *out, int64_t K)
 {
     return g4_dequant_row(t, row, out, K) ? G4_ERR_RANGE : G4_OK;
+}
+
+/* the default matmul path's test hooks (g4_cuda.h): here the CPU's own
+ * functions, which the CUDA kernels reproduce */
+static const g4_type_ops_t *s_hook_ops(g4_dtype_t t, int64_t K)
+{
+    const g4_type_ops_t *ops = g4_cu_type_ok(t) ? g4_type_ops(t) : NULL;
+    if (!ops || K < 0 || K % g4_dtype_traits(t)->block_size || K % g4_dtype_traits(ops->act_type)->block_size) return NULL;
+    return ops;
+}
+
+int g4_cu_quantize_act_host(g4_dtype_t t, const float *x, void *out, int64_t K)
+{
+    const g4_type_ops_t *ops = s_hook_ops(t, K);
+    if (!ops) return G4_ERR_RANGE;
+    ops->from_float_ref(x, out, K);
+    return G4_OK;
+}
+
+int g4_cu_block_dots_host(g4_dtype_t t, const void *w_row, const void *act, int64_t K, float *terms)
+{
+    const g4_type_ops_t *ops = s_hook_ops(t, K);
+    if (!ops || t == G4_DTYPE_F32 || t == G4_DTYPE_F16 || t == G4_DTYPE_BF16) return G4_ERR_RANGE;
+    const int64_t qk = g4_dtype_traits(t)->block_size;
+    const size_t wb = g4_dtype_traits(t)->type_size, ab = (size_t)g4_dtype_row_bytes(ops->act_type, (uint64_t)qk);
+    for (int64_t b = 0; b < K / qk; b++)
+        ops->vec_dot_ref(qk, &terms[b], (const uint8_t *)w_row + (size_t)b * wb, (const uint8_t *)act + (size_t)b * ab);
+    return G4_OK;
+}
+
+int g4_cu_matmul_host(g4_dtype_t t, const void *W, size_t row_bytes, int64_t K, int64_t N, const float *X, int64_t ldx,
+                      int64_t T, float *Y, int64_t ldy)
+{
+    if (!s_hook_ops(t, K) || K == 0 || N < 0 || T < 0) return G4_ERR_RANGE;
+    if (N == 0 || T == 0) return G4_OK;
+    g4_tensor_t Wt = {.data = (void *)W, .dtype = t, .n_dims = 2, .ne = {K, N, 1, 1},
+                      .nb = {0, row_bytes, row_bytes * (uint64_t)N, row_bytes * (uint64_t)N}};
+    void *scratch = g4_malloc_aligned(g4_matmul_scratch_bytes(t, K, T) + 64, 64);
+    if (!scratch) return G4_ERR_NOMEM;
+    const int rc = g4_matmul_ref(&Wt, 0, N, X, ldx, T, Y, ldy, scratch);
+    g4_free_aligned(scratch);
+    return rc ? G4_ERR_RANGE : G4_OK;
 }
 
 /* graphs: the emulation records nothing (each call runs at once), so a

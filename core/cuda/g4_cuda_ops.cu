@@ -40,7 +40,10 @@
  * positions in the union of its rows' ranges; a row's weight for a
  * position outside its own range is exactly 0, so that position's V adds
  * nothing unless it holds inf or NaN (0·inf). dout may be dq (same ld):
- * every q is read before the output that overwrites it is written. */
+ * every q is read before the output that overwrites it is written.
+ *
+ * g4_cu_attention_rows is attention in the CPU path's own arithmetic
+ * (core/model/g4_attn.c), bit for bit: see its section below. */
 #include <math.h>
 #include <stdint.h>
 

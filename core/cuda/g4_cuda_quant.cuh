@@ -685,6 +685,34 @@ G4Q_HD uint32_t g4x_f2bf(float f)
     return ((u + (0x7fffu + ((u >> 16) & 1))) >> 16) & 0xFFFFu;
 }
 
+/* The NaN an x86 SSE operation on a and b returns when its result is NaN:
+ * the first NaN operand, quieted, or the "default NaN" 0xFFC00000 for an
+ * invalid operation (inf·0, inf - inf). The GPU returns 0x7FFFFFFF
+ * instead; the activation conversion (whose bits the CPU then reads as
+ * integers: Q8_K's nearest(), Q8_1's s) follows x86. */
+G4Q_HD float g4x_nan_x86(float a, float b)
+{
+    if (a != a) return g4q_f32(g4x_bits(a) | 0x00400000u);
+    if (b != b) return g4q_f32(g4x_bits(b) | 0x00400000u);
+    return g4q_f32(0xFFC00000u);
+}
+G4Q_HD float g4x_mul_x86(float a, float b)
+{
+    float r = g4x_mul(a, b);
+#ifdef __CUDA_ARCH__
+    if (r != r) r = g4x_nan_x86(a, b);
+#endif
+    return r;
+}
+G4Q_HD float g4x_add_x86(float a, float b)
+{
+    float r = g4x_add(a, b);
+#ifdef __CUDA_ARCH__
+    if (r != r) r = g4x_nan_x86(a, b);
+#endif
+    return r;
+}
+
 /* (int)v of x86's cvttss2si for a v that is already an integer or not
  * finite: INT_MIN outside int's range and for NaN (the GPU's conversion
  * would saturate instead) */
@@ -714,7 +742,7 @@ G4Q_HD void g4a_q8_scale(float amax, float *d, float *id)
     *id = amax != 0.0f ? g4x_div(127.f, amax) : 0.0f;
 }
 G4Q_HD int g4a_q8_elem(float x, float id) { return (int)(int8_t)g4x_cvt_x86(g4x_rint(g4x_mul(x, id))); }
-G4Q_HD uint32_t g4a_q8_1_s(float d, int sum) { return g4x_f2h(g4x_mul(d, g4x_i2f(sum))); }
+G4Q_HD uint32_t g4a_q8_1_s(float d, int sum) { return g4x_f2h(g4x_mul_x86(d, g4x_i2f(sum))); }
 
 /* Q8_K (quantize_row_q8_K_ref): per 256 values the first x of largest |x|
  * (strictly greater: NaN never wins) is `max`; all zero (amax 0): d = 0,
@@ -745,7 +773,7 @@ G4Q_HD g4a_kmax g4a_kmax_join(const g4a_kmax &a, const g4a_kmax &b)
 G4Q_HD float g4a_qk_iscale(float max) { return g4x_div(-127.f, max); }
 G4Q_HD int g4a_qk_elem(float x, float iscale)
 {
-    const float val = g4x_add(g4x_mul(iscale, x), 12582912.f);
+    const float val = g4x_add_x86(g4x_mul_x86(iscale, x), 12582912.f);
     const int v = (int)(g4x_bits(val) & 0x007fffffu) - 0x00400000;
     return (int)(int8_t)(v < 127 ? v : 127);
 }

@@ -10,7 +10,14 @@
  * combine, row gather / scatter. Tolerance: relative 1e-4 (GELU: or one f16
  * step, since CUDA's tanhf and libm's may round an ulp apart before the f16
  * rounding), attention 1e-3 of the output vector's largest element against
- * g4_attn_ref (double). SKIP without the backend or a device.
+ * g4_attn_ref (double). Attention in the CPU's order (g4_cu_attention_rows)
+ * against the CPU kernels themselves (g4_attn_f16_g, g4_attn_f32) on rows
+ * of both kinds in one call: views in cache order, wrapped rings with empty
+ * cells, scattered positions, lo > 0, splits 1, 4, 64 and 100 (folded by
+ * one block), heads of 96, 256 and 512, 1 to 8 query heads per KV head, F16
+ * and F32 caches; tolerance 1e-5 of the largest output (f32 kernel) or one
+ * f16 step of the output (single-query kernel), the bit-identical share
+ * printed (the emulation gives all). SKIP without the backend or a device.
  *
  * test_cuda_none runs everywhere: the device count without a crash, and
  * without a device g4_cu_open fails cleanly with a message. */
