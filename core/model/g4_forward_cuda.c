@@ -108,6 +108,11 @@ struct g4_fwd_dev {
     float *x, *a, *q, *k, *v, *o, *t1, *fg, *fu, *ple, *logits;
     float *moe_acc, *moe_in, *moe_x, *moe_g, *moe_u, *moe_d, *moe_dd, *moe_w;
     int32_t *moe_sel, *moe_idx;
+    /* the pass's row tables, T (its rows) apart, so a decode step uploads a
+     * few hundred bytes, not n_ubatch rows' worth */
+    int rs;       /* T of the pass the tables hold                            */
+    int attn_fast; /* $G4_CUDA_ATTN=fast: g4_cu_attention (flash-decoding in
+                    * position order, f32) instead of the CPU's arithmetic     */
     int32_t *i32; /* [5][T]: pos, lo/hi of full layers, lo/hi of sliding ones */
     void **kvp;   /* [n_layer][2][T]: K, V cache of each row's sequence      */
     g4_cu_attn_row_t *arows; /* [n_layer][T]: each row's attention, as the CPU's */
@@ -317,6 +322,8 @@ int g4_fwd_dev_new(g4_ctx_t *c, g4_err_t *err)
         !(fd->h_io = g4_cu_host_alloc(fd->h_io_floats * 4)))
         goto nomem;
     if (g4_cu_sync(fd->cu, err)) goto fail;
+    const char *ae = getenv("G4_CUDA_ATTN");
+    fd->attn_fast = ae && !strcmp(ae, "fast");
     const char *ge = getenv("G4_CUDA_GRAPHS");
     fd->graphs_on = !hp->n_expert && !(ge && !strcmp(ge, "0"));
     return G4_OK;
@@ -402,7 +409,7 @@ static void s_attention(pass_t *P, int l, int T)
     const int nq = nh * hd, nkvd = nkv * hd;
     const int32_t *pos = fd->i32;
     const int src = g4_model_kv_source(c->m, l), cells = g4_kv_cells(c, src);
-    void *const *kp = fd->kvp + (size_t)src * 2 * c->p.n_ubatch, *const *vp = kp + c->p.n_ubatch;
+    void *const *kp = fd->kvp + (size_t)src * 2 * fd->rs, *const *vp = kp + fd->rs;
     const int f16 = c->kv_elem == 2;
 
     OK(g4_cu_rmsnorm(P->cu, fd->x, H, D->attn_norm, fd->a, H, H, T, hp->eps));
@@ -420,9 +427,14 @@ static void s_attention(pass_t *P, int l, int T)
         OK(g4_cu_kv_store(P->cu, vp, cells, f16, fd->v, nkvd, nkvd, T, pos));
     }
     /* the CPU's two kernels, chosen per row as g4_forward.c does (the table: g4_fwd_dev_forward) */
-    if (!P->rc)
-        P->rc = g4_cu_attention_rows(P->cu, fd->q, nq, T, nh, nkv, hd, fd->arows + (size_t)src * c->p.n_ubatch, cells, f16,
-                                     fd->o, nq, P->err);
+    if (!P->rc && fd->attn_fast) {
+        const int32_t *lo = fd->i32 + (size_t)(swa ? 3 : 1) * fd->rs, *hi = lo + fd->rs;
+        P->rc = g4_cu_attention(P->cu, fd->q, nq, T, nh, nkv, hd, (const void *const *)kp, (const void *const *)vp, cells, f16,
+                                lo, hi, fd->o, nq, P->err);
+    } else if (!P->rc) {
+        P->rc = g4_cu_attention_rows(P->cu, fd->q, nq, T, nh, nkv, hd, fd->arows + (size_t)src * fd->rs, cells, f16, fd->o,
+                                     nq, P->err);
+    }
     s_mm(P, &D->wo, 0, -1, fd->o, nq, T, fd->t1, H);
     OK(g4_cu_add_rms(P->cu, fd->x, H, fd->t1, H, D->post_attn_norm, H, T, hp->eps));
 }
@@ -575,8 +587,9 @@ int g4_fwd_dev_forward(g4_ctx_t *c, const g4_batch_t *b, int T, const float *hid
     const g4_model_t *m = c->m;
     const g4_hparams_t *hp = &m->hp;
     struct g4_fwd_dev *fd = c->dev;
-    const int H = (int)hp->n_embd, PW = (int)(hp->n_layer * hp->ple_dim), U = c->p.n_ubatch;
+    const int H = (int)hp->n_embd, PW = (int)(hp->n_layer * hp->ple_dim), U = T;
     pass_t pass = {c, fd, fd->cu, err, G4_OK}, *P = &pass;
+    fd->rs = T; /* (the tables below: rows T apart) */
     /* positions, the attention's ranges: full layers [0, pos], sliding ones
      * the window, up to the end of a run of bidirectional rows */
     int32_t *hi32 = fd->h_i32;
@@ -624,8 +637,7 @@ int g4_fwd_dev_forward(g4_ctx_t *c, const g4_batch_t *b, int T, const float *hid
         }
     }
     if (nlc) OK(g4_cu_h2d(fd->cu, fd->views, fd->h_views, (size_t)T * nlc * 4));
-    for (int l = 0; l < (int)hp->n_layer; l++)
-        OK(g4_cu_h2d(fd->cu, fd->arows + (size_t)l * U, fd->h_arows + (size_t)l * U, (size_t)T * sizeof *fd->h_arows));
+    OK(g4_cu_h2d(fd->cu, fd->arows, fd->h_arows, (size_t)hp->n_layer * T * sizeof *fd->h_arows));
     /* input rows */
     if (m->begin == 0) {
         g4_fwd_embed(c, b, T);

@@ -39,7 +39,7 @@ for s in $STEPS; do
     r=${PIPESTATUS[0]}; [ "$r" = 0 ] || rc=1
     echo "== against the CPU's SIMD kernels (reported) ==" | tee -a "$O/unit.log"
     timeout 300 "$HERE/bin/g4_unit" --test cuda_model 2>&1 | tee -a "$O/unit.log" | tail -60
-    G4_CUDA_MM=fast timeout 300 "$HERE/bin/g4_unit" --test cuda_model 2>&1 | tee -a "$O/unit-fast.log" | tail -8 ;;
+    G4_CUDA_MM=fast G4_CUDA_ATTN=fast timeout 300 "$HERE/bin/g4_unit" --test cuda_model 2>&1 | tee -a "$O/unit-fast.log" | tail -8 ;;
   probe)
     "$HERE/bin/g4_cuda_bwprobe" 8 | tee "$O/probe.json"
     G4_CUDA_MM_BENCH=1 timeout 300 "$HERE/bin/g4_unit" --test cuda_mm 2>&1 | tee "$O/mm-bench.log" | tail -20 ;;
@@ -53,7 +53,7 @@ for s in $STEPS; do
         --vocab "$HERE/vocab/ggml-vocab-gemma-4.gguf" --threads "$(nproc)" -o "$BIG" 2>&1 | tail -2 | tee -a "$O/big.log"
     fi
     g4 bench -m "$BIG" --in-process --devices cuda:0 -p 512 -n 128 --reps 3 --json 2>>"$O/big.log" | tee "$O/bench-inproc.json"
-    G4_CUDA_MM=fast g4 bench -m "$BIG" --in-process --devices cuda:0 -p 512 -n 128 --reps 3 --json 2>>"$O/big.log" | tee "$O/bench-inproc-fast.json"
+    G4_CUDA_MM=fast G4_CUDA_ATTN=fast g4 bench -m "$BIG" --in-process --devices cuda:0 -p 512 -n 128 --reps 3 --json 2>>"$O/big.log" | tee "$O/bench-inproc-fast.json"
     G4_CUDA_GRAPHS=0 g4 bench -m "$BIG" --in-process --devices cuda:0 -p 512 -n 128 --reps 3 --json 2>>"$O/big.log" | tee "$O/bench-inproc-nographs.json"
     g4 bench -m "$BIG" --devices cuda:0 -p 512 -n 128 --reps 3 --json 2>>"$O/big.log" | tee "$O/bench-1shard.json"
     g4 bench -m "$BIG" --devices cuda:0,cuda:0 -p 512 -n 128 --reps 3 --json 2>>"$O/big.log" | tee "$O/bench-2shards.json"
